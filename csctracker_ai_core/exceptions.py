@@ -1,0 +1,125 @@
+"""Every error the library raises on purpose.
+
+All of them derive from :class:`AiCoreError`, so one ``except AiCoreError`` catches
+everything the library means to tell the caller. Each message says what happened and
+what to do about it, and never contains an API key (keys are shown as fingerprints).
+
+    AiCoreError
+    ├── ConfigurationError          settings that cannot work (no keys, bad limits, bad URL)
+    ├── InvalidInputError           the arguments of a call are wrong; nothing was sent
+    ├── GeminiServiceException      every attempt of a call failed (the original's name);
+    │   │                           ``__cause__`` / ``last_error`` hold the last failure
+    │   ├── QuotaExhaustedError     no key x model slot can serve before the wait limit;
+    │   │                           ``retry_at`` says when one will
+    │   ├── GeminiRequestError      Gemini refused the request itself (a 400 that is the
+    │   │                           caller's fault): retrying cannot help
+    │   └── InvalidResponseError    Gemini answered, but not with what was asked
+    │                               (e.g. invalid JSON in JSON mode, a blocked prompt)
+    ├── TelemetryError              the telemetry store cannot be used as configured
+    └── ReportError                 a report was asked with a bad group or period
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "AiCoreError",
+    "ConfigurationError",
+    "InvalidInputError",
+    "GeminiServiceException",
+    "QuotaExhaustedError",
+    "GeminiRequestError",
+    "InvalidResponseError",
+    "TelemetryError",
+    "ReportError",
+]
+
+
+class AiCoreError(Exception):
+    """Base class of every error raised on purpose by csctracker-ai-core."""
+
+
+class ConfigurationError(AiCoreError, ValueError):
+    """The library was configured in a way that cannot work; fix the setting named."""
+
+
+class InvalidInputError(AiCoreError, ValueError):
+    """A call's arguments are invalid. Raised before anything is sent upstream."""
+
+
+class GeminiServiceException(AiCoreError):
+    """Every attempt to serve a call failed.
+
+    Kept under the original library's name so ``except GeminiServiceException`` keeps
+    working. ``last_error`` is the last underlying failure (also chained as
+    ``__cause__``); ``attempts`` is how many upstream requests were made.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message)
+        self.last_error = last_error
+        self.attempts = attempts
+        self.event_id = event_id
+
+
+class QuotaExhaustedError(GeminiServiceException):
+    """No key x model slot can serve the call within the allowed wait.
+
+    ``retry_at`` is the Unix time (seconds) at which the earliest slot is expected to
+    be usable again, or ``None`` when no slot will ever serve this call (every key
+    disabled, or no model matches the filters).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_at: Optional[float] = None,
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
+        self.retry_at = retry_at
+
+
+class GeminiRequestError(GeminiServiceException):
+    """Gemini rejected the request as malformed (HTTP 400 not about the key).
+
+    Retrying the same request cannot succeed; fix the arguments (model, schema,
+    mime type, size) and call again. ``status_code`` and ``status`` are Gemini's.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: Optional[int] = None,
+        status: Optional[str] = None,
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
+        self.status_code = status_code
+        self.status = status
+
+
+class InvalidResponseError(GeminiServiceException):
+    """Gemini answered, but the answer is unusable (invalid JSON, blocked, empty)."""
+
+
+class TelemetryError(AiCoreError):
+    """The telemetry store cannot be used as configured (bad DSN, unwritable folder)."""
+
+
+class ReportError(AiCoreError, ValueError):
+    """A report was asked with an unknown group or period, or an unreadable date."""

@@ -1,0 +1,1 @@
+from csctracker_ai_core.pool.rotator import ApiKeyRotator, APIKeyRotator  # noqa: F401

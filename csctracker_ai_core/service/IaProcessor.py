@@ -1,0 +1,1 @@
+from csctracker_ai_core.processor import GeminiServiceException, IaProcessor  # noqa: F401

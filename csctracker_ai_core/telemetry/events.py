@@ -1,0 +1,112 @@
+"""What the call path hands to telemetry: one :class:`CallEvent` per call, carrying one
+:class:`AttemptEvent` per upstream request.
+
+These are the contract between the processor and the writer. Field names are the
+ClickHouse column names of ``ai_events`` and ``ai_attempts`` (see
+``telemetry/schema.py``); the ones kept from the original library keep their meaning:
+
+========================  =====================================================
+original column           meaning here
+========================  =====================================================
+timestamp                 when the call started (UTC)
+event_id                  the caller's id, or a new UUID4
+tokens_input              prompt tokens (cached ones included), all modalities
+tokens_image              prompt tokens of modality IMAGE
+tokens_output             billed output: candidates + thinking tokens
+tokens_reasoning          thinking tokens (already inside tokens_output)
+payload                   the prompt sent (capped, see telemetry docs)
+result                    the reply text (capped)
+model                     ``"<model>-<tier>"`` exactly as the original wrote it
+task                      the caller's task label
+time_spent                seconds of the successful upstream request (original)
+service_tier              tier asked: standard, flex, priority
+========================  =====================================================
+
+OpenTelemetry GenAI alignment: ``model_name`` = gen_ai.request.model,
+``model_version`` = gen_ai.response.model, ``response_id`` = gen_ai.response.id,
+``finish_reason`` = gen_ai.response.finish_reasons[0], ``tokens_input`` =
+gen_ai.usage.input_tokens, ``tokens_output`` = gen_ai.usage.output_tokens,
+``tokens_cached`` = gen_ai.usage.cache_read.input_tokens, ``tokens_reasoning`` =
+gen_ai.usage.reasoning.output_tokens, ``error_type`` = error.type; operation
+generate_content and provider gcp.gemini are constants of every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Mapping, Optional, Tuple
+
+__all__ = ["AttemptEvent", "CallEvent"]
+
+
+@dataclass(frozen=True)
+class AttemptEvent:
+    """One upstream request of a call (a row of ``ai_attempts``)."""
+
+    event_id: str
+    attempt: int  # 1-based order within the call
+    timestamp: datetime  # UTC, when the request started
+    key_fingerprint: str
+    project: str
+    tier: str  # "free" or "paid"
+    model_name: str
+    duration_ms: float
+    outcome: str  # "ok", "quota", "auth", "not_found", "transient", "bad_request", "invalid_output", "error"
+    http_status: int = 0  # 0 when no HTTP answer (timeout, dropped connection)
+    error_type: str = ""  # exception class name, "" on success
+    error_message: str = ""  # short, key-free
+    quota_id: str = ""  # Gemini's QuotaFailure quotaId, when a 429 carried one
+    retry_delay_s: float = 0.0  # RetryInfo.retryDelay, when present
+    decision: str = ""  # what the pool did: "served", "suspend", "disable_key", "disable_model", "backoff", "raise"
+    suspended_until: Optional[datetime] = None  # UTC, when the decision set a suspension
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One call of ``analisar_com_gemini`` (a row of ``ai_events``), success or failure."""
+
+    event_id: str
+    timestamp: datetime  # UTC, when the call started
+    task: str
+    outcome: str  # "ok" or "error"
+    model_name: str = ""  # model of the last attempt ("" if none was made)
+    tier: str = ""  # "free", "paid" or ""
+    service_tier: str = "standard"  # asked
+    served_tier: str = ""  # x-gemini-service-tier of the reply, when sent
+    key_fingerprint: str = ""
+    project: str = ""
+    attempts: int = 0
+    time_spent: float = 0.0  # seconds of the successful request (original meaning)
+    total_duration_ms: float = 0.0  # whole call, waits and retries included
+    tokens_input: int = 0
+    tokens_image: int = 0
+    tokens_output: int = 0  # candidates + thinking: what Gemini bills as output
+    tokens_reasoning: int = 0
+    tokens_cached: int = 0
+    tokens_total: int = 0
+    cost_usd: Decimal = Decimal(0)  # what this call cost (0 on free keys)
+    list_cost_usd: Decimal = Decimal(0)  # what it would have cost on a paid key
+    payload: str = ""  # the prompt as sent (before capping)
+    result: str = ""  # the reply text (before capping)
+    finish_reason: str = ""
+    response_id: str = ""
+    model_version: str = ""
+    error_type: str = ""
+    error_message: str = ""
+    quota_id: str = ""
+    image_sha256: str = ""
+    image_bytes: int = 0
+    image_mime: str = ""
+    image_base64: str = ""  # kept only when the user opted in to storing images
+    return_json: bool = True
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    attempt_events: Tuple[AttemptEvent, ...] = ()
+
+    @property
+    def model(self) -> str:
+        """The original library's ``model`` column: ``"<model>-<tier>"``."""
+        if not self.model_name:
+            return ""
+        return f"{self.model_name}-{self.tier}" if self.tier else self.model_name

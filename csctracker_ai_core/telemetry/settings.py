@@ -1,0 +1,92 @@
+"""Where telemetry goes: a ClickHouse server, the embedded chDB store, or nowhere.
+
+Resolved from explicit arguments first, then the original library's environment
+variables (``CLICKHOUSE_HOST``, ``CLICKHOUSE_PORT``, ``CLICKHOUSE_USER``,
+``CLICKHOUSE_PASSWORD``, ``CLICKHOUSE_DB``), then the new ``CSCTRACKER_AI_*`` ones.
+When no server is named anywhere, the embedded store is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from ..exceptions import ConfigurationError
+from ..paths import embedded_clickhouse_path, spool_dir
+
+__all__ = ["ClickHouseSettings", "resolve_clickhouse_settings"]
+
+_MODES = ("server", "embedded", "off")
+
+
+@dataclass(frozen=True)
+class ClickHouseSettings:
+    """Resolved telemetry destination. ``password`` is hidden from ``repr``."""
+
+    mode: str  # "server", "embedded" or "off"
+    host: Optional[str] = None
+    port: Optional[int] = None
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+    database: str = "default"
+    secure: bool = False
+    dsn: Optional[str] = field(default=None, repr=False)
+    embedded_path: Path = field(default_factory=embedded_clickhouse_path)
+    spool_path: Path = field(default_factory=spool_dir)
+
+
+def resolve_clickhouse_settings(
+    host: Optional[str] = None,
+    port: Optional[int] = None,
+    username: Optional[str] = None,
+    password: Optional[str] = None,
+    *,
+    database: Optional[str] = None,
+    dsn: Optional[str] = None,
+    telemetry: Optional[str] = None,
+    env: Optional[Mapping[str, str]] = None,
+) -> ClickHouseSettings:
+    """Build :class:`ClickHouseSettings` from arguments and the environment.
+
+    ``telemetry`` (or ``CSCTRACKER_AI_TELEMETRY``) forces ``"server"``, ``"embedded"`` or
+    ``"off"``; by default a configured host or DSN (``CSCTRACKER_AI_CLICKHOUSE_DSN``)
+    means server, anything else embedded.
+    """
+    env = os.environ if env is None else env
+    mode = (telemetry or env.get("CSCTRACKER_AI_TELEMETRY") or "").strip().lower() or None
+    if mode is not None and mode not in _MODES:
+        raise ConfigurationError(
+            f"telemetry mode {mode!r} is unknown: use one of {', '.join(_MODES)} "
+            "(argument telemetry= or CSCTRACKER_AI_TELEMETRY)."
+        )
+    host = host or env.get("CLICKHOUSE_HOST") or None
+    dsn = dsn or env.get("CSCTRACKER_AI_CLICKHOUSE_DSN") or None
+    raw_port = port if port is not None else env.get("CLICKHOUSE_PORT")
+    try:
+        port_value = int(raw_port) if raw_port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"ClickHouse port {raw_port!r} is not a number: pass port=8123 or set CLICKHOUSE_PORT."
+        ) from None
+    if mode is None:
+        mode = "server" if (host or dsn) else "embedded"
+    if mode == "server" and not (host or dsn):
+        raise ConfigurationError(
+            "telemetry mode 'server' needs a ClickHouse host: pass host= or set CLICKHOUSE_HOST "
+            "(or CSCTRACKER_AI_CLICKHOUSE_DSN)."
+        )
+    secure_raw = env.get("CLICKHOUSE_SECURE", "")
+    return ClickHouseSettings(
+        mode=mode,
+        host=host,
+        port=port_value,
+        username=username or env.get("CLICKHOUSE_USER") or None,
+        password=password if password is not None else env.get("CLICKHOUSE_PASSWORD"),
+        database=database or env.get("CLICKHOUSE_DB") or "default",
+        secure=secure_raw.strip().lower() in ("1", "true", "yes"),
+        dsn=dsn,
+        embedded_path=embedded_clickhouse_path(env),
+        spool_path=spool_dir(env),
+    )

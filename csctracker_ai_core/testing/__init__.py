@@ -1,0 +1,1 @@
+"""Test helpers shipped with the library: a Gemini emulator and pytest fixtures."""
