@@ -1,0 +1,48 @@
+"""csctracker-ai-core: Google Gemini on a pool of API keys, free first and paid as
+fallback, riding out quotas, with every call recorded in ClickHouse.
+
+    from csctracker_ai_core import IaProcessor
+
+    with IaProcessor(google_free_keys=["k1", "k2"], google_paid_keys=["k3"]) as ia:
+        resultado, tokens, event_id = ia.analisar_com_gemini(
+            input_text="Qual a capital da França?", prompt="Responda de forma concisa.",
+            task="pergunta_geral")
+"""
+
+from ._version import __version__
+from .clock import Clock, FakeClock, SystemClock
+from .exceptions import (
+    AiCoreError,
+    ConfigurationError,
+    GeminiRequestError,
+    GeminiServiceException,
+    InvalidInputError,
+    InvalidResponseError,
+    QuotaExhaustedError,
+    ReportError,
+    TelemetryError,
+)
+from .fingerprint import key_fingerprint
+from .pool.rotator import ApiKeyRotator
+from .processor import IaProcessor
+from .tokens import TokenUsage
+
+__all__ = [
+    "__version__",
+    "IaProcessor",
+    "ApiKeyRotator",
+    "TokenUsage",
+    "AiCoreError",
+    "ConfigurationError",
+    "InvalidInputError",
+    "GeminiServiceException",
+    "QuotaExhaustedError",
+    "GeminiRequestError",
+    "InvalidResponseError",
+    "TelemetryError",
+    "ReportError",
+    "Clock",
+    "SystemClock",
+    "FakeClock",
+    "key_fingerprint",
+]

@@ -1,0 +1,506 @@
+"""``IaProcessor``: the facade. Validates a call, asks the pool for a key x model slot,
+calls Gemini through the SDK, tells the pool what happened, and hands the event to
+telemetry.
+
+The attempt loop is short on purpose: what a failure means and where to go next is
+decided by the pool (``pool/``), what is sent and how the reply is read by
+``gemini/``, and what is kept by ``telemetry/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+
+from . import pricing
+from .clock import SYSTEM_CLOCK, Clock
+from .exceptions import (
+    ConfigurationError,
+    GeminiRequestError,
+    GeminiServiceException,
+    InvalidResponseError,
+    QuotaExhaustedError,
+)
+from .gemini.client_pool import GeminiClients
+from .gemini.request import build_config, build_contents
+from .gemini.response import ReplyProblem, finish_reason, parse_json_reply, reply_text, served_tier
+from .pool.decision import Action, Decision, FailureKind
+from .pool.lease import Lease
+from .pool.rotator import ApiKeyRotator
+from .telemetry.events import AttemptEvent, CallEvent
+from .telemetry.settings import resolve_clickhouse_settings
+from .telemetry.writer import open_telemetry
+from .tokens import TokenUsage
+from .validation import PreparedCall, validate_call
+
+__all__ = ["IaProcessor", "GeminiServiceException"]
+
+logger = logging.getLogger(__name__)
+
+Keys = Union[str, Sequence[str], None]
+
+_DEFAULT_TIMEOUT_S = 120.0
+_DEFAULT_MAX_RETRIES = 3
+
+
+def _env_float(env: Mapping[str, str], name: str, default: Optional[float]) -> Optional[float]:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a number; set it to e.g. 30.") from None
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A successful attempt: what the caller gets and what telemetry keeps."""
+
+    result: Any
+    text: str
+    usage: TokenUsage
+    response: Any
+    duration_s: float
+
+
+class IaProcessor:
+    """Gemini on a pool of keys, free first and paid as fallback, with telemetry.
+
+    Positional arguments and their environment fallbacks are the original library's:
+    ``host``/``port``/``username``/``password`` (``CLICKHOUSE_HOST``, ``CLICKHOUSE_PORT``,
+    ``CLICKHOUSE_USER``, ``CLICKHOUSE_PASSWORD``, ``CLICKHOUSE_DB``),
+    ``google_models_limits`` (``GOOGLE_MODEL_LIMITS``), ``google_free_keys``
+    (``GOOGLE_FREE_KEYS``) and ``google_paid_keys`` (``GOOGLE_PAID_KEYS``). Keys come as a
+    list or a comma-separated string; ``"project:KEY"`` names the Google Cloud project of
+    a key (keys of one project share its quota).
+
+    Keyword-only settings (environment fallback in brackets):
+
+    - ``base_url`` [``CSCTRACKER_AI_BASE_URL``]: Gemini endpoint. When unset the SDK's
+      default applies, including its own ``GOOGLE_GEMINI_BASE_URL``.
+    - ``request_timeout_s`` [``CSCTRACKER_AI_TIMEOUT_S``, 120]: per upstream request.
+    - ``max_wait_s`` [``CSCTRACKER_AI_MAX_WAIT_S``]: how long a call may wait for a free
+      slot before :class:`QuotaExhaustedError` (pool default when unset).
+    - ``max_retries`` [``CSCTRACKER_AI_MAX_RETRIES``, 3]: retries after transient failures
+      (5xx, timeouts, invalid JSON). Quota and key failures move to another slot and
+      do not count: each one takes a slot out of the pool, so they end by themselves.
+    - ``telemetry`` [``CSCTRACKER_AI_TELEMETRY``]: ``"server"``, ``"embedded"`` or
+      ``"off"``; default: server when a host is configured, else embedded (chDB).
+    - ``clickhouse_dsn`` [``CSCTRACKER_AI_CLICKHOUSE_DSN``], ``database``.
+    - ``redis_url`` [``CSCTRACKER_AI_REDIS_URL``]: share the pool's state across
+      processes on Redis.
+    - ``projects``, ``known_limits``, ``model_order``: see ``ApiKeyRotator``.
+    - ``temperature`` (0.1, as the original), ``redact``, ``store_images``: telemetry.
+    - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
+    """
+
+    def __init__(
+        self,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        google_models_limits: Optional[Union[str, Mapping[str, int]]] = None,
+        google_free_keys: Keys = None,
+        google_paid_keys: Keys = None,
+        *,
+        base_url: Optional[str] = None,
+        request_timeout_s: Optional[float] = None,
+        max_wait_s: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        telemetry: Optional[str] = None,
+        clickhouse_dsn: Optional[str] = None,
+        database: Optional[str] = None,
+        redis_url: Optional[str] = None,
+        projects: Optional[Mapping[str, Sequence[str]]] = None,
+        known_limits: Optional[Any] = None,
+        model_order: Optional[Any] = None,
+        temperature: Optional[float] = 0.1,
+        redact: Optional[Any] = None,
+        store_images: bool = False,
+        clock: Optional[Clock] = None,
+        rotator: Optional[ApiKeyRotator] = None,
+        telemetry_sink: Optional[Any] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        env = os.environ if env is None else env
+        self._clock: Clock = clock or SYSTEM_CLOCK
+        self._temperature = temperature
+        timeout = request_timeout_s if request_timeout_s is not None else _env_float(
+            env, "CSCTRACKER_AI_TIMEOUT_S", _DEFAULT_TIMEOUT_S
+        )
+        if timeout is None or timeout <= 0:
+            raise ConfigurationError("request_timeout_s must be a positive number of seconds.")
+        retries = max_retries if max_retries is not None else _env_float(
+            env, "CSCTRACKER_AI_MAX_RETRIES", _DEFAULT_MAX_RETRIES
+        )
+        if retries is None or retries < 0 or int(retries) != retries:
+            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
+        self._max_retries = int(retries)
+        self._max_wait_s = max_wait_s if max_wait_s is not None else _env_float(
+            env, "CSCTRACKER_AI_MAX_WAIT_S", None
+        )
+
+        if rotator is None:
+            free = google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS")
+            paid = google_paid_keys if google_paid_keys is not None else env.get("GOOGLE_PAID_KEYS")
+            limits = google_models_limits if google_models_limits is not None else env.get(
+                "GOOGLE_MODEL_LIMITS"
+            )
+            state = None
+            redis_url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
+            if redis_url:
+                from .pool.redis_state import RedisPoolState  # optional dependency
+
+                state = RedisPoolState.from_url(redis_url, clock=self._clock)
+            rotator = ApiKeyRotator(
+                free,
+                paid,
+                limits,
+                projects=projects,
+                known_limits=known_limits,
+                model_order=model_order,
+                clock=self._clock,
+                state=state,
+            )
+        self.rotator: ApiKeyRotator = rotator
+        self._clients = GeminiClients(
+            base_url=base_url or env.get("CSCTRACKER_AI_BASE_URL") or None, timeout_s=timeout
+        )
+
+        if telemetry_sink is None:
+            settings = resolve_clickhouse_settings(
+                host, port, username, password,
+                database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
+            )
+            telemetry_sink = open_telemetry(settings, redact=redact, store_images=store_images)
+        self.telemetry = telemetry_sink
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def api_key_rotator(self) -> ApiKeyRotator:
+        """The original library's name for :attr:`rotator`."""
+        return self.rotator
+
+    @property
+    def telemetry_location(self) -> str:
+        """Where events go, in words (no password)."""
+        return str(getattr(self.telemetry, "location", "nowhere (telemetry off)"))
+
+    def analisar_com_gemini(
+        self,
+        input_text: str = "",
+        prompt: str = "",
+        file_base64: Optional[str] = None,
+        task: Optional[str] = None,
+        return_json: bool = True,
+        event_id: Optional[str] = None,
+        mime_type: str = "image/jpeg",
+        model_variant: Optional[str] = None,
+        forced_free: bool = False,
+        forced_paid: bool = False,
+        thinking_level: Optional[str] = None,
+        service_tier: str = "standard",
+        *,
+        exact_match: bool = False,
+        family: Optional[str] = None,
+        metadata: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[Any, TokenUsage, str]:
+        """Ask Gemini; returns ``(resultado, tokens, event_id)``.
+
+        ``resultado`` is the parsed JSON (dict or list) when ``return_json`` is true,
+        else the reply text. ``tokens`` is a :class:`~csctracker_ai_core.tokens.TokenUsage`.
+        ``event_id`` is the one given, or a new UUID4; the call is recorded in telemetry
+        under it, whether it succeeds or fails.
+
+        ``file_base64``: a file (an image by default) as base64 text, or a
+        ``data:<mime>;base64,`` URL; ``mime_type`` says its type. ``model_variant``
+        keeps models whose name contains it (``exact_match=True``: equal to it);
+        ``family`` keeps ``pro``, ``flash`` or ``lite`` models. ``forced_free`` /
+        ``forced_paid`` keep one tier. ``thinking_level`` (minimal, low, medium, high)
+        goes to Gemini 3 models as a level and to Gemini 2.5 models as a thinking
+        budget; ``None`` leaves the model's default. ``service_tier``: standard, flex
+        or priority.
+
+        Raises :class:`InvalidInputError` (nothing sent), :class:`QuotaExhaustedError`
+        (no slot before the wait limit; see ``retry_at``), :class:`GeminiRequestError`
+        (Gemini refused the request itself), :class:`InvalidResponseError` (no usable
+        reply) or :class:`GeminiServiceException` (every attempt failed), all
+        :class:`AiCoreError`.
+        """
+        if self._closed:
+            raise ConfigurationError("this IaProcessor is closed; create a new one.")
+        call = validate_call(
+            input_text=input_text, prompt=prompt, file_base64=file_base64, task=task,
+            return_json=return_json, event_id=event_id, mime_type=mime_type,
+            model_variant=model_variant, exact_match=exact_match, family=family,
+            forced_free=forced_free, forced_paid=forced_paid, thinking_level=thinking_level,
+            service_tier=service_tier, metadata=metadata,
+        )
+        return self._run(call, call.event_id or str(uuid.uuid4()))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Deliver pending telemetry (bounded by ``timeout_s``) and release clients."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.telemetry.close(timeout_s)
+        finally:
+            self._clients.close()
+
+    def __enter__(self) -> "IaProcessor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"IaProcessor(rotator={self.rotator!r}, telemetry={self.telemetry_location!r})"
+
+    # -- the attempt loop ---------------------------------------------------------
+
+    def _run(self, call: PreparedCall, event_id: str) -> Tuple[Any, TokenUsage, str]:
+        started_wall = self._clock.time()
+        started = time.perf_counter()
+        attempts: List[AttemptEvent] = []
+        avoid: set = set()
+        retries_left = self._max_retries
+        last_error: Optional[BaseException] = None
+        last_lease: Optional[Lease] = None
+        while True:
+            try:
+                lease = self.rotator.acquire(
+                    model_variant=call.model_variant,
+                    exact_match=call.exact_match,
+                    family=call.family,
+                    forced_free=call.forced_free,
+                    forced_paid=call.forced_paid,
+                    estimated_input_tokens=call.estimated_input_tokens,
+                    avoid=frozenset(avoid),
+                    max_wait_s=self._max_wait_s,
+                )
+            except QuotaExhaustedError as exc:
+                exc.event_id = event_id
+                exc.attempts = len(attempts)
+                if last_error is not None and exc.last_error is None:
+                    exc.last_error = last_error
+                self._record_failure(call, event_id, started_wall, started, attempts, last_lease, exc)
+                raise
+            last_lease = lease
+            outcome = self._attempt(call, lease, event_id, len(attempts) + 1, attempts)
+            if isinstance(outcome, _Served):
+                self._record_success(call, event_id, started_wall, started, attempts, lease, outcome)
+                return outcome.result, outcome.usage, event_id
+            decision, error = outcome
+            last_error = error
+            failure = decision.failure
+            if decision.action is Action.RAISE:
+                raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
+            if failure is not None and failure.kind in (FailureKind.TRANSIENT, FailureKind.INVALID_OUTPUT,
+                                                        FailureKind.UNKNOWN):
+                if retries_left <= 0:
+                    raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
+                retries_left -= 1
+            avoid.add(lease.slot)
+            if decision.backoff_s > 0:
+                self._clock.sleep(decision.backoff_s)
+
+    def _attempt(
+        self,
+        call: PreparedCall,
+        lease: Lease,
+        event_id: str,
+        number: int,
+        attempts: List[AttemptEvent],
+    ) -> Union[_Served, Tuple[Decision, BaseException]]:
+        """One upstream request on ``lease``. The lease is always released here."""
+        slot = lease.slot
+        started_wall = self._clock.time()
+        t0 = time.perf_counter()
+        with lease:
+            try:
+                client = self._clients.get(lease.api_key)
+                response = client.models.generate_content(
+                    model=slot.model,
+                    contents=build_contents(call),
+                    config=build_config(
+                        slot.model, call.return_json, call.thinking_level, call.service_tier,
+                        self._temperature,
+                    ),
+                )
+            except Exception as exc:
+                duration = time.perf_counter() - t0
+                decision = self.rotator.release(lease, error=exc)
+                attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, exc))
+                logger.info(
+                    "attempt %d on %s failed (%s); pool: %s",
+                    number, slot, decision.failure.kind.value if decision.failure else "error",
+                    decision.pool_change or decision.action.value,
+                )
+                return decision, exc
+            duration = time.perf_counter() - t0
+            usage = TokenUsage.from_usage_metadata(response.usage_metadata)
+            try:
+                text = reply_text(response)
+                result = parse_json_reply(text) if call.return_json else text
+            except ReplyProblem as problem:
+                # Gemini served the request (quota was spent), but the answer is unusable.
+                decision = self.rotator.release(lease, usage_input_tokens=usage.input, invalid_output=True)
+                if not problem.retryable:
+                    decision = Decision(action=Action.RAISE, failure=decision.failure)
+                error = InvalidResponseError(str(problem), event_id=event_id)
+                attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, error))
+                return decision, error
+            decision = self.rotator.release(lease, usage_input_tokens=usage.input)
+            attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, None))
+            return _Served(result, text, usage, response, duration)
+
+    # -- events -------------------------------------------------------------------
+
+    def _attempt_event(
+        self,
+        event_id: str,
+        number: int,
+        started_wall: float,
+        lease: Lease,
+        duration_s: float,
+        decision: Decision,
+        error: Optional[BaseException],
+    ) -> AttemptEvent:
+        failure = decision.failure
+        slot = lease.slot
+        return AttemptEvent(
+            event_id=event_id,
+            attempt=number,
+            timestamp=_utc(started_wall),
+            key_fingerprint=slot.key_fingerprint,
+            project=slot.project,
+            tier=slot.tier,
+            model_name=slot.model,
+            duration_ms=duration_s * 1000.0,
+            outcome=failure.kind.value if failure is not None else "ok",
+            http_status=failure.http_status if failure is not None else 200,
+            error_type=type(error).__name__ if error is not None else "",
+            error_message=(failure.message if failure is not None and failure.message else str(error or ""))[:500],
+            quota_id=failure.quota_id if failure is not None else "",
+            retry_delay_s=(failure.retry_delay_s or 0.0) if failure is not None else 0.0,
+            decision=decision.pool_change or decision.action.value,
+            suspended_until=_utc(decision.suspended_until) if decision.suspended_until else None,
+        )
+
+    def _base_event(
+        self,
+        call: PreparedCall,
+        event_id: str,
+        started_wall: float,
+        started: float,
+        attempts: List[AttemptEvent],
+        lease: Optional[Lease],
+    ) -> dict:
+        slot = lease.slot if lease is not None else None
+        return dict(
+            event_id=event_id,
+            timestamp=_utc(started_wall),
+            task=call.task,
+            model_name=slot.model if slot else "",
+            tier=slot.tier if slot else "",
+            service_tier=call.service_tier,
+            key_fingerprint=slot.key_fingerprint if slot else "",
+            project=slot.project if slot else "",
+            attempts=len(attempts),
+            total_duration_ms=(time.perf_counter() - started) * 1000.0,
+            payload=call.text,
+            image_sha256=call.image_sha256,
+            image_bytes=call.image_size,
+            image_mime=call.mime_type,
+            image_base64=call.image_base64,
+            return_json=call.return_json,
+            metadata=call.metadata,
+            attempt_events=tuple(attempts),
+        )
+
+    def _record_success(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> None:
+        usage, response = served.usage, served.response
+        fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
+        slot = lease.slot
+        cost, list_cost = pricing.estimate_cost(
+            slot.model, slot.tier, call.service_tier, usage.input, usage.output,
+            tokens_image=usage.image, tokens_cached=usage.cached,
+        )
+        self._emit(CallEvent(
+            outcome="ok",
+            served_tier=served_tier(response),
+            time_spent=served.duration_s,
+            tokens_input=usage.input,
+            tokens_image=usage.image,
+            tokens_output=usage.output,
+            tokens_reasoning=usage.reasoning,
+            tokens_cached=usage.cached,
+            tokens_total=usage.total,
+            cost_usd=cost,
+            list_cost_usd=list_cost,
+            result=served.text,
+            finish_reason=finish_reason(response),
+            response_id=response.response_id or "",
+            model_version=response.model_version or "",
+            **fields,
+        ))
+
+    def _record_failure(self, call, event_id, started_wall, started, attempts, lease, error) -> None:
+        fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
+        last = attempts[-1] if attempts else None
+        self._emit(CallEvent(
+            outcome="error",
+            error_type=type(error).__name__,
+            error_message=str(error)[:1000],
+            quota_id=last.quota_id if last else "",
+            **fields,
+        ))
+
+    def _final_error(self, call, event_id, started_wall, started, attempts, lease, error, decision) -> BaseException:
+        """Build the exception that ends a call (and record the failed event)."""
+        failure = decision.failure
+        count = len(attempts)
+        if isinstance(error, InvalidResponseError):
+            final: GeminiServiceException = InvalidResponseError(
+                f"Gemini's reply could not be used after {count} attempt(s): {error}",
+                last_error=error, attempts=count, event_id=event_id,
+            )
+        elif failure is not None and failure.kind is FailureKind.BAD_REQUEST:
+            final = GeminiRequestError(
+                f"Gemini refused the request (HTTP {failure.http_status} {failure.status}): "
+                f"{failure.message}. Retrying will not help; fix the request (model, file, size).",
+                status_code=failure.http_status, status=failure.status,
+                last_error=error, attempts=count, event_id=event_id,
+            )
+        else:
+            reason = failure.message if failure is not None and failure.message else type(error).__name__
+            final = GeminiServiceException(
+                f"every attempt failed ({count} request(s)); last: {reason}. "
+                "Try again in a few minutes; see the pool's status() for why.",
+                last_error=error, attempts=count, event_id=event_id,
+            )
+        final.__cause__ = error
+        self._record_failure(call, event_id, started_wall, started, attempts, lease, final)
+        return final
+
+    def _emit(self, event: CallEvent) -> None:
+        # Telemetry must never fail a call; the sink is built not to raise, this is
+        # the belt to its braces.
+        try:
+            self.telemetry.record(event)
+        except Exception:
+            logger.exception("telemetry refused event %s; the call itself is unaffected", event.event_id)

@@ -1,0 +1,67 @@
+"""Token counts of one call, as Gemini reported them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["TokenUsage"]
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Tokens of one call, by kind.
+
+    - ``input``: prompt tokens, every modality, cached ones included (Gemini's
+      ``promptTokenCount``).
+    - ``image``: the part of ``input`` that came from images.
+    - ``cached``: the part of ``input`` served from cache.
+    - ``reasoning``: thinking tokens (``thoughtsTokenCount``).
+    - ``output``: what Gemini bills as output: reply tokens **plus** thinking tokens,
+      so ``reasoning`` is already inside ``output``.
+    - ``total``: Gemini's ``totalTokenCount`` (input + output + tool-use prompt).
+
+    ``int(tokens)`` is ``input``, the single number the original library returned in
+    this position.
+    """
+
+    input: int = 0
+    output: int = 0
+    reasoning: int = 0
+    image: int = 0
+    cached: int = 0
+    total: int = 0
+
+    def __int__(self) -> int:
+        return self.input
+
+    def __str__(self) -> str:
+        return (
+            f"input={self.input} (image={self.image}, cached={self.cached}) "
+            f"output={self.output} (reasoning={self.reasoning}) total={self.total}"
+        )
+
+    @classmethod
+    def from_usage_metadata(cls, usage: Any) -> "TokenUsage":
+        """Build from the SDK's ``GenerateContentResponseUsageMetadata`` (or ``None``)."""
+        if usage is None:
+            return cls()
+        prompt = usage.prompt_token_count or 0
+        candidates = usage.candidates_token_count or 0
+        thoughts = usage.thoughts_token_count or 0
+        image = 0
+        for detail in usage.prompt_tokens_details or ():
+            modality = getattr(detail.modality, "value", detail.modality)
+            if modality == "IMAGE":
+                image += detail.token_count or 0
+        total = usage.total_token_count or (
+            prompt + candidates + thoughts + (usage.tool_use_prompt_token_count or 0)
+        )
+        return cls(
+            input=prompt,
+            output=candidates + thoughts,
+            reasoning=thoughts,
+            image=image,
+            cached=usage.cached_content_token_count or 0,
+            total=total,
+        )

@@ -1,0 +1,243 @@
+"""Checks on every argument of a call, before anything is sent.
+
+``validate_call`` is pure: it either returns a :class:`PreparedCall` (with the image
+already decoded, so the call path never decodes twice) or raises
+:class:`~csctracker_ai_core.exceptions.InvalidInputError` saying what is wrong and how
+to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from .exceptions import InvalidInputError
+
+__all__ = [
+    "PreparedCall",
+    "validate_call",
+    "SUPPORTED_MIME_TYPES",
+    "MAX_REQUEST_BYTES",
+    "THINKING_LEVELS",
+    "SERVICE_TIERS",
+]
+
+# Gemini rejects an inline request over 20 MB; larger files must go through the Files
+# API. Decimal megabytes, to stay on the safe side of whichever unit Google means.
+MAX_REQUEST_BYTES = 20_000_000
+
+# Inline-data types Gemini documents for generateContent.
+SUPPORTED_MIME_TYPES = frozenset(
+    {
+        "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
+        "application/pdf", "text/plain",
+        "audio/wav", "audio/mp3", "audio/mpeg", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac",
+        "video/mp4", "video/mpeg", "video/mov", "video/quicktime", "video/avi", "video/x-flv",
+        "video/mpg", "video/webm", "video/wmv", "video/3gpp",
+    }
+)
+
+THINKING_LEVELS = ("minimal", "low", "medium", "high")
+SERVICE_TIERS = ("standard", "flex", "priority")
+
+_MAX_LABEL = 256
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A validated call, ready to be sent."""
+
+    text: str  # what goes in the text part: prompt and input joined
+    return_json: bool
+    task: str
+    event_id: Optional[str]
+    image_bytes: Optional[bytes] = field(default=None, repr=False)
+    image_base64: str = field(default="", repr=False)
+    mime_type: str = ""
+    image_sha256: str = ""
+    model_variant: Optional[str] = None
+    exact_match: bool = False
+    family: Optional[str] = None
+    forced_free: bool = False
+    forced_paid: bool = False
+    thinking_level: Optional[str] = None
+    service_tier: str = "standard"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    estimated_input_tokens: int = 0
+
+    @property
+    def image_size(self) -> int:
+        return len(self.image_bytes) if self.image_bytes is not None else 0
+
+
+def _optional_str(name: str, value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError(
+            f"{name} must be a string or None, not {type(value).__name__}: pass str({name}) "
+            "if you meant its text."
+        )
+    return value
+
+
+def _label(name: str, value: Any) -> Optional[str]:
+    text = _optional_str(name, value)
+    if text is not None and len(text) > _MAX_LABEL:
+        raise InvalidInputError(f"{name} is {len(text)} characters long; keep it under {_MAX_LABEL}.")
+    return text
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, not {type(value).__name__}.")
+    return value
+
+
+def _decode_image(file_base64: Any, mime_type: str) -> tuple[bytes, str, str]:
+    """Strictly decode ``file_base64``; a ``data:<mime>;base64,`` prefix sets the type."""
+    if isinstance(file_base64, (bytes, bytearray)):
+        try:
+            file_base64 = bytes(file_base64).decode("ascii")
+        except UnicodeDecodeError:
+            raise InvalidInputError(
+                "file_base64 must be base64 text; got raw bytes that are not ASCII. "
+                "Encode the file with base64.b64encode(data).decode()."
+            ) from None
+    if not isinstance(file_base64, str):
+        raise InvalidInputError(
+            f"file_base64 must be a base64 string, not {type(file_base64).__name__}."
+        )
+    text = file_base64.strip()
+    if text.startswith("data:"):
+        header, sep, rest = text.partition(",")
+        if not sep or not header.endswith(";base64"):
+            raise InvalidInputError(
+                "file_base64 starts like a data URL but is not 'data:<mime>;base64,<data>'."
+            )
+        mime_type = header[5:-7].strip().lower() or mime_type
+        text = rest
+    # Line-wrapped base64 (MIME, 76 columns) is common; any other stray character is not.
+    compact = "".join(text.split())
+    if not compact:
+        raise InvalidInputError("file_base64 is empty: pass the file's base64 text, or None.")
+    try:
+        data = base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInputError(
+            f"file_base64 is not valid base64 ({exc}). Encode the file with "
+            "base64.b64encode(data).decode()."
+        ) from None
+    return data, compact, mime_type
+
+
+def validate_call(
+    *,
+    input_text: Any = "",
+    prompt: Any = "",
+    file_base64: Any = None,
+    task: Any = None,
+    return_json: Any = True,
+    event_id: Any = None,
+    mime_type: Any = "image/jpeg",
+    model_variant: Any = None,
+    exact_match: Any = False,
+    family: Any = None,
+    forced_free: Any = False,
+    forced_paid: Any = False,
+    thinking_level: Any = None,
+    service_tier: Any = "standard",
+    metadata: Any = None,
+) -> PreparedCall:
+    """Check every argument of ``analisar_com_gemini`` and prepare the request parts."""
+    input_text = _optional_str("input_text", input_text) or ""
+    prompt = _optional_str("prompt", prompt) or ""
+    task = _label("task", task)
+    event_id = _label("event_id", event_id)
+    if event_id is not None and not event_id.strip():
+        raise InvalidInputError("event_id is blank: pass None to get a new UUID, or a non-empty id.")
+    model_variant = _label("model_variant", model_variant)
+    family = _label("family", family)
+    return_json = _flag("return_json", return_json)
+    exact_match = _flag("exact_match", exact_match)
+    forced_free = _flag("forced_free", forced_free)
+    forced_paid = _flag("forced_paid", forced_paid)
+    if forced_free and forced_paid:
+        raise InvalidInputError(
+            "forced_free and forced_paid are both True: a call runs on one tier; set at most one."
+        )
+    mime = _optional_str("mime_type", mime_type)
+    mime = (mime or "image/jpeg").strip().lower()
+
+    level = _optional_str("thinking_level", thinking_level)
+    if level is not None:
+        level = level.strip().lower()
+        if level not in THINKING_LEVELS:
+            raise InvalidInputError(
+                f"thinking_level {thinking_level!r} is unknown: use one of {', '.join(THINKING_LEVELS)} or None."
+            )
+    tier = _optional_str("service_tier", service_tier)
+    tier = (tier or "standard").strip().lower()
+    if tier not in SERVICE_TIERS:
+        raise InvalidInputError(
+            f"service_tier {service_tier!r} is unknown: use one of {', '.join(SERVICE_TIERS)}."
+        )
+    meta: dict[str, str] = {}
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise InvalidInputError("metadata must be a mapping of strings to strings, or None.")
+        for k, v in metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidInputError(
+                    f"metadata must map strings to strings; {k!r}: {type(v).__name__} is not."
+                )
+            meta[k] = v
+
+    text = f"{prompt}\n{input_text}" if prompt and input_text else (prompt or input_text)
+
+    image_bytes: Optional[bytes] = None
+    image_b64 = ""
+    digest = ""
+    if file_base64 is not None:
+        image_bytes, image_b64, mime = _decode_image(file_base64, mime)
+        if mime not in SUPPORTED_MIME_TYPES:
+            raise InvalidInputError(
+                f"mime_type {mime!r} is not one Gemini takes inline: use one of "
+                f"{', '.join(sorted(SUPPORTED_MIME_TYPES))}."
+            )
+        digest = hashlib.sha256(image_bytes).hexdigest()
+    if not text.strip() and image_bytes is None:
+        raise InvalidInputError(
+            "prompt and input_text are both empty and there is no file: nothing to ask Gemini."
+        )
+    request_bytes = len(text.encode("utf-8")) + len(image_b64) + 1024
+    if request_bytes > MAX_REQUEST_BYTES:
+        raise InvalidInputError(
+            f"the request would be about {request_bytes / 1e6:.1f} MB; Gemini takes at most "
+            f"{MAX_REQUEST_BYTES / 1e6:.0f} MB inline. Shrink the image or send it through the Files API."
+        )
+    # Gemini's rule of thumb: about 4 characters a token; an image costs 258 tokens.
+    estimated = math.ceil(len(text) / 4) + (258 if image_bytes is not None else 0)
+    return PreparedCall(
+        text=text,
+        return_json=return_json,
+        task=task or "",
+        event_id=event_id,
+        image_bytes=image_bytes,
+        image_base64=image_b64,
+        mime_type=mime if image_bytes is not None else "",
+        image_sha256=digest,
+        model_variant=model_variant,
+        exact_match=exact_match,
+        family=family,
+        forced_free=forced_free,
+        forced_paid=forced_paid,
+        thinking_level=level,
+        service_tier=tier,
+        metadata=meta,
+        estimated_input_tokens=estimated,
+    )
