@@ -127,6 +127,10 @@ def _decode_image(file_base64: Any, mime_type: str) -> tuple[bytes, str, str]:
         raise InvalidInputError("file_base64 is empty: pass the file's base64 text, or None.")
     try:
         data = base64.b64decode(compact, validate=True)
+        # b64decode forgives stray padding ("QUJD=") and non-zero trailing bits; a
+        # payload that does not re-encode to itself was damaged on its way here.
+        if base64.b64encode(data).decode("ascii") != compact:
+            raise ValueError("it does not re-encode to the same text (bad padding or length)")
     except (binascii.Error, ValueError) as exc:
         raise InvalidInputError(
             f"file_base64 is not valid base64 ({exc}). Encode the file with "

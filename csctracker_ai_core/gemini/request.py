@@ -54,7 +54,7 @@ def build_config(
             )
     if service_tier != "standard":
         # Sent only when asked: standard is what Gemini serves without the field.
-        config["service_tier"] = service_tier.upper()
+        config["service_tier"] = service_tier
     return types.GenerateContentConfig(**config)
 
 

@@ -200,7 +200,7 @@ class QuotaTracker:
                 if not delays:
                     # Per-day and limit-0 refusals still carry a short delay, as the real
                     # API's do: a client that honours RetryInfo blindly retries all day.
-                    delays.append(self.minute_s - (now % self.minute_s))
+                    delays.append((self.minute_s - now % self.minute_s) % self.minute_s)
                 return QuotaVerdict(tuple(violations), max(0.0, max(delays)))
             u.minute_requests.append(now)
             u.minute_tokens.append((now, input_tokens))
@@ -215,7 +215,7 @@ class QuotaTracker:
             if used <= room_needed:
                 return t + self.minute_s - now
         # Nothing to wait for (the request alone is over the limit): next window.
-        return self.minute_s - (now % self.minute_s)
+        return (self.minute_s - now % self.minute_s) % self.minute_s
 
 
 def _format_delay_message(delay: float) -> str:
