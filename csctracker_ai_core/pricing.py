@@ -3,7 +3,9 @@
 Prices live in ``csctracker_ai_core/data/model_prices.json`` (USD per 1M tokens, with
 the <=200k / >200k prompt tiers). Users change them without a release by pointing
 ``CSCTRACKER_AI_PRICES_FILE`` (or the ``path`` argument of :func:`load_prices`) at a
-JSON file of the same shape: its models replace or add to the shipped ones.
+JSON file of the same shape: each model it names replaces that model's shipped entry
+(missing >200k prices default to the <=200k ones, missing cached prices to the input
+price), other models keep the shipped prices, and its multipliers override.
 
 Billing rules applied (Google's, as documented on the public pricing page):
 
@@ -32,7 +34,6 @@ import os
 import threading
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Optional, Tuple, Union
 
@@ -41,6 +42,7 @@ from .exceptions import ConfigurationError
 __all__ = [
     "COST_SCALE",
     "PRICES_FILE_ENV",
+    "SHIPPED_PRICES_FILE",
     "ModelPrice",
     "PriceTable",
     "estimate_cost",
@@ -52,6 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PRICES_FILE_ENV = "CSCTRACKER_AI_PRICES_FILE"
+SHIPPED_PRICES_FILE = Path(__file__).resolve().parent / "data" / "model_prices.json"
 COST_SCALE = Decimal("1e-12")  # costs are kept to the pico-dollar, the scale of the telemetry columns
 
 _ZERO = Decimal(0)
@@ -171,15 +174,15 @@ def _decimal(value: Any, where: str) -> Decimal:
     return result
 
 
-def _parse_model(name: str, raw: Any, base: Optional[ModelPrice], source: str) -> ModelPrice:
+def _parse_model(name: str, raw: Any, source: str) -> ModelPrice:
+    # An entry replaces the model's whole price: mixing a user's new <=200k price with
+    # an old >200k one from another file would be a price nobody set.
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"{source}: models.{name} must be an object of prices.")
     values: dict[str, Optional[Decimal]] = {}
     for f in _PRICE_FIELDS + _CACHED_FIELDS:
         if f in raw and raw[f] is not None:
             values[f] = _decimal(raw[f], f"{source}: models.{name}.{f}")
-        elif base is not None:
-            values[f] = getattr(base, f)
     # A model priced only below 200k (most flash models) costs the same above it.
     if "input_price_less_200" in values and "input_price_more_200" not in values:
         values["input_price_more_200"] = values["input_price_less_200"]
@@ -215,7 +218,7 @@ def _merge(base: Optional[PriceTable], data: Mapping[str, Any], source: str) -> 
         raise ConfigurationError(f"{source}: 'models' must be an object keyed by model name.")
     for raw_name, raw in raw_models.items():
         name = normalize_model_name(str(raw_name))
-        models[name] = _parse_model(name, raw, models.get(name), source)
+        models[name] = _parse_model(name, raw, source)
     multipliers: dict[str, Decimal] = dict(base.service_tier_multipliers) if base else {}
     raw_mult = data.get("service_tier_multipliers", {})
     if not isinstance(raw_mult, Mapping):
@@ -238,7 +241,7 @@ def _merge(base: Optional[PriceTable], data: Mapping[str, Any], source: str) -> 
 
 
 def _shipped_text() -> str:
-    return resources.files("csctracker_ai_core").joinpath("data/model_prices.json").read_text(encoding="utf-8")
+    return SHIPPED_PRICES_FILE.read_text(encoding="utf-8")
 
 
 def load_prices(path: Union[str, Path, None] = None, *, env: Optional[Mapping[str, str]] = None) -> PriceTable:

@@ -157,6 +157,12 @@ class IaProcessor:
             limits = google_models_limits if google_models_limits is not None else env.get(
                 "GOOGLE_MODEL_LIMITS"
             )
+            if not (free and str(free).strip(", ")) and not (paid and str(paid).strip(", ")):
+                raise ConfigurationError(
+                    "no Gemini API key configured: pass google_free_keys=[...] and/or "
+                    "google_paid_keys=[...], or set GOOGLE_FREE_KEYS / GOOGLE_PAID_KEYS "
+                    "(comma-separated)."
+                )
             state = None
             redis_url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
             if redis_url:

@@ -415,12 +415,16 @@ def test_faults_from_config(make_gemini_emulator) -> None:
 
 
 def test_in_flight_maximum_with_concurrent_requests(gemini_emulator: GeminiEmulator) -> None:
-    gemini_emulator.inject(FaultKind.SLOW, count=4, delay_s=0.2)
+    # Slow enough that all four overlap even on a loaded 2-core machine; the check polls
+    # (bounded) rather than guessing how long thread start-up takes.
+    gemini_emulator.inject(FaultKind.SLOW, count=4, delay_s=1.0)
     c = client(gemini_emulator)
     threads = [threading.Thread(target=ask, args=(c,)) for _ in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 0.9
+    while gemini_emulator.in_flight(key="k1", model=FLASH) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert gemini_emulator.in_flight(key="k1", model=FLASH) == 4
     for t in threads:
         t.join()

@@ -106,7 +106,7 @@ def test_image_goes_inline_and_its_tokens_are_counted(processor, emu, sink):
     parts = emu.last_request.body["contents"][0]["parts"]
     inline = [p for p in parts if "inlineData" in p or "inline_data" in p][0]
     blob = inline.get("inlineData") or inline.get("inline_data")
-    assert blob["data"] == PNG_B64
+    assert base64.urlsafe_b64decode(blob["data"]) == base64.b64decode(PNG_B64)
     event = sink.events[-1]
     assert event.event_id == event_id and event.tokens_image == 258
     assert event.image_mime == "image/png" and event.image_bytes == len(base64.b64decode(PNG_B64))

@@ -1,0 +1,19 @@
+"""The key pool: which key x model serves the next Gemini request (see ``rotator.py``)."""
+
+from .decision import Action, Decision, Failure, FailureKind
+from .lease import Lease, Slot
+from .rotator import APIKeyRotator, ApiKeyRotator
+from .status import PoolStatus, SlotStatus
+
+__all__ = [
+    "ApiKeyRotator",
+    "APIKeyRotator",
+    "Lease",
+    "Slot",
+    "Decision",
+    "Action",
+    "Failure",
+    "FailureKind",
+    "PoolStatus",
+    "SlotStatus",
+]

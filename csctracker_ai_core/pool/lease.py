@@ -40,6 +40,8 @@ class Lease:
     released: bool = False
     # The rotator that issued the lease, so ``with lease:`` can give it back.
     _owner: Optional[Any] = field(default=None, repr=False)
+    # What the (first) release decided; a repeated release returns it again.
+    decision: Optional["Decision"] = field(default=None, repr=False)
 
     def __enter__(self) -> "Lease":
         return self

@@ -158,6 +158,10 @@ def parse_request(body: Any) -> ParsedRequest:
             if isinstance(inline, Mapping):
                 data = inline.get("data", "")
                 try:
+                    # proto3 JSON takes bytes in standard or URL-safe base64, and the SDK
+                    # sends the URL-safe form.
+                    if isinstance(data, str) and ("-" in data or "_" in data):
+                        data = data.replace("-", "+").replace("_", "/")
                     base64.b64decode(data, validate=True)
                 except (ValueError, TypeError):
                     raise RequestError(

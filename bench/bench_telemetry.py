@@ -1,0 +1,120 @@
+"""Benchmark of the telemetry writer on the embedded store (chDB).
+
+Measures what a call pays (``record()``: redact + cap + serialize + one os.write),
+events per second sustained into chDB, inserts per second, and memory.
+
+    python bench/bench_telemetry.py [--events 20000] [--payload-bytes 2000]
+
+Prints a markdown table. Everything lives in a temporary folder, deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent  # noqa: E402
+from csctracker_ai_core.telemetry.settings import ClickHouseSettings  # noqa: E402
+from csctracker_ai_core.telemetry.writer import TelemetryWriter  # noqa: E402
+
+
+def _event(i: int, payload: str) -> CallEvent:
+    eid = str(uuid.uuid4())
+    now = datetime.now(timezone.utc)
+    return CallEvent(
+        event_id=eid, timestamp=now, task="bench", outcome="ok", model_name="gemini-2.5-flash", tier="free",
+        key_fingerprint="k-0123456789", project="p", attempts=1, tokens_input=500, tokens_output=100,
+        tokens_total=600, cost_usd=Decimal("0.000123"), payload=payload, result='{"answer": %d}' % i,
+        metadata={"bench": "1"},
+        attempt_events=(AttemptEvent(event_id=eid, attempt=1, timestamp=now, key_fingerprint="k-0123456789",
+                                     project="p", tier="free", model_name="gemini-2.5-flash", duration_ms=321.0,
+                                     outcome="ok", http_status=200, decision="served"),),
+    )
+
+
+def _pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=20000)
+    ap.add_argument("--payload-bytes", type=int, default=2000)
+    args = ap.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
+    try:
+        settings = ClickHouseSettings(mode="embedded", embedded_path=root / "chdb", spool_path=root / "spool")
+        payload = ("lorem ipsum " * (args.payload_bytes // 12 + 1))[: args.payload_bytes]
+        events = [_event(i, payload) for i in range(args.events)]
+
+        # 1. connect + schema off the call path: how long until the writer is ready.
+        w = TelemetryWriter(settings)
+        t0 = time.perf_counter()
+        while w.stats().role != "writer" and time.perf_counter() - t0 < 60:
+            time.sleep(0.01)
+        ready_s = time.perf_counter() - t0
+
+        # 2. record() cost with the writer delivering in the background.
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        costs = []
+        start = time.perf_counter()
+        for e in events:
+            t = time.perf_counter_ns()
+            w.record(e)
+            costs.append(time.perf_counter_ns() - t)
+        record_wall = time.perf_counter() - start
+        inserts_before = w.stats().inserts
+        ok = w.flush(120)
+        total_s = time.perf_counter() - start
+        s = w.stats()
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        w.close(10)
+
+        # 3. Python heap peak of the record path alone (tracemalloc slows it, so separate run).
+        shutil.rmtree(root / "spool", ignore_errors=True)
+        w2 = TelemetryWriter(settings, start=False)
+        tracemalloc.start()
+        for e in events:
+            w2.record(e)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        w2.close(0)
+
+        rows = [
+            ("events", f"{args.events} (payload {args.payload_bytes} B, 1 attempt each)"),
+            ("writer ready (connect + schema, background)", f"{ready_s * 1000:.0f} ms"),
+            ("record() p50", f"{_pct(costs, 0.50) / 1000:.1f} µs"),
+            ("record() p99", f"{_pct(costs, 0.99) / 1000:.1f} µs"),
+            ("record() mean", f"{statistics.mean(costs) / 1000:.1f} µs"),
+            ("record() max", f"{max(costs) / 1000:.0f} µs"),
+            ("recording rate (call-path only)", f"{args.events / record_wall:,.0f} events/s"),
+            ("sustained into chDB (record -> all acknowledged)", f"{s.written / total_s:,.0f} events/s"),
+            ("all delivered", f"{ok} (written {s.written}, dropped {s.dropped}) in {total_s:.2f} s"),
+            ("inserts (ai_events + ai_attempts statements)", f"{s.inserts} ({s.inserts / total_s:.1f}/s; "
+                                                             f"{inserts_before} during recording)"),
+            ("peak RSS growth", f"{(rss1 - rss0) / 1024:.1f} MiB (max RSS {rss1 / 1024:.0f} MiB)"),
+            (f"Python heap peak, {args.events}-event backlog in memory", f"{peak / 2**20:.1f} MiB (bounded by memory_limit_bytes=32 MiB)"),
+        ]
+        print("| measure | value |\n|---|---|")
+        for k, v in rows:
+            print(f"| {k} | {v} |")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

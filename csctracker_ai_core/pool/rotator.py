@@ -1,0 +1,443 @@
+"""``ApiKeyRotator``: which key x model serves the next request, and what an outcome means.
+
+The rotator is the short loop around pure parts: ``selection`` builds the plan (tiers x
+models for a call's filters, cached), the state grants a slot in one atomic step,
+``classify`` reads a failure, ``cooldown`` turns it into a deadline, and the state
+applies it. Waiting, when nothing can serve, is computed: sleep until the earliest
+suspension ends, or wait on the state's condition for a lease to come back; never a
+polling loop.
+
+    rotator = ApiKeyRotator(free_keys, paid_keys)
+    lease = rotator.acquire(family="flash")
+    with lease:                      # gives the slot back whatever happens
+        reply = call(lease.api_key, lease.slot.model)
+        decision = rotator.release(lease, usage_input_tokens=reply.prompt_tokens)
+
+Log lines (logger ``csctracker_ai_core.pool.rotator``): DEBUG per acquire, INFO per
+suspension and cooldown, WARNING per disabled key or slot. Keys appear as
+fingerprints only, in logs, errors and reprs.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import AbstractSet, Any, Mapping, Optional, Union
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..exceptions import ConfigurationError, QuotaExhaustedError
+from ..fingerprint import key_fingerprint
+from .classify import classify_failure, invalid_output_failure
+from .constants import DEFAULT_MAX_WAIT_S
+from .cooldown import breaker_until, quota_suspension_until, transient_backoff_s
+from .decision import Action, Decision, Failure, FailureKind
+from .keys import TIERS, KeysInput, KeySpec, build_key_specs, parse_known_limits, parse_model_limits
+from .lease import Lease, Slot
+from .selection import Filters, Group, ModelOrderInput, build_plan, resolve_model_order
+from .state import AcquireResult, InMemoryPoolState, KeyInfo, PoolLayout, PoolState, Scope
+from .status import PoolStatus
+
+__all__ = ["ApiKeyRotator", "APIKeyRotator"]
+
+_log = logging.getLogger(__name__)
+
+_DONE = Decision(Action.DONE)
+_QUOTA = frozenset(
+    {
+        FailureKind.QUOTA_PER_MINUTE,
+        FailureKind.QUOTA_PER_DAY,
+        FailureKind.QUOTA_NO_ACCESS,
+        FailureKind.QUOTA_UNKNOWN,
+    }
+)
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _quota_reason(failure: Failure, repeats: int) -> str:
+    qid = f" ({failure.quota_id})" if failure.quota_id else ""
+    kind = failure.kind
+    if kind is FailureKind.QUOTA_PER_MINUTE:
+        return f"429 per-minute quota{qid}"
+    if kind is FailureKind.QUOTA_PER_DAY:
+        return f"429 per-day quota{qid}, resets at Pacific midnight"
+    if kind is FailureKind.QUOTA_NO_ACCESS:
+        return f"429 limit 0: no access to this model on this tier{qid}"
+    return f"429 unclassified quota, repeat #{repeats}"
+
+
+class ApiKeyRotator:
+    """A thread-safe pool of Gemini key x model slots: free keys first, paid as fallback.
+
+    Args:
+        free_keys, paid_keys: key lists (list, or a string separated by commas);
+            ``project:KEY`` groups a key in a Google Cloud project (see ``pool.keys``).
+        model_limits: models and in-flight cap per key x model; JSON or
+            ``model=n,model2=m`` text, or a mapping. ``None``: ``GOOGLE_MODEL_LIMITS``,
+            else ``models.DEFAULT_MODEL_LIMITS``.
+        projects: ``{project: [keys]}``, another way to group keys by project.
+        known_limits: ``{model: {tier: {"rpm", "rpd", "tpm"}}}`` counted locally per
+            project x model so that no request is sent into a known 429.
+        model_order: a sequence (both tiers) or ``{tier: sequence}`` overriding the
+            default order (free: most capable first; paid: cheapest first).
+        clock: time source (``FakeClock`` in tests).
+        state: a :class:`PoolState` (default: in memory). The rotator configures it.
+        max_wait_s: default longest wait in ``acquire`` before ``QuotaExhaustedError``.
+        rng: randomness for jitter (anything with ``uniform(a, b)``).
+    """
+
+    def __init__(
+        self,
+        free_keys: KeysInput = None,
+        paid_keys: KeysInput = None,
+        model_limits: Union[str, Mapping[str, Any], None] = None,
+        *,
+        projects: Optional[Mapping[str, KeysInput]] = None,
+        known_limits: Union[str, Mapping[str, Any], None] = None,
+        model_order: ModelOrderInput = None,
+        clock: Clock = SYSTEM_CLOCK,
+        state: Optional[PoolState] = None,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        rng: Optional[Any] = None,
+    ) -> None:
+        specs = build_key_specs(free_keys, paid_keys, projects)
+        caps = parse_model_limits(model_limits)
+        known = parse_known_limits(known_limits)
+        stray = sorted({m for m, _ in known if m not in caps})
+        if stray:
+            raise ConfigurationError(f"known_limits names models not in GOOGLE_MODEL_LIMITS: {stray}")
+        if max_wait_s < 0:
+            raise ConfigurationError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
+        self._specs: dict[str, KeySpec] = {s.fingerprint: s for s in specs}
+        self._api_keys: dict[str, str] = {s.fingerprint: s.api_key for s in specs}
+        self._caps = caps
+        self._order = resolve_model_order(list(caps), model_order)
+        self._tiers = tuple(t for t in TIERS if any(s.tier == t for s in specs))
+        self._clock = clock
+        self.max_wait_s = float(max_wait_s)
+        self._rng = rng if rng is not None else random.Random()
+        self._state: PoolState = state if state is not None else InMemoryPoolState()
+        self._state.configure(
+            PoolLayout(
+                keys=tuple(KeyInfo(s.fingerprint, s.tier, s.project) for s in specs),
+                caps=dict(caps),
+                known_limits=known,
+            )
+        )
+        self._plans: dict[Filters, tuple[Group, ...]] = {}
+        self._lock = threading.Lock()  # guards the streak counters and the compat tables
+        self._transient: dict[tuple[str, str], int] = {}  # (key fp, model) -> consecutive
+        self._quota_repeats: dict[tuple[str, str], int] = {}  # (project, model) -> consecutive
+        self._compat_leases: dict[tuple[str, str], list[Lease]] = defaultdict(list)
+        self._compat_done: dict[tuple[str, str], int] = defaultdict(int)
+        _log.info(
+            "key pool ready: %d free and %d paid keys in %d projects, models %s",
+            sum(1 for s in specs if s.tier == "free"),
+            sum(1 for s in specs if s.tier == "paid"),
+            len({s.project for s in specs}),
+            ", ".join(f"{m}={c}" for m, c in caps.items()),
+        )
+
+    def __repr__(self) -> str:
+        free = sum(1 for s in self._specs.values() if s.tier == "free")
+        return (
+            f"ApiKeyRotator(free={free} keys, paid={len(self._specs) - free} keys, "
+            f"models={list(self._caps)}, state={self._state!r})"
+        )
+
+    # -- introspection --
+
+    @property
+    def models(self) -> dict[str, int]:
+        """Configured models and their per-slot caps."""
+        return dict(self._caps)
+
+    @property
+    def model_order(self) -> dict[str, tuple[str, ...]]:
+        """``{tier: models in the order they are tried}``."""
+        return dict(self._order)
+
+    @property
+    def state(self) -> PoolState:
+        return self._state
+
+    def plan(self, filters: Filters) -> tuple[Group, ...]:
+        """The tier x model groups a call with ``filters`` tries, best first (cached)."""
+        plan = self._plans.get(filters)
+        if plan is None:
+            plan = self._plans[filters] = build_plan(self._order, self._tiers, filters)
+        return plan
+
+    # -- acquire --
+
+    def acquire(
+        self,
+        model_variant: Optional[str] = None,
+        exact_match: bool = False,
+        family: Optional[str] = None,
+        forced_free: bool = False,
+        forced_paid: bool = False,
+        estimated_input_tokens: int = 0,
+        avoid: AbstractSet[Slot] = frozenset(),
+        max_wait_s: Optional[float] = None,
+    ) -> Lease:
+        """Lease the best slot that can serve a call, waiting for one if needed.
+
+        Raises:
+            QuotaExhaustedError: no slot can serve within ``max_wait_s`` (default
+                ``self.max_wait_s``); ``retry_at`` says when one is expected, ``None``
+                when none ever will (no model matches, every key disabled).
+            InvalidInputError: ``forced_free`` and ``forced_paid`` together.
+        """
+        filters = Filters(model_variant, exact_match, family, forced_free, forced_paid)
+        plan = self._plans.get(filters)
+        if plan is None:
+            plan = self.plan(filters)
+        if not plan:
+            raise QuotaExhaustedError(
+                f"No configured key x model can serve this call ({filters.describe()}): "
+                f"configured models are {list(self._caps)} on {'/'.join(self._tiers)} keys. "
+                "Change model_variant/family/forced_* or add the model to GOOGLE_MODEL_LIMITS.",
+                retry_at=None,
+            )
+        wait = self.max_wait_s if max_wait_s is None else max(0.0, float(max_wait_s))
+        tokens = max(0, int(estimated_input_tokens or 0))
+        clock = self._clock
+        state = self._state
+        now = clock.time()
+        deadline = now + wait
+        while True:
+            result = state.try_acquire(plan, now, tokens, avoid)
+            grant = result.grant
+            if grant is not None:
+                slot = grant.slot
+                if _log.isEnabledFor(logging.DEBUG):
+                    _log.debug("acquired %s (lease %s)", slot, grant.lease_id)
+                return Lease(
+                    slot=slot,
+                    api_key=self._api_keys[slot.key_fingerprint],
+                    lease_id=grant.lease_id,
+                    acquired_at=grant.acquired_at,
+                    reserved_tokens=grant.reserved_tokens,
+                    _owner=self,
+                )
+            retry_at = result.retry_at
+            if retry_at is None and not result.busy:
+                raise self._exhausted(filters, result, wait, now)
+            if now >= deadline or (not result.busy and retry_at is not None and retry_at > deadline):
+                raise self._exhausted(filters, result, wait, now)
+            until = deadline if retry_at is None else min(retry_at, deadline)
+            if result.busy:
+                # A lease coming back may free a slot before ``until``.
+                self._wait_for_release(result.version, until - now)
+            else:
+                # Nothing is in flight on these slots: only time can help.
+                clock.sleep(until - now)
+            now = clock.time()
+
+    def _wait_for_release(self, version: int, timeout: float) -> None:
+        clock = self._clock
+        start = clock.time()
+        if not self._state.wait_for_change(version, timeout):
+            # Timed out: make sure the clock has moved by ``timeout`` (a FakeClock does
+            # not move by itself; on the system clock this is a no-op).
+            elapsed = clock.time() - start
+            if elapsed < timeout:
+                clock.sleep(timeout - elapsed)
+
+    def _exhausted(self, filters: Filters, result: AcquireResult, wait: float, now: float) -> QuotaExhaustedError:
+        if result.retry_at is None and not result.busy:
+            why = result.reason or "every key x model slot that could serve it is disabled"
+            return QuotaExhaustedError(
+                f"No Gemini key x model slot will ever serve this call ({filters.describe()}): {why}. "
+                "Check the keys (csc-ai keys) and GOOGLE_MODEL_LIMITS, or relax the filters.",
+                retry_at=None,
+            )
+        retry_at = result.retry_at if result.retry_at is not None else now
+        if result.busy and (result.retry_at is None or result.retry_at > now):
+            retry_at = now  # a call in flight may finish any moment
+        detail = f"earliest expected at {_utc(retry_at)} (in {max(0.0, retry_at - now):.0f} s)"
+        if result.reason:
+            detail += f", {result.reason}"
+        if result.busy:
+            detail += "; other slots are busy with calls in flight"
+        _log.info("quota exhausted for %s: %s", filters.describe(), detail)
+        return QuotaExhaustedError(
+            f"No Gemini key x model slot could serve this call ({filters.describe()}) within "
+            f"{wait:g} s: {detail}. Retry at retry_at, add keys from other Google Cloud projects, "
+            "allow paid keys, or raise max_wait_s.",
+            retry_at=retry_at,
+        )
+
+    # -- release --
+
+    def release(
+        self,
+        lease: Lease,
+        usage_input_tokens: Optional[int] = None,
+        error: Optional[BaseException] = None,
+        invalid_output: bool = False,
+        *,
+        attempt: Optional[int] = None,
+    ) -> Decision:
+        """Give a lease back and say what its outcome means.
+
+        Always frees the slot; idempotent (a second call returns the first decision).
+        ``error``: the attempt's exception; ``invalid_output``: the reply was unusable;
+        neither: success. ``attempt`` (1-based, within the call) sizes the transient
+        backoff; by default the slot's run of consecutive transient failures does.
+        """
+        if lease.released:
+            return lease.decision or _DONE
+        lease.released = True
+        now = self._clock.time()
+        slot = lease.slot
+        decision = _DONE
+        outcome = FailureKind.OK
+        try:
+            failure: Optional[Failure] = None
+            if error is not None:
+                failure = classify_failure(error)
+            elif invalid_output:
+                failure = invalid_output_failure()
+            if failure is not None:
+                outcome = failure.kind
+                # Applied before the slot is freed, so no other thread is handed a
+                # slot that is about to be suspended.
+                decision = self._apply(slot, failure, now, attempt)
+            else:
+                if self._transient:
+                    self._transient.pop((slot.key_fingerprint, slot.model), None)
+                if self._quota_repeats:
+                    self._quota_repeats.pop((slot.project, slot.model), None)
+        finally:
+            lease.decision = decision
+            self._state.release(lease.lease_id, now, outcome, usage_input_tokens)
+        return decision
+
+    def _apply(self, slot: Slot, failure: Failure, now: float, attempt: Optional[int]) -> Decision:
+        kind = failure.kind
+        state = self._state
+        if kind in _QUOTA:
+            repeats = 1
+            if kind is FailureKind.QUOTA_UNKNOWN:
+                with self._lock:
+                    repeats = self._quota_repeats.get((slot.project, slot.model), 0) + 1
+                    self._quota_repeats[(slot.project, slot.model)] = repeats
+            until = quota_suspension_until(failure, now, repeats=repeats, jitter=self._rng.uniform)
+            reason = _quota_reason(failure, repeats)
+            effective = state.suspend(Scope.project_model(slot.project, slot.model), until, reason, now)  # type: ignore[arg-type]
+            _log.info(
+                "suspended %s on project %s until %s (%.0f s): %s",
+                slot.model,
+                slot.project,
+                _utc(effective),
+                effective - now,
+                reason,
+            )
+            return Decision(Action.RETRY, failure, 0.0, "suspend", effective)
+        if kind is FailureKind.KEY_INVALID:
+            reason = f"key refused ({failure.http_status} {failure.reason or failure.status}): {failure.message}"
+            left = state.disable_key(slot.key_fingerprint, reason)
+            _log.warning("disabled key %s for the life of the process: %s (%d keys left)", slot.key_fingerprint, reason, left)
+            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, "disable_key")
+        if kind is FailureKind.MODEL_NOT_FOUND:
+            reason = f"model not found (404): {failure.message}"
+            left = state.disable_model_for_key(slot.key_fingerprint, slot.model, reason)
+            _log.warning("disabled %s for the life of the process: %s", slot, reason)
+            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, "disable_model")
+        if kind is FailureKind.TRANSIENT or (kind is FailureKind.UNKNOWN and failure.http_status >= 500):
+            key = (slot.key_fingerprint, slot.model)
+            with self._lock:
+                streak = self._transient.get(key, 0) + 1
+                self._transient[key] = streak
+            backoff = transient_backoff_s(attempt or streak, jitter=self._rng.uniform)
+            cool = breaker_until(streak, now)
+            if cool is None:
+                return Decision(Action.RETRY, failure, backoff)
+            with self._lock:
+                self._transient.pop(key, None)
+            reason = f"circuit breaker: {streak} consecutive transient failures ({failure.error_type})"
+            effective = state.suspend(Scope.slot(slot.key_fingerprint, slot.model), cool, reason, now)  # type: ignore[arg-type]
+            _log.info("cooled down %s until %s: %s", slot, _utc(effective), reason)
+            return Decision(Action.RETRY, failure, backoff, "cooldown", effective)
+        if kind is FailureKind.INVALID_OUTPUT:
+            return Decision(Action.RETRY, failure, 0.0)
+        # BAD_REQUEST (the request itself is wrong) and anything we cannot read.
+        return Decision(Action.RAISE, failure)
+
+    # -- status --
+
+    def status(self) -> PoolStatus:
+        """A snapshot of every slot (fingerprints only)."""
+        return self._state.snapshot(self._clock.time())
+
+    # -- compatibility with the original library's method names --
+
+    def select_and_reserve_best_slot(
+        self,
+        model_variant: Optional[str] = None,
+        forced_free: bool = False,
+        forced_paid: bool = False,
+        exact_match: bool = False,
+        family: Optional[str] = None,
+    ) -> tuple[str, str, str]:
+        """Original API: reserve a slot and return ``(api_key, model, tier)``.
+
+        Give it back with :meth:`liberar_slot_model`. New code: use :meth:`acquire`.
+        """
+        lease = self.acquire(
+            model_variant=model_variant,
+            exact_match=exact_match,
+            family=family,
+            forced_free=forced_free,
+            forced_paid=forced_paid,
+        )
+        with self._lock:
+            self._compat_leases[(lease.api_key, lease.slot.model)].append(lease)
+        return lease.api_key, lease.slot.model, lease.slot.tier
+
+    def _compat_pop(self, api_key: str, model: str) -> Optional[Lease]:
+        with self._lock:
+            leases = self._compat_leases.get((api_key, model))
+            if not leases:
+                return None
+            lease = leases.pop()
+            if not leases:
+                del self._compat_leases[(api_key, model)]
+            return lease
+
+    def processar_exception(self, api_key: str, model: str, exc: BaseException) -> Decision:
+        """Original API: apply what ``exc`` means to the slot (and give it back)."""
+        lease = self._compat_pop(api_key, model)
+        if lease is not None:
+            with self._lock:
+                # The original caller frees the slot afterwards in ``finally``.
+                self._compat_done[(api_key, model)] += 1
+            return self.release(lease, error=exc)
+        spec = self._specs.get(key_fingerprint(api_key))
+        if spec is None or model not in self._caps:
+            return Decision(Action.RAISE, classify_failure(exc))
+        slot = Slot(spec.fingerprint, spec.tier, spec.project, model)
+        return self._apply(slot, classify_failure(exc), self._clock.time(), None)
+
+    def liberar_slot_model(self, api_key: str, model: str) -> None:
+        """Original API: give back a slot reserved by :meth:`select_and_reserve_best_slot`."""
+        with self._lock:
+            if self._compat_done.get((api_key, model)):
+                self._compat_done[(api_key, model)] -= 1
+                if not self._compat_done[(api_key, model)]:
+                    del self._compat_done[(api_key, model)]
+                return
+        lease = self._compat_pop(api_key, model)
+        if lease is not None:
+            self.release(lease)
+
+
+#: The original library's spelling.
+APIKeyRotator = ApiKeyRotator

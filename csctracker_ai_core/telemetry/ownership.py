@@ -1,0 +1,79 @@
+"""Which process may open the embedded chDB store: the one holding its lock file.
+
+chDB lets one process open a data path at a time. The store's owner is the process
+holding an exclusive ``fcntl.flock`` on ``<chdb path>.lock`` (beside the data folder);
+it writes its PID there so others can say who holds it. Inside one process the lock
+is shared by reference count (flock locks belong to an open file, so two opens of the
+same file in one process would exclude each other).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+__all__ = ["try_acquire", "release", "holder_pid", "lock_path", "owns"]
+
+_registry: Dict[str, Tuple[int, int]] = {}  # lock path -> (fd, references)
+_guard = threading.Lock()
+
+
+def lock_path(embedded_path: Path) -> Path:
+    """The lock file of an embedded store."""
+    p = Path(embedded_path)
+    return p.parent / (p.name + ".lock")
+
+
+def try_acquire(embedded_path: Path) -> bool:
+    """Take (or share, within this process) the store's lock without waiting."""
+    path = lock_path(embedded_path)
+    key = str(path)
+    with _guard:
+        held = _registry.get(key)
+        if held is not None:
+            _registry[key] = (held[0], held[1] + 1)
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _registry[key] = (fd, 1)
+        return True
+
+
+def owns(embedded_path: Path) -> bool:
+    """True when this process holds the store's lock."""
+    with _guard:
+        return str(lock_path(embedded_path)) in _registry
+
+
+def release(embedded_path: Path) -> None:
+    """Drop one reference; the last one unlocks the store."""
+    key = str(lock_path(embedded_path))
+    with _guard:
+        held = _registry.get(key)
+        if held is None:
+            return
+        fd, refs = held
+        if refs > 1:
+            _registry[key] = (fd, refs - 1)
+            return
+        del _registry[key]
+        os.close(fd)
+
+
+def holder_pid(embedded_path: Path) -> Optional[int]:
+    """PID written by the current (or last) owner, if readable."""
+    try:
+        text = lock_path(embedded_path).read_text().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,74 @@
+"""When the writer delivers and how long it backs off: small pure functions.
+
+No I/O and no clock reads here: the writer passes ``now`` in, so these are tested as
+tables.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+__all__ = ["BatchPolicy", "backoff_delay", "delivery_delay"]
+
+
+@dataclass(frozen=True)
+class BatchPolicy:
+    """How the writer batches.
+
+    ``interval_s`` is both how long an event may wait to be batched and the minimum
+    gap between two inserts of one writer (ClickHouse wants few, large inserts: about
+    one per second per writer). A batch that reached ``max_rows`` or ``max_bytes``
+    goes at once, which only happens under heavy load or when draining a backlog, and
+    then every insert is large.
+    """
+
+    interval_s: float = 1.0
+    max_rows: int = 10_000
+    max_bytes: int = 16 * 1024 * 1024
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+
+def backoff_delay(failures: int, policy: BatchPolicy, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait after ``failures`` consecutive failed deliveries (0 when none).
+
+    Exponential from ``backoff_base_s``, capped at ``backoff_max_s``, with jitter in
+    [50 %, 100 %] so writers that lost the same server do not come back in step.
+    """
+    if failures <= 0:
+        return 0.0
+    raw = min(policy.backoff_max_s, policy.backoff_base_s * (2.0 ** min(failures - 1, 30)))
+    return raw * (0.5 + 0.5 * rand())
+
+
+def delivery_delay(
+    now: float,
+    *,
+    rows: int,
+    nbytes: int,
+    oldest_at: float,
+    last_insert_at: float,
+    retry_at: float,
+    policy: BatchPolicy,
+    force: bool = False,
+) -> float:
+    """Seconds until the next delivery should start: 0 for now, ``inf`` when idle.
+
+    ``rows``/``nbytes`` are what waits; ``oldest_at`` when the oldest waiting event
+    was spooled; ``last_insert_at`` the last successful insert; ``retry_at`` the end
+    of the current backoff (0 when none). ``force`` (flush/close) ignores batching
+    and backoff.
+    """
+    if rows <= 0 and nbytes <= 0:
+        return math.inf
+    if force:
+        return 0.0
+    if rows >= policy.max_rows or nbytes >= policy.max_bytes:
+        due = now
+    else:
+        due = max(oldest_at + policy.interval_s, last_insert_at + policy.interval_s)
+    due = max(due, retry_at)
+    return max(0.0, due - now)

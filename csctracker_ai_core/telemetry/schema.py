@@ -1,0 +1,390 @@
+"""The ClickHouse schema of the telemetry store, and its versioned, idempotent migrations.
+
+Tables (all in the configured database):
+
+``ai_events``
+    one row per call. ``ReplacingMergeTree`` ordered by
+    ``(toDate(timestamp), task, event_id)``: only values fixed for the life of an event
+    (the call's start time, its task, its id), so a replayed row always collapses onto
+    the first one. Monthly partitions (``toYYYYMM(timestamp)``).
+``ai_attempts``
+    one row per upstream request (429s and errors included), ordered by
+    ``(toDate(timestamp), event_id, attempt)``.
+``model_prices`` / ``daily_exchange_rates``
+    the original library's price and currency tables, read by the reports.
+``ai_schema_version``
+    one row per migration applied.
+
+Every migration checks the state it finds and only does what is missing, so running
+them again (or after a crash half-way) is safe. The upgrade of a table created by the
+original library (``MergeTree ORDER BY timestamp``) builds the new table beside it,
+copies every row, then swaps the two with ``EXCHANGE TABLES`` (atomic); the old table
+is kept as ``ai_events_legacy_v0`` until someone drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .._version import __version__
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EVENT_COLUMNS",
+    "ATTEMPT_COLUMNS",
+    "SchemaReport",
+    "ensure_schema",
+    "ai_events_ddl",
+]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_TABLE = "ai_events"
+ATTEMPTS_TABLE = "ai_attempts"
+VERSION_TABLE = "ai_schema_version"
+LEGACY_TABLE = "ai_events_legacy_v0"
+_BUILD_TABLE = "ai_events__migrating_v1"
+
+# How many recent insert blocks each table remembers for insert_deduplication_token:
+# a writer retrying a batch (same token) within this many inserts lands it once.
+DEDUP_WINDOW = 10_000
+
+_LC = "LowCardinality(String)"
+_TS = "DateTime64(3, 'UTC')"
+_MONEY = "Decimal(18, 12)"  # exact USD; 12 places keep per-token prices exact
+
+# (name, type, default expression or None, codec or None). Order = column order.
+EVENT_COLUMNS: Tuple[Tuple[str, str, Optional[str], Optional[str]], ...] = (
+    # --- the original library's columns, same names and meanings -----------------
+    ("timestamp", _TS, None, None),
+    ("event_id", "String", None, None),
+    ("tokens_input", "UInt32", "0", None),
+    ("tokens_image", "UInt32", "0", None),
+    ("tokens_output", "UInt32", "0", None),
+    ("tokens_reasoning", "UInt32", "0", None),
+    ("payload", "String", None, "ZSTD(9)"),
+    ("result", "String", None, "ZSTD(9)"),
+    ("model", _LC, None, None),
+    ("task", _LC, None, None),
+    ("time_spent", "Float64", "0", None),
+    ("service_tier", _LC, "'standard'", None),
+    # --- added for the audit --------------------------------------------------------
+    ("model_name", _LC, "''", None),
+    ("tier", _LC, "''", None),
+    ("served_tier", _LC, "''", None),
+    ("operation", _LC, "'generate_content'", None),
+    ("provider", _LC, "'gcp.gemini'", None),
+    ("key_fingerprint", _LC, "''", None),
+    ("project", _LC, "''", None),
+    ("outcome", _LC, "'ok'", None),
+    ("attempts", "UInt16", "0", None),
+    ("error_type", _LC, "''", None),
+    ("error_message", "String", "''", "ZSTD(3)"),
+    ("quota_id", _LC, "''", None),
+    ("total_duration_ms", "Float64", "0", None),
+    ("tokens_cached", "UInt32", "0", None),
+    ("tokens_total", "UInt32", "0", None),
+    ("cost_usd", _MONEY, "0", None),
+    ("list_cost_usd", _MONEY, "0", None),
+    ("payload_bytes", "UInt32", "0", None),
+    ("result_bytes", "UInt32", "0", None),
+    ("finish_reason", _LC, "''", None),
+    ("response_id", "String", "''", None),
+    ("model_version", _LC, "''", None),
+    ("image_sha256", "String", "''", None),
+    ("image_bytes", "UInt32", "0", None),
+    ("image_mime", _LC, "''", None),
+    ("image_base64", "String", "''", "ZSTD(9)"),
+    ("return_json", "Bool", "true", None),
+    ("metadata", "Map(LowCardinality(String), String)", None, "ZSTD(3)"),
+    ("library_version", _LC, "''", None),
+    ("ingested_at", _TS, "now64(3)", None),
+)
+
+ATTEMPT_COLUMNS: Tuple[Tuple[str, str, Optional[str], Optional[str]], ...] = (
+    ("timestamp", _TS, None, None),
+    ("event_id", "String", None, None),
+    ("attempt", "UInt16", None, None),
+    ("task", _LC, "''", None),
+    ("key_fingerprint", _LC, "''", None),
+    ("project", _LC, "''", None),
+    ("tier", _LC, "''", None),
+    ("model_name", _LC, "''", None),
+    ("duration_ms", "Float64", "0", None),
+    ("outcome", _LC, "''", None),
+    ("http_status", "UInt16", "0", None),
+    ("error_type", _LC, "''", None),
+    ("error_message", "String", "''", "ZSTD(3)"),
+    ("quota_id", _LC, "''", None),
+    ("retry_delay_s", "Float64", "0", None),
+    ("decision", _LC, "''", None),
+    ("suspended_until", f"Nullable({_TS})", None, None),
+    ("library_version", _LC, "''", None),
+    ("ingested_at", _TS, "now64(3)", None),
+)
+
+_EVENTS_ORDER_BY = "(toDate(timestamp), task, event_id)"
+_ATTEMPTS_ORDER_BY = "(toDate(timestamp), event_id, attempt)"
+
+
+def _column_sql(col: Tuple[str, str, Optional[str], Optional[str]]) -> str:
+    name, typ, default, codec = col
+    out = f"`{name}` {typ}"
+    if default is not None:
+        out += f" DEFAULT {default}"
+    if codec is not None:
+        out += f" CODEC({codec})"
+    return out
+
+
+def _q(database: str, table: str) -> str:
+    return f"`{database}`.`{table}`"
+
+
+def ai_events_ddl(database: str, table: str = EVENTS_TABLE) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of ``ai_events`` (current layout)."""
+    cols = ",\n  ".join(_column_sql(c) for c in EVENT_COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_q(database, table)} (\n  {cols}\n)\n"
+        f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
+        f"ORDER BY {_EVENTS_ORDER_BY}\n"
+        f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+    )
+
+
+def _ai_attempts_ddl(database: str) -> str:
+    cols = ",\n  ".join(_column_sql(c) for c in ATTEMPT_COLUMNS)
+    return (
+        f"CREATE TABLE IF NOT EXISTS {_q(database, ATTEMPTS_TABLE)} (\n  {cols}\n)\n"
+        f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
+        f"ORDER BY {_ATTEMPTS_ORDER_BY}\n"
+        f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+    )
+
+
+_MODEL_PRICES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
+  `timestamp` DateTime,
+  `model` String,
+  `input_price_less_200` Decimal(18, 9),
+  `output_price_less_200` Decimal(18, 9),
+  `input_price_more_200` Decimal(18, 9),
+  `output_price_more_200` Decimal(18, 9),
+  `source` String DEFAULT ''
+) ENGINE = ReplacingMergeTree ORDER BY (model, timestamp)"""
+
+_EXCHANGE_RATES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
+  `date` Date,
+  `currency` LowCardinality(String) DEFAULT 'BRL',
+  `rate` Decimal(18, 6)
+) ENGINE = ReplacingMergeTree ORDER BY (currency, date)"""
+
+
+@dataclass(frozen=True)
+class SchemaReport:
+    """What :func:`ensure_schema` found and did."""
+
+    version: int  # schema version after the run
+    applied: Tuple[str, ...]  # names of the migrations run this time
+    legacy_rows_migrated: int  # rows copied from an original-library ai_events (0 if none)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _table_info(client: Any, database: str, table: str) -> Optional[Tuple[str, Dict[str, str]]]:
+    """``(engine, {column: type})`` of a table, or ``None`` when it does not exist."""
+    rows = client.query(
+        "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    if not rows:
+        return None
+    cols = client.query(
+        "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+        parameters={"db": database, "t": table},
+    ).result_rows
+    return rows[0][0], {name: typ for name, typ in cols}
+
+
+def _is_current_events_layout(info: Tuple[str, Dict[str, str]]) -> bool:
+    engine, cols = info
+    return engine.startswith("Replacing") and "model_name" in cols
+
+
+def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[Tuple[str, str, Optional[str], Optional[str]]]) -> None:
+    """Additive upgrades: a column added to the spec later is added in place."""
+    info = _table_info(client, database, table)
+    if info is None:
+        return
+    for col in spec:
+        if col[0] not in info[1]:
+            client.command(f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {_column_sql(col)}")
+
+
+def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[str, str]:
+    """``(target column list, SELECT ...)`` copying an original-library table.
+
+    Columns the original added late (``tokens_reasoning``, ``service_tier``) may be
+    missing from very old tables; they take their defaults. Event ids repeated within
+    one (day, task) get a ``#n`` suffix so the ReplacingMergeTree cannot fold two
+    distinct original rows into one.
+    """
+
+    def has(c: str) -> bool:
+        return c in cols
+
+    model = "toString(model)" if has("model") else "''"
+    exprs: List[Tuple[str, str]] = [
+        ("timestamp", "toDateTime64(timestamp, 3, 'UTC')"),
+        (
+            "event_id",
+            "if(count() OVER w > 1, concat(toString(event_id), '#', toString(row_number() OVER w)), toString(event_id))",
+        ),
+        ("tokens_input", "toUInt32(tokens_input)" if has("tokens_input") else "0"),
+        ("tokens_image", "toUInt32(tokens_image)" if has("tokens_image") else "0"),
+        ("tokens_output", "toUInt32(tokens_output)" if has("tokens_output") else "0"),
+        ("tokens_reasoning", "toUInt32(tokens_reasoning)" if has("tokens_reasoning") else "0"),
+        ("payload", "toString(payload)" if has("payload") else "''"),
+        ("result", "toString(result)" if has("result") else "''"),
+        ("model", model),
+        ("task", "toString(task)" if has("task") else "''"),
+        ("time_spent", "toFloat64(time_spent)" if has("time_spent") else "0"),
+        ("service_tier", "toString(service_tier)" if has("service_tier") else "'standard'"),
+        (
+            "model_name",
+            f"multiIf(endsWith({model}, '-free') OR endsWith({model}, '-paid'), "
+            f"substring({model}, 1, length({model}) - 5), {model})",
+        ),
+        ("tier", f"multiIf(endsWith({model}, '-free'), 'free', endsWith({model}, '-paid'), 'paid', '')"),
+        ("outcome", "'ok'"),
+        ("attempts", "1"),
+        (
+            "tokens_total",
+            "toUInt32(tokens_input) + toUInt32(tokens_output)"
+            if has("tokens_input") and has("tokens_output")
+            else "0",
+        ),
+        ("library_version", "'legacy'"),
+    ]
+    # result / payload / timestamp / task may be reserved-ish; quote the source columns
+    target = ", ".join(f"`{n}`" for n, _ in exprs)
+    select = (
+        f"SELECT {', '.join(e for _, e in exprs)} FROM {_q(database, source)} "
+        f"WINDOW w AS (PARTITION BY toDate(timestamp), toString(task), toString(event_id) ORDER BY timestamp)"
+    )
+    return target, select
+
+
+def _count(client: Any, database: str, table: str) -> int:
+    return int(client.command(f"SELECT count() FROM {_q(database, table)}"))
+
+
+# ----------------------------------------------------------------------------- migrations
+
+
+def _m1_ai_events(client: Any, database: str) -> int:
+    """Create ``ai_events``, or upgrade an original-library one with every row kept.
+
+    States a crash can leave, and what a re-run does:
+    * build table exists, ``ai_events`` still legacy -> the copy was cut short: drop the
+      build table and copy again;
+    * build table exists, ``ai_events`` current -> the swap happened, the build table
+      now holds the legacy rows: rename it to ``ai_events_legacy_v0``.
+    """
+    info = _table_info(client, database, EVENTS_TABLE)
+    build = _table_info(client, database, _BUILD_TABLE)
+    if info is None:
+        if build is not None:  # can only be a leftover of a copy that never swapped
+            client.command(f"DROP TABLE IF EXISTS {_q(database, _BUILD_TABLE)}")
+        client.command(ai_events_ddl(database))
+        return 0
+    if _is_current_events_layout(info):
+        if build is not None:
+            _park_legacy(client, database, _BUILD_TABLE)
+        _add_missing_columns(client, database, EVENTS_TABLE, EVENT_COLUMNS)
+        return 0
+    # Legacy layout: build beside it, copy, check, swap.
+    client.command(f"DROP TABLE IF EXISTS {_q(database, _BUILD_TABLE)}")
+    client.command(ai_events_ddl(database, _BUILD_TABLE))
+    target, select = _legacy_select(database, EVENTS_TABLE, info[1])
+    client.command(f"INSERT INTO {_q(database, _BUILD_TABLE)} ({target}) {select}")
+    copied, source_rows = _count(client, database, _BUILD_TABLE), _count(client, database, EVENTS_TABLE)
+    if copied != source_rows:
+        # Rows inserted into the legacy table during the copy: start again next run
+        # rather than swap and lose them.
+        raise RuntimeError(
+            f"ai_events upgrade copied {copied} of {source_rows} rows; will retry on the next start"
+        )
+    client.command(f"EXCHANGE TABLES {_q(database, EVENTS_TABLE)} AND {_q(database, _BUILD_TABLE)}")
+    _park_legacy(client, database, _BUILD_TABLE)
+    logger.warning(
+        "Upgraded %s.%s from the original library's layout: %d rows kept; the old table is kept as %s",
+        database, EVENTS_TABLE, copied, LEGACY_TABLE,
+    )
+    return copied
+
+
+def _park_legacy(client: Any, database: str, table: str) -> None:
+    name = LEGACY_TABLE
+    n = 1
+    while _table_info(client, database, name) is not None:
+        n += 1
+        name = f"{LEGACY_TABLE}_{n}"
+    client.command(f"RENAME TABLE {_q(database, table)} TO {_q(database, name)}")
+
+
+def _m2_ai_attempts(client: Any, database: str) -> int:
+    client.command(_ai_attempts_ddl(database))
+    _add_missing_columns(client, database, ATTEMPTS_TABLE, ATTEMPT_COLUMNS)
+    return 0
+
+
+def _m3_prices(client: Any, database: str) -> int:
+    client.command(_MODEL_PRICES_DDL.format(t=_q(database, "model_prices")))
+    client.command(_EXCHANGE_RATES_DDL.format(t=_q(database, "daily_exchange_rates")))
+    return 0
+
+
+_MIGRATIONS: Tuple[Tuple[int, str, Callable[[Any, str], int]], ...] = (
+    (1, "ai_events", _m1_ai_events),
+    (2, "ai_attempts", _m2_ai_attempts),
+    (3, "model_prices+daily_exchange_rates", _m3_prices),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+
+def ensure_schema(client: Any, database: Optional[str] = None) -> SchemaReport:
+    """Bring the telemetry schema of ``database`` up to :data:`SCHEMA_VERSION`.
+
+    Idempotent and safe to re-run after an interruption. ``client`` is a
+    clickhouse-connect client (server or chDB). ``database`` defaults to the
+    client's database, else ``default``. Also creates ``model_prices`` and
+    ``daily_exchange_rates`` when missing. Raises whatever the client raises.
+    """
+    db = database or getattr(client, "database", None) or "default"
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{db}`")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {_q(db, VERSION_TABLE)} (version UInt32, name String, "
+        f"applied_at {_TS} DEFAULT now64(3), library_version String) "
+        f"ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    done = {int(r[0]) for r in client.query(f"SELECT version FROM {_q(db, VERSION_TABLE)}").result_rows}
+    applied: List[str] = []
+    legacy = 0
+    for version, name, fn in _MIGRATIONS:
+        # Migration 1 always re-checks: an original-library process may re-create a
+        # legacy ai_events after the upgrade only if the table was dropped; cheap anyway.
+        if version in done and version != 1:
+            continue
+        legacy += fn(client, db)
+        if version not in done:
+            client.insert(
+                f"{VERSION_TABLE}",
+                [[version, name, __version__]],
+                column_names=["version", "name", "library_version"],
+                database=db,
+            )
+            applied.append(name)
+    return SchemaReport(version=SCHEMA_VERSION, applied=tuple(applied), legacy_rows_migrated=legacy)

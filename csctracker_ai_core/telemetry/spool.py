@@ -1,0 +1,266 @@
+"""The durable local spool: every event is on disk before the call returns.
+
+Layout (``settings.spool_path``, by default ``<data dir>/spool``)::
+
+    seg-<time_ns>-<pid>-<random>.jsonl     one JSON record per line, append-only
+
+* A process appends to its *active* segment with one ``os.write`` per event
+  (``O_APPEND``; handed to the OS, no fsync: a ``SIGKILL`` right after loses nothing,
+  only a machine crash inside the fsync interval could). The writer thread fsyncs
+  the active segment every ``fsync_interval_s``.
+* Every segment a process writes or delivers is held with an exclusive
+  ``fcntl.flock``. Segments nobody holds belong to a dead process (the kernel drops
+  the lock with the process) or were handed off (embedded mode, see writer.py): any
+  writer that can deliver *claims* them with a non-blocking flock, so two live
+  processes never replay the same segment.
+* A new segment is created under a hidden temporary name, locked, then renamed into
+  place, so no other process can claim it between its creation and its lock.
+* A segment is deleted once ClickHouse acknowledged all its records. A torn last line
+  (process killed inside ``os.write``) is skipped on replay: that call had not returned.
+
+Names sort by creation time, so replay goes oldest first.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from .records import decode_record
+
+__all__ = ["Segment", "Spool", "SEGMENT_PREFIX", "SEGMENT_SUFFIX"]
+
+logger = logging.getLogger(__name__)
+
+SEGMENT_PREFIX = "seg-"
+SEGMENT_SUFFIX = ".jsonl"
+
+
+@dataclass(eq=False)
+class Segment:
+    """A spool file this process holds (flocked)."""
+
+    path: Path
+    fd: int
+    own: bool  # written by this process (False: claimed from another one)
+    records: int = 0  # records appended (own) or -1 when unknown (claimed, not yet read)
+    size: int = 0
+    mem: Optional[List[Dict[str, Any]]] = field(default_factory=list)  # None: read from disk
+    mem_bytes: int = 0
+    created_at: float = 0.0  # clock time of the first record
+    sealed: bool = False
+    delivered: int = 0  # records acknowledged so far
+    offset: int = 0  # byte offset of the first record not yet acknowledged
+    dirty: bool = False  # written since the last fsync
+
+
+class Spool:
+    """Append-only segment files with per-file locks. Thread-safe."""
+
+    def __init__(self, directory: Path, *, memory_limit_bytes: int = 32 * 1024 * 1024) -> None:
+        self.directory = Path(directory)
+        self.memory_limit_bytes = memory_limit_bytes
+        self._lock = threading.Lock()
+        self._active: Optional[Segment] = None
+        self._mem_bytes = 0
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ writing
+
+    def _new_segment(self, now: float) -> Segment:
+        name = f"{SEGMENT_PREFIX}{int(now * 1e9):020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
+        tmp = self.directory / f".{name}.new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            final = self.directory / name
+            os.rename(tmp, final)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Segment(path=final, fd=fd, own=True, created_at=now)
+
+    def append(self, line: bytes, record: Dict[str, Any], now: float) -> None:
+        """Write one encoded record to the active segment (raises ``OSError`` on disk failure).
+
+        ``record`` is kept in memory for the writer unless the memory bound is reached;
+        past it the segment is read back from disk when delivered.
+        """
+        with self._lock:
+            seg = self._active
+            if seg is None:
+                seg = self._active = self._new_segment(now)
+            written = os.write(seg.fd, line)
+            if written != len(line):  # short write: disk full; leave a torn line, say so
+                raise OSError(f"short write to {seg.path} ({written} of {len(line)} bytes)")
+            seg.records += 1
+            seg.size += written
+            seg.dirty = True
+            if seg.mem is not None:
+                if self._mem_bytes + written <= self.memory_limit_bytes:
+                    seg.mem.append(record)
+                    seg.mem_bytes += written
+                    self._mem_bytes += written
+                else:  # past the bound: this segment lives on disk only
+                    self._mem_bytes -= seg.mem_bytes
+                    seg.mem, seg.mem_bytes = None, 0
+
+    def active_info(self) -> Tuple[int, int, float]:
+        """``(records, bytes, created_at)`` of the active segment (zeros when none)."""
+        with self._lock:
+            seg = self._active
+            return (seg.records, seg.size, seg.created_at) if seg is not None else (0, 0, 0.0)
+
+    def seal_active(self) -> Optional[Segment]:
+        """Close the active segment to appends; the next append starts a new one."""
+        with self._lock:
+            seg, self._active = self._active, None
+        if seg is not None:
+            seg.sealed = True
+        return seg
+
+    def fsync(self) -> None:
+        """fsync the active segment if written since the last fsync."""
+        with self._lock:
+            seg = self._active
+            if seg is None or not seg.dirty:
+                return
+            seg.dirty = False
+            fd = seg.fd
+        # Outside the lock: record() must never wait for a disk flush. The fd stays
+        # open: only the writer thread (our caller) closes segment files.
+        try:
+            os.fsync(fd)
+        except OSError:
+            seg.dirty = True
+            raise
+
+    def fsync_segment(self, seg: Segment) -> None:
+        if seg.dirty:
+            os.fsync(seg.fd)
+            seg.dirty = False
+
+    # ------------------------------------------------------------------ claiming
+
+    def claim_orphans(self, exclude: set, limit: int = 64) -> List[Segment]:
+        """Lock and return segments no live process holds (oldest first, at most ``limit``)."""
+        claimed: List[Segment] = []
+        try:
+            names = sorted(n for n in os.listdir(self.directory) if n.startswith(SEGMENT_PREFIX) and n.endswith(SEGMENT_SUFFIX))
+        except OSError as exc:
+            logger.error("cannot list the telemetry spool %s: %s", self.directory, exc)
+            return claimed
+        for name in names:
+            if len(claimed) >= limit:
+                break
+            path = self.directory / name
+            if path in exclude:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                continue  # delivered and deleted meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # a live process holds it
+                continue
+            st = os.fstat(fd)
+            if st.st_nlink == 0:  # deleted by its deliverer between our open and our lock
+                os.close(fd)
+                continue
+            claimed.append(Segment(path=path, fd=fd, own=False, records=-1, size=st.st_size, mem=None, sealed=True))
+        return claimed
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, seg: Segment, max_records: int, max_bytes: int) -> Tuple[List[Dict[str, Any]], int, int]:
+        """Up to ``max_records`` / ``max_bytes`` records from the first unacknowledged one.
+
+        Returns ``(records, next_offset, records_consumed)``; ``records_consumed`` may
+        exceed ``len(records)`` when torn or corrupt lines were skipped.
+        """
+        if seg.mem is not None:
+            records = seg.mem[seg.delivered : seg.delivered + max_records]
+            return records, seg.offset, len(records)
+        records: List[Dict[str, Any]] = []
+        consumed = 0
+        offset = seg.offset
+        size = 0
+        with open(seg.path, "rb") as fh:
+            fh.seek(offset)
+            while len(records) < max_records and size < max_bytes:
+                line = fh.readline()
+                if not line:
+                    break
+                if not line.endswith(b"\n"):
+                    if seg.sealed:  # torn tail of a killed writer: the call never returned
+                        logger.warning("skipping a torn record at the end of %s", seg.path.name)
+                        offset += len(line)
+                        consumed += 1
+                    break
+                offset += len(line)
+                size += len(line)
+                consumed += 1
+                try:
+                    records.append(decode_record(line))
+                except ValueError:
+                    logger.error("skipping an unreadable record in %s at byte %d", seg.path.name, offset - len(line))
+        return records, offset, consumed
+
+    def acknowledge(self, seg: Segment, consumed: int, next_offset: int) -> None:
+        """Mark ``consumed`` records of ``seg`` as delivered."""
+        seg.delivered += consumed
+        if seg.mem is None:
+            seg.offset = next_offset
+
+    def is_done(self, seg: Segment) -> bool:
+        """True when a sealed segment has nothing left to deliver."""
+        if not seg.sealed:
+            return False
+        if seg.mem is not None:
+            return seg.delivered >= seg.records
+        return seg.offset >= os.fstat(seg.fd).st_size
+
+    def delete(self, seg: Segment) -> None:
+        """Remove a delivered segment (unlink first, then release the lock)."""
+        try:
+            os.unlink(seg.path)
+        except FileNotFoundError:
+            pass
+        self._drop(seg)
+
+    def release(self, seg: Segment) -> None:
+        """Give a segment up (kept on disk) so another process can claim it."""
+        self._drop(seg)
+
+    def _drop(self, seg: Segment) -> None:
+        with self._lock:
+            if seg.mem is not None:
+                self._mem_bytes -= seg.mem_bytes
+                seg.mem, seg.mem_bytes = None, 0
+        try:
+            os.close(seg.fd)
+        except OSError:
+            pass
+        seg.fd = -1
+
+    def pending_on_disk(self) -> int:
+        """Bytes in segment files of this directory (everyone's)."""
+        total = 0
+        try:
+            for name in os.listdir(self.directory):
+                if name.startswith(SEGMENT_PREFIX):
+                    try:
+                        total += os.stat(self.directory / name).st_size
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+        return total

@@ -1,0 +1,717 @@
+"""The telemetry writer: the call path only appends to the spool; a thread does the rest.
+
+``record(event)`` redacts, caps and serializes the event, appends it to this process's
+spool segment with one ``os.write`` and returns (microseconds; it never raises and
+never waits for ClickHouse). A daemon thread:
+
+* connects (and creates/upgrades the schema) in the background, retrying with backoff;
+* fsyncs the active segment every ``fsync_interval_s``;
+* batches by rows, bytes and time (at most about one insert per ``batch_interval_s``),
+  inserts column-wise into ``ai_events`` and ``ai_attempts`` with an
+  ``insert_deduplication_token`` per batch; a failed batch is retried unchanged (same
+  token), so a retry of an insert that did land is dropped by ClickHouse, and
+  ``ai_events`` being a ReplacingMergeTree on the event id folds what a crash replays;
+* deletes spool segments once acknowledged, and claims segments left by dead
+  processes (and, in embedded mode, handed off by live non-owners) to deliver them.
+
+Embedded mode with several processes: the process holding the store's lock (see
+ownership.py) opens chDB and delivers everyone's segments. The others only spool:
+every ``handoff_interval_s`` they seal their segment and release its lock so the
+owner claims it, and every ``ownership_retry_s`` they try to become the owner.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import hashlib
+import logging
+import math
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+from ..clock import SYSTEM_CLOCK, Clock
+from .events import CallEvent
+from .policy import BatchPolicy, backoff_delay, delivery_delay
+from .records import (
+    ATTEMPT_COLUMN_NAMES,
+    DEFAULT_MAX_TEXT_BYTES,
+    EVENT_COLUMN_NAMES,
+    encode_record,
+    event_to_record,
+    records_to_columns,
+)
+from .schema import ATTEMPTS_TABLE, EVENTS_TABLE, ensure_schema
+from .settings import ClickHouseSettings
+from . import ownership
+from .spool import Segment, Spool
+
+__all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "WriterStats", "open_telemetry"]
+
+logger = logging.getLogger(__name__)
+
+Redactor = Callable[[CallEvent], CallEvent]
+REDACTION_FAILED = "[redaction failed: text withheld]"
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """Counters of one writer since it was opened.
+
+    ``written``: events this writer inserted into ClickHouse (its own and replayed).
+    ``spooled``: events recorded (each was on disk when ``record`` returned).
+    ``replayed``: of ``written``, events from segments of other or earlier processes.
+    ``dropped``: events lost because the disk failed (0 unless something is very wrong).
+    ``pending``: events this writer spooled that are not in ClickHouse yet (after ``close``:
+    what stays on disk for the next start), handed-off ones excluded.
+    ``inserts``: successful INSERT statements.
+    ``last_error``: the last delivery/connection error, ``None`` once delivery works.
+    """
+
+    written: int = 0
+    spooled: int = 0
+    replayed: int = 0
+    dropped: int = 0
+    pending: int = 0
+    inserts: int = 0
+    last_error: Optional[str] = None
+    failures: int = 0  # failed delivery/connection attempts
+    handed_off: int = 0  # events left for the embedded store's owner process
+    redaction_errors: int = 0  # events whose redaction hook raised (texts withheld)
+    role: str = "starting"  # "writer", "spooler" (embedded non-owner), "off", "closed"
+
+
+class TelemetrySink(Protocol):
+    """What the processor talks to (docs/ARCHITECTURE.md)."""
+
+    def record(self, event: CallEvent) -> None: ...
+
+    def flush(self, timeout_s: float = 5.0) -> bool: ...
+
+    def close(self, timeout_s: float = 5.0) -> bool: ...
+
+    def stats(self) -> WriterStats: ...
+
+
+class NullSink:
+    """Telemetry turned off: every method is a no-op."""
+
+    def record(self, event: CallEvent) -> None:
+        return None
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def stats(self) -> WriterStats:
+        return WriterStats(role="off")
+
+    def __repr__(self) -> str:
+        return "NullSink()"
+
+
+@dataclass
+class _Piece:
+    segment: Segment
+    records: List[Dict[str, Any]]
+    next_offset: int
+    consumed: int
+
+
+@dataclass
+class _Batch:
+    pieces: List[_Piece]
+    token: str
+
+    @property
+    def rows(self) -> int:
+        return sum(len(p.records) for p in self.pieces)
+
+
+_live_writers: "weakref.WeakSet[TelemetryWriter]" = weakref.WeakSet()
+_atexit_registered = False
+_atexit_guard = threading.Lock()
+
+
+def _close_all_at_exit() -> None:
+    for writer in list(_live_writers):
+        try:
+            writer.close(writer.close_timeout_s)
+        except Exception:  # never let telemetry break interpreter exit
+            logger.exception("telemetry writer failed to close at exit")
+
+
+def _register_atexit(writer: "TelemetryWriter") -> None:
+    global _atexit_registered
+    with _atexit_guard:
+        _live_writers.add(writer)
+        if not _atexit_registered:
+            atexit.register(_close_all_at_exit)
+            _atexit_registered = True
+
+
+class TelemetryWriter:
+    """Durable, batched, never-blocking telemetry sink (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: ClickHouseSettings,
+        *,
+        redact: Optional[Redactor] = None,
+        store_images: bool = False,
+        max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+        batch_interval_s: float = 1.0,
+        max_batch_rows: int = 10_000,
+        max_batch_bytes: int = 16 * 1024 * 1024,
+        memory_limit_bytes: int = 32 * 1024 * 1024,
+        segment_max_bytes: int = 64 * 1024 * 1024,
+        fsync_interval_s: float = 0.5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        close_timeout_s: float = 5.0,
+        scan_interval_s: float = 2.0,
+        handoff_interval_s: float = 1.0,
+        ownership_retry_s: float = 5.0,
+        connect_timeout_s: float = 3.0,
+        clock: Clock = SYSTEM_CLOCK,
+        connect: Optional[Callable[[ClickHouseSettings], Any]] = None,
+        start: bool = True,
+    ) -> None:
+        if settings.mode not in ("server", "embedded"):
+            raise ValueError("TelemetryWriter needs mode 'server' or 'embedded'; use open_telemetry for 'off'")
+        self.settings = settings
+        self.database = settings.database or "default"
+        self.redact = redact
+        self.store_images = store_images
+        self.max_text_bytes = max_text_bytes
+        self.policy = BatchPolicy(
+            interval_s=batch_interval_s,
+            max_rows=max_batch_rows,
+            max_bytes=max_batch_bytes,
+            backoff_base_s=backoff_base_s,
+            backoff_max_s=backoff_max_s,
+        )
+        self.segment_max_bytes = segment_max_bytes
+        self.fsync_interval_s = fsync_interval_s
+        self.close_timeout_s = close_timeout_s
+        self.scan_interval_s = scan_interval_s
+        self.handoff_interval_s = handoff_interval_s
+        self.ownership_retry_s = ownership_retry_s
+        self.connect_timeout_s = connect_timeout_s
+        self._clock = clock
+        self._connect_fn = connect
+        self._embedded = settings.mode == "embedded"
+        self._spool = Spool(Path(settings.spool_path), memory_limit_bytes=memory_limit_bytes)
+
+        self._counters_lock = threading.Lock()
+        self._written = self._spooled = self._replayed = self._dropped = 0
+        self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
+        self._own_delivered = 0
+        self._last_error: Optional[str] = None
+        self._role = "starting"
+
+        self._client: Any = None
+        self._owner = False
+        self._queue: List[Segment] = []  # sealed segments to deliver, oldest first
+        self._inflight: Optional[_Batch] = None
+        self._consecutive_failures = 0
+        self._retry_at = 0.0
+        self._next_connect_at = 0.0
+        self._next_scan_at = 0.0
+        self._next_fsync_at = 0.0
+        self._last_insert_at = -math.inf
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._flush_requested = 0  # flush() tickets handed out
+        self._flush_served = 0  # tickets the thread has worked through
+        self._closing = False
+        self._close_deadline = 0.0
+        self._closed = False
+        self._thread: Optional[threading.Thread] = None
+        _register_atexit(self)
+        if start:
+            self.start()
+
+    # ================================================================== call path
+
+    def record(self, event: CallEvent) -> None:
+        """Spool ``event`` (on disk when this returns) for delivery. Never raises."""
+        try:
+            redaction_failed = False
+            if self.redact is not None:
+                try:
+                    event = self.redact(event)
+                except Exception:
+                    # Never store what the hook was meant to hide: keep the event's
+                    # numbers, withhold its texts.
+                    logger.exception("telemetry redaction hook failed; texts withheld for event %s", getattr(event, "event_id", "?"))
+                    event = dataclasses.replace(
+                        event,
+                        payload=REDACTION_FAILED,
+                        result=REDACTION_FAILED,
+                        error_message=REDACTION_FAILED if event.error_message else "",
+                        image_base64="",
+                        metadata={},
+                    )
+                    redaction_failed = True
+            rec = event_to_record(event, max_text_bytes=self.max_text_bytes, store_images=self.store_images)
+            line = encode_record(rec)
+            now = self._clock.time()
+            self._spool.append(line, rec, now)
+            with self._counters_lock:
+                self._spooled += 1
+                if redaction_failed:
+                    self._redaction_errors += 1
+            if self._closed:
+                # No thread any more: leave it on disk, unlocked, for the next start.
+                seg = self._spool.seal_active()
+                if seg is not None:
+                    self._spool.release(seg)
+                return
+            records, nbytes, _ = self._spool.active_info()
+            if records >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
+                self._wake.set()
+        except Exception as exc:  # the disk failed (or a bug): count it, say it loudly
+            with self._counters_lock:
+                self._dropped += 1
+                self._last_error = f"spool: {type(exc).__name__}: {exc}"
+            logger.error(
+                "TELEMETRY EVENT DROPPED: could not write event %s to the spool %s: %s",
+                getattr(event, "event_id", "?"), self.settings.spool_path, exc, exc_info=True,
+            )
+
+    # ================================================================== control
+
+    def start(self) -> None:
+        """Start the background thread (done by the constructor unless ``start=False``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Deliver what is spooled now, ignoring batching and backoff; wait up to ``timeout_s``.
+
+        Returns True when nothing this writer spooled is left pending.
+        """
+        if self._closed or self._thread is None or not self._thread.is_alive():
+            return self._pending() == 0
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._idle:
+            self._flush_requested += 1
+            ticket = self._flush_requested
+        self._wake.set()
+        with self._idle:
+            while self._flush_served < ticket:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    break
+                self._idle.wait(min(left, 0.05))
+        return self._pending() == 0
+
+    def close(self, timeout_s: Optional[float] = None) -> bool:
+        """Last delivery attempt (now, not at the next backoff), bounded by ``timeout_s``.
+
+        What cannot be delivered in time stays in the spool for the next start (or for
+        the embedded store's owner). Idempotent. Returns True when nothing is pending.
+        """
+        if self._closed:
+            return self._pending() == 0
+        timeout = self.close_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._close_deadline = deadline
+        self._closing = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()) + 0.05)
+            if thread.is_alive():
+                logger.warning(
+                    "telemetry writer did not finish within %.1fs; %d events stay spooled in %s",
+                    timeout, self._pending(), self.settings.spool_path,
+                )
+        else:
+            self._shutdown_resources()
+        self._closed = True
+        _live_writers.discard(self)
+        return self._pending() == 0
+
+    def stats(self) -> WriterStats:
+        """A snapshot of the counters."""
+        with self._counters_lock:
+            return WriterStats(
+                written=self._written,
+                spooled=self._spooled,
+                replayed=self._replayed,
+                dropped=self._dropped,
+                pending=max(0, self._spooled - self._own_delivered - self._handed_off),
+                inserts=self._inserts,
+                last_error=self._last_error,
+                failures=self._failures,
+                handed_off=self._handed_off,
+                redaction_errors=self._redaction_errors,
+                role="closed" if self._closed else self._role,
+            )
+
+    @property
+    def is_owner(self) -> bool:
+        """True when this writer holds the embedded store (always False for a server)."""
+        return self._owner
+
+    def query_client(self) -> Any:
+        """A new client on the same destination, for reports (embedded: only if owner)."""
+        from .connection import connect
+
+        return connect(self.settings, database=self.database)
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return f"TelemetryWriter(mode={self.settings.mode!r}, role={s.role!r}, pending={s.pending}, written={s.written})"
+
+    # ================================================================== internals
+
+    def _pending(self) -> int:
+        with self._counters_lock:
+            return max(0, self._spooled - self._own_delivered - self._handed_off)
+
+    def _run(self) -> None:
+        try:
+            while not self._closing:
+                with self._idle:
+                    ticket = self._flush_requested
+                force = ticket > self._flush_served
+                try:
+                    self._step(force)
+                except Exception as exc:  # a bug must not kill the thread silently
+                    self._note_failure(exc, "writer step")
+                if force:
+                    with self._idle:
+                        self._flush_served = ticket
+                        self._idle.notify_all()
+                    continue  # a flush() that arrived meanwhile is served at once
+                self._wake.wait(self._next_wait())
+                self._wake.clear()
+            self._final_delivery()
+        except BaseException:  # pragma: no cover - last resort
+            logger.exception("telemetry writer thread died; events stay spooled in %s", self.settings.spool_path)
+        finally:
+            self._shutdown_resources()
+            with self._idle:
+                self._flush_served = self._flush_requested
+                self._idle.notify_all()
+
+    def _next_wait(self) -> float:
+        now = self._clock.time()
+        candidates = [self._next_fsync_at - now]
+        if self._client is None:
+            candidates.append(self._next_connect_at - now)
+        elif self._owner or not self._embedded:
+            candidates.append(self._next_scan_at - now)
+        if self._role == "spooler":
+            candidates.append(self.handoff_interval_s)
+        rows, nbytes, oldest = self._waiting()
+        candidates.append(
+            delivery_delay(
+                now, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=self._last_insert_at,
+                retry_at=self._retry_at, policy=self.policy,
+            )
+        )
+        wait = min(candidates)
+        return min(max(wait, 0.005), 1.0)
+
+    def _waiting(self) -> Tuple[int, int, float]:
+        """(rows, bytes, oldest spool time) waiting for delivery."""
+        rows, nbytes, created = self._spool.active_info()
+        oldest = created if rows else math.inf
+        for seg in self._queue:
+            if seg.records >= 0:
+                rows += max(0, seg.records - seg.delivered)
+                oldest = min(oldest, seg.created_at)
+            else:  # claimed from another process: old by definition
+                nbytes += max(0, seg.size - seg.offset)
+                rows += 1
+                oldest = -math.inf
+        if self._inflight is not None:
+            rows = max(rows, 1)
+        return rows, nbytes, (oldest if oldest != math.inf else 0.0)
+
+    def _step(self, force: bool) -> None:
+        now = self._clock.time()
+        if now >= self._next_fsync_at:
+            self._fsync()
+            self._next_fsync_at = now + self.fsync_interval_s
+        if self._client is None:
+            if now >= self._next_connect_at or (force and self._role != "spooler"):
+                self._try_connect(now)
+            if self._client is None:
+                if self._role == "spooler":
+                    self._hand_off(now, force)
+                return
+        if now >= self._next_scan_at:
+            self._queue.extend(self._spool.claim_orphans(exclude={s.path for s in self._queue}))
+            self._queue.sort(key=lambda s: s.path.name)
+            self._next_scan_at = now + self.scan_interval_s
+        rows, nbytes, oldest = self._waiting()
+        delay = delivery_delay(
+            now, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=self._last_insert_at,
+            retry_at=self._retry_at, policy=self.policy, force=force,
+        )
+        if delay <= 0:
+            ok = self._deliver_once(now)
+            # A flush drains everything now; normal operation sends one batch per tick.
+            while force and ok and self._client is not None and (self._inflight is not None or self._has_waiting()):
+                ok = self._deliver_once(self._clock.time())
+
+    def _has_waiting(self) -> bool:
+        rows, nbytes, _ = self._waiting()
+        return rows > 0 or nbytes > 0
+
+    # ------------------------------------------------------------------ connecting
+
+    def _try_connect(self, now: float) -> None:
+        if self._embedded and not self._owner:
+            if not ownership.try_acquire(self.settings.embedded_path):
+                if self._role != "spooler":
+                    logger.info(
+                        "embedded telemetry store %s is held by PID %s: this process spools, the owner delivers",
+                        self.settings.embedded_path, ownership.holder_pid(self.settings.embedded_path),
+                    )
+                self._role = "spooler"
+                self._next_connect_at = now + self.ownership_retry_s
+                return
+            self._owner = True
+        try:
+            if self._connect_fn is not None:
+                client = self._connect_fn(self.settings)
+            else:
+                from .connection import connect
+
+                client = connect(self.settings, connect_timeout_s=self.connect_timeout_s)
+            try:
+                ensure_schema(client, self.database)
+            except BaseException:
+                _close_quietly(client)
+                raise
+        except Exception as exc:
+            self._note_failure(exc, "connect")
+            self._next_connect_at = now + backoff_delay(self._consecutive_failures, self.policy)
+            if self._embedded and self._owner:
+                ownership.release(self.settings.embedded_path)
+                self._owner = False
+            return
+        self._client = client
+        self._role = "writer"
+        self._next_scan_at = 0.0  # claim leftovers right away
+        self._retry_at = 0.0
+
+    def _drop_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            _close_quietly(client)
+        if self._embedded and self._owner:
+            ownership.release(self.settings.embedded_path)
+            self._owner = False
+
+    # ------------------------------------------------------------------ delivering
+
+    def _fsync(self) -> None:
+        try:
+            self._spool.fsync()
+        except OSError as exc:
+            logger.error("telemetry spool fsync failed (%s): events are in the OS cache only", exc)
+
+    def _hand_off(self, now: float, force: bool) -> None:
+        """Embedded non-owner: give the active segment to whichever process owns the store."""
+        rows, _, created = self._spool.active_info()
+        if rows and (force or now - created >= self.handoff_interval_s):
+            seg = self._spool.seal_active()
+            if seg is not None:
+                self._fsync_quietly(seg)
+                self._spool.release(seg)
+                with self._counters_lock:
+                    self._handed_off += seg.records
+
+    def _fsync_quietly(self, seg: Segment) -> None:
+        try:
+            self._spool.fsync_segment(seg)
+        except OSError as exc:
+            logger.error("telemetry spool fsync failed (%s)", exc)
+
+    def _build_batch(self) -> Optional[_Batch]:
+        own_waiting = any(s.own for s in self._queue)
+        active_rows, active_bytes, _ = self._spool.active_info()
+        # Seal the active segment for delivery unless one of ours is still waiting
+        # (then appends keep going to the active one, which bounds open files while
+        # ClickHouse is away), or it grew too big.
+        if active_rows and (not own_waiting or active_bytes >= self.segment_max_bytes):
+            seg = self._spool.seal_active()
+            if seg is not None:
+                self._fsync_quietly(seg)
+                self._queue.append(seg)
+        pieces: List[_Piece] = []
+        rows = nbytes = 0
+        for seg in list(self._queue):
+            if rows >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
+                break
+            try:
+                records, next_offset, consumed = self._spool.read(
+                    seg, self.policy.max_rows - rows, self.policy.max_bytes - nbytes
+                )
+            except OSError as exc:
+                logger.error("cannot read telemetry spool segment %s: %s", seg.path, exc)
+                continue
+            if consumed == 0:
+                if self._spool.is_done(seg):
+                    self._queue.remove(seg)
+                    self._spool.delete(seg)
+                continue
+            pieces.append(_Piece(seg, records, next_offset, consumed))
+            rows += len(records)
+            if seg.mem is None:
+                nbytes += next_offset - seg.offset
+            else:  # in memory: estimate from the segment's average line size
+                nbytes += seg.mem_bytes * len(records) // max(1, len(seg.mem))
+        if not pieces:
+            return None
+        ident = ";".join(f"{p.segment.path.name}@{p.segment.delivered}+{p.consumed}" for p in pieces)
+        return _Batch(pieces=pieces, token=hashlib.sha256(ident.encode()).hexdigest()[:32])
+
+    def _deliver_once(self, now: float) -> bool:
+        """Insert one batch (the in-flight one first). True on success or nothing to do."""
+        if self._inflight is None:
+            self._inflight = self._build_batch()
+            if self._inflight is None:
+                return True
+        batch = self._inflight
+        records = [r for p in batch.pieces for r in p.records]
+        try:
+            if records:
+                events, attempts = records_to_columns(records)
+                self._client.insert(
+                    EVENTS_TABLE, events, column_names=list(EVENT_COLUMN_NAMES), database=self.database,
+                    column_oriented=True, settings={"insert_deduplication_token": batch.token + ":e"},
+                )
+                inserts = 1
+                if attempts and attempts[0]:
+                    self._client.insert(
+                        ATTEMPTS_TABLE, attempts, column_names=list(ATTEMPT_COLUMN_NAMES), database=self.database,
+                        column_oriented=True, settings={"insert_deduplication_token": batch.token + ":a"},
+                    )
+                    inserts += 1
+            else:
+                inserts = 0
+        except Exception as exc:
+            self._note_failure(exc, "insert")
+            self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
+            self._drop_client()  # reconnect (and re-check the schema) before the retry
+            self._next_connect_at = self._retry_at
+            return False
+        own = replayed = 0
+        for piece in batch.pieces:
+            seg = piece.segment
+            self._spool.acknowledge(seg, piece.consumed, piece.next_offset)
+            if seg.own:
+                own += len(piece.records)
+            else:
+                replayed += len(piece.records)
+            if self._spool.is_done(seg):
+                if seg in self._queue:
+                    self._queue.remove(seg)
+                self._spool.delete(seg)
+        self._inflight = None
+        self._consecutive_failures = 0
+        self._retry_at = 0.0
+        self._last_insert_at = self._clock.time()
+        with self._counters_lock:
+            self._written += own + replayed
+            self._replayed += replayed
+            self._own_delivered += sum(p.consumed for p in batch.pieces if p.segment.own)
+            self._inserts += inserts
+            self._last_error = None
+        if replayed:
+            logger.info("telemetry: replayed %d spooled events", replayed)
+        return True
+
+    def _note_failure(self, exc: BaseException, what: str) -> None:
+        self._consecutive_failures += 1
+        msg = f"{what}: {type(exc).__name__}: {str(exc)[:300]}"
+        with self._counters_lock:
+            self._failures += 1
+            first = self._last_error is None
+            self._last_error = msg
+        level = logging.WARNING if first or self._consecutive_failures in (1, 5, 20) or self._consecutive_failures % 100 == 0 else logging.DEBUG
+        logger.log(level, "telemetry %s failed (%d in a row); events stay spooled in %s: %s",
+                   what, self._consecutive_failures, self.settings.spool_path, msg)
+
+    def _final_delivery(self) -> None:
+        """Close: deliver what we can before the deadline, then let go of everything."""
+        try:
+            if self._client is None and time.monotonic() < self._close_deadline:
+                self._try_connect(self._clock.time())  # now, not at the next backoff
+            if self._client is None:
+                if self._embedded:
+                    self._hand_off(self._clock.time(), force=True)
+                return
+            while time.monotonic() < self._close_deadline:
+                if self._inflight is None and not self._has_waiting():
+                    break
+                if not self._deliver_once(self._clock.time()):
+                    break
+        except Exception as exc:
+            self._note_failure(exc, "final delivery")
+        finally:
+            self._fsync()
+
+    def _shutdown_resources(self) -> None:
+        """Release every segment (kept on disk if undelivered), the client and the store lock."""
+        seg = self._spool.seal_active()
+        if seg is not None:
+            self._fsync_quietly(seg)
+            self._queue.append(seg)
+        for seg in self._queue:  # undelivered ones stay on disk, counted as pending
+            self._spool.release(seg)
+        self._queue = []
+        self._inflight = None
+        self._drop_client()
+
+
+def _close_quietly(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:
+        logger.debug("closing a ClickHouse client failed", exc_info=True)
+
+
+def open_telemetry(
+    settings: ClickHouseSettings,
+    *,
+    redact: Optional[Redactor] = None,
+    store_images: bool = False,
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
+    batch_interval_s: float = 1.0,
+    **options: Any,
+) -> "TelemetrySink":
+    """The sink for ``settings``: a :class:`TelemetryWriter`, or a :class:`NullSink` when off.
+
+    Never blocks on ClickHouse: connecting and creating the schema happen in the
+    writer's thread. Other ``options`` are :class:`TelemetryWriter` keyword arguments.
+    If the spool folder cannot be created, telemetry is turned off with an error log
+    rather than failing the caller.
+    """
+    if settings.mode == "off":
+        return NullSink()
+    try:
+        return TelemetryWriter(
+            settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
+            batch_interval_s=batch_interval_s, **options,
+        )
+    except TypeError:
+        raise
+    except Exception as exc:
+        logger.error("telemetry disabled: cannot open the spool %s: %s", settings.spool_path, exc, exc_info=True)
+        return NullSink()

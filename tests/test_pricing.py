@@ -1,0 +1,192 @@
+"""Prices as data and the per-call cost function: exact Decimal values, table-tested."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from decimal import Decimal
+
+import pytest
+
+from csctracker_ai_core.exceptions import ConfigurationError
+from csctracker_ai_core.pricing import (
+    PRICES_FILE_ENV,
+    SHIPPED_PRICES_FILE,
+    estimate_cost,
+    get_prices,
+    load_prices,
+    normalize_model_name,
+)
+
+D = Decimal
+
+
+@pytest.fixture(autouse=True)
+def _no_user_prices(monkeypatch):
+    monkeypatch.delenv(PRICES_FILE_ENV, raising=False)
+
+
+# (model, tier, service_tier, input, output, cached, expected cost, expected list cost)
+CASES = [
+    # 1000 x 0.30 + 500 x 2.50 = 1550 per 1M
+    ("gemini-2.5-flash", "paid", "standard", 1000, 500, 0, "0.00155", "0.00155"),
+    # free keys cost nothing; the list cost is the saving
+    ("gemini-2.5-flash", "free", "standard", 1000, 500, 0, "0", "0.00155"),
+    # flex and batch: half
+    ("gemini-2.5-flash", "paid", "flex", 1000, 500, 0, "0.000775", "0.000775"),
+    ("gemini-2.5-flash", "paid", "batch", 1000, 500, 0, "0.000775", "0.000775"),
+    # priority: assumed standard price
+    ("gemini-2.5-flash", "paid", "priority", 1000, 500, 0, "0.00155", "0.00155"),
+    # unknown service tier: standard price
+    ("gemini-2.5-flash", "paid", "turbo", 1000, 500, 0, "0.00155", "0.00155"),
+    # the original's "<model>-<tier>" names and "models/" prefix resolve
+    ("gemini-2.5-flash-paid", "paid", "standard", 1000, 500, 0, "0.00155", "0.00155"),
+    ("models/gemini-2.5-flash", "paid", "standard", 1000, 500, 0, "0.00155", "0.00155"),
+    # a dated variant is priced as its base model; flash-lite keeps its own price
+    ("gemini-2.5-flash-preview-09-2025", "paid", "standard", 1000, 500, 0, "0.00155", "0.00155"),
+    ("gemini-2.5-flash-lite", "paid", "standard", 1_000_000, 1_000_000, 0, "0.5", "0.5"),
+    # pro at exactly 200k prompt tokens: the <= 200k tier
+    ("gemini-2.5-pro", "paid", "standard", 200_000, 1000, 0, "0.26", "0.26"),
+    # one token more: > 200k prices for input AND output (2.50 / 15.00)
+    ("gemini-2.5-pro", "paid", "standard", 200_001, 1000, 0, "0.5150025", "0.5150025"),
+    # output is large but the prompt is small: still <= 200k (prompt size decides)
+    ("gemini-2.5-pro", "paid", "standard", 1000, 300_000, 0, "3.00125", "3.00125"),
+    # cached tokens at the cached price: 150k x 2.5 + 100k x 0.25 + 1k x 15, flex
+    ("gemini-2.5-pro", "free", "flex", 250_000, 1000, 100_000, "0", "0.2075"),
+    ("gemini-2.5-flash", "paid", "standard", 10_000, 0, 4_000, "0.00192", "0.00192"),
+    # gemini 3.1 pro: 2 / 12 below, 4 / 18 above
+    ("gemini-3.1-pro-preview", "paid", "standard", 100_000, 10_000, 0, "0.32", "0.32"),
+    ("gemini-3.1-pro-preview", "paid", "standard", 300_000, 10_000, 0, "1.38", "1.38"),
+    ("gemini-3-flash-preview", "paid", "standard", 2_000_000, 1_000_000, 0, "4", "4"),
+    # nothing used, nothing paid
+    ("gemini-2.5-pro", "paid", "standard", 0, 0, 0, "0", "0"),
+    # the smallest amount: 1 output token of flash-lite in flex = 0.0000002 USD
+    ("gemini-2.5-flash-lite", "paid", "flex", 0, 1, 0, "0.0000002", "0.0000002"),
+    # unknown model: 0, not an error
+    ("gemini-9-ultra", "paid", "standard", 1000, 1000, 0, "0", "0"),
+    ("", "", "standard", 0, 0, 0, "0", "0"),
+]
+
+
+@pytest.mark.parametrize("model,tier,service,tin,tout,cached,cost,listed", CASES)
+def test_estimate_cost_table(model, tier, service, tin, tout, cached, cost, listed):
+    got_cost, got_list = estimate_cost(model, tier, service, tin, tout, tokens_cached=cached)
+    assert (got_cost, got_list) == (D(cost), D(listed))
+    assert isinstance(got_cost, Decimal) and isinstance(got_list, Decimal)
+
+
+def test_image_tokens_are_input_and_change_nothing():
+    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 500, tokens_image=800) == estimate_cost(
+        "gemini-2.5-flash", "paid", "standard", 1000, 500
+    )
+
+
+def test_negative_and_oversized_counts_are_clamped():
+    # cached can never exceed the prompt; negative counts count as zero
+    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, -5, tokens_cached=5000) == (
+        D("0.00003"),
+        D("0.00003"),
+    )
+
+
+def test_unknown_model_logs_at_debug_once(caplog):
+    caplog.set_level(logging.DEBUG, logger="csctracker_ai_core.pricing")
+    estimate_cost("brand-new-model-x", "paid", "standard", 10, 10)
+    estimate_cost("brand-new-model-x", "paid", "standard", 10, 10)
+    records = [r for r in caplog.records if "brand-new-model-x" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.DEBUG
+
+
+def test_shipped_table_matches_the_wire_notes():
+    table = load_prices(env={})
+    pro = table.models["gemini-2.5-pro"]
+    assert (pro.input_price_less_200, pro.output_price_less_200, pro.input_price_more_200, pro.output_price_more_200) == (
+        D("1.25"), D("10.00"), D("2.50"), D("15.00"))
+    assert table.models["gemini-2.5-flash"].input_price_less_200 == D("0.30")
+    assert table.models["gemini-2.5-flash-lite"].output_price_less_200 == D("0.40")
+    assert table.models["gemini-3-flash-preview"].output_price_less_200 == D("3.00")
+    assert table.service_tier_multipliers["flex"] == D("0.5")
+    assert table.long_context_threshold == 200_000
+    # the file is valid JSON with string prices (exact decimals)
+    raw = json.loads(SHIPPED_PRICES_FILE.read_text(encoding="utf-8"))
+    assert all(isinstance(v, str) for m in raw["models"].values() for v in m.values())
+
+
+def test_user_file_overrides_and_adds(tmp_path, monkeypatch):
+    user = tmp_path / "prices.json"
+    user.write_text(json.dumps({
+        "models": {
+            "gemini-2.5-flash": {"input_price_less_200": "1", "output_price_less_200": "2"},
+            "my-tuned-model": {"input_price_less_200": "0.5", "output_price_less_200": "1.5",
+                               "input_price_more_200": "1", "output_price_more_200": "3"},
+        },
+        "service_tier_multipliers": {"priority": "1.8"},
+    }))
+    table = load_prices(user)
+    # replaced as a whole (the >200k prices follow the <=200k ones when not given)
+    assert table.models["gemini-2.5-flash"].input_price_more_200 == D("1")
+    assert table.models["gemini-2.5-flash"].cached_input_price_less_200 is None
+    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 1000, prices=table) == (D("0.003"), D("0.003"))
+    # kept: the models the file does not name
+    assert table.models["gemini-2.5-pro"].input_price_less_200 == D("1.25")
+    # added
+    assert estimate_cost("my-tuned-model", "paid", "priority", 300_000, 1000, prices=table)[1] == D("0.5454")
+    # via the environment, picked up by the cached accessor
+    monkeypatch.setenv(PRICES_FILE_ENV, str(user))
+    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 1000) == (D("0.003"), D("0.003"))
+
+
+def test_edited_user_file_is_reloaded(tmp_path, monkeypatch):
+    user = tmp_path / "prices.json"
+    user.write_text(json.dumps({"models": {"x-model": {"input_price_less_200": "1", "output_price_less_200": "1"}}}))
+    monkeypatch.setenv(PRICES_FILE_ENV, str(user))
+    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0)[1] == D("1")
+    user.write_text(json.dumps({"models": {"x-model": {"input_price_less_200": "3", "output_price_less_200": "1"}}}))
+    stat = user.stat()
+    os.utime(user, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0)[1] == D("3")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a"]', "JSON object"),
+        ('{"models": {"m": {"input_price_less_200": "abc", "output_price_less_200": "1"}}}', "not a number"),
+        ('{"models": {"m": {"input_price_less_200": "-1", "output_price_less_200": "1"}}}', ">= 0"),
+        ('{"models": {"m": {"input_price_less_200": "1"}}}', "lacks output_price_less_200"),
+        ('{"models": {"m": {"input_price_less_200": "1", "output_price_less_200": "1", "inptu": "2"}}}', "unknown fields"),
+    ],
+)
+def test_bad_user_files_raise_configuration_error(tmp_path, content, message):
+    user = tmp_path / "prices.json"
+    user.write_text(content)
+    with pytest.raises(ConfigurationError, match=message):
+        load_prices(user)
+
+
+def test_missing_user_file_names_the_setting(tmp_path):
+    with pytest.raises(ConfigurationError, match=PRICES_FILE_ENV):
+        load_prices(tmp_path / "nope.json")
+
+
+def test_normalize_model_name():
+    assert normalize_model_name(" Models/Gemini-2.5-Flash-free ") == "gemini-2.5-flash"
+    assert normalize_model_name("gemini-2.5-pro-paid") == "gemini-2.5-pro"
+    assert normalize_model_name("") == ""
+
+
+def test_get_prices_is_cached():
+    assert get_prices() is get_prices()
+
+
+def test_fast_enough_for_every_call():
+    estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 500)
+    n = 20_000
+    started = time.perf_counter()
+    for _ in range(n):
+        estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 500, tokens_cached=100)
+    per_call_us = (time.perf_counter() - started) / n * 1e6
+    assert per_call_us < 100, per_call_us  # measured ~4 us; generous for slow CI machines

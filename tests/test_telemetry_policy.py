@@ -1,0 +1,47 @@
+"""The writer's decisions as tables: when to deliver, how long to back off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from csctracker_ai_core.telemetry.policy import BatchPolicy, backoff_delay, delivery_delay
+from csctracker_ai_core.telemetry.records import TRUNCATION_MARKER_FORMAT, cap_text
+
+P = BatchPolicy(interval_s=1.0, max_rows=100, max_bytes=1000, backoff_base_s=0.5, backoff_max_s=30.0)
+
+
+@pytest.mark.parametrize(
+    "rows, nbytes, oldest, last_insert, retry_at, force, expected",
+    [
+        (0, 0, 0.0, -math.inf, 0.0, False, math.inf),  # idle
+        (1, 10, 100.0, -math.inf, 0.0, False, 1.0),  # a lone event waits for the batch window
+        (1, 10, 99.0, -math.inf, 0.0, False, 0.0),  # window over
+        (5, 10, 99.0, 99.8, 0.0, False, 0.8),  # at most one insert per interval
+        (100, 10, 100.0, 99.9, 0.0, False, 0.0),  # full batch: now
+        (1, 1000, 100.0, 99.9, 0.0, False, 0.0),  # full by bytes
+        (100, 10, 100.0, 99.9, 105.0, False, 5.0),  # but never inside a backoff
+        (1, 10, 100.0, 99.9, 105.0, True, 0.0),  # flush/close ignore both
+    ],
+)
+def test_delivery_delay(rows, nbytes, oldest, last_insert, retry_at, force, expected):
+    """Delivery waits for the batch window, respects the insert rate and the backoff, unless forced."""
+    got = delivery_delay(100.0, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=last_insert,
+                         retry_at=retry_at, policy=P, force=force)
+    assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("failures, lo, hi", [(0, 0, 0), (1, 0.25, 0.5), (2, 0.5, 1.0), (4, 2.0, 4.0), (20, 15.0, 30.0)])
+def test_backoff_delay_is_exponential_capped_and_jittered(failures, lo, hi):
+    """Exponential from the base, capped, jitter within [50 %, 100 %]."""
+    assert backoff_delay(failures, P, rand=lambda: 0.0) == pytest.approx(lo)
+    assert backoff_delay(failures, P, rand=lambda: 1.0) == pytest.approx(hi)
+
+
+def test_cap_text_never_splits_a_character_and_says_so():
+    """The cut lands on a character boundary and the marker gives kept/total bytes."""
+    text, total = cap_text("aé" * 10, 6)  # 30 bytes
+    assert total == 30
+    assert text == "aéaé" + TRUNCATION_MARKER_FORMAT.format(kept=6, total=30)
+    assert cap_text("short", 6) == ("short", 5)
