@@ -245,13 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser(
         "batch", help="run a JSONL file of inputs through the pool (resumable)",
-        description="Run every line of IN (one JSON object per line) through one processor with "
-        "N threads. Each line may set input_text, prompt, task, file (a path, relative to IN), "
-        "file_base64, mime_type, return_json, model_variant, thinking_level, service_tier, "
-        "event_id, metadata and id. OUT gets one JSON line per input: "
-        '{"line", "id", "ok", "resultado", "tokens", "event_id"} or {"line", "id", "ok": false, "error"}. '
-        "Run the same command again to resume: inputs already answered in OUT are skipped "
-        "(matched by id, else by line number) and failed ones are tried again.",
+        description=(
+            "Run every line of IN (one JSON object per line) through one processor with N threads.\n\n"
+            "Each line may set: input_text, prompt, task, file (a path, relative to IN), file_base64,\n"
+            "mime_type, return_json, model_variant, thinking_level, service_tier, forced_free,\n"
+            "forced_paid, event_id, metadata, and id.\n\n"
+            "OUT gets one JSON line per input:\n"
+            '  {"line": 3, "key": "line:3", "ok": true, "resultado": ..., "tokens": {...}, "event_id": "..."}\n'
+            '  {"line": 4, "key": "id:a7", "id": "a7", "ok": false, "error": {"type": ..., "message": ...}}\n\n'
+            "Resume by running the same command again: inputs already answered in OUT are skipped\n"
+            "(matched by id, else by line number) and failed ones are tried again (--skip-errors\n"
+            "keeps them). Exit code 1 when some input failed."
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     batch.add_argument("input", metavar="IN.jsonl", help="input file, one JSON object per line")
@@ -266,12 +271,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser(
         "report", help="usage and cost per task and period (table, JSON, CSV or HTML)",
-        description="Read the telemetry store and show, per task and time bucket: calls (free ones "
-        "included), tokens, cost in USD and BRL, the free keys' saving and latency.",
-        epilog="periods: 1m 5m 10m 15m 30m 1h 2h 3h 6h 12h 24h today yesterday week thisWeek lastWeek "
-        "month thisMonth lastMonth quarter lastQuarter semester lastSemester year thisYear lastYear max, "
-        "or START|END with ISO dates (e.g. 2025-01-01|2025-01-31).\n"
-        "groups: year month day hour (hour of day) datehour minute group (one bucket).",
+        description=(
+            "Read the telemetry store and show, per task and time bucket: calls (free ones included),\n"
+            "tokens, cost in USD and BRL, the free keys' saving, and latency."
+        ),
+        epilog=(
+            "periods: 1m 5m 10m 15m 30m 1h 2h 3h 6h 12h 24h today yesterday week thisWeek lastWeek\n"
+            "         month thisMonth lastMonth quarter lastQuarter semester lastSemester year thisYear\n"
+            "         lastYear max, or 'START|END' with ISO dates (e.g. '2025-01-01|2025-01-31', quoted)\n"
+            "groups:  year month day hour (hour of the day) datehour minute, or group (one bucket)\n\n"
+            "examples:\n"
+            "  csc-ai report --period thisMonth --group day\n"
+            "  csc-ai report --period lastMonth --group group --format csv > custos.csv\n"
+            "  csc-ai report --period week --by key          # calls and 429s per key fingerprint\n"
+            "  csc-ai report --period today --latency\n"
+            "  csc-ai report --set-rate 2025-01-31=5.87 --period '2025-01-01|2025-01-31'\n"
+            "  csc-ai report --period month --html relatorio.html"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     report.add_argument("--period", default="24h", help="time window (default 24h)")
@@ -575,7 +591,6 @@ def cmd_batch(args: argparse.Namespace, out: Output) -> int:
     defaults = _call_kwargs(args)
     progress = _Progress(out.err, len(pending), enabled=not args.no_progress)
     write_lock = threading.Lock()
-    stop = threading.Event()
     failures = 0
 
     with _make_processor(**pool) as ia, out_path.open("a", encoding="utf-8") as sink:
@@ -615,7 +630,6 @@ def cmd_batch(args: argparse.Namespace, out: Output) -> int:
             finished, _ = wait(futures)
             failures += sum(1 for f in finished if not f.result())
         except KeyboardInterrupt:
-            stop.set()
             executor.shutdown(wait=True, cancel_futures=True)
             progress.finish()
             out.info(f"interrupted: {progress.done} written to {out_path}; run the same command to resume.")

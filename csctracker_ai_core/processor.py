@@ -190,6 +190,9 @@ class IaProcessor:
                 database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
             )
             telemetry_sink = open_telemetry(settings, redact=redact, store_images=store_images)
+            self._telemetry_location = settings.location
+        else:
+            self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
         self.telemetry = telemetry_sink
         self._closed = False
 
@@ -203,7 +206,7 @@ class IaProcessor:
     @property
     def telemetry_location(self) -> str:
         """Where events go, in words (no password)."""
-        return str(getattr(self.telemetry, "location", "nowhere (telemetry off)"))
+        return self._telemetry_location
 
     def analisar_com_gemini(
         self,

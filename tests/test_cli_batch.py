@@ -12,8 +12,8 @@ import pytest
 
 from csctracker_ai_core.cli import main
 
-from test_cli import FREE_KEY, FREE_KEY_2, PAID_KEY, REPO, subprocess_env  # noqa: F401  (fixtures below)
-from test_cli import _isolated  # noqa: F401  (autouse: tmp data dir, clean environment)
+from test_cli import _isolated  # noqa: F401  (autouse fixture: tmp data dir, clean environment)
+from test_cli import subprocess_env
 
 KEYS = ["AIzaFAKE-batch-free-1", "AIzaFAKE-batch-free-2", "AIzaFAKE-batch-free-3"]
 

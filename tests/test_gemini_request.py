@@ -48,6 +48,10 @@ def test_configs_are_built_once():
     )
 
 
+def test_text_only_contents_are_a_plain_string():
+    assert build_contents(validate_call(prompt="p", input_text="i")) == "p\ni"
+
+
 def test_contents_carry_text_then_image():
     call = validate_call(prompt="describe", file_base64="iVBORw0KGgo=", mime_type="image/png")
     text, part = build_contents(call)

@@ -269,3 +269,30 @@ def test_no_key_in_logs_errors_or_reprs(emu, sink, caplog):
         for piece in (secret, secret[:10], secret[-10:]):
             assert not any(piece in t for t in texts), piece
     assert any(key_fingerprint(bad) in t for t in texts)
+
+
+def test_readme_example_event_lands_in_embedded_clickhouse(emu, _isolated_environment):
+    """The call's event (and its attempt) are in chDB once the processor is closed."""
+    from csctracker_ai_core.service.ClickHouseDb import ClickHouseDb
+
+    with IaProcessor(google_free_keys=FREE, google_paid_keys=PAID, base_url=emu.base_url) as p:
+        assert str(_isolated_environment) in p.telemetry_location
+        _, tokens, event_id = p.analisar_com_gemini(
+            input_text="Qual a capital da França?", prompt="Responda de forma concisa.", task="pergunta_geral")
+    db = ClickHouseDb()
+    client = db.get_ch_client()
+    try:
+        rows = client.query(
+            "SELECT task, model, tier, tokens_input, tokens_output, outcome, key_fingerprint "
+            "FROM ai_events FINAL WHERE event_id = {id:String}", parameters={"id": event_id}).result_rows
+        attempts = client.query(
+            "SELECT count() FROM ai_attempts WHERE event_id = {id:String}", parameters={"id": event_id}).result_rows
+    finally:
+        client.close()
+        db.close()
+    assert len(rows) == 1
+    task, model, tier, t_in, t_out, outcome, fp = rows[0]
+    assert (task, tier, outcome) == ("pergunta_geral", "free", "ok")
+    assert model.endswith("-free") and (t_in, t_out) == (tokens.input, tokens.output)
+    assert fp == key_fingerprint(FREE[0])
+    assert attempts == [(1,)]

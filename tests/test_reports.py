@@ -344,3 +344,16 @@ def test_estimate_and_sql_agree_on_the_threshold(store, report):
     (row,) = report.get_telemetry_data("group", "24h")
     expected = sum(estimate_cost("gemini-2.5-pro", "paid", "standard", n, 100)[0] for n in (199_999, 200_000, 200_001))
     assert row["custo_total_usd"] == expected
+
+
+def test_a_key_that_only_met_429s_still_shows(store, report):
+    when = NOW - timedelta(hours=1)
+    insert_events(store, [call_event(when, "x", "gemini-2.5-flash", "free", 10, 10, key="k-served0001", event_id="q1",
+                                     attempts=[attempt(when, 1, "k-only42901", "free", "gemini-2.5-flash", status=429,
+                                                       quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
+                                               attempt(when, 2, "k-served0001", "free", "gemini-2.5-flash")])])
+    rows = _by(report.usage_by_key("24h"), "key_fingerprint")
+    only = rows[("k-only42901",)]
+    assert only["calls"] == 0 and only["requests"] == 1 and only["http_429"] == 1
+    assert only["quota_429"] == {"GenerateRequestsPerDayPerProjectPerModel-FreeTier": 1}
+    assert rows[("k-served0001",)]["calls"] == 1 and rows[("k-served0001",)]["http_429"] == 0

@@ -15,11 +15,12 @@ call. ``--ch-port`` names the ClickHouse HTTP server (the loopback server over c
 port 0 means an unreachable one (a closed port on 127.0.0.1): every call then pays a
 failed connect and logs the error, which the original swallows.
 
-``--time-scale`` (quota mode only): the emulator's quota windows are shortened
-(``minute_s``), so the original's fixed short suspensions (120 s after a per-minute 429,
-60 s after an unclassified one) are multiplied by this factor to keep them in proportion
-(``minute_s / 60``). Per-day and limit-0 suspensions are left as they are (they outlast
-the run either way). The 1 s sleep when every slot is busy is left as it is.
+``--time-scale`` (quota mode only): the quota workload runs Gemini's minute faster
+(the emulator reads a scaled clock), so the original's fixed short waits, all in real
+seconds, are multiplied by this factor (1 / the clock's speed-up) to keep their
+proportion to the minute: the suspensions of 120 s after a per-minute 429 and 60 s
+after an unclassified one, and its 1 s sleep when no slot is free. Per-day and limit-0
+suspensions are left as they are (they outlast the run either way).
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def main() -> None:
             return original_suspend(key, model, seconds)
 
         rotator.suspender_modelo = scaled_suspend
+        # Its "no free slot" wait is time.sleep(1) in the IaProcessor module: scale it too.
+        import time as real_time
+        import types
+
+        import csctracker_ai_core.service.IaProcessor as ia_module
+
+        ia_module.time = types.SimpleNamespace(
+            strftime=real_time.strftime, time=real_time.time,
+            sleep=lambda s: real_time.sleep(s * args.time_scale),
+        )
 
     def call(i: int) -> None:
         proc.analisar_com_gemini(input_text=f"Pergunta {i}", prompt="Responda em JSON.", task="bench-quota",

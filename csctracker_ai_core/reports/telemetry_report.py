@@ -53,7 +53,7 @@ from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
-from ..exceptions import ReportError, TelemetryError
+from ..exceptions import TelemetryError
 from ..pricing import PriceTable, get_prices
 from . import price_tables, views
 from .periods import Period, group_format, period_bounds

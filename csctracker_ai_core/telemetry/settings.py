@@ -36,6 +36,19 @@ class ClickHouseSettings:
     embedded_path: Path = field(default_factory=embedded_clickhouse_path)
     spool_path: Path = field(default_factory=spool_dir)
 
+    @property
+    def location(self) -> str:
+        """Where events go, in words fit for a log line (never the password or DSN)."""
+        if self.mode == "off":
+            return "nowhere (telemetry off)"
+        if self.mode == "embedded":
+            return f"embedded ClickHouse (chDB) at {self.embedded_path}"
+        if self.host:
+            scheme = "https" if self.secure else "http"
+            port = f":{self.port}" if self.port else ""
+            return f"ClickHouse server {scheme}://{self.host}{port}/{self.database}"
+        return f"ClickHouse server from the configured DSN (database {self.database})"
+
 
 def resolve_clickhouse_settings(
     host: Optional[str] = None,
