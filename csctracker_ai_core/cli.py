@@ -816,7 +816,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
         ia = _make_processor(google_free_keys=free_keys, google_paid_keys=paid_keys, base_url=emu.base_url, env=env)
         try:
             resultado, tokens, event_id = ia.analisar_com_gemini(**README_EXAMPLE)
-            location = getattr(ia.telemetry, "location", None) or describe_store(settings)
+            location = ia.telemetry_location
         finally:
             ia.close()  # delivers the event to the store before we read it back
     out.print(f"Resultado: {to_json(resultado) if isinstance(resultado, (dict, list)) else resultado}")
@@ -839,18 +839,6 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     else:
         out.print("(the event has not reached the store yet; run `csc-ai report --period today` in a moment)")
     return EXIT_OK
-
-
-def describe_store(settings: Any) -> str:
-    """Where a :class:`ClickHouseSettings` sends events, in words (never the password)."""
-    if settings.mode == "off":
-        return "nowhere (telemetry off)"
-    if settings.mode == "embedded":
-        return f"embedded ClickHouse (chDB) at {settings.embedded_path}, table {settings.database}.ai_events"
-    if settings.dsn and not settings.host:
-        return f"ClickHouse server from CSCTRACKER_AI_CLICKHOUSE_DSN, table {settings.database}.ai_events"
-    port = f":{settings.port}" if settings.port else ""
-    return f"ClickHouse server {settings.host}{port}, table {settings.database}.ai_events"
 
 
 # ----------------------------------------------------------------------------- main

@@ -42,12 +42,12 @@ class ClickHouseSettings:
         if self.mode == "off":
             return "nowhere (telemetry off)"
         if self.mode == "embedded":
-            return f"embedded ClickHouse (chDB) at {self.embedded_path}"
+            return f"embedded ClickHouse (chDB) at {self.embedded_path}, table {self.database}.ai_events"
         if self.host:
             scheme = "https" if self.secure else "http"
             port = f":{self.port}" if self.port else ""
-            return f"ClickHouse server {scheme}://{self.host}{port}/{self.database}"
-        return f"ClickHouse server from the configured DSN (database {self.database})"
+            return f"ClickHouse server {scheme}://{self.host}{port}, table {self.database}.ai_events"
+        return f"ClickHouse server from CSCTRACKER_AI_CLICKHOUSE_DSN, table {self.database}.ai_events"
 
 
 def resolve_clickhouse_settings(
