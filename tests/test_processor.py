@@ -296,3 +296,31 @@ def test_readme_example_event_lands_in_embedded_clickhouse(emu, _isolated_enviro
     assert model.endswith("-free") and (t_in, t_out) == (tokens.input, tokens.output)
     assert fp == key_fingerprint(FREE[0])
     assert attempts == [(1,)]
+
+
+def test_telemetry_is_delivered_at_interpreter_exit_without_close(emu, _isolated_environment):
+    """A script that never calls close(): its event is in the store after it exits."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from csctracker_ai_core.service.ClickHouseDb import ClickHouseDb
+
+    script = textwrap.dedent(f"""
+        from csctracker_ai_core import IaProcessor
+        p = IaProcessor(google_free_keys={FREE!r}, base_url={emu.base_url!r})
+        _, _, event_id = p.analisar_com_gemini(input_text="x", prompt="y", task="at-exit")
+        print(event_id)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    event_id = done.stdout.strip().splitlines()[-1]
+    db = ClickHouseDb()
+    client = db.get_ch_client()
+    try:
+        rows = client.query("SELECT task FROM ai_events WHERE event_id = {id:String}",
+                            parameters={"id": event_id}).result_rows
+    finally:
+        client.close()
+        db.close()
+    assert rows == [("at-exit",)]

@@ -20,6 +20,29 @@ __all__ = ["connect"]
 logger = logging.getLogger(__name__)
 
 
+def preload_driver(settings: ClickHouseSettings) -> None:
+    """Import the ClickHouse driver (and chDB) now, in the caller's thread.
+
+    The drivers register ``atexit`` handlers when first imported. If the first import
+    happened in the writer's exit-time delivery, Python would refuse them ("can't
+    register atexit after shutdown") and a short script's events would stay spooled
+    until the next start instead of being delivered as it exits. A missing driver
+    is not an error here: :func:`connect` reports it, off the call path.
+    """
+    # clickhouse-connect imports pandas lazily on its first insert, and pandas imports
+    # concurrent.futures.thread, which registers a threading exit hook: load it now.
+    import concurrent.futures.thread  # noqa: F401
+
+    try:
+        import clickhouse_connect  # noqa: F401
+        import clickhouse_connect.driver.httputil  # noqa: F401  (registers its atexit)
+
+        if settings.mode == "embedded":
+            import chdb  # noqa: F401
+    except ImportError:
+        logger.debug("ClickHouse driver not importable yet; connect() will say why", exc_info=True)
+
+
 def connect(
     settings: ClickHouseSettings,
     *,

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from .connection import preload_driver
 from ..clock import SYSTEM_CLOCK, Clock
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
@@ -234,6 +235,8 @@ class TelemetryWriter:
         self._close_deadline = 0.0
         self._closed = False
         self._thread: Optional[threading.Thread] = None
+        if connect is None:
+            preload_driver(settings)
         _register_atexit(self)
         if start:
             self.start()
