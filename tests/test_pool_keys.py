@@ -132,3 +132,13 @@ def test_parse_known_limits():
     assert parse_known_limits('{"m": {"free": {"rpm": 2}}}') == {("m", "free"): KnownLimits(rpm=2)}
     with pytest.raises(ConfigurationError, match="unknown limit"):
         parse_known_limits({"m": {"rph": 2}})
+
+
+def test_known_limits_wildcard_covers_every_configured_model_and_exact_entries_win():
+    from csctracker_ai_core.pool.keys import expand_wildcard_limits, parse_known_limits
+
+    known = parse_known_limits({"*": {"free": {"rpm": 2}}, "gemini-2.5-flash": {"free": {"rpm": 9}}})
+    expanded = expand_wildcard_limits(known, ["gemini-3-flash-preview", "gemini-2.5-flash"])
+    assert set(expanded) == {("gemini-3-flash-preview", "free"), ("gemini-2.5-flash", "free")}
+    assert expanded[("gemini-3-flash-preview", "free")].rpm == 2
+    assert expanded[("gemini-2.5-flash", "free")].rpm == 9

@@ -293,6 +293,21 @@ def _known(value: Any, what: str) -> KnownLimits:
     )
 
 
+def expand_wildcard_limits(
+    known: Mapping[tuple[str, str], KnownLimits], models: Iterable[str]
+) -> dict[tuple[str, str], KnownLimits]:
+    """Give the ``"*"`` entries of ``known`` to every model in ``models``.
+
+    An entry naming a model exactly wins over ``"*"`` for that model and tier.
+    """
+    out = {k: v for k, v in known.items() if k[0] != "*"}
+    for (model, tier), limits in known.items():
+        if model == "*":
+            for name in models:
+                out.setdefault((name, tier), limits)
+    return out
+
+
 def parse_known_limits(value: Union[str, Mapping[str, Any], None]) -> dict[tuple[str, str], KnownLimits]:
     """``{(model, tier): KnownLimits}`` from the known-limits configuration (see module doc)."""
     if value is None:

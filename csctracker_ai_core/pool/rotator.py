@@ -34,7 +34,15 @@ from .classify import classify_failure, invalid_output_failure
 from .constants import DEFAULT_MAX_WAIT_S
 from .cooldown import breaker_until, quota_suspension_until, transient_backoff_s
 from .decision import Action, Decision, Failure, FailureKind
-from .keys import TIERS, KeysInput, KeySpec, build_key_specs, parse_known_limits, parse_model_limits
+from .keys import (
+    TIERS,
+    KeysInput,
+    KeySpec,
+    build_key_specs,
+    expand_wildcard_limits,
+    parse_known_limits,
+    parse_model_limits,
+)
 from .lease import Lease, Slot
 from .selection import Filters, Group, ModelOrderInput, build_plan, resolve_model_order
 from .state import AcquireResult, InMemoryPoolState, KeyInfo, PoolLayout, PoolState, Scope
@@ -107,7 +115,7 @@ class ApiKeyRotator:
     ) -> None:
         specs = build_key_specs(free_keys, paid_keys, projects)
         caps = parse_model_limits(model_limits)
-        known = parse_known_limits(known_limits)
+        known = expand_wildcard_limits(parse_known_limits(known_limits), caps)
         stray = sorted({m for m, _ in known if m not in caps})
         if stray:
             raise ConfigurationError(f"known_limits names models not in GOOGLE_MODEL_LIMITS: {stray}")
