@@ -24,13 +24,19 @@ from .exceptions import (
 )
 from .fingerprint import key_fingerprint
 from .pool.rotator import ApiKeyRotator
+from .pool.status import PoolStatus
 from .processor import IaProcessor
+from .reports.telemetry_report import Telemetry
+from .telemetry.clickhouse_db import ClickHouseDb
 from .tokens import TokenUsage
 
 __all__ = [
     "__version__",
     "IaProcessor",
     "ApiKeyRotator",
+    "PoolStatus",
+    "ClickHouseDb",
+    "Telemetry",
     "TokenUsage",
     "AiCoreError",
     "ConfigurationError",

@@ -42,6 +42,7 @@ from .exceptions import (
     ReportError,
 )
 from .fingerprint import key_fingerprint
+from .pool.keys import parse_key_list
 
 __all__ = ["main", "build_parser"]
 
@@ -326,17 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _split_keys(value: Optional[str]) -> list[str]:
-    return [k.strip() for k in (value or "").split(",") if k.strip()]
-
-
 def _pool_kwargs(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     free = args.free_keys if args.free_keys is not None else os.environ.get("GOOGLE_FREE_KEYS")
     paid = args.paid_keys if args.paid_keys is not None else os.environ.get("GOOGLE_PAID_KEYS")
-    # "project:KEY" entries: scrub the key part too
-    for entry in _split_keys(free) + _split_keys(paid):
-        out.add_secrets([entry, entry.split(":", 1)[-1]])
-    if not _split_keys(free) and not _split_keys(paid):
+    # Parsed exactly as the pool parses them, so every key (and "project:KEY" entry)
+    # is known to the output scrubber before anything is printed.
+    keys = [key for value in (free, paid) for _, key in parse_key_list(value)]
+    out.add_secrets(keys)
+    if not keys:
         raise UsageError("no API keys: pass --free-keys/--paid-keys or set GOOGLE_FREE_KEYS/GOOGLE_PAID_KEYS "
                          "(or try `csc-ai demo`, which needs none).")
     kwargs: dict[str, Any] = {"google_free_keys": free or None, "google_paid_keys": paid or None}
@@ -754,7 +752,7 @@ def cmd_keys(args: argparse.Namespace, out: Output) -> int:
             slots.append(d)
         out.print(to_json({"taken_at": status.taken_at, "slots": slots}, indent=2))
     else:
-        out.print(status.render_text() if hasattr(status, "render_text") else str(status))
+        out.print(status.render_text())
     return EXIT_OK
 
 

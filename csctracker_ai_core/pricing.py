@@ -290,7 +290,17 @@ def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
         with _cache_lock:
             table = _cache.get(cache_key)
             if table is None:
-                table = load_prices(user, env={})
+                try:
+                    table = load_prices(user, env={})
+                except ConfigurationError:
+                    # A file that breaks while the process runs (a bad edit, a half-written
+                    # save) must not stop calls: keep pricing with the last good table.
+                    previous = next((t for (src, _), t in _cache.items() if src == cache_key[0]), None)
+                    if previous is None:  # never read successfully: a configuration error
+                        raise
+                    logger.error("price file %s is unreadable; still using the previous prices", user,
+                                 exc_info=True)
+                    return previous
                 _cache.clear()  # only the current version is worth keeping
                 _cache[cache_key] = table
     return table

@@ -20,6 +20,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 from . import pricing
 from .clock import SYSTEM_CLOCK, Clock
 from .exceptions import (
+    AiCoreError,
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
@@ -29,6 +30,7 @@ from .exceptions import (
 from .gemini.client_pool import GeminiClients
 from .gemini.request import build_config, build_contents
 from .gemini.response import ReplyProblem, finish_reason, parse_json_reply, reply_text, served_tier
+from .pool.classify import scrub
 from .pool.decision import Action, Decision, FailureKind
 from .pool.lease import Lease
 from .pool.rotator import ApiKeyRotator
@@ -150,6 +152,18 @@ class IaProcessor:
         self._max_wait_s = max_wait_s if max_wait_s is not None else _env_float(
             env, "CSCTRACKER_AI_MAX_WAIT_S", None
         )
+        if self._max_wait_s is not None and not self._max_wait_s >= 0:
+            raise ConfigurationError(
+                f"max_wait_s={self._max_wait_s!r}: use 0 (never wait) or a positive number of seconds."
+            )
+        if temperature is not None and (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not 0.0 <= temperature <= 2.0
+        ):
+            raise ConfigurationError(
+                f"temperature={temperature!r}: Gemini takes a number from 0.0 to 2.0, or None for the model's default."
+            )
 
         if rotator is None:
             free = google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS")
@@ -157,17 +171,16 @@ class IaProcessor:
             limits = google_models_limits if google_models_limits is not None else env.get(
                 "GOOGLE_MODEL_LIMITS"
             )
-            if not (free and str(free).strip(", ")) and not (paid and str(paid).strip(", ")):
-                raise ConfigurationError(
-                    "no Gemini API key configured: pass google_free_keys=[...] and/or "
-                    "google_paid_keys=[...], or set GOOGLE_FREE_KEYS / GOOGLE_PAID_KEYS "
-                    "(comma-separated)."
-                )
             state = None
             redis_url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
             if redis_url:
-                from .pool.redis_state import RedisPoolState  # optional dependency
-
+                try:
+                    from .pool.redis_state import RedisPoolState  # optional dependency
+                except ImportError as exc:
+                    raise ConfigurationError(
+                        "redis_url / CSCTRACKER_AI_REDIS_URL is set but redis-py is not installed: "
+                        "pip install 'csctracker-ai-core[redis]', or unset it to keep the pool in memory."
+                    ) from exc
                 state = RedisPoolState.from_url(redis_url, clock=self._clock)
             rotator = ApiKeyRotator(
                 free,
@@ -180,6 +193,9 @@ class IaProcessor:
                 state=state,
             )
         self.rotator: ApiKeyRotator = rotator
+        # A broken CSCTRACKER_AI_PRICES_FILE is a configuration error: say so now, not
+        # in the middle of the first call.
+        pricing.get_prices()
         self._clients = GeminiClients(
             base_url=base_url or env.get("CSCTRACKER_AI_BASE_URL") or None, timeout_s=timeout
         )
@@ -258,7 +274,25 @@ class IaProcessor:
             forced_free=forced_free, forced_paid=forced_paid, thinking_level=thinking_level,
             service_tier=service_tier, metadata=metadata,
         )
-        return self._run(call, call.event_id or str(uuid.uuid4()))
+        event_id = call.event_id or str(uuid.uuid4())
+        attempts: List[AttemptEvent] = []
+        started_wall = self._clock.time()
+        started = time.perf_counter()
+        try:
+            return self._run(call, event_id, attempts, started_wall, started)
+        except AiCoreError:
+            raise  # already recorded, with its own message
+        except Exception as exc:
+            # A bug of ours or of a dependency (not Gemini's answer): the call still
+            # leaves its event, and the caller still gets one of our errors.
+            logger.exception("unexpected error in call %s", event_id)
+            error = GeminiServiceException(
+                f"internal error after {len(attempts)} request(s): {type(exc).__name__}: "
+                f"{scrub(exc)}. This is a bug in csctracker-ai-core or a dependency; please report it.",
+                last_error=exc, attempts=len(attempts), event_id=event_id,
+            )
+            self._record_failure(call, event_id, started_wall, started, attempts, None, error)
+            raise error from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Deliver pending telemetry (bounded by ``timeout_s``) and release clients."""
@@ -281,10 +315,14 @@ class IaProcessor:
 
     # -- the attempt loop ---------------------------------------------------------
 
-    def _run(self, call: PreparedCall, event_id: str) -> Tuple[Any, TokenUsage, str]:
-        started_wall = self._clock.time()
-        started = time.perf_counter()
-        attempts: List[AttemptEvent] = []
+    def _run(
+        self,
+        call: PreparedCall,
+        event_id: str,
+        attempts: List[AttemptEvent],
+        started_wall: float,
+        started: float,
+    ) -> Tuple[Any, TokenUsage, str]:
         avoid: set = set()
         retries_left = self._max_retries
         last_error: Optional[BaseException] = None
@@ -352,7 +390,7 @@ class IaProcessor:
                 )
             except Exception as exc:
                 duration = time.perf_counter() - t0
-                decision = self.rotator.release(lease, error=exc)
+                decision = self.rotator.release(lease, error=exc, attempt=number)
                 attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, exc))
                 logger.info(
                     "attempt %d on %s failed (%s); pool: %s",
@@ -370,7 +408,9 @@ class IaProcessor:
                 decision = self.rotator.release(lease, usage_input_tokens=usage.input, invalid_output=True)
                 if not problem.retryable:
                     decision = Decision(action=Action.RAISE, failure=decision.failure)
-                error = InvalidResponseError(str(problem), event_id=event_id)
+                hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
+                        if call.return_json and problem.retryable else "")
+                error = InvalidResponseError(f"{problem}{hint}", event_id=event_id)
                 attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, error))
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
@@ -403,7 +443,7 @@ class IaProcessor:
             outcome=failure.kind.value if failure is not None else "ok",
             http_status=failure.http_status if failure is not None else 200,
             error_type=type(error).__name__ if error is not None else "",
-            error_message=(failure.message if failure is not None and failure.message else str(error or ""))[:500],
+            error_message=(failure.message if failure is not None and failure.message else scrub(error or "")),
             quota_id=failure.quota_id if failure is not None else "",
             retry_delay_s=(failure.retry_delay_s or 0.0) if failure is not None else 0.0,
             decision=decision.pool_change or decision.action.value,
@@ -442,6 +482,24 @@ class IaProcessor:
         )
 
     def _record_success(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> None:
+        try:
+            event = self._success_event(call, event_id, started_wall, started, attempts, lease, served)
+        except Exception:
+            # The caller has its answer; a price file or a reply field we cannot read
+            # must not take it away. Keep what is certain and say what was not.
+            logger.exception("could not build the full event %s; recording a reduced one", event_id)
+            usage = served.usage
+            event = CallEvent(
+                outcome="ok", time_spent=served.duration_s, tokens_input=usage.input,
+                tokens_image=usage.image, tokens_output=usage.output,
+                tokens_reasoning=usage.reasoning, tokens_cached=usage.cached,
+                tokens_total=usage.total, result=served.text,
+                error_message="event built without cost and reply metadata (see logs)",
+                **self._base_event(call, event_id, started_wall, started, attempts, lease),
+            )
+        self._emit(event)
+
+    def _success_event(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> CallEvent:
         usage, response = served.usage, served.response
         fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
         slot = lease.slot
@@ -449,7 +507,7 @@ class IaProcessor:
             slot.model, slot.tier, call.service_tier, usage.input, usage.output,
             tokens_image=usage.image, tokens_cached=usage.cached,
         )
-        self._emit(CallEvent(
+        return CallEvent(
             outcome="ok",
             served_tier=served_tier(response),
             time_spent=served.duration_s,
@@ -466,7 +524,7 @@ class IaProcessor:
             response_id=response.response_id or "",
             model_version=response.model_version or "",
             **fields,
-        ))
+        )
 
     def _record_failure(self, call, event_id, started_wall, started, attempts, lease, error) -> None:
         fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
@@ -474,7 +532,7 @@ class IaProcessor:
         self._emit(CallEvent(
             outcome="error",
             error_type=type(error).__name__,
-            error_message=str(error)[:1000],
+            error_message=scrub(error, limit=1000),
             quota_id=last.quota_id if last else "",
             **fields,
         ))
@@ -497,9 +555,20 @@ class IaProcessor:
             )
         else:
             reason = failure.message if failure is not None and failure.message else type(error).__name__
+            kind = failure.kind if failure is not None else FailureKind.UNKNOWN
+            if kind is FailureKind.KEY_INVALID:
+                advice = ("Gemini refused every key that could serve this call (invalid, leaked or "
+                          "blocked); check them with `csc-ai keys` and replace them.")
+            elif kind is FailureKind.MODEL_NOT_FOUND:
+                advice = ("no configured model that matches this call exists for these keys; fix "
+                          "GOOGLE_MODEL_LIMITS or model_variant.")
+            elif kind in (FailureKind.TRANSIENT, FailureKind.INVALID_OUTPUT) or (
+                    failure is not None and failure.http_status >= 500):
+                advice = "Gemini kept failing; try again in a few minutes."
+            else:
+                advice = "retrying will not help; see the last error."
             final = GeminiServiceException(
-                f"every attempt failed ({count} request(s)); last: {reason}. "
-                "Try again in a few minutes; see the pool's status() for why.",
+                f"the call failed after {count} attempt(s); last: {reason}. {advice}",
                 last_error=error, attempts=count, event_id=event_id,
             )
         final.__cause__ = error

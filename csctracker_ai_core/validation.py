@@ -24,6 +24,7 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "THINKING_LEVELS",
     "SERVICE_TIERS",
+    "FAMILIES",
 ]
 
 # Gemini rejects an inline request over 20 MB; larger files must go through the Files
@@ -42,6 +43,7 @@ SUPPORTED_MIME_TYPES = frozenset(
 )
 
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
+FAMILIES = ("pro", "flash", "lite", "flash-lite", "ultra")
 SERVICE_TIERS = ("standard", "flex", "priority")
 
 _MAX_LABEL = 256
@@ -166,6 +168,13 @@ def validate_call(
         raise InvalidInputError("event_id is blank: pass None to get a new UUID, or a non-empty id.")
     model_variant = _label("model_variant", model_variant)
     family = _label("family", family)
+    if family is not None:
+        family = family.strip().lower()
+        if family not in FAMILIES:
+            raise InvalidInputError(
+                f"family {family!r} is unknown: use one of {', '.join(FAMILIES)}, or model_variant= "
+                "for a part of a model name."
+            )
     return_json = _flag("return_json", return_json)
     exact_match = _flag("exact_match", exact_match)
     forced_free = _flag("forced_free", forced_free)
@@ -206,7 +215,8 @@ def validate_call(
     image_bytes: Optional[bytes] = None
     image_b64 = ""
     digest = ""
-    if file_base64 is not None:
+    # The original library sent no file for an empty string; callers rely on that.
+    if file_base64 is not None and file_base64 not in ("", b""):
         image_bytes, image_b64, mime = _decode_image(file_base64, mime)
         if mime not in SUPPORTED_MIME_TYPES:
             raise InvalidInputError(

@@ -324,3 +324,67 @@ def test_telemetry_is_delivered_at_interpreter_exit_without_close(emu, _isolated
         client.close()
         db.close()
     assert rows == [("at-exit",)]
+
+
+def test_a_price_file_broken_mid_run_never_fails_a_served_call(emu, sink, tmp_path, monkeypatch):
+    import json
+    import os
+
+    from csctracker_ai_core import pricing
+
+    prices = tmp_path / "prices.json"
+
+    default_file = os.path.join(os.path.dirname(pricing.__file__), "data", "model_prices.json")
+    prices.write_text(open(default_file).read())
+    monkeypatch.setenv("CSCTRACKER_AI_PRICES_FILE", str(prices))
+    with IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry_sink=sink) as p:
+        p.analisar_com_gemini(input_text="x", prompt="y")
+        prices.write_text("{ not json")
+        os.utime(prices, ns=(1, 1))  # a new mtime, so the table is reloaded
+        resultado, _, event_id = p.analisar_com_gemini(input_text="Qual a capital da França?", prompt="?")
+    assert resultado == {"resposta": "Paris"}
+    assert [e.outcome for e in sink.events] == ["ok", "ok"] and sink.events[-1].event_id == event_id
+    assert json.loads(open(default_file).read())  # the shipped file itself is untouched
+
+
+def test_a_broken_price_file_at_start_is_a_configuration_error(emu, tmp_path, monkeypatch):
+    bad = tmp_path / "prices.json"
+    bad.write_text("[1, 2")
+    monkeypatch.setenv("CSCTRACKER_AI_PRICES_FILE", str(bad))
+    with pytest.raises(ConfigurationError):
+        IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry="off")
+
+
+def test_an_unexpected_internal_error_is_recorded_and_typed(processor, emu, sink, monkeypatch):
+    from csctracker_ai_core import tokens as tokens_module
+
+    def broken(usage):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(tokens_module.TokenUsage, "from_usage_metadata", staticmethod(broken))
+    with pytest.raises(GeminiServiceException) as info:
+        processor.analisar_com_gemini(input_text="x", prompt="y", event_id="ev-internal")
+    assert "internal error" in str(info.value) and isinstance(info.value.__cause__, KeyError)
+    assert sink.events[-1].event_id == "ev-internal" and sink.events[-1].outcome == "error"
+    assert processor.rotator.status().in_flight == 0  # the lease went back
+
+
+@pytest.mark.parametrize("kwargs", [dict(temperature="hot"), dict(temperature=3.5), dict(max_wait_s=-5)])
+def test_bad_settings_are_configuration_errors(emu, kwargs):
+    with pytest.raises(ConfigurationError):
+        IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry="off", **kwargs)
+
+
+def test_a_model_filter_that_matches_nothing_is_an_input_error_and_sends_nothing(processor, emu, sink):
+    with pytest.raises(InvalidInputError, match="configured models are"):
+        processor.analisar_com_gemini(input_text="x", prompt="y", model_variant="gemini-9-ultra")
+    assert emu.total_requests == 0
+
+
+def test_every_key_refused_says_to_replace_keys(emu, sink):
+    emu.add_key("AIzaBAD-0000000000000000000000000", state="leaked")
+    with IaProcessor(google_free_keys=["AIzaBAD-0000000000000000000000000"], base_url=emu.base_url,
+                     telemetry_sink=sink) as p:
+        with pytest.raises(GeminiServiceException, match="replace them"):
+            p.analisar_com_gemini(input_text="x", prompt="y")
+    assert emu.total_requests == 1

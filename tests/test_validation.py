@@ -39,7 +39,8 @@ def test_line_wrapped_base64_and_data_url_are_accepted():
         (dict(prompt="x", file_base64="not base64!!"), "not valid base64"),
         (dict(prompt="x", file_base64="QUJD="), "not valid base64"),  # stray padding
         (dict(prompt="x", file_base64="QUJ"), "not valid base64"),  # truncated
-        (dict(prompt="x", file_base64=""), "empty"),
+        (dict(prompt="x", file_base64="  \n"), "empty"),
+        (dict(prompt="x", family="ultraa"), "family 'ultraa' is unknown"),
         (dict(prompt="x", file_base64=12345), "base64 string"),
         (dict(prompt="x", file_base64="data:image/png," + PNG_B64), "data URL"),
         (dict(prompt="x", file_base64=PNG_B64, mime_type="image/bmp"), "mime_type 'image/bmp'"),
@@ -79,3 +80,8 @@ def test_image_without_text_is_a_valid_request():
 def test_thinking_and_tier_are_normalised():
     call = validate_call(prompt="x", thinking_level="HIGH", service_tier="Flex")
     assert (call.thinking_level, call.service_tier) == ("high", "flex")
+
+
+def test_empty_file_is_no_file_as_in_the_original():
+    call = validate_call(prompt="x", file_base64="")
+    assert call.image_bytes is None and call.mime_type == ""

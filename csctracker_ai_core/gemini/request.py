@@ -64,9 +64,5 @@ def build_contents(call: PreparedCall) -> Union[str, List[Any]]:
         # A bare string takes the SDK's shortest conversion path (about 30 us less
         # per call than a one-element list, measured here).
         return call.text
-    contents: List[Any] = []
-    if call.text:
-        contents.append(call.text)
-    if call.image_bytes is not None:
-        contents.append(types.Part.from_bytes(data=call.image_bytes, mime_type=call.mime_type))
-    return contents
+    part = types.Part.from_bytes(data=call.image_bytes, mime_type=call.mime_type)
+    return [call.text, part] if call.text else [part]

@@ -200,7 +200,11 @@ def build_key_specs(
         fps = ", ".join(key_fingerprint(k) for k in stray[:5])
         raise ConfigurationError(f"projects names keys that are in neither free_keys nor paid_keys: {fps}")
     if not specs:
-        raise ConfigurationError("no Gemini API key configured: pass free_keys and/or paid_keys")
+        raise ConfigurationError(
+            "no Gemini API key configured: pass google_free_keys=[...] and/or google_paid_keys=[...] "
+            "(free_keys / paid_keys on ApiKeyRotator), or set GOOGLE_FREE_KEYS / GOOGLE_PAID_KEYS "
+            "(comma-separated)."
+        )
     return tuple(specs)
 
 

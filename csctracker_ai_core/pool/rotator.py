@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..exceptions import ConfigurationError, QuotaExhaustedError
+from ..exceptions import ConfigurationError, InvalidInputError, QuotaExhaustedError
 from ..fingerprint import key_fingerprint
 from .classify import classify_failure, invalid_output_failure
 from .constants import DEFAULT_MAX_WAIT_S
@@ -53,6 +53,7 @@ __all__ = ["ApiKeyRotator", "APIKeyRotator"]
 _log = logging.getLogger(__name__)
 
 _DONE = Decision(Action.DONE)
+_MAX_CACHED_PLANS = 256
 _QUOTA = frozenset(
     {
         FailureKind.QUOTA_PER_MINUTE,
@@ -178,7 +179,12 @@ class ApiKeyRotator:
         """The tier x model groups a call with ``filters`` tries, best first (cached)."""
         plan = self._plans.get(filters)
         if plan is None:
-            plan = self._plans[filters] = build_plan(self._order, self._tiers, filters)
+            plan = build_plan(self._order, self._tiers, filters)
+            # Filters come from callers (model_variant is free text): keep the cache
+            # bounded in a long-running service.
+            if len(self._plans) >= _MAX_CACHED_PLANS:
+                self._plans.clear()
+            self._plans[filters] = plan
         return plan
 
     # -- acquire --
@@ -199,19 +205,19 @@ class ApiKeyRotator:
         Raises:
             QuotaExhaustedError: no slot can serve within ``max_wait_s`` (default
                 ``self.max_wait_s``); ``retry_at`` says when one is expected, ``None``
-                when none ever will (no model matches, every key disabled).
-            InvalidInputError: ``forced_free`` and ``forced_paid`` together.
+                when none ever will (every matching key disabled).
+            InvalidInputError: no configured model matches the filters, or
+                ``forced_free`` and ``forced_paid`` together.
         """
         filters = Filters(model_variant, exact_match, family, forced_free, forced_paid)
-        plan = self._plans.get(filters)
-        if plan is None:
-            plan = self.plan(filters)
+        plan = self.plan(filters)
         if not plan:
-            raise QuotaExhaustedError(
-                f"No configured key x model can serve this call ({filters.describe()}): "
+            # Nothing configured matches: waiting cannot help, and a caller that retries
+            # QuotaExhaustedError later would retry a typo forever.
+            raise InvalidInputError(
+                f"no configured key x model can serve this call ({filters.describe()}): "
                 f"configured models are {list(self._caps)} on {'/'.join(self._tiers)} keys. "
-                "Change model_variant/family/forced_* or add the model to GOOGLE_MODEL_LIMITS.",
-                retry_at=None,
+                "Change model_variant/family/forced_* or add the model to GOOGLE_MODEL_LIMITS."
             )
         wait = self.max_wait_s if max_wait_s is None else max(0.0, float(max_wait_s))
         tokens = max(0, int(estimated_input_tokens or 0))
@@ -300,9 +306,10 @@ class ApiKeyRotator:
         neither: success. ``attempt`` (1-based, within the call) sizes the transient
         backoff; by default the slot's run of consecutive transient failures does.
         """
-        if lease.released:
-            return lease.decision or _DONE
-        lease.released = True
+        with self._lock:  # `with lease:` in one thread may race a release() in another
+            if lease.released:
+                return lease.decision or _DONE
+            lease.released = True
         now = self._clock.time()
         slot = lease.slot
         decision = _DONE
@@ -318,10 +325,9 @@ class ApiKeyRotator:
                 # Applied before the slot is freed, so no other thread is handed a
                 # slot that is about to be suspended.
                 decision = self._apply(slot, failure, now, attempt)
-            else:
-                if self._transient:
+            elif self._transient or self._quota_repeats:
+                with self._lock:
                     self._transient.pop((slot.key_fingerprint, slot.model), None)
-                if self._quota_repeats:
                     self._quota_repeats.pop((slot.project, slot.model), None)
         finally:
             lease.decision = decision

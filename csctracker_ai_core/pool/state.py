@@ -90,6 +90,7 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import AbstractSet, Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
+from ..exceptions import ConfigurationError
 from .decision import FailureKind
 from .keys import KnownLimits
 from .lease import Slot
@@ -314,7 +315,10 @@ class InMemoryPoolState:
         with self._cond:
             if self._configured:
                 if layout != self._layout:
-                    raise ValueError("this state is already configured with another layout")
+                    raise ConfigurationError(
+                        "this pool state is already configured with another key/model layout: "
+                        "give each ApiKeyRotator its own state (or the same keys and limits)."
+                    )
                 return
             positions: dict[str, int] = {}
             for info in layout.keys:

@@ -184,6 +184,9 @@ class ClickHouseDb:
                     )
                 time.sleep(0.1)
             self._holds_store = True
+            took_store = True
+        else:
+            took_store = False
         try:
             client = connect(s, database=None)
             if not self._schema_ready:
@@ -193,9 +196,14 @@ class ClickHouseDb:
                 client.close()
                 client = connect(s, database=s.database)
             return client
-        except TelemetryError:
-            raise
         except Exception as exc:
+            if took_store:
+                # Do not keep the store from other processes' writers for a client we
+                # could not even open.
+                ownership.release(s.embedded_path)
+                self._holds_store = False
+            if isinstance(exc, TelemetryError):
+                raise
             raise TelemetryError(f"cannot open the telemetry store ({s.mode}): {type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ lifetime

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from ..exceptions import ConfigurationError
 from .connection import preload_driver
 from ..clock import SYSTEM_CLOCK, Clock
 from .events import CallEvent
@@ -185,7 +186,10 @@ class TelemetryWriter:
         start: bool = True,
     ) -> None:
         if settings.mode not in ("server", "embedded"):
-            raise ValueError("TelemetryWriter needs mode 'server' or 'embedded'; use open_telemetry for 'off'")
+            raise ConfigurationError(
+                f"TelemetryWriter needs telemetry mode 'server' or 'embedded', not {settings.mode!r}; "
+                "use open_telemetry(), which returns a no-op sink for 'off'."
+            )
         self.settings = settings
         self.database = settings.database or "default"
         self.redact = redact
