@@ -21,12 +21,11 @@ import json
 import logging
 import mimetypes
 import os
-import signal
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, is_dataclass, replace
+from dataclasses import asdict, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -760,34 +759,20 @@ def cmd_keys(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_emulator(args: argparse.Namespace, out: Output) -> int:
-    from .testing.emulator import EmulatorConfig, GeminiEmulator
+    from .testing.emulator import config_with_overrides, serve_until_stopped
 
     try:
-        config = EmulatorConfig.from_file(args.config) if args.config else EmulatorConfig()
+        config = config_with_overrides(args.config, args.port, args.host)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"emulator config {args.config}: {exc}") from None
-    if args.port is not None:
-        config = replace(config, port=args.port)
-    if args.host:
-        config = replace(config, host=args.host)
-    stop = threading.Event()
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with GeminiEmulator(config) as emu:
-            out.print(emu.base_url)
-            out.info(f"Gemini emulator on {emu.base_url} (Ctrl-C to stop). Use it with:\n"
-                     f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}\n"
-                     f"  csc-ai ask --base-url {emu.base_url} --free-keys any-key \"Olá\"")
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+
+    def announce(emu: Any) -> None:
+        out.print(emu.base_url)
+        out.info(f"Gemini emulator on {emu.base_url} (Ctrl-C to stop). Use it with:\n"
+                 f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}\n"
+                 f"  csc-ai ask --base-url {emu.base_url} --free-keys any-key \"Olá\"")
+
+    serve_until_stopped(config, announce)
     return EXIT_OK
 
 

@@ -35,7 +35,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 from urllib.parse import parse_qs, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
@@ -795,6 +795,38 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("%s " + format, self.address_string(), *(_KEY_IN_TEXT.sub(r"\1REDACTED", str(a)) for a in args))
 
 
+def serve_until_stopped(config: EmulatorConfig, on_start: Callable[[GeminiEmulator], None]) -> None:
+    """Run an emulator with ``config`` until Ctrl-C or SIGTERM; ``on_start`` gets it once up.
+
+    The command line of this module and ``csc-ai emulator`` both serve through here.
+    """
+    stop = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with GeminiEmulator(config) as emu:
+            on_start(emu)
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def config_with_overrides(path: Optional[str], port: Optional[int], host: Optional[str]) -> EmulatorConfig:
+    """The config in ``path`` (or the defaults), with ``port`` / ``host`` when given."""
+    config = EmulatorConfig.from_file(path) if path else EmulatorConfig()
+    if port is not None:
+        config = replace(config, port=port)
+    if host:
+        config = replace(config, host=host)
+    return config
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m csctracker_ai_core.testing.emulator --config FILE [--port N] [--host H]``."""
     parser = argparse.ArgumentParser(prog="python -m csctracker_ai_core.testing.emulator",
@@ -803,21 +835,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--port", type=int, help="port to bind (default: config, else a free one)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     args = parser.parse_args(argv)
-    config = EmulatorConfig.from_file(args.config) if args.config else EmulatorConfig()
-    if args.port is not None:
-        config = replace(config, port=args.port)
-    if args.host:
-        config = replace(config, host=args.host)
+    config = config_with_overrides(args.config, args.port, args.host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with GeminiEmulator(config) as emu:
-        print(emu.base_url, flush=True)
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
-            pass
+    serve_until_stopped(config, lambda emu: print(emu.base_url, flush=True))
     return 0
 
 
