@@ -1,0 +1,994 @@
+"""The pool's state on Redis: one pool shared by every process and host that uses it.
+
+:class:`RedisPoolState` implements the :class:`~.state.PoolState` protocol with the
+same semantics as :class:`~.state.InMemoryPoolState` (read ``state.py`` first), so the
+rotator does not know which one it drives::
+
+    state = RedisPoolState.from_url("redis://localhost:6379/0")
+    rotator = ApiKeyRotator(free_keys, paid_keys, state=state)
+
+What is shared, atomically (each operation is one Lua script, one round trip):
+
+* suspensions (per project x model and per slot), which only move later, and disabled
+  keys and slots: one process's 429 takes the slot away from all of them at once;
+* concurrency slots, as leases with an expiry measured on the Redis server's clock: a
+  process that dies (even ``SIGKILL``) gives its slots back ``lease_ttl_s`` after its
+  last renewal at the latest; a live process renews its own leases every
+  ``lease_ttl_s / 3`` from a background thread, so a call may last longer than the ttl;
+* the local rpm / rpd (Pacific day) / tpm counters of known limits, reserved inside
+  the same script that grants the slot, so N processes together stay under a limit;
+* the round-robin cursor of each tier.
+
+Nothing but key fingerprints reaches Redis. Every key name starts with
+``csc-ai:{namespace}:``; the namespace defaults to a digest of the layout (keys,
+tiers, projects, models, caps, known limits), so two applications share one Redis
+without meeting, and processes configured alike meet without configuration.
+
+When Redis goes away (``policy="fallback"``, the default), the state keeps serving
+from a local :class:`InMemoryPoolState` that mirrors what this process knows, logs one
+warning per outage, probes Redis every ``probe_interval_s`` from its background
+thread, and when Redis answers again re-pushes what it knows (suspensions and
+disabled keys only move later, so merging is a max) and the requests it served
+meanwhile. ``policy="fail"`` raises :class:`RedisUnavailableError` instead. The full
+policy, the key layout and the timings are in ``docs/REDIS.md``.
+
+Log lines (logger ``csctracker_ai_core.pool.redis_state``): WARNING once per outage,
+WARNING when Redis is back, INFO when a dead process's leases are handed back; never
+a key, never a password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections import deque
+from typing import AbstractSet, Any, Optional, Sequence
+
+from ..clock import SYSTEM_CLOCK, Clock
+from ..exceptions import AiCoreError, ConfigurationError
+from . import redis_scripts as lua
+from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
+from .cooldown import next_pacific_midnight, previous_pacific_midnight
+from .decision import FailureKind
+from .keys import TIERS
+from .lease import Slot
+from .selection import Group
+from .state import AcquireResult, Grant, InMemoryPoolState, PoolLayout, Scope
+from .status import PoolStatus, SlotStatus
+
+try:  # redis-py is an optional dependency (extra "redis")
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:  # pragma: no cover - exercised only without the extra
+    redis = None  # type: ignore[assignment]
+
+__all__ = [
+    "RedisPoolState",
+    "RedisUnavailableError",
+    "DEFAULT_LEASE_TTL_S",
+    "DEFAULT_PROBE_INTERVAL_S",
+    "POLICIES",
+]
+
+_log = logging.getLogger(__name__)
+
+#: How long a lease outlives its process's last renewal. Renewals run every ttl / 3,
+#: so a live process keeps its leases through two missed renewals (a long GC pause,
+#: a slow Redis), while a dead one gives its slots back within 30 s.
+DEFAULT_LEASE_TTL_S = 30.0
+#: How often a process in fallback mode checks whether Redis is back.
+DEFAULT_PROBE_INTERVAL_S = 1.0
+#: ``fallback``: serve from local memory during an outage; ``fail``: raise.
+POLICIES = ("fallback", "fail")
+
+_SCHEMA = "csc-ai-pool/1"
+_WINDOW = LIMIT_WINDOW_S + LIMIT_WINDOW_SLACK_S
+# Per call, at most this many ready slots are looked at in one tier x model (only slots
+# skipped for ``avoid`` or a tpm limit cost a look; busy and suspended ones are not in
+# the ready set), and at most this many expired leases are handed back.
+_WALK_CAP = 256
+_RECLAIM_PER_CALL = 32
+# wait_for_change re-reads the version this often in case a notification was lost.
+_POLL_S = 0.5
+_OUTCOME = {FailureKind.OK: "ok"}
+for _k in (FailureKind.QUOTA_PER_MINUTE, FailureKind.QUOTA_PER_DAY, FailureKind.QUOTA_NO_ACCESS, FailureKind.QUOTA_UNKNOWN):
+    _OUTCOME[_k] = "rl"
+
+
+
+class RedisUnavailableError(AiCoreError):
+    """Redis cannot be reached and the state's policy is ``"fail"``."""
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    if redis is None:  # pragma: no cover
+        return (OSError,)
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def _env_float(name: str) -> Optional[float]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+def _where(client: Any) -> str:
+    """``redis://host:port/db`` of a client, without credentials (for logs and errors)."""
+    try:
+        kw = client.connection_pool.connection_kwargs
+        if kw.get("path"):
+            return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+        return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
+    except Exception:  # pragma: no cover - exotic clients
+        return "redis"
+
+
+class RedisPoolState:
+    """:class:`~.state.PoolState` on Redis (see the module docstring and ``docs/REDIS.md``).
+
+    Args:
+        client: a ``redis.Redis`` (``decode_responses`` may be either). Prefer
+            :meth:`from_url`, which sets short socket timeouts and one quick retry.
+        clock: time for the state's own bookkeeping (resync, snapshots in the
+            background); the protocol's ``now`` arguments come from the rotator.
+        namespace: name of the pool in Redis; default: a digest of the layout.
+        lease_ttl_s: a lease outlives its last renewal by this long.
+        policy: ``"fallback"`` (default) or ``"fail"``, when Redis cannot be reached.
+        probe_interval_s: how often, during an outage, Redis is tried again.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        namespace: Optional[str] = None,
+        lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
+        policy: str = "fallback",
+        probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
+    ) -> None:
+        if redis is None:  # pragma: no cover
+            raise ConfigurationError("RedisPoolState needs redis-py: pip install 'csctracker-ai-core[redis]'")
+        if not (lease_ttl_s > 0):
+            raise ConfigurationError(f"lease_ttl_s must be > 0 seconds, got {lease_ttl_s!r}")
+        if policy not in POLICIES:
+            raise ConfigurationError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if namespace is not None and (not namespace or any(c in namespace for c in "{}\n\r ")):
+            raise ConfigurationError(f"namespace must be non-empty, without braces or whitespace: {namespace!r}")
+        self._r = client
+        self._clock = clock
+        self._ns_arg = namespace
+        self.lease_ttl_s = float(lease_ttl_s)
+        self.policy = policy
+        self.probe_interval_s = float(probe_interval_s)
+        self.where = _where(client)
+        self._errors = _outage_errors()
+        reg = client.register_script
+        self._s_configure = reg(lua.CONFIGURE)
+        self._s_acquire = reg(lua.ACQUIRE)
+        self._s_release = reg(lua.RELEASE)
+        self._s_suspend = reg(lua.SUSPEND)
+        self._s_disable_key = reg(lua.DISABLE_KEY)
+        self._s_disable_slot = reg(lua.DISABLE_SLOT)
+        self._s_reclaim = reg(lua.RECLAIM)
+        self._s_renew = reg(lua.RENEW)
+        self._s_account = reg(lua.ACCOUNT)
+        self._s_restore = reg(lua.RESTORE)
+        self._s_poll = reg(lua.POLL)
+
+        self._layout: Optional[PoolLayout] = None
+        self._local = InMemoryPoolState()  # mirror of what we know; serves during outages
+        self._lock = threading.RLock()  # mode switches, journal, known state
+        self._resync_lock = threading.Lock()
+        self._down = False
+        self._down_since = 0.0
+        self._gen: Optional[str] = None  # the Redis data generation we last synced with
+        self._pid = os.getpid()
+        self._my_leases: dict[str, int] = {}  # our live Redis lease ids -> sid
+        self._adopted: dict[str, str] = {}  # Redis lease id -> its local twin (outages)
+        # What this process knows, re-pushed after an outage (only-later / max merge).
+        self._known_susp: dict[tuple[str, int], tuple[float, str]] = {}
+        self._known_dkeys: dict[int, str] = {}
+        self._known_dslots: dict[int, str] = {}
+        # Requests this process sent on limited project x models (pm, at, tokens, from
+        # local memory?), kept for the current Pacific day / limit window, so that a
+        # Redis that lost its data learns them again.
+        self._history: dict[int, deque[tuple[float, int, bool]]] = {}
+        self._pending_releases: list[tuple[str, float, str, str]] = []
+        self._midnight = (math.inf, -math.inf)  # (previous, next) Pacific midnight cache
+        self._plan_cache: dict[int, tuple[Sequence[Group], list[str]]] = {}
+        # wait_for_change: pub/sub listener state
+        self._cond = threading.Condition(threading.Lock())
+        self._notes = 0
+        self._last_note: Optional[int] = None
+        self._listener: Optional[threading.Thread] = None
+        self._stop = threading.Event()
+        self._keeper: Optional[threading.Thread] = None
+        self._last_renew = 0.0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        namespace: Optional[str] = None,
+        lease_ttl_s: Optional[float] = None,
+        policy: Optional[str] = None,
+        probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
+        socket_timeout_s: float = 2.0,
+        connect_timeout_s: float = 1.0,
+        **kwargs: Any,
+    ) -> "RedisPoolState":
+        """A state on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+        Unset arguments fall back to ``CSCTRACKER_AI_REDIS_NAMESPACE``,
+        ``CSCTRACKER_AI_REDIS_LEASE_TTL_S`` and ``CSCTRACKER_AI_REDIS_POLICY``.
+        Socket timeouts are short and a failed command is retried once at once (a
+        connection dropped by a Redis restart), so an outage is detected in
+        ``connect_timeout_s`` / ``socket_timeout_s`` rather than after redis-py's
+        default backoff. Other ``kwargs`` go to ``redis.Redis.from_url``.
+        """
+        if redis is None:  # pragma: no cover
+            raise ConfigurationError("redis_url needs redis-py: pip install 'csctracker-ai-core[redis]'")
+        if namespace is None:
+            namespace = os.environ.get("CSCTRACKER_AI_REDIS_NAMESPACE", "").strip() or None
+        if lease_ttl_s is None:
+            lease_ttl_s = _env_float("CSCTRACKER_AI_REDIS_LEASE_TTL_S") or DEFAULT_LEASE_TTL_S
+        if policy is None:
+            policy = os.environ.get("CSCTRACKER_AI_REDIS_POLICY", "").strip().lower() or "fallback"
+        kwargs.setdefault("socket_timeout", socket_timeout_s)
+        kwargs.setdefault("socket_connect_timeout", connect_timeout_s)
+        kwargs.setdefault("retry", Retry(NoBackoff(), 1))
+        kwargs.setdefault("health_check_interval", 30)
+        try:
+            client = redis.Redis.from_url(url, **kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"redis_url is not a Redis URL ({exc})") from None
+        return cls(
+            client,
+            clock=clock,
+            namespace=namespace,
+            lease_ttl_s=lease_ttl_s,
+            policy=policy,
+            probe_interval_s=probe_interval_s,
+        )
+
+    def __repr__(self) -> str:
+        mode = "FALLBACK (Redis down)" if self._down else "shared"
+        ns = getattr(self, "namespace", None)
+        return f"RedisPoolState({self.where}, namespace={ns!r}, {mode}, own_leases={len(self._my_leases)})"
+
+    # -- layout -----------------------------------------------------------------
+
+    def configure(self, layout: PoolLayout) -> None:
+        """Store the layout in Redis once; an equal layout is shared, another one refused.
+
+        Raises:
+            ConfigurationError: the namespace holds a different layout (or this state
+                was configured with another one).
+            RedisUnavailableError: Redis cannot be reached and the policy is ``"fail"``.
+        """
+        with self._lock:
+            if self._layout is not None:
+                if layout != self._layout:
+                    raise ConfigurationError("this RedisPoolState is already configured with another layout")
+                return
+            self._index(layout)
+            self._local.configure(layout)
+            self._layout = layout
+        try:
+            self._configure_redis()
+        except self._errors as exc:
+            self._outage(exc)
+        self._start_keeper()
+
+    def _index(self, layout: PoolLayout) -> None:
+        """Integer ids for everything, so Lua works with short numbers, never names."""
+        models = list(layout.caps)
+        m_of = {m: i for i, m in enumerate(models)}
+        present = {k.tier for k in layout.keys}
+        tiers = [t for t in TIERS if t in present] + sorted(present - set(TIERS))
+        t_of = {t: i for i, t in enumerate(tiers)}
+        M = max(1, len(models))
+        projects: dict[str, int] = {}
+        project_tier: dict[str, str] = {}
+        positions: dict[str, int] = {}
+        slots: list[Slot] = []
+        rows = []
+        pm_sids: dict[int, list[int]] = {}
+        for k, info in enumerate(layout.keys):
+            pos = positions.get(info.tier, 0)
+            positions[info.tier] = pos + 1
+            if info.project not in projects:
+                projects[info.project] = len(projects)
+                project_tier[info.project] = info.tier  # the pm's limits follow its first key
+            p = projects[info.project]
+            for model, cap in layout.caps.items():
+                m = m_of[model]
+                sid = k * M + m
+                pm = p * M + m
+                g = t_of[info.tier] * M + m
+                limited = layout.known_limits.get((model, project_tier[info.project])) is not None
+                slots.append(Slot(info.fingerprint, info.tier, info.project, model))
+                rows.append([sid, g, pos, pm, int(cap), k, 1 if limited else 0])
+                pm_sids.setdefault(pm, []).append(sid)
+        limits = []
+        for project, p in projects.items():
+            for model, m in m_of.items():
+                kl = layout.known_limits.get((model, project_tier[project]))
+                if kl is not None:
+                    spec = " ".join(str(-1 if v is None else int(v)) for v in (kl.rpm, kl.rpd, kl.tpm))
+                    limits.append([p * M + m, spec])
+        canon = {
+            "schema": _SCHEMA,
+            "keys": [[k.fingerprint, k.tier, k.project] for k in layout.keys],
+            "caps": [[m, int(c)] for m, c in layout.caps.items()],
+            "limits": sorted(
+                [m, t, kl.rpm, kl.rpd, kl.tpm] for (m, t), kl in layout.known_limits.items()
+            ),
+        }
+        text = json.dumps(canon, separators=(",", ":"), sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        summary = (
+            f"{len(layout.keys)} keys ({', '.join(f'{positions[t]} {t}' for t in tiers)}) in "
+            f"{len(projects)} projects, models {', '.join(f'{m}={c}' for m, c in layout.caps.items())}, "
+            f"{len(layout.known_limits)} known limits"
+        )
+        self._M = M
+        self._models = models
+        self._slots = slots
+        self._sid = {s: i for i, s in enumerate(slots)}
+        # slots are listed key by key, model by model: sid == k * M + m, so the list
+        # index is the sid only when every key has every model, which the layout ensures.
+        assert all(r[0] == i for i, r in enumerate(rows))
+        self._kidx = {k.fingerprint: i for i, k in enumerate(layout.keys)}
+        self._m_of = m_of
+        self._pm_of = {(project, model): p * M + m_of[model] for project, p in projects.items() for model in models}
+        self._pm_of_sid = [r[3] for r in rows]
+        self._limited_pm = {pm for pm, _ in limits}
+        self._has_rpd = {
+            pm for pm, spec in limits if spec.split()[1] != "-1"
+        }
+        self._group_of = {(t, m): str(t_of[t] * M + m_of[m]) for t in tiers for m in models}
+        self._caps = [int(layout.caps[m]) for m in models]
+        self._digest = digest
+        self._payload = json.dumps(
+            {
+                "slots": rows,
+                "pms": [[pm, ",".join(map(str, sids))] for pm, sids in pm_sids.items()],
+                "limits": limits,
+                "summary": summary,
+                "layout": text,
+                "nkeys": len(layout.keys),
+                "nslots": len(slots),
+            },
+            separators=(",", ":"),
+        )
+        self._summary = summary
+        self.namespace = self._ns_arg or digest[:16]
+        self.prefix = f"csc-ai:{{{self.namespace}}}:"
+        self._keys = [self.prefix]
+
+    def _configure_redis(self) -> bool:
+        """Store or check the layout; ``True`` when Redis holds data we have not seen."""
+        res = self._s_configure(keys=self._keys, args=[self._digest, self._payload, secrets.token_hex(6)])
+        if isinstance(res, list):
+            raise ConfigurationError(
+                f"Redis namespace {self.namespace!r} at {self.where} already holds another pool "
+                f"({_text(res[2])}); this process has {self._summary}. Give every process the same "
+                "keys, GOOGLE_MODEL_LIMITS and known limits, or use another namespace "
+                "(namespace=... / CSCTRACKER_AI_REDIS_NAMESPACE)."
+            )
+        gen = _text(self._r.hget(self.prefix + "cfg", "gen"))
+        fresh = self._gen is not None and gen != self._gen
+        self._gen = gen
+        return fresh
+
+    # -- protocol -----------------------------------------------------------------
+
+    def try_acquire(
+        self,
+        plan: Sequence[Group],
+        now: float,
+        tokens: int = 0,
+        avoid: AbstractSet[Slot] = frozenset(),
+    ) -> AcquireResult:
+        """Grant the best slot of ``plan`` in one Lua script (see ``state.py``)."""
+        if not self._down:
+            try:
+                res, gen = self._acquire_redis(plan, now, tokens, avoid)
+                if gen != self._gen:
+                    # Redis lost its data (a restart without persistence); another
+                    # process may have configured it again already. A grant made before
+                    # we pushed what we know (disabled keys, our leases) may be wrong:
+                    # give it back unused, push, and ask again.
+                    if res is not None and res.grant is not None:
+                        lease_id = res.grant.lease_id
+                        self._my_leases.pop(lease_id, None)
+                        self._s_release(keys=self._keys, args=[lease_id, repr(float(now)), "v", "", repr(_WINDOW)])
+                    self._resync()
+                    res, _ = self._acquire_redis(plan, now, tokens, avoid)
+                if res is not None:
+                    return res
+            except self._errors as exc:
+                self._outage(exc)
+        return self._acquire_local(plan, now, tokens, avoid)
+
+    def _plan_args(self, plan: Sequence[Group]) -> list[str]:
+        hit = self._plan_cache.get(id(plan))
+        if hit is not None and hit[0] is plan:
+            return hit[1]
+        groups = [self._group_of[(g.tier, g.model)] for g in plan if (g.tier, g.model) in self._group_of]
+        args = [str(len(groups)), *groups]
+        if len(self._plan_cache) > 256:
+            self._plan_cache.clear()
+        self._plan_cache[id(plan)] = (plan, args)  # holding the plan keeps its id unique
+        return args
+
+    def _next_midnight(self, now: float) -> float:
+        prev, nxt = self._midnight
+        if not (prev <= now < nxt):
+            prev, nxt = previous_pacific_midnight(now), next_pacific_midnight(now)
+            self._midnight = (prev, nxt)
+        return nxt
+
+    def _acquire_redis(
+        self, plan: Sequence[Group], now: float, tokens: int, avoid: AbstractSet[Slot]
+    ) -> tuple[Optional[AcquireResult], Optional[str]]:
+        """One ACQUIRE script; ``(None, None)`` when Redis holds no layout. The second
+        item is the Redis data generation the answer came from."""
+        avoid_ids = [str(self._sid[s]) for s in avoid if s in self._sid] if avoid else []
+        tokens = max(0, int(tokens))
+        res = self._s_acquire(
+            keys=self._keys,
+            args=[
+                repr(float(now)),
+                tokens,
+                repr(self._next_midnight(now)),
+                repr(_WINDOW),
+                repr(DAILY_RESET_MARGIN_S),
+                int(self.lease_ttl_s * 1000),
+                self._M,
+                _WALK_CAP,
+                _RECLAIM_PER_CALL,
+                *self._plan_args(plan),
+                len(avoid_ids),
+                *avoid_ids,
+            ],
+        )
+        code = int(res[0])
+        if code == -1:
+            return None, None
+        if code == 1:
+            sid = int(res[1])
+            lease_id = _text(res[2])
+            gen = lease_id.split(":", 2)[1]
+            self._check_fork()
+            self._my_leases[lease_id] = sid
+            pm = self._pm_of_sid[sid]
+            if pm in self._limited_pm:
+                self._remember(pm, now, tokens, local=False)
+            return AcquireResult(Grant(self._slots[sid], lease_id, now, tokens), version=int(res[3])), gen
+        retry_at = float(_text(res[1])) if _text(res[1]) else None
+        rsid, why = _text(res[2]), _text(res[3])
+        if rsid:
+            reason = f"{self._slots[int(rsid)]}: {why}"
+        elif retry_at is None and int(res[6]):
+            reason = "the estimated input tokens exceed the tpm limit"
+        else:
+            reason = ""
+        return AcquireResult(None, retry_at, reason, bool(int(res[4])), int(res[5])), _text(res[7])
+
+    def _acquire_local(
+        self, plan: Sequence[Group], now: float, tokens: int, avoid: AbstractSet[Slot]
+    ) -> AcquireResult:
+        if self.policy == "fail":
+            raise self._unavailable()
+        with self._lock:
+            if not self._down:  # Redis came back while we waited for the lock
+                return self.try_acquire(plan, now, tokens, avoid)
+            res = self._local.try_acquire(plan, now, tokens, avoid)
+            if res.grant is not None:
+                pm = self._pm_of_sid[self._sid[res.grant.slot]]
+                if pm in self._limited_pm:
+                    self._remember(pm, now, max(0, int(tokens)), local=True)
+        # Local versions are told apart from Redis ones by their sign.
+        return AcquireResult(res.grant, res.retry_at, res.reason, res.busy, -1 - res.version)
+
+    def _remember(self, pm: int, now: float, tokens: int, *, local: bool) -> None:
+        """Keep this process's requests on a limited pm for as long as Redis counts them."""
+        with self._lock:
+            hist = self._history.get(pm)
+            if hist is None:
+                hist = self._history[pm] = deque()
+            hist.append((now, tokens, local))
+            keep_from = now - _WINDOW
+            if pm in self._has_rpd:
+                keep_from = min(keep_from, previous_pacific_midnight(now))
+            while hist and hist[0][0] <= keep_from:
+                hist.popleft()
+
+    def release(
+        self, lease_id: str, now: float, outcome: FailureKind, input_tokens: Optional[int] = None
+    ) -> bool:
+        """Give a lease back (idempotent); ``False`` when unknown or already returned."""
+        if not lease_id.startswith("r:"):
+            return self._local.release(lease_id, now, outcome, input_tokens)
+        self._my_leases.pop(lease_id, None)
+        twin = self._adopted.pop(lease_id, None) if self._adopted else None
+        if twin is not None:
+            self._local.release(twin, now, outcome, input_tokens)
+        code = _OUTCOME.get(outcome, "e")
+        tok = "" if input_tokens is None else str(max(0, int(input_tokens)))
+        if not self._down:
+            try:
+                return bool(self._s_release(keys=self._keys, args=[lease_id, repr(float(now)), code, tok, repr(_WINDOW)]))
+            except self._errors as exc:
+                self._outage(exc)
+        if self.policy == "fail":
+            raise self._unavailable()
+        with self._lock:
+            # Replayed when Redis is back (a no-op if the lease expired meanwhile).
+            self._pending_releases.append((lease_id, now, code, tok))
+        return True
+
+    def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float:
+        """Suspend a project x model or a slot until ``until`` -- only ever later."""
+        if scope.project is not None:
+            key = ("p", self._pm_of[(scope.project, scope.model)])
+        else:
+            key = ("s", self._kidx[scope.key_fingerprint] * self._M + self._m_of[scope.model])  # type: ignore[index]
+        with self._lock:
+            held = self._known_susp.get(key)
+            if held is None or until > held[0]:
+                self._known_susp[key] = (until, reason)
+        local = self._local.suspend(scope, until, reason, now)  # the mirror, for outages
+        if not self._down:
+            try:
+                res = self._s_suspend(keys=self._keys, args=[key[0], key[1], repr(float(until)), reason, repr(float(now))])
+                value = float(_text(res))
+                return -math.inf if value <= -1e308 else value
+            except self._errors as exc:
+                self._outage(exc)
+        if self.policy == "fail":
+            raise self._unavailable()
+        return local
+
+    def disable_key(self, key_fingerprint: str, reason: str) -> int:
+        """The key serves nothing more; returns how many keys remain enabled."""
+        k = self._kidx[key_fingerprint]
+        with self._lock:
+            self._known_dkeys.setdefault(k, reason)
+        local = self._local.disable_key(key_fingerprint, reason)
+        if not self._down:
+            try:
+                sids = [k * self._M + m for m in range(len(self._models))]
+                return int(self._s_disable_key(keys=self._keys, args=[k, reason, repr(self._clock.time()), *sids]))
+            except self._errors as exc:
+                self._outage(exc)
+        if self.policy == "fail":
+            raise self._unavailable()
+        return local
+
+    def disable_model_for_key(self, key_fingerprint: str, model: str, reason: str) -> int:
+        """That key x model serves nothing more; returns how many slots remain enabled."""
+        k = self._kidx[key_fingerprint]
+        sid = k * self._M + self._m_of[model]
+        with self._lock:
+            self._known_dslots.setdefault(sid, reason)
+        local = self._local.disable_model_for_key(key_fingerprint, model, reason)
+        if not self._down:
+            try:
+                return int(self._s_disable_slot(keys=self._keys, args=[k, sid, reason, repr(self._clock.time())]))
+            except self._errors as exc:
+                self._outage(exc)
+        if self.policy == "fail":
+            raise self._unavailable()
+        return local
+
+    def wait_for_change(self, version: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the change counter to move.
+
+        Woken by a pub/sub notification that every change publishes; the counter is
+        also re-read every 0.5 s, by a script that first hands back expired leases, so
+        a notification lost in a reconnect costs at most 0.5 s and a dead process's
+        slot reaches a waiter at most 0.5 s after its lease expired.
+        """
+        if version < 0 or self._down:
+            if version >= 0 or not self._down:
+                return True  # the version came from the other backend: look again now
+            return self._local.wait_for_change(-1 - version, timeout)
+        deadline = time.monotonic() + max(0.0, timeout)
+        self._start_listener()
+        while True:
+            with self._cond:
+                seen = self._notes
+            try:
+                # Not a bare GET: the poll also hands back expired leases, so a waiter
+                # gets a dead process's slot within one poll of its ttl.
+                current = int(self._s_poll(keys=self._keys, args=[repr(self._clock.time()), _RECLAIM_PER_CALL]))
+            except self._errors as exc:
+                self._outage(exc)
+                return True
+            if current != version:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._cond:
+                if self._notes == seen:
+                    self._cond.wait(min(left, _POLL_S))
+                if self._notes != seen and self._last_note is not None and self._last_note != version:
+                    return True
+
+    def snapshot(self, now: float) -> PoolStatus:
+        """Every slot, in layout order, as Redis holds it (local memory during an outage)."""
+        if not self._down:
+            try:
+                return self._snapshot_redis(now)
+            except self._errors as exc:
+                self._outage(exc)
+        return self._local.snapshot(now)
+
+    def _snapshot_redis(self, now: float) -> PoolStatus:
+        for _ in range(1000):  # hand back expired leases first, so in_flight is true
+            n = int(self._s_reclaim(keys=self._keys, args=[repr(float(now)), 500]))
+            if n == -1:
+                self._resync()
+                continue
+            if n < 500:
+                break
+        p = self.prefix
+        pipe = self._r.pipeline(transaction=True)
+        for name in ("inf", "su", "sr", "pu", "pr", "dis", "cnt"):
+            pipe.hgetall(p + name)
+        inf, su, sr, pu, pr, dis, cnt = (
+            {_text(a): _text(b) for a, b in h.items()} for h in pipe.execute()
+        )
+        out = []
+        M = self._M
+        for sid, slot in enumerate(self._slots):
+            k, m = divmod(sid, M)
+            pm = str(self._pm_of_sid[sid])
+            s = str(sid)
+            kdis, sdis = dis.get(f"k{k}"), dis.get(f"s{s}")
+            disabled = kdis is not None or sdis is not None
+            until: Optional[float] = None
+            reason = ""
+            if disabled:
+                reason = kdis if kdis is not None else sdis  # type: ignore[assignment]
+            else:
+                a = float(su[s]) if s in su else -math.inf
+                b = float(pu[pm]) if pm in pu else -math.inf
+                if max(a, b) > now:
+                    until = max(a, b)
+                    reason = sr.get(s, "") if a >= b else pr.get(pm, "")
+            out.append(
+                SlotStatus(
+                    key_fingerprint=slot.key_fingerprint,
+                    tier=slot.tier,
+                    project=slot.project,
+                    model=slot.model,
+                    in_flight=int(inf.get(s, 0)),
+                    cap=self._caps[m],
+                    suspended_until=until,
+                    reason=reason,
+                    disabled=disabled,
+                    requests=int(cnt.get(s + ":r", 0)),
+                    successes=int(cnt.get(s + ":ok", 0)),
+                    rate_limited=int(cnt.get(s + ":rl", 0)),
+                    errors=int(cnt.get(s + ":e", 0)),
+                )
+            )
+        return PoolStatus(taken_at=now, slots=tuple(out))
+
+    # -- introspection -------------------------------------------------------------
+
+    @property
+    def leased(self) -> int:
+        """Leases out in the whole pool (all processes), plus local ones during an outage."""
+        n = self._local.leased
+        if not self._down:
+            try:
+                n += int(self._r.zcard(self.prefix + "leases"))
+            except self._errors as exc:
+                self._outage(exc)
+        return n
+
+    @property
+    def degraded(self) -> bool:
+        """``True`` while serving from local memory because Redis is unreachable."""
+        return self._down
+
+    def purge(self) -> int:
+        """Delete every Redis key of this pool's namespace (all processes lose the shared state)."""
+        n = 0
+        for name in self._r.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=500):
+            n += int(self._r.delete(name))
+        return n
+
+    def close(self) -> None:
+        """Stop the background threads (leases still held expire after ``lease_ttl_s``)."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- outages --------------------------------------------------------------------
+
+    def _unavailable(self) -> RedisUnavailableError:
+        return RedisUnavailableError(
+            f"Redis at {self.where} is unreachable and the pool's Redis policy is 'fail'. "
+            "Bring Redis back, or use policy='fallback' (CSCTRACKER_AI_REDIS_POLICY=fallback) "
+            "to keep serving from local memory meanwhile."
+        )
+
+    def _outage(self, exc: BaseException) -> None:
+        if self.policy == "fail":
+            raise self._unavailable() from exc
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+            self._down_since = time.monotonic()
+        self._adopt_leases()
+        _log.warning(
+            "Redis at %s is unreachable (%s: %s): the key pool now runs from this process's "
+            "memory; caps and known limits are counted per process until Redis is back "
+            "(probing every %.1f s)",
+            self.where,
+            type(exc).__name__,
+            exc,
+            self.probe_interval_s,
+        )
+        self._start_keeper()
+        with self._cond:  # waiters on Redis notifications: look again now
+            self._notes += 1
+            self._last_note = None
+            self._cond.notify_all()
+
+    def _adopt_leases(self) -> None:
+        """Count our calls in flight on Redis leases in the local state too, so the local
+        state does not hand their slots out again during the outage.
+
+        ``InMemoryPoolState`` has no "lease this exact slot" call; asking for the slot's
+        group with every other slot of it in ``avoid`` gets exactly that slot, because an
+        acceptable slot not avoided always beats the avoided ones.
+        """
+        now = self._clock.time()
+        for lease_id, sid in list(self._my_leases.items()):
+            slot = self._slots[sid]
+            group = (Group(slot.tier, slot.model),)
+            others = frozenset(s for s in self._slots if s.tier == slot.tier and s.model == slot.model and s != slot)
+            res = self._local.try_acquire(group, now, 0, others)
+            if res.grant is not None and res.grant.slot == slot:
+                self._adopted[lease_id] = res.grant.lease_id
+            elif res.grant is not None:  # the slot is suspended or full locally: give it back
+                self._local.release(res.grant.lease_id, now, FailureKind.OK)
+
+    def _resync(self) -> bool:
+        """Bring Redis up to date with what this process knows; leave fallback mode.
+
+        Suspensions and disabled keys only move later, so pushing them is a max. When
+        Redis lost its data (a new generation), the requests this process sent today
+        on limited slots and its leases in flight are pushed too; otherwise only the
+        requests served from local memory during the outage.
+        """
+        if self._layout is None:
+            return False
+        with self._resync_lock:
+            try:
+                fresh = self._configure_redis()
+                now = self._clock.time()
+                with self._lock:
+                    susp = [(k, v) for k, v in self._known_susp.items() if v[0] > now]
+                    self._known_susp = dict(susp)
+                    dkeys = list(self._known_dkeys.items())
+                    dslots = list(self._known_dslots.items())
+                    if fresh:
+                        entries = [(pm, e) for pm, h in self._history.items() for e in h]
+                    else:
+                        entries = [(pm, e) for pm, h in self._history.items() for e in h if e[2]]
+                    mine = list(self._my_leases.items())
+                for (kind, ident), (until, reason) in susp:
+                    self._s_suspend(keys=self._keys, args=[kind, ident, repr(until), reason, repr(now)])
+                for k, reason in dkeys:
+                    sids = [k * self._M + m for m in range(len(self._models))]
+                    self._s_disable_key(keys=self._keys, args=[k, reason, repr(now), *sids])
+                for sid, reason in dslots:
+                    self._s_disable_slot(keys=self._keys, args=[sid // self._M, sid, reason, repr(now)])
+                if fresh and mine:
+                    args: list[Any] = [int(self.lease_ttl_s * 1000), repr(now)]
+                    for lease_id, sid in mine:
+                        args += [lease_id, sid]
+                    self._s_restore(keys=self._keys, args=args)
+                self._account(entries, now)
+                while True:
+                    with self._lock:
+                        pending, self._pending_releases = self._pending_releases, []
+                        if not pending:
+                            # Local grants from here on are history, not outage traffic.
+                            for h in self._history.values():
+                                for i, e in enumerate(h):
+                                    if e[2]:
+                                        h[i] = (e[0], e[1], False)
+                            was_down, self._down = self._down, False
+                            break
+                    for lease_id, at, code, tok in pending:
+                        self._s_release(keys=self._keys, args=[lease_id, repr(at), code, tok, repr(_WINDOW)])
+            except self._errors:
+                return False
+            except ConfigurationError as exc:
+                _log.error("Redis at %s is back but cannot be used: %s", self.where, exc)
+                return False
+        if was_down:
+            _log.warning(
+                "Redis at %s is back after %.1f s: the key pool is shared again (pushed %d suspensions, "
+                "%d disabled keys, %d disabled slots, %d requests%s)",
+                self.where,
+                time.monotonic() - self._down_since,
+                len(susp),
+                len(dkeys),
+                len(dslots),
+                len(entries),
+                ", Redis had lost its data" if fresh else "",
+            )
+        elif fresh:
+            _log.warning("Redis at %s lost the pool's data (restart?): pushed what this process knows", self.where)
+        return True
+
+    def _account(self, entries: list[tuple[int, tuple[float, int, bool]]], now: float) -> None:
+        if not entries:
+            return
+        rows = [[pm, at, tok, next_pacific_midnight(at)] for pm, (at, tok, _) in sorted(entries, key=lambda x: x[1][0])]
+        self._s_account(
+            keys=self._keys,
+            args=[
+                repr(now),
+                repr(next_pacific_midnight(now)),
+                repr(_WINDOW),
+                repr(DAILY_RESET_MARGIN_S),
+                f"{os.getpid():x}{secrets.token_hex(3)}",
+                json.dumps(rows),
+            ],
+        )
+
+    # -- background threads -----------------------------------------------------------
+
+    def _check_fork(self) -> None:
+        if self._pid != os.getpid():  # a forked child owns none of its parent's leases
+            self._pid = os.getpid()
+            self._my_leases = {}
+            self._keeper = None
+            self._listener = None
+            self._start_keeper()
+
+    def _start_keeper(self) -> None:
+        with self._lock:
+            if self._keeper is not None and self._keeper.is_alive():
+                return
+            t = threading.Thread(
+                target=_keeper_loop, args=(weakref.ref(self), self._stop), name="csc-ai-redis-keeper", daemon=True
+            )
+            self._keeper = t
+            t.start()
+
+    def _tick(self) -> None:
+        """One round of the keeper: probe Redis during an outage, renew our leases otherwise."""
+        if self._down:
+            self._resync()
+            return
+        if not self._my_leases:
+            return
+        mono = time.monotonic()
+        if mono - self._last_renew < self.lease_ttl_s / 3:
+            return
+        self._last_renew = mono
+        ids = list(self._my_leases)
+        try:
+            for i in range(0, len(ids), 1000):
+                self._s_renew(keys=self._keys, args=[int(self.lease_ttl_s * 1000), *ids[i : i + 1000]])
+        except self._errors as exc:
+            try:
+                self._outage(exc)
+            except RedisUnavailableError:
+                pass  # policy "fail": the next call raises; the keeper keeps renewing
+
+    def _keeper_interval(self) -> float:
+        return max(0.05, min(self.lease_ttl_s / 3, self.probe_interval_s))
+
+    def _start_listener(self) -> None:
+        if self._listener is not None and self._listener.is_alive():
+            return
+        with self._lock:
+            if self._listener is not None and self._listener.is_alive():
+                return
+            t = threading.Thread(
+                target=_listen_loop,
+                args=(weakref.ref(self), self._stop, self._r, self.prefix + "chg"),
+                name="csc-ai-redis-listener",
+                daemon=True,
+            )
+            self._listener = t
+            t.start()
+
+    def _note(self, version: Optional[int]) -> None:
+        with self._cond:
+            self._notes += 1
+            self._last_note = version
+            self._cond.notify_all()
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bytes):
+        return v.decode()
+    return str(v)
+
+
+def _keeper_loop(ref: "weakref.ref[RedisPoolState]", stop: threading.Event) -> None:
+    """Renews leases and probes Redis; holds no strong reference between rounds."""
+    while True:
+        state = ref()
+        if state is None:
+            return
+        interval = state._keeper_interval()
+        del state
+        if stop.wait(interval):
+            return
+        state = ref()
+        if state is None:
+            return
+        try:
+            state._tick()
+        except Exception:  # never let the keeper die: it is what returns leases
+            _log.exception("Redis pool keeper round failed")
+        del state
+
+
+def _listen_loop(ref: "weakref.ref[RedisPoolState]", stop: threading.Event, client: Any, channel: str) -> None:
+    """Turns the pool's change notifications into wake-ups of local waiters."""
+    pubsub = None
+    while not stop.is_set():
+        try:
+            if pubsub is None:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(channel)
+            msg = pubsub.get_message(timeout=1.0)
+        except Exception:
+            try:
+                if pubsub is not None:
+                    pubsub.close()
+            except Exception:
+                pass
+            pubsub = None
+            if stop.wait(0.5):
+                break
+            continue
+        state = ref()
+        if state is None:
+            break
+        if msg is not None and msg.get("type") == "message":
+            try:
+                state._note(int(msg["data"]))
+            except (TypeError, ValueError):
+                state._note(None)
+        del state
+    try:
+        if pubsub is not None:
+            pubsub.close()
+    except Exception:
+        pass
