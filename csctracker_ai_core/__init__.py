@@ -19,6 +19,7 @@ from .exceptions import (
     InvalidInputError,
     InvalidResponseError,
     QuotaExhaustedError,
+    RedisUnavailableError,
     ReportError,
     TelemetryError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "GeminiRequestError",
     "InvalidResponseError",
     "TelemetryError",
+    "RedisUnavailableError",
     "ReportError",
     "Clock",
     "SystemClock",

@@ -16,6 +16,7 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
     │   └── InvalidResponseError    Gemini answered, but not with what was asked
     │                               (e.g. invalid JSON in JSON mode, a blocked prompt)
     ├── TelemetryError              the telemetry store cannot be used as configured
+    ├── RedisUnavailableError       Redis is unreachable and the pool's policy is "fail"
     └── ReportError                 a report was asked with a bad group or period
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "GeminiRequestError",
     "InvalidResponseError",
     "TelemetryError",
+    "RedisUnavailableError",
     "ReportError",
 ]
 
@@ -119,6 +121,14 @@ class InvalidResponseError(GeminiServiceException):
 
 class TelemetryError(AiCoreError):
     """The telemetry store cannot be used as configured (bad DSN, unwritable folder)."""
+
+
+class RedisUnavailableError(AiCoreError):
+    """Redis cannot be reached and the shared pool's policy is ``"fail"``.
+
+    With the default policy (``"fallback"``) the pool keeps serving from local state
+    instead; see docs/REDIS.md.
+    """
 
 
 class ReportError(AiCoreError, ValueError):

@@ -24,6 +24,7 @@ from .exceptions import (
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
+    InvalidInputError,
     InvalidResponseError,
     QuotaExhaustedError,
 )
@@ -280,8 +281,12 @@ class IaProcessor:
         started = time.perf_counter()
         try:
             return self._run(call, event_id, attempts, started_wall, started)
-        except AiCoreError:
-            raise  # already recorded, with its own message
+        except (GeminiServiceException, InvalidInputError):
+            raise  # already recorded with its attempts, or bad input (nothing was sent)
+        except AiCoreError as exc:
+            # Ours but not Gemini's (e.g. Redis down under policy "fail"): still audited.
+            self._record_failure(call, event_id, started_wall, started, attempts, None, exc)
+            raise
         except Exception as exc:
             # A bug of ours or of a dependency (not Gemini's answer): the call still
             # leaves its event, and the caller still gets one of our errors.

@@ -52,7 +52,7 @@ from collections import deque
 from typing import AbstractSet, Any, Optional, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..exceptions import AiCoreError, ConfigurationError
+from ..exceptions import ConfigurationError, RedisUnavailableError
 from . import redis_scripts as lua
 from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
 from .cooldown import next_pacific_midnight, previous_pacific_midnight
@@ -102,10 +102,6 @@ _OUTCOME = {FailureKind.OK: "ok"}
 for _k in (FailureKind.QUOTA_PER_MINUTE, FailureKind.QUOTA_PER_DAY, FailureKind.QUOTA_NO_ACCESS, FailureKind.QUOTA_UNKNOWN):
     _OUTCOME[_k] = "rl"
 
-
-
-class RedisUnavailableError(AiCoreError):
-    """Redis cannot be reached and the state's policy is ``"fail"``."""
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:
