@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -294,16 +293,13 @@ def test_emulator_bad_config_is_a_usage_error(capsys, tmp_path):
 
 
 def test_demo_end_to_end(tmp_path):
-    started = time.monotonic()
     proc = cli(["demo"], tmp_path, timeout=120)
-    elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "Resultado:" in out and "Tokens usados: input=" in out and "event_id:" in out
     assert str(tmp_path / "data" / "chdb") in out  # where the event was recorded
     assert "pergunta_geral" in out  # today's report read back from the store
     assert "demo-free-key" not in out + proc.stderr and "demo-paid-key" not in out + proc.stderr
-    assert elapsed < 60
 
 
 def test_demo_with_data_dir(tmp_path, capsys):

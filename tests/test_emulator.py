@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Optional
 from zoneinfo import ZoneInfo
 
+import httpx2
 import pytest
 from google import genai
 from google.genai import errors, types
@@ -220,15 +221,17 @@ def test_per_minute_429_shape_and_reset_after_window(make_gemini_emulator) -> No
     assert ask(c, model=G3).text == "Paris"  # another model has its own quota
 
 
-def test_shortened_window_in_real_time(make_gemini_emulator) -> None:
-    emu = make_gemini_emulator(minute_s=0.2, quotas=[{"model": FLASH, "rpm": 1}])
+def test_shortened_window(make_gemini_emulator) -> None:
+    """minute_s shrinks the per-minute window: the retry delay keeps milliseconds."""
+    clock = FakeClock()
+    emu = make_gemini_emulator(clock=clock, minute_s=0.25, quotas=[{"model": FLASH, "rpm": 1}])
     c = client(emu)
     ask(c)
+    clock.advance(0.125)
     err = api_error(lambda: ask(c))
-    delay = detail(err, "RetryInfo")["retryDelay"]
-    assert delay.endswith("s") and 0 < float(delay[:-1]) <= 0.2
-    time.sleep(0.21)
-    ask(c)
+    assert detail(err, "RetryInfo")["retryDelay"] == "0.125s"
+    clock.advance(0.125)  # the first request leaves the window
+    assert ask(c).text == "Paris"
 
 
 def test_legacy_detail_order(make_gemini_emulator) -> None:
@@ -356,29 +359,28 @@ def test_fault_filters_and_message_override(gemini_emulator: GeminiEmulator) -> 
 
 
 def test_slow_reply_and_sdk_timeout(gemini_emulator: GeminiEmulator) -> None:
-    gemini_emulator.inject(FaultKind.SLOW, delay_s=0.5)
-    with pytest.raises(Exception) as info:
+    """A slow reply outlasts a short SDK timeout (a transport timeout, not an API error); then answers."""
+    gemini_emulator.inject(FaultKind.SLOW, delay_s=2.0)
+    with pytest.raises(httpx2.ReadTimeout):
         ask(client(gemini_emulator, timeout=100))
-    assert not isinstance(info.value, errors.APIError)  # an httpx timeout, not an API error
     gemini_emulator.inject(FaultKind.SLOW, delay_s=0.1)
-    t0 = time.perf_counter()
-    assert ask(client(gemini_emulator)).text == "Paris"
-    assert time.perf_counter() - t0 >= 0.1
+    assert ask(client(gemini_emulator)).text == "Paris"  # slow, not broken
+    assert gemini_emulator.pending_faults() == 0
 
 
 def test_global_latency(make_gemini_emulator) -> None:
-    emu = make_gemini_emulator(latency_s=0.05)
-    t0 = time.perf_counter()
-    ask(client(emu))
-    assert time.perf_counter() - t0 >= 0.05
+    """latency_s delays every reply: a client with a shorter timeout gives up, a patient one gets it."""
+    emu = make_gemini_emulator(latency_s=0.5)
+    with pytest.raises(httpx2.ReadTimeout):
+        ask(client(emu, timeout=50))
+    assert ask(client(emu)).text == "Paris"
 
 
 def test_dropped_connection(gemini_emulator: GeminiEmulator) -> None:
     gemini_emulator.inject(FaultKind.DROP)
     c = client(gemini_emulator)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(httpx2.RemoteProtocolError):  # no response at all: a transport error
         ask(c)
-    assert not isinstance(info.value, errors.APIError)
     assert ask(c).text == "Paris"
     assert gemini_emulator.count(status=0) == 1
 
@@ -386,7 +388,7 @@ def test_dropped_connection(gemini_emulator: GeminiEmulator) -> None:
 def test_malformed_body_and_invalid_json_text(gemini_emulator: GeminiEmulator) -> None:
     c = client(gemini_emulator)
     gemini_emulator.inject(FaultKind.MALFORMED)
-    with pytest.raises(Exception):
+    with pytest.raises(json.JSONDecodeError):  # a 200 whose body is not JSON: the SDK fails to parse it
         ask(c)
     gemini_emulator.inject(FaultKind.INVALID_JSON)
     r = ask(c, response_mime_type="application/json")
@@ -484,8 +486,11 @@ def test_config_file_and_cli(tmp_path) -> None:
         proc.wait(timeout=5)
 
 
-def test_starts_and_stops_in_milliseconds() -> None:
-    t0 = time.perf_counter()
+def test_starts_serves_and_stops() -> None:
     with GeminiEmulator() as emu:
-        assert emu.base_url.startswith("http://127.0.0.1:")
-    assert time.perf_counter() - t0 < 0.5
+        url = emu.base_url
+        assert url.startswith("http://127.0.0.1:")
+        assert ask(client(emu)).text == "Paris"
+    stopped = genai.Client(api_key="k1", http_options=types.HttpOptions(base_url=url))
+    with pytest.raises(httpx2.ConnectError):  # stopped: nothing listens on its port any more
+        ask(stopped)

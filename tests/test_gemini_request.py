@@ -1,5 +1,6 @@
 """What goes on the wire for each model, and how replies and usage are read."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -90,8 +91,8 @@ def test_token_usage_from_metadata_counts_thinking_as_output():
     assert tokens == TokenUsage(input=300, output=60, reasoning=57, image=258, cached=10, total=360)
     assert int(tokens) == 300
     assert str(tokens) == "input=300 (image=258, cached=10) output=60 (reasoning=57) total=360"
-    with pytest.raises(Exception):
-        tokens.input = 1  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tokens.input = 1
 
 
 def test_token_usage_of_missing_metadata_is_zero():

@@ -26,7 +26,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None and not os.environ.get("CI"),
-    reason="needs Debian's chromium (apt-get install chromium); .ci/run installs it",
+    reason="chromium not found: the HTML report is not opened in a browser outside CI "
+    "(apt-get install chromium to run these; with CI set they fail instead of skipping)",
 )
 
 FLAGS = [

@@ -16,6 +16,7 @@ from csctracker_ai_core.clock import FakeClock, SystemClock
 from csctracker_ai_core.exceptions import QuotaExhaustedError
 from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool import constants as C
+from csctracker_ai_core.pool.cooldown import next_pacific_midnight
 from csctracker_ai_core.pool.decision import Action, FailureKind
 from csctracker_ai_core.pool.rotator import APIKeyRotator, ApiKeyRotator
 from csctracker_ai_core.pool.state import InMemoryPoolState, Scope
@@ -98,24 +99,15 @@ def test_per_day_429_waits_for_pacific_midnight_despite_short_retry_info():
     assert rot.acquire().slot.tier == "paid"
 
 
-@pytest.mark.parametrize(
-    "start, expected_reset",
-    [
-        # 2026-03-08 (spring forward): 12:00 PDT -> back at 2026-03-09 00:00 PDT = 07:00 UTC.
-        (utc(2026, 3, 8, 19, 0), utc(2026, 3, 9, 7, 0)),
-        # 2026-03-07 20:00 PST (the evening before) -> 2026-03-08 00:00 PST = 08:00 UTC.
-        (utc(2026, 3, 8, 4, 0), utc(2026, 3, 8, 8, 0)),
-        # 2026-11-01 (fall back): 12:00 PST -> 2026-11-02 00:00 PST = 08:00 UTC.
-        (utc(2026, 11, 1, 20, 0), utc(2026, 11, 2, 8, 0)),
-        # 2026-10-31 21:00 PDT -> 2026-11-01 00:00 PDT = 07:00 UTC.
-        (utc(2026, 11, 1, 4, 0), utc(2026, 11, 1, 7, 0)),
-    ],
-)
-def test_daily_reset_across_dst_with_a_fake_clock(start, expected_reset):
-    """The free key is out until Pacific midnight (+ margin) and back right after, on DST days too."""
+def test_daily_reset_with_a_fake_clock():
+    """The free key is out until Pacific midnight (+ margin) and back right after, on a DST day too.
+
+    When Pacific midnight falls (DST included) is table-tested in test_pool_cooldown.py.
+    """
+    start = utc(2026, 3, 8, 19, 0)  # 2026-03-08, spring forward, 12:00 PDT
     rot, clock = make(free=(P1A,), start=start)
     rot.release(rot.acquire(), error=err(429, PER_DAY_2026))
-    back = expected_reset + C.DAILY_RESET_MARGIN_S
+    back = next_pacific_midnight(start) + C.DAILY_RESET_MARGIN_S
     clock.set(back - 1)
     lease = rot.acquire()
     assert lease.slot.tier == "paid"
@@ -280,19 +272,32 @@ def test_quota_exhausted_error_carries_retry_at():
     assert "per-day" in text and "retry_at" in text and "AIza" not in text
 
 
+class SignallingState(InMemoryPoolState):
+    """In-memory state that says when a caller starts waiting for a change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait_for_change(self, version: int, timeout: float) -> bool:
+        self.waiting.set()
+        return super().wait_for_change(version, timeout)
+
+
 def test_waits_for_a_lease_to_come_back():
     """Only slot busy: the waiter is woken by the release (condition), not by a timer."""
-    rot, _ = make(free=(P1A,), paid=())
+    state = SignallingState()
+    rot, clock = make(free=(P1A,), paid=(), state=state)
     held = rot.acquire()
     got = []
     t = threading.Thread(target=lambda: got.append(rot.acquire(max_wait_s=30)))
     t.start()
-    time.sleep(0.05)
+    assert state.waiting.wait(5)  # the second caller is waiting for a change
     assert not got
-    started = time.perf_counter()
     rot.release(held)
-    t.join(5)
-    assert got and time.perf_counter() - started < 1.0
+    t.join(5)  # its wait is 30 s: only the release can end it this soon
+    assert not t.is_alive() and len(got) == 1
+    assert clock.slept == []  # woken by the release, not by a timeout
     rot.release(got[0])
 
 

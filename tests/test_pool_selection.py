@@ -10,12 +10,9 @@ from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.selection import (
     Filters,
-    Group,
     build_plan,
-    candidate_order,
     default_model_order,
     resolve_model_order,
-    rotation,
 )
 
 MODELS = "gemini-2.5-flash=1,gemini-2.5-pro=1,gemini-2.5-flash-lite=1"
@@ -81,16 +78,6 @@ def test_build_plan(filters, expected):
 def test_forced_free_and_forced_paid_conflict():
     with pytest.raises(InvalidInputError):
         Filters(forced_free=True, forced_paid=True)
-
-
-def test_rotation_and_candidate_order():
-    """Round-robin from the cursor, wrapping round."""
-    assert list(rotation([0, 2, 5, 7], 3)) == [5, 7, 0, 2]
-    assert list(rotation([0, 2, 5, 7], 8)) == [0, 2, 5, 7]
-    assert list(rotation([], 1)) == []
-    plan = (Group("free", "m1"), Group("paid", "m1"))
-    order = list(candidate_order(plan, {"free": ["a", "b", "c"], "paid": ["x"]}, {"free": 1}))
-    assert [(g.tier, k) for g, k in order] == [("free", "b"), ("free", "c"), ("free", "a"), ("paid", "x")]
 
 
 def test_free_before_paid_with_exact_paid_count():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from decimal import Decimal
 
 import pytest
@@ -180,13 +179,3 @@ def test_normalize_model_name():
 
 def test_get_prices_is_cached():
     assert get_prices() is get_prices()
-
-
-def test_fast_enough_for_every_call():
-    estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 500)
-    n = 20_000
-    started = time.perf_counter()
-    for _ in range(n):
-        estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 500, tokens_cached=100)
-    per_call_us = (time.perf_counter() - started) / n * 1e6
-    assert per_call_us < 100, per_call_us  # measured ~4 us; generous for slow CI machines

@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 
-import pytest
-
-pytest.importorskip("chdb")
-
+import chdb  # noqa: F401  (a dev dependency: the loopback server runs on it)
 import clickhouse_connect
+import pytest
+from clickhouse_connect.driver.exceptions import OperationalError
 
 from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
@@ -54,7 +53,7 @@ def test_loopback_server_stops_and_restarts_on_the_same_port(server):
     c.insert("t", [[1], [2]], column_names=["a"])
     c.close()
     server.stop()
-    with pytest.raises(Exception):
+    with pytest.raises(OperationalError):
         _client(server.port).command("SELECT 1")
     server.start()
     c = _client(server.port)
@@ -62,18 +61,62 @@ def test_loopback_server_stops_and_restarts_on_the_same_port(server):
     c.close()
 
 
+def _hanging_connect():
+    """A connect that blocks until the test releases it, then fails; with events to watch it."""
+    entered, release, left = threading.Event(), threading.Event(), threading.Event()
+
+    def connect(settings):
+        entered.set()
+        release.wait(30)  # bounded so a broken test cannot hang the suite
+        left.set()
+        raise ConnectionError("connection attempt released by the test")
+
+    return connect, entered, release, left
+
+
+def test_record_returns_while_the_connection_attempt_hangs(tmp_path):
+    """record() writes to the spool, never to the network: it returns while connecting is stuck."""
+    connect, entered, release, left = _hanging_connect()
+    w = _writer(server_settings(tmp_path, free_port()), connect=connect)
+    try:
+        assert entered.wait(10)  # the writer thread is inside connect
+        n = 100
+        for i in range(n):
+            w.record(make_event(i))
+        assert not left.is_set()  # every record() returned while connect was still blocked
+        s = w.stats()
+        assert (s.spooled, s.written, s.pending, s.dropped) == (n, 0, n, 0)
+        assert _spooled_lines(tmp_path / "spool") == n
+    finally:
+        release.set()
+        w.close(5)
+
+
+def test_close_is_bounded_while_the_connection_attempt_hangs(tmp_path):
+    """close() returns after its timeout even when connecting hangs; the events stay spooled."""
+    connect, entered, release, left = _hanging_connect()
+    w = _writer(server_settings(tmp_path, free_port()), connect=connect)
+    try:
+        assert entered.wait(10)
+        for i in range(40):
+            w.record(make_event(i))
+        assert w.close(0.2) is False
+        assert not left.is_set()  # close() returned while connect was still blocked
+        s = w.stats()
+        assert s.role == "closed" and s.written == 0 and s.dropped == 0
+        assert _spooled_lines(tmp_path / "spool") == 40
+    finally:
+        release.set()
+
+
 def test_server_down_at_start_then_every_event_lands_once(tmp_path, server):
-    """Calls never wait for a missing server; when it comes up, every event lands exactly once."""
+    """Events recorded while the server is down are spooled; when it comes up, each lands exactly once."""
     settings = server_settings(tmp_path, server.port)
     w = _writer(settings)
     try:
         n = 300
-        worst = 0.0
         for i in range(n):
-            t0 = time.perf_counter()
             w.record(make_event(i))
-            worst = max(worst, time.perf_counter() - t0)
-        assert worst < 0.05  # on disk, not on the network: never a connection timeout
         assert wait_until(lambda: w.stats().failures > 0, 5)
         s = w.stats()
         assert (s.spooled, s.written, s.pending, s.dropped) == (n, 0, n, 0)
@@ -112,9 +155,7 @@ def test_close_is_bounded_when_the_server_is_down(tmp_path):
     w = _writer(settings)
     for i in range(40):
         w.record(make_event(i))
-    t0 = time.monotonic()
     assert w.close(0.5) is False
-    assert time.monotonic() - t0 < 2.0
     s = w.stats()
     assert s.role == "closed" and s.written == 0 and s.dropped == 0
     assert _spooled_lines(tmp_path / "spool") == 40

@@ -18,9 +18,8 @@ suspended, so that a suspended key costs nothing per call.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from dataclasses import dataclass
-from typing import Iterator, Mapping, Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 from ..exceptions import ConfigurationError, InvalidInputError
 from ..models import capability_rank, matches_family
@@ -33,8 +32,6 @@ __all__ = [
     "default_model_order",
     "resolve_model_order",
     "build_plan",
-    "rotation",
-    "candidate_order",
 ]
 
 ModelOrderInput = Union[Sequence[str], Mapping[str, Sequence[str]], None]
@@ -149,37 +146,3 @@ def build_plan(
         for model in order.get(tier, ())
         if filters.accepts(model)
     )
-
-
-def rotation(ready: Sequence[int], start: int) -> Iterator[int]:
-    """The sorted positions in ``ready``, beginning at the first one >= ``start``, wrapping round.
-
-    >>> list(rotation([0, 2, 5, 7], 3))
-    [5, 7, 0, 2]
-    """
-    n = len(ready)
-    if not n:
-        return
-    i0 = bisect_left(ready, start)
-    for j in range(i0, n):
-        yield ready[j]
-    for j in range(i0 if i0 < n else n):
-        yield ready[j]
-
-
-def candidate_order(
-    plan: Sequence[Group],
-    keys_by_tier: Mapping[str, Sequence[str]],
-    cursors: Optional[Mapping[str, int]] = None,
-) -> Iterator[tuple[Group, str]]:
-    """The full lazy candidate order ``(group, key fingerprint)`` when no key is suspended.
-
-    The reference the state's fast path follows (it skips suspended and busy keys);
-    used by tests and by ``status`` renderings.
-    """
-    cursors = cursors or {}
-    for group in plan:
-        keys = keys_by_tier.get(group.tier, ())
-        start = cursors.get(group.tier, 0) % len(keys) if keys else 0
-        for pos in rotation(range(len(keys)), start):
-            yield group, keys[pos]

@@ -47,9 +47,8 @@ Money is :class:`~decimal.Decimal` (12 places, truncated), times are floats.
 from __future__ import annotations
 
 import logging
-import math
 import threading
-from datetime import date, datetime, timezone, tzinfo
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Optional, Union
 
@@ -58,6 +57,7 @@ from ..pricing import PriceTable, get_prices
 from . import price_tables, views
 from .periods import Period, group_format, period_bounds
 from .queries import events_cte, model_names_in_period, period_parameters
+from .rows import result_to_dicts
 
 __all__ = ["DateUtils", "Telemetry", "ORIGINAL_COLUMNS"]
 
@@ -99,19 +99,6 @@ class DateUtils:
         """
         p = period_bounds(period, now, tz)
         return p.start, p.end
-
-
-def _utc(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _clean(value: Any) -> Any:
-    """Python values a caller can use directly: aware datetimes, None for NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return _utc(value)
 
 
 class Telemetry:
@@ -321,13 +308,11 @@ FROM (
 ORDER BY data, task
 """
         result = client.query(sql, parameters=period_parameters(resolved))
-        rows = []
-        for raw in result.result_rows:
-            row = {name: _clean(v) for name, v in zip(result.column_names, raw)}
+        rows = result_to_dicts(result)
+        for row in rows:
             if not row["ok_events"]:
                 row["latencia_p50_ms"] = row["latencia_p95_ms"] = None
             row["taxa_cambio_ausente"] = int(row["taxa_cambio_ausente"])
-            rows.append(row)
         return rows
 
     def usage_by(self, dimension: str, period: str = "24h") -> list[dict[str, Any]]:

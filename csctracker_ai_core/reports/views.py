@@ -8,8 +8,7 @@ are dicts; keys are shown as fingerprints only (the store never holds a key).
 
 from __future__ import annotations
 
-import math
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Optional
 
@@ -18,6 +17,7 @@ from ..pricing import PriceTable
 from .periods import Period, group_format
 from .price_tables import sql_string
 from .queries import PERIOD_WHERE, events_cte, model_names_in_period, period_parameters, table
+from .rows import result_to_dicts
 
 __all__ = [
     "DIMENSIONS",
@@ -45,18 +45,6 @@ def _column(dimension: str) -> str:
         return DIMENSIONS[dimension.strip().lower()]
     except (KeyError, AttributeError):
         raise ReportError(f"unknown dimension {dimension!r}: use one of {', '.join(DIMENSIONS)}.") from None
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _rows(result: Any) -> list[dict[str, Any]]:
-    return [{n: _clean(v) for n, v in zip(result.column_names, raw)} for raw in result.result_rows]
 
 
 def usage_by(client: Any, database: str, prices: PriceTable, period: Period, dimension: str, *, tz: str = "UTC") -> list[dict[str, Any]]:
@@ -98,7 +86,7 @@ ORDER BY calls DESC, {col}
 """,
         parameters=params,
     )
-    rows = _rows(result)
+    rows = result_to_dicts(result)
     for row in rows:
         if not row["ok"]:
             row["latencia_p50_ms"] = row["latencia_p95_ms"] = None
@@ -161,7 +149,7 @@ ORDER BY count DESC, {col}, quota_id
 """,
         parameters=period_parameters(period),
     )
-    return _rows(result)
+    return result_to_dicts(result)
 
 
 def latency_percentiles(client: Any, database: str, period: Period, by: str = "model") -> list[dict[str, Any]]:
@@ -186,7 +174,7 @@ ORDER BY calls DESC, {col}
 """,
         parameters=params,
     )
-    rows = _rows(result)
+    rows = result_to_dicts(result)
     for row in rows:
         row.pop("q", None)
         row["request_p50_ms"] = row["request_p95_ms"] = None
@@ -258,4 +246,4 @@ ORDER BY bucket, series
 """,
         parameters=period_parameters(period),
     )
-    return _rows(result)
+    return result_to_dicts(result)

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-__all__ = ["try_acquire", "release", "holder_pid", "lock_path", "owns"]
+__all__ = ["try_acquire", "release", "holder_pid", "lock_path"]
 
 _registry: Dict[str, Tuple[int, int]] = {}  # lock path -> (fd, references)
 _guard = threading.Lock()
@@ -47,12 +47,6 @@ def try_acquire(embedded_path: Path) -> bool:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _registry[key] = (fd, 1)
         return True
-
-
-def owns(embedded_path: Path) -> bool:
-    """True when this process holds the store's lock."""
-    with _guard:
-        return str(lock_path(embedded_path)) in _registry
 
 
 def release(embedded_path: Path) -> None:

@@ -250,17 +250,3 @@ class Spool:
         except OSError:
             pass
         seg.fd = -1
-
-    def pending_on_disk(self) -> int:
-        """Bytes in segment files of this directory (everyone's)."""
-        total = 0
-        try:
-            for name in os.listdir(self.directory):
-                if name.startswith(SEGMENT_PREFIX):
-                    try:
-                        total += os.stat(self.directory / name).st_size
-                    except OSError:
-                        pass
-        except OSError:
-            pass
-        return total
