@@ -417,17 +417,17 @@ def test_faults_from_config(make_gemini_emulator) -> None:
 
 
 def test_in_flight_maximum_with_concurrent_requests(gemini_emulator: GeminiEmulator) -> None:
-    # Slow enough that all four overlap even on a loaded 2-core machine; the check polls
-    # (bounded) rather than guessing how long thread start-up takes.
-    gemini_emulator.inject(FaultKind.SLOW, count=4, delay_s=1.0)
+    # Held requests stay in flight until the test lets them go: no race with thread start-up.
+    gemini_emulator.inject(FaultKind.HOLD, count=4, delay_s=30.0)
     c = client(gemini_emulator)
     threads = [threading.Thread(target=ask, args=(c,)) for _ in range(4)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 0.9
+    deadline = time.monotonic() + 10.0  # a hang guard only; the loop ends as soon as all 4 arrive
     while gemini_emulator.in_flight(key="k1", model=FLASH) < 4 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert gemini_emulator.in_flight(key="k1", model=FLASH) == 4
+    gemini_emulator.release_held()
     for t in threads:
         t.join()
     assert gemini_emulator.max_in_flight(key="k1", model=FLASH) == 4
@@ -490,7 +490,11 @@ def test_starts_serves_and_stops() -> None:
     with GeminiEmulator() as emu:
         url = emu.base_url
         assert url.startswith("http://127.0.0.1:")
-        assert ask(client(emu)).text == "Paris"
+        kept_alive = client(emu)
+        assert ask(kept_alive).text == "Paris"
     stopped = genai.Client(api_key="k1", http_options=types.HttpOptions(base_url=url))
     with pytest.raises(httpx2.ConnectError):  # stopped: nothing listens on its port any more
         ask(stopped)
+    # A client whose pooled connection was open when the emulator stopped sees it down too.
+    with pytest.raises((httpx2.RemoteProtocolError, httpx2.ConnectError, httpx2.ReadError)):
+        ask(kept_alive)

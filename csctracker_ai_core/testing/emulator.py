@@ -88,6 +88,7 @@ class FaultKind(str, enum.Enum):
     OVERLOADED = "503"
     DEADLINE = "504"
     SLOW = "slow"  # sleep ``delay_s`` (real time), then answer normally
+    HOLD = "hold"  # wait until release_held() (or delay_s as a safety), then answer normally
     DROP = "drop"  # close the connection without any response
     MALFORMED = "malformed"  # 200 with a body that is not JSON
     INVALID_JSON = "invalid_json"  # 200, well-formed, but the reply text is not valid JSON
@@ -343,6 +344,7 @@ class GeminiEmulator:
         self._faults: list[list[Any]] = [[f, f.count] for f in config.faults]  # [Fault, remaining]
         self.quotas = QuotaTracker(self.clock, config.minute_s, config.quotas)
         self._counters = _Counters(config.record_bodies)
+        self._held = threading.Event()  # set by release_held(): HOLD faults answer
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -352,7 +354,7 @@ class GeminiEmulator:
         """Bind (a free port unless configured) and serve in a daemon thread."""
         if self._server is not None:
             return self
-        server = ThreadingHTTPServer((self.config.host, self.config.port), _Handler)
+        server = _Server((self.config.host, self.config.port), _Handler)
         server.daemon_threads = True  # slow replies must not hold up stop()
         server.emulator = self  # type: ignore[attr-defined]
         self._server = server
@@ -370,6 +372,9 @@ class GeminiEmulator:
             return
         server.shutdown()
         server.server_close()
+        # A stopped server must look down to every client, including those holding a
+        # kept-alive connection (the SDK's pool does): close those too.
+        server.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
         logger.info("Gemini emulator stopped")
@@ -471,6 +476,10 @@ class GeminiEmulator:
         with self._lock:
             self._faults.append([fault, count])
         return fault
+
+    def release_held(self) -> None:
+        """Let every request held by a ``hold`` fault answer (and later ones pass at once)."""
+        self._held.set()
 
     def clear_faults(self) -> None:
         """Drop every pending fault."""
@@ -608,6 +617,8 @@ class GeminiEmulator:
             logger.debug("emulator fault %s for %s", fault.kind.value, model)
             if fault.kind is FaultKind.SLOW:
                 time.sleep(fault.delay_s)
+            elif fault.kind is FaultKind.HOLD:
+                self._held.wait(fault.delay_s)
             elif fault.kind is FaultKind.DROP:
                 return _Reply(0, drop=True)
             elif fault.kind is FaultKind.INTERNAL:
@@ -715,6 +726,33 @@ def _stream_chunks(model: str, parsed: wire.ParsedRequest, text: str) -> list[di
     return chunks
 
 
+class _Server(ThreadingHTTPServer):
+    """The HTTP server, keeping its open connections so ``stop()`` can close them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def track(self, conn: socket.socket, alive: bool) -> None:
+        with self._connections_lock:
+            (self._connections.add if alive else self._connections.discard)(conn)
+
+    def close_connections(self) -> None:
+        with self._connections_lock:
+            conns, self._connections = list(self._connections), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already gone
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (timeout) or a connection closed by stop() is normal
+        # here; socketserver's default prints a traceback to stderr for each.
+        logger.debug("request from %s ended with an error", client_address, exc_info=True)
+
+
 class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive, so the SDK's connection pool works as against Google."""
 
@@ -726,6 +764,11 @@ class _Handler(BaseHTTPRequestHandler):
         # the client's delayed ACK (about 40 ms a request on Linux loopback). Google's
         # frontends answer in microseconds of that, so the emulator must too.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection, True)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.track(self.connection, False)  # type: ignore[attr-defined]
+        super().finish()
 
     def version_string(self) -> str:
         return "scaffolding on HTTPServer2"  # the Server header Google's frontends send
