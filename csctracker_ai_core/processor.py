@@ -37,7 +37,7 @@ from .pool.lease import Lease
 from .pool.rotator import ApiKeyRotator
 from .telemetry.events import AttemptEvent, CallEvent
 from .telemetry.settings import resolve_clickhouse_settings
-from .telemetry.writer import open_telemetry
+from .telemetry.writer import NullSink, open_telemetry
 from .tokens import TokenUsage
 from .validation import PreparedCall, validate_call
 
@@ -211,6 +211,8 @@ class IaProcessor:
         else:
             self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
         self.telemetry = telemetry_sink
+        # With telemetry off nothing reads the events: do not build them.
+        self._recording = not isinstance(telemetry_sink, NullSink)
         self._closed = False
 
     # -- public API ---------------------------------------------------------------
@@ -276,7 +278,7 @@ class IaProcessor:
             service_tier=service_tier, metadata=metadata,
         )
         event_id = call.event_id or str(uuid.uuid4())
-        attempts: List[AttemptEvent] = []
+        attempts: List[Optional[AttemptEvent]] = []
         started_wall = self._clock.time()
         started = time.perf_counter()
         try:
@@ -324,7 +326,7 @@ class IaProcessor:
         self,
         call: PreparedCall,
         event_id: str,
-        attempts: List[AttemptEvent],
+        attempts: List[Optional[AttemptEvent]],
         started_wall: float,
         started: float,
     ) -> Tuple[Any, TokenUsage, str]:
@@ -376,7 +378,7 @@ class IaProcessor:
         lease: Lease,
         event_id: str,
         number: int,
-        attempts: List[AttemptEvent],
+        attempts: List[Optional[AttemptEvent]],
     ) -> Union[_Served, Tuple[Decision, BaseException]]:
         """One upstream request on ``lease``. The lease is always released here."""
         slot = lease.slot
@@ -433,8 +435,10 @@ class IaProcessor:
         duration_s: float,
         decision: Decision,
         error: Optional[BaseException],
-    ) -> AttemptEvent:
+    ) -> Optional[AttemptEvent]:
         failure = decision.failure
+        if not self._recording:
+            return None  # only counted, never read
         slot = lease.slot
         return AttemptEvent(
             event_id=event_id,
@@ -461,7 +465,7 @@ class IaProcessor:
         event_id: str,
         started_wall: float,
         started: float,
-        attempts: List[AttemptEvent],
+        attempts: List[Optional[AttemptEvent]],
         lease: Optional[Lease],
     ) -> dict:
         slot = lease.slot if lease is not None else None
@@ -487,6 +491,8 @@ class IaProcessor:
         )
 
     def _record_success(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> None:
+        if not self._recording:
+            return
         try:
             event = self._success_event(call, event_id, started_wall, started, attempts, lease, served)
         except Exception:
@@ -532,6 +538,8 @@ class IaProcessor:
         )
 
     def _record_failure(self, call, event_id, started_wall, started, attempts, lease, error) -> None:
+        if not self._recording:
+            return
         fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
         last = attempts[-1] if attempts else None
         self._emit(CallEvent(
