@@ -97,7 +97,7 @@ def run_contender(name: str, peer: str, script: str, extra: list, args) -> dict:
             "optimum_paid_at_its_speed": max(0, args.n - free_at_speed),
             "windows": windows,
         }
-        for k in ("in_flight_at_end", "cooldown_time_s"):
+        for k in ("in_flight_at_end", "cooldown_time_s", "suspensions_by_kind"):
             if k in result:
                 out[k] = result[k]
         common.log(f"  ok {out['succeeded']}/{args.n}, 429s {free_429}+{paid_429}, paid {out['paid_200']}, "

@@ -136,6 +136,9 @@ class ChdbHttpBackend:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes on kept-alive connections; with Nagle on,
+    # the body waits for the client's delayed ACK (~40 ms a query on Linux loopback).
+    disable_nagle_algorithm = True
     backend: ChdbHttpBackend
 
     def log_message(self, fmt: str, *args) -> None:  # quiet

@@ -17,10 +17,17 @@ from collections import Counter
 from typing import Any, Callable, Dict
 
 
-def sequential(call: Callable[[int], Any], n: int, warmup: int) -> Dict[str, Any]:
-    """Time ``n`` sequential calls (after ``warmup`` untimed ones): wall and process CPU."""
+def sequential(call: Callable[[int], Any], n: int, warmup: int,
+               settle: Callable[[], Any] = None) -> Dict[str, Any]:
+    """Time ``n`` sequential calls (after ``warmup`` untimed ones): wall and process CPU.
+
+    ``settle`` runs between the warm-up and the measured calls (e.g. wait until a
+    background telemetry writer has finished starting), so the figures are steady state.
+    """
     for i in range(warmup):
         call(-1 - i)
+    if settle is not None:
+        settle()
     times = []
     cpu0 = time.process_time()
     wall0 = time.perf_counter()

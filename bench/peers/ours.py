@@ -39,6 +39,30 @@ def writer_stats(proc) -> dict:
     return dict(stats) if isinstance(stats, dict) else {"repr": repr(stats)}
 
 
+class QuotaLogCounter:
+    """Counts the pool's suspension log lines by kind of 429 (per-minute, per-day, ...)."""
+
+    KINDS = ("429 per-minute", "429 per-day", "429 limit 0", "429 unclassified")
+
+    def __init__(self) -> None:
+        import collections
+        import logging
+
+        self.counts = collections.Counter()
+        handler = logging.Handler(level=logging.INFO)
+        handler.emit = self._emit  # type: ignore[method-assign]
+        log = logging.getLogger("csctracker_ai_core.pool.rotator")
+        log.setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.propagate = False
+
+    def _emit(self, record) -> None:
+        msg = record.getMessage()
+        for kind in self.KINDS:
+            if kind in msg:
+                self.counts[kind] += 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=["overhead", "quota"])
@@ -81,8 +105,20 @@ def main() -> None:
             proc.analisar_com_gemini(input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.",
                                      task="bench")
 
-        result = _runner.sequential(call, args.n, args.warmup)
+        def settle() -> None:
+            # The writer connects and creates its schema in the background (chDB: ~0.4 s);
+            # measure the steady state, not that start-up (bench_telemetry.py times it).
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                stats = proc.telemetry.stats()
+                if getattr(stats, "role", "off") in ("off", "writer") and getattr(stats, "pending", 0) == 0:
+                    break
+                time.sleep(0.05)
+            time.sleep(0.2)
+
+        result = _runner.sequential(call, args.n, args.warmup, settle=settle)
     else:
+        suspensions = QuotaLogCounter()
         proc = IaProcessor(google_free_keys=args.free, google_paid_keys=args.paid or None, **kwargs)
 
         def call(i: int) -> None:
@@ -92,6 +128,7 @@ def main() -> None:
         result.pop("durations_s", None)
         status = proc.rotator.status()
         result["in_flight_at_end"] = status.in_flight
+        result["suspensions_by_kind"] = dict(suspensions.counts)
     t0 = time.perf_counter()
     proc.close(timeout_s=30.0)
     result["close_s"] = time.perf_counter() - t0
