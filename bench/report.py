@@ -237,6 +237,8 @@ def section_md(name: str, command: str) -> str:
     if not path.exists():
         return f"Not measured in this run; `{command}` prints this table."
     text = path.read_text().strip()
+    # The scripts print their own headings; nest them under this file's sections.
+    text = "\n".join("###" + line[2:] if line.startswith("## ") else line for line in text.splitlines())
     return text or f"Not measured in this run: `{command}` printed nothing."
 
 
