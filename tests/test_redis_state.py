@@ -200,7 +200,7 @@ def test_daily_limit_resets_at_pacific_midnight_across_dst(backend):
 
 
 def test_known_limits_are_never_exceeded_over_a_long_workload(backend):
-    """The in-memory long-workload test, on both backends: rpm / rpd / tpm never crossed."""
+    """A long random workload on both backends: known rpm / rpd / tpm are never crossed."""
     clock = FakeClock(T0)
     limits = {FLASH: {"free": {"rpm": 3, "rpd": 40, "tpm": 3000}}}
     rot = ApiKeyRotator(
