@@ -101,7 +101,8 @@ class Output:
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)  # exact; JSON readers that want numbers can float() it
+        # Exact, and in plain notation: str() gives "0E-12" for a zero with 12 places.
+        return format(value, "f")
     if isinstance(value, (datetime, date)):
         return value.isoformat()
     if is_dataclass(value) and not isinstance(value, type):

@@ -307,3 +307,13 @@ def test_demo_with_data_dir(tmp_path, capsys):
     code, out, err = run(["demo", "--data-dir", str(target)], capsys)
     assert code == 0, err
     assert str(target / "chdb") in out and "pergunta_geral" in out
+
+
+def test_decimals_are_written_in_plain_notation_in_json_and_csv():
+    from decimal import Decimal
+
+    from csctracker_ai_core.cli import render_csv, to_json
+
+    rows = [{"custo_total_usd": Decimal("0E-12"), "custo_lista_usd": Decimal("0.000012500000")}]
+    assert to_json(rows) == '[{"custo_total_usd": "0.000000000000", "custo_lista_usd": "0.000012500000"}]'
+    assert render_csv(rows).splitlines()[1] == "0.000000000000,0.000012500000"
