@@ -19,6 +19,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import pricing
 from .clock import SYSTEM_CLOCK, Clock
+from .environment import env_number
 from .exceptions import (
     AiCoreError,
     ConfigurationError,
@@ -51,17 +52,7 @@ _DEFAULT_TIMEOUT_S = 120.0
 _DEFAULT_MAX_RETRIES = 3
 
 
-def _env_float(env: Mapping[str, str], name: str, default: Optional[float]) -> Optional[float]:
-    raw = env.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name}={raw!r} is not a number; set it to e.g. 30.") from None
-
-
-def _utc(ts: float) -> datetime:
+def _to_utc_datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
@@ -139,18 +130,18 @@ class IaProcessor:
         env = os.environ if env is None else env
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._temperature = temperature
-        timeout = request_timeout_s if request_timeout_s is not None else _env_float(
+        timeout = request_timeout_s if request_timeout_s is not None else env_number(
             env, "CSCTRACKER_AI_TIMEOUT_S", _DEFAULT_TIMEOUT_S
         )
         if timeout is None or timeout <= 0:
             raise ConfigurationError("request_timeout_s must be a positive number of seconds.")
-        retries = max_retries if max_retries is not None else _env_float(
+        retries = max_retries if max_retries is not None else env_number(
             env, "CSCTRACKER_AI_MAX_RETRIES", _DEFAULT_MAX_RETRIES
         )
         if retries is None or retries < 0 or int(retries) != retries:
             raise ConfigurationError("max_retries must be a whole number, 0 or more.")
         self._max_retries = int(retries)
-        self._max_wait_s = max_wait_s if max_wait_s is not None else _env_float(
+        self._max_wait_s = max_wait_s if max_wait_s is not None else env_number(
             env, "CSCTRACKER_AI_MAX_WAIT_S", None
         )
         if self._max_wait_s is not None and not self._max_wait_s >= 0:
@@ -443,7 +434,7 @@ class IaProcessor:
         return AttemptEvent(
             event_id=event_id,
             attempt=number,
-            timestamp=_utc(started_wall),
+            timestamp=_to_utc_datetime(started_wall),
             key_fingerprint=slot.key_fingerprint,
             project=slot.project,
             tier=slot.tier,
@@ -456,7 +447,7 @@ class IaProcessor:
             quota_id=failure.quota_id if failure is not None else "",
             retry_delay_s=(failure.retry_delay_s or 0.0) if failure is not None else 0.0,
             decision=decision.pool_change or decision.action.value,
-            suspended_until=_utc(decision.suspended_until) if decision.suspended_until else None,
+            suspended_until=_to_utc_datetime(decision.suspended_until) if decision.suspended_until else None,
         )
 
     def _base_event(
@@ -471,7 +462,7 @@ class IaProcessor:
         slot = lease.slot if lease is not None else None
         return dict(
             event_id=event_id,
-            timestamp=_utc(started_wall),
+            timestamp=_to_utc_datetime(started_wall),
             task=call.task,
             model_name=slot.model if slot else "",
             tier=slot.tier if slot else "",

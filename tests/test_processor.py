@@ -388,3 +388,9 @@ def test_every_key_refused_says_to_replace_keys(emu, sink):
         with pytest.raises(GeminiServiceException, match="replace them"):
             p.analisar_com_gemini(input_text="x", prompt="y")
     assert emu.total_requests == 1
+
+
+def test_a_numeric_setting_that_is_not_a_number_names_its_variable(emu, monkeypatch):
+    monkeypatch.setenv("CSCTRACKER_AI_TIMEOUT_S", "soon")
+    with pytest.raises(ConfigurationError, match="CSCTRACKER_AI_TIMEOUT_S='soon' is not a number"):
+        IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry="off")

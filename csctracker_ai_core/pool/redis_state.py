@@ -52,6 +52,7 @@ from collections import deque
 from typing import AbstractSet, Any, Optional, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
+from ..environment import env_number
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from . import redis_scripts as lua
 from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
@@ -108,16 +109,6 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
     if redis is None:  # pragma: no cover
         return (OSError,)
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-
-
-def _env_float(name: str) -> Optional[float]:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
 def _where(client: Any) -> str:
@@ -242,7 +233,7 @@ class RedisPoolState:
         if namespace is None:
             namespace = os.environ.get("CSCTRACKER_AI_REDIS_NAMESPACE", "").strip() or None
         if lease_ttl_s is None:
-            lease_ttl_s = _env_float("CSCTRACKER_AI_REDIS_LEASE_TTL_S") or DEFAULT_LEASE_TTL_S
+            lease_ttl_s = env_number(os.environ, "CSCTRACKER_AI_REDIS_LEASE_TTL_S", None) or DEFAULT_LEASE_TTL_S
         if policy is None:
             policy = os.environ.get("CSCTRACKER_AI_REDIS_POLICY", "").strip().lower() or "fallback"
         kwargs.setdefault("socket_timeout", socket_timeout_s)

@@ -64,7 +64,7 @@ _QUOTA = frozenset(
 )
 
 
-def _utc(ts: float) -> str:
+def _format_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -275,7 +275,7 @@ class ApiKeyRotator:
         retry_at = result.retry_at if result.retry_at is not None else now
         if result.busy and (result.retry_at is None or result.retry_at > now):
             retry_at = now  # a call in flight may finish any moment
-        detail = f"earliest expected at {_utc(retry_at)} (in {max(0.0, retry_at - now):.0f} s)"
+        detail = f"earliest expected at {_format_utc(retry_at)} (in {max(0.0, retry_at - now):.0f} s)"
         if result.reason:
             detail += f", {result.reason}"
         if result.busy:
@@ -350,7 +350,7 @@ class ApiKeyRotator:
                 "suspended %s on project %s until %s (%.0f s): %s",
                 slot.model,
                 slot.project,
-                _utc(effective),
+                _format_utc(effective),
                 effective - now,
                 reason,
             )
@@ -378,7 +378,7 @@ class ApiKeyRotator:
                 self._transient.pop(key, None)
             reason = f"circuit breaker: {streak} consecutive transient failures ({failure.error_type})"
             effective = state.suspend(Scope.slot(slot.key_fingerprint, slot.model), cool, reason, now)  # type: ignore[arg-type]
-            _log.info("cooled down %s until %s: %s", slot, _utc(effective), reason)
+            _log.info("cooled down %s until %s: %s", slot, _format_utc(effective), reason)
             return Decision(Action.RETRY, failure, backoff, "cooldown", effective)
         if kind is FailureKind.INVALID_OUTPUT:
             return Decision(Action.RETRY, failure, 0.0)
