@@ -19,7 +19,6 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from csctracker_ai_core.telemetry.writer import TelemetryWriter  # noqa: E402
 
 def _event(i: int, payload: str) -> CallEvent:
     eid = str(uuid.uuid4())
-    now = datetime.now(timezone.utc)
+    now = time.time()
     return CallEvent(
         event_id=eid, timestamp=now, task="bench", outcome="ok", model_name="gemini-2.5-flash", tier="free",
         key_fingerprint="k-0123456789", project="p", attempts=1, tokens_input=500, tokens_output=100,

@@ -342,8 +342,6 @@ def _pool_kwargs(args: argparse.Namespace, out: Output) -> dict[str, Any]:
         kwargs["google_models_limits"] = args.model_limits
     if getattr(args, "base_url", None):
         kwargs["base_url"] = args.base_url
-    elif os.environ.get("GOOGLE_GEMINI_BASE_URL") and not os.environ.get("CSCTRACKER_AI_BASE_URL"):
-        kwargs["base_url"] = os.environ["GOOGLE_GEMINI_BASE_URL"]
     if getattr(args, "max_wait", None) is not None:
         kwargs["max_wait_s"] = args.max_wait
     if getattr(args, "telemetry", None):
@@ -809,7 +807,7 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     out.print(f"Evento gravado em: {location}")
     from .reports.telemetry_report import Telemetry
 
-    with Telemetry(settings=settings) as telemetry:
+    with Telemetry(settings=settings, env=env) as telemetry:
         rows = telemetry.get_telemetry_data("group", "today")
     out.print("")
     out.print("Relatório de hoje (csc-ai report --period today --group group):")

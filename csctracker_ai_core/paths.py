@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping
 
 __all__ = ["data_dir", "embedded_clickhouse_path", "spool_dir"]
 
 DATA_DIR_ENV = "CSCTRACKER_AI_DATA_DIR"
 
 
-def data_dir(env: Optional[Mapping[str, str]] = None) -> Path:
+def data_dir(env: Mapping[str, str]) -> Path:
     """The per-user data folder.
 
     ``CSCTRACKER_AI_DATA_DIR`` wins; else ``$XDG_DATA_HOME/csctracker-ai-core``; else
-    ``~/.local/share/csctracker-ai-core``. Not created here.
+    ``~/.local/share/csctracker-ai-core``. Not created here. ``env`` is the facade's
+    environment mapping (see :mod:`csctracker_ai_core.settings`).
     """
-    env = os.environ if env is None else env
     explicit = env.get(DATA_DIR_ENV)
     if explicit:
         return Path(explicit).expanduser()
@@ -26,11 +25,11 @@ def data_dir(env: Optional[Mapping[str, str]] = None) -> Path:
     return base / "csctracker-ai-core"
 
 
-def embedded_clickhouse_path(env: Optional[Mapping[str, str]] = None) -> Path:
+def embedded_clickhouse_path(env: Mapping[str, str]) -> Path:
     """Folder of the embedded (chDB) ClickHouse database."""
     return data_dir(env) / "chdb"
 
 
-def spool_dir(env: Optional[Mapping[str, str]] = None) -> Path:
+def spool_dir(env: Mapping[str, str]) -> Path:
     """Folder of the durable telemetry spool (append-only files of pending events)."""
     return data_dir(env) / "spool"

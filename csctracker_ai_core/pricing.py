@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -244,16 +243,16 @@ def _shipped_text() -> str:
     return SHIPPED_PRICES_FILE.read_text(encoding="utf-8")
 
 
-def load_prices(path: Union[str, Path, None] = None, *, env: Optional[Mapping[str, str]] = None) -> PriceTable:
-    """Load the shipped price table, overlaid with the user's file if one is named.
+def load_prices(path: Union[str, Path, None] = None) -> PriceTable:
+    """Load the shipped price table, overlaid with the user's file ``path`` if given.
 
-    ``path`` wins over ``CSCTRACKER_AI_PRICES_FILE``. Not cached: see :func:`get_prices`.
+    The facades read ``CSCTRACKER_AI_PRICES_FILE`` into ``Settings.prices_file`` and
+    pass it here. Not cached: see :func:`get_prices`.
     Raises :class:`~csctracker_ai_core.exceptions.ConfigurationError` on an unreadable
     or malformed file.
     """
-    env = os.environ if env is None else env
     table = _merge(None, _read_json("<shipped model_prices.json>", _shipped_text()), "shipped")
-    user = path if path is not None else (env.get(PRICES_FILE_ENV) or None)
+    user = path
     if user:
         user_path = Path(user).expanduser()
         try:
@@ -272,12 +271,12 @@ _cache: dict[tuple, PriceTable] = {}
 
 
 def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
-    """The price table, cached per (file, modification time).
+    """The price table (shipped, overlaid with ``path`` when given), cached per (file, modification time).
 
     Editing the user's price file takes effect on the next call without a restart;
     an unchanged file costs one ``stat``.
     """
-    user = path if path is not None else (os.environ.get(PRICES_FILE_ENV) or None)
+    user = path
     mtime = None
     if user:
         try:
@@ -291,7 +290,7 @@ def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
             table = _cache.get(cache_key)
             if table is None:
                 try:
-                    table = load_prices(user, env={})
+                    table = load_prices(user)
                 except ConfigurationError:
                     # A file that breaks while the process runs (a bad edit, a half-written
                     # save) must not stop calls: keep pricing with the last good table.

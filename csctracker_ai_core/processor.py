@@ -10,16 +10,13 @@ decided by the pool (``pool/``), what is sent and how the reply is read by
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import pricing
 from .clock import SYSTEM_CLOCK, Clock
-from .environment import env_number
 from .exceptions import (
     AiCoreError,
     ConfigurationError,
@@ -36,8 +33,8 @@ from .pool.classify import scrub
 from .pool.decision import Action, Decision, FailureKind
 from .pool.lease import Lease
 from .pool.rotator import ApiKeyRotator
-from .telemetry.events import AttemptEvent, CallEvent
-from .telemetry.settings import resolve_clickhouse_settings
+from .settings import Settings
+from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
 from .telemetry.writer import NullSink, open_telemetry
 from .tokens import TokenUsage
 from .validation import PreparedCall, validate_call
@@ -47,13 +44,6 @@ __all__ = ["IaProcessor", "GeminiServiceException"]
 logger = logging.getLogger(__name__)
 
 Keys = Union[str, Sequence[str], None]
-
-_DEFAULT_TIMEOUT_S = 120.0
-_DEFAULT_MAX_RETRIES = 3
-
-
-def _to_utc_datetime(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -80,8 +70,8 @@ class IaProcessor:
 
     Keyword-only settings (environment fallback in brackets):
 
-    - ``base_url`` [``CSCTRACKER_AI_BASE_URL``]: Gemini endpoint. When unset the SDK's
-      default applies, including its own ``GOOGLE_GEMINI_BASE_URL``.
+    - ``base_url`` [``CSCTRACKER_AI_BASE_URL``, then the SDK's ``GOOGLE_GEMINI_BASE_URL``]:
+      Gemini endpoint; Gemini's public one by default.
     - ``request_timeout_s`` [``CSCTRACKER_AI_TIMEOUT_S``, 120]: per upstream request.
     - ``max_wait_s`` [``CSCTRACKER_AI_MAX_WAIT_S``]: how long a call may wait for a free
       slot before :class:`QuotaExhaustedError` (pool default when unset).
@@ -96,6 +86,10 @@ class IaProcessor:
     - ``projects``, ``known_limits``, ``model_order``: see ``ApiKeyRotator``.
     - ``temperature`` (0.1, as the original), ``redact``, ``store_images``: telemetry.
     - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
+    - ``env``: the environment mapping read instead of ``os.environ`` (``env={}`` reads
+      nothing). Everything is read once, here, into :attr:`settings`
+      (:class:`~csctracker_ai_core.settings.Settings`); see ``ENVIRONMENT_VARIABLES``
+      there for every variable.
     """
 
     def __init__(
@@ -127,27 +121,18 @@ class IaProcessor:
         telemetry_sink: Optional[Any] = None,
         env: Optional[Mapping[str, str]] = None,
     ) -> None:
-        env = os.environ if env is None else env
+        self.settings: Settings = Settings.load(
+            env=env, host=host, port=port, username=username, password=password,
+            google_models_limits=google_models_limits, google_free_keys=google_free_keys,
+            google_paid_keys=google_paid_keys, base_url=base_url, request_timeout_s=request_timeout_s,
+            max_wait_s=max_wait_s, max_retries=max_retries, telemetry=telemetry,
+            clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url,
+        )
+        settings = self.settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._temperature = temperature
-        timeout = request_timeout_s if request_timeout_s is not None else env_number(
-            env, "CSCTRACKER_AI_TIMEOUT_S", _DEFAULT_TIMEOUT_S
-        )
-        if timeout is None or timeout <= 0:
-            raise ConfigurationError("request_timeout_s must be a positive number of seconds.")
-        retries = max_retries if max_retries is not None else env_number(
-            env, "CSCTRACKER_AI_MAX_RETRIES", _DEFAULT_MAX_RETRIES
-        )
-        if retries is None or retries < 0 or int(retries) != retries:
-            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
-        self._max_retries = int(retries)
-        self._max_wait_s = max_wait_s if max_wait_s is not None else env_number(
-            env, "CSCTRACKER_AI_MAX_WAIT_S", None
-        )
-        if self._max_wait_s is not None and not self._max_wait_s >= 0:
-            raise ConfigurationError(
-                f"max_wait_s={self._max_wait_s!r}: use 0 (never wait) or a positive number of seconds."
-            )
+        self._max_retries = settings.max_retries
+        self._max_wait_s = settings.max_wait_s
         if temperature is not None and (
             isinstance(temperature, bool)
             or not isinstance(temperature, (int, float))
@@ -158,14 +143,8 @@ class IaProcessor:
             )
 
         if rotator is None:
-            free = google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS")
-            paid = google_paid_keys if google_paid_keys is not None else env.get("GOOGLE_PAID_KEYS")
-            limits = google_models_limits if google_models_limits is not None else env.get(
-                "GOOGLE_MODEL_LIMITS"
-            )
             state = None
-            redis_url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
-            if redis_url:
+            if settings.redis is not None:
                 try:
                     from .pool.redis_state import RedisPoolState  # optional dependency
                 except ImportError as exc:
@@ -173,11 +152,15 @@ class IaProcessor:
                         "redis_url / CSCTRACKER_AI_REDIS_URL is set but redis-py is not installed: "
                         "pip install 'csctracker-ai-core[redis]', or unset it to keep the pool in memory."
                     ) from exc
-                state = RedisPoolState.from_url(redis_url, clock=self._clock)
+                redis = settings.redis
+                state = RedisPoolState.from_url(
+                    redis.url, clock=self._clock, namespace=redis.namespace,
+                    lease_ttl_s=redis.lease_ttl_s, policy=redis.policy,
+                )
             rotator = ApiKeyRotator(
-                free,
-                paid,
-                limits,
+                settings.free_keys,
+                settings.paid_keys,
+                settings.model_limits,
                 projects=projects,
                 known_limits=known_limits,
                 model_order=model_order,
@@ -187,18 +170,13 @@ class IaProcessor:
         self.rotator: ApiKeyRotator = rotator
         # A broken CSCTRACKER_AI_PRICES_FILE is a configuration error: say so now, not
         # in the middle of the first call.
-        pricing.get_prices()
-        self._clients = GeminiClients(
-            base_url=base_url or env.get("CSCTRACKER_AI_BASE_URL") or None, timeout_s=timeout
-        )
+        self._prices_file = settings.prices_file
+        pricing.get_prices(self._prices_file)
+        self._clients = GeminiClients(base_url=settings.base_url, timeout_s=settings.request_timeout_s)
 
         if telemetry_sink is None:
-            settings = resolve_clickhouse_settings(
-                host, port, username, password,
-                database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
-            )
-            telemetry_sink = open_telemetry(settings, redact=redact, store_images=store_images)
-            self._telemetry_location = settings.location
+            telemetry_sink = open_telemetry(settings.telemetry, redact=redact, store_images=store_images)
+            self._telemetry_location = settings.telemetry.location
         else:
             self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
         self.telemetry = telemetry_sink
@@ -393,7 +371,7 @@ class IaProcessor:
                 logger.info(
                     "attempt %d on %s failed (%s); pool: %s",
                     number, slot, decision.failure.kind.value if decision.failure else "error",
-                    decision.pool_change or decision.action.value,
+                    decision.label.value,
                 )
                 return decision, exc
             duration = time.perf_counter() - t0
@@ -434,20 +412,20 @@ class IaProcessor:
         return AttemptEvent(
             event_id=event_id,
             attempt=number,
-            timestamp=_to_utc_datetime(started_wall),
+            timestamp=started_wall,
             key_fingerprint=slot.key_fingerprint,
             project=slot.project,
             tier=slot.tier,
             model_name=slot.model,
             duration_ms=duration_s * 1000.0,
-            outcome=failure.kind.value if failure is not None else "ok",
+            outcome=failure.kind if failure is not None else FailureKind.OK,
             http_status=failure.http_status if failure is not None else 200,
             error_type=type(error).__name__ if error is not None else "",
             error_message=(failure.message if failure is not None and failure.message else scrub(error or "")),
             quota_id=failure.quota_id if failure is not None else "",
             retry_delay_s=(failure.retry_delay_s or 0.0) if failure is not None else 0.0,
-            decision=decision.pool_change or decision.action.value,
-            suspended_until=_to_utc_datetime(decision.suspended_until) if decision.suspended_until else None,
+            decision=decision.label,
+            suspended_until=decision.suspended_until,
         )
 
     def _base_event(
@@ -462,7 +440,7 @@ class IaProcessor:
         slot = lease.slot if lease is not None else None
         return dict(
             event_id=event_id,
-            timestamp=_to_utc_datetime(started_wall),
+            timestamp=started_wall,
             task=call.task,
             model_name=slot.model if slot else "",
             tier=slot.tier if slot else "",
@@ -492,7 +470,7 @@ class IaProcessor:
             logger.exception("could not build the full event %s; recording a reduced one", event_id)
             usage = served.usage
             event = CallEvent(
-                outcome="ok", time_spent=served.duration_s, tokens_input=usage.input,
+                outcome=CallOutcome.OK, time_spent=served.duration_s, tokens_input=usage.input,
                 tokens_image=usage.image, tokens_output=usage.output,
                 tokens_reasoning=usage.reasoning, tokens_cached=usage.cached,
                 tokens_total=usage.total, result=served.text,
@@ -508,9 +486,10 @@ class IaProcessor:
         cost, list_cost = pricing.estimate_cost(
             slot.model, slot.tier, call.service_tier, usage.input, usage.output,
             tokens_image=usage.image, tokens_cached=usage.cached,
+            prices=pricing.get_prices(self._prices_file),
         )
         return CallEvent(
-            outcome="ok",
+            outcome=CallOutcome.OK,
             served_tier=served_tier(response),
             time_spent=served.duration_s,
             tokens_input=usage.input,
@@ -534,7 +513,7 @@ class IaProcessor:
         fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
         last = attempts[-1] if attempts else None
         self._emit(CallEvent(
-            outcome="error",
+            outcome=CallOutcome.ERROR,
             error_type=type(error).__name__,
             error_message=scrub(error, limit=1000),
             quota_id=last.quota_id if last else "",

@@ -181,7 +181,7 @@ NOW = datetime.now(timezone.utc)
 
 
 def _seed_store(events):
-    with chdb_client(embedded_clickhouse_path()) as client:
+    with chdb_client(embedded_clickhouse_path(os.environ)) as client:
         insert_events(client, events)
 
 

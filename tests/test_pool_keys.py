@@ -93,11 +93,7 @@ def test_build_key_specs_errors_never_show_keys(free, paid, projects, fragment):
 )
 def test_parse_model_limits(value, expected):
     """JSON or model=n pairs, as in the original; unset means the defaults."""
-    assert parse_model_limits(value, environ={}) == expected
-
-
-def test_parse_model_limits_reads_environment():
-    assert parse_model_limits(None, environ={"GOOGLE_MODEL_LIMITS": "gemini-2.5-pro=5"}) == {"gemini-2.5-pro": 5}
+    assert parse_model_limits(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -115,7 +111,7 @@ def test_parse_model_limits_reads_environment():
 def test_parse_model_limits_errors(value, fragment):
     """Unlike the original, a bad value is an error, not a silent fallback."""
     with pytest.raises(ConfigurationError, match=fragment):
-        parse_model_limits(value, environ={})
+        parse_model_limits(value)
 
 
 def test_parse_known_limits():

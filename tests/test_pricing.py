@@ -99,7 +99,7 @@ def test_unknown_model_logs_at_debug_once(caplog):
 
 
 def test_shipped_table_matches_the_wire_notes():
-    table = load_prices(env={})
+    table = load_prices()
     pro = table.models["gemini-2.5-pro"]
     assert (pro.input_price_less_200, pro.output_price_less_200, pro.input_price_more_200, pro.output_price_more_200) == (
         D("1.25"), D("10.00"), D("2.50"), D("15.00"))
@@ -132,20 +132,19 @@ def test_user_file_overrides_and_adds(tmp_path, monkeypatch):
     assert table.models["gemini-2.5-pro"].input_price_less_200 == D("1.25")
     # added
     assert estimate_cost("my-tuned-model", "paid", "priority", 300_000, 1000, prices=table)[1] == D("0.5454")
-    # via the environment, picked up by the cached accessor
-    monkeypatch.setenv(PRICES_FILE_ENV, str(user))
-    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 1000) == (D("0.003"), D("0.003"))
+    # through the cached accessor (the facades pass Settings.prices_file)
+    assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 1000, prices=get_prices(user)) == (
+        D("0.003"), D("0.003"))
 
 
-def test_edited_user_file_is_reloaded(tmp_path, monkeypatch):
+def test_edited_user_file_is_reloaded(tmp_path):
     user = tmp_path / "prices.json"
     user.write_text(json.dumps({"models": {"x-model": {"input_price_less_200": "1", "output_price_less_200": "1"}}}))
-    monkeypatch.setenv(PRICES_FILE_ENV, str(user))
-    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0)[1] == D("1")
+    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0, prices=get_prices(user))[1] == D("1")
     user.write_text(json.dumps({"models": {"x-model": {"input_price_less_200": "3", "output_price_less_200": "1"}}}))
     stat = user.stat()
     os.utime(user, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0)[1] == D("3")
+    assert estimate_cost("x-model", "paid", "standard", 1_000_000, 0, prices=get_prices(user))[1] == D("3")
 
 
 @pytest.mark.parametrize(

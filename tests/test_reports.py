@@ -322,9 +322,11 @@ def test_default_constructor_reads_the_processor_settings(tmp_path, monkeypatch)
     monkeypatch.setenv("CSCTRACKER_AI_DATA_DIR", str(tmp_path / "data"))
     for name in ("CLICKHOUSE_HOST", "CSCTRACKER_AI_CLICKHOUSE_DSN", "CSCTRACKER_AI_TELEMETRY"):
         monkeypatch.delenv(name, raising=False)
+    import os
+
     from csctracker_ai_core.paths import embedded_clickhouse_path
 
-    with chdb_client(embedded_clickhouse_path()) as client:
+    with chdb_client(embedded_clickhouse_path(os.environ)) as client:
         insert_events(client, _events()[:1])
     from csctracker_ai_core.service.Telemetry import Telemetry as ShimTelemetry
 

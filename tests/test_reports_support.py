@@ -71,7 +71,7 @@ def call_event(
     eid = event_id or f"{task}-{model}-{when.isoformat()}"
     return CallEvent(
         event_id=eid,
-        timestamp=when,
+        timestamp=when.timestamp(),
         task=task,
         outcome=outcome,
         model_name=model,
@@ -105,7 +105,7 @@ def attempt(when: datetime, n: int, key: str, tier: str, model: str, *, status: 
     return AttemptEvent(
         event_id="",
         attempt=n,
-        timestamp=when,
+        timestamp=when.timestamp(),
         key_fingerprint=key,
         project=project,
         tier=tier,

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["FailureKind", "Failure", "Action", "Decision"]
+__all__ = ["FailureKind", "Failure", "Action", "PoolChange", "Decision"]
 
 
 class FailureKind(str, enum.Enum):
@@ -55,6 +55,16 @@ class Action(str, enum.Enum):
     RAISE = "raise"  # stop: the failure cannot be fixed by retrying
 
 
+class PoolChange(str, enum.Enum):
+    """What the pool changed in its state after an attempt."""
+
+    NONE = ""
+    SUSPEND = "suspend"  # the slot (or the project's model) waits until suspended_until
+    DISABLE_KEY = "disable_key"  # the key is refused for good (invalid, leaked, blocked)
+    DISABLE_MODEL = "disable_model"  # the model does not exist for this key
+    COOLDOWN = "cooldown"  # a breaker opened after repeated server errors
+
+
 @dataclass(frozen=True)
 class Decision:
     """The pool's answer to an attempt's outcome."""
@@ -62,5 +72,10 @@ class Decision:
     action: Action
     failure: Optional[Failure] = None
     backoff_s: float = 0.0  # wait before the next attempt (0: go at once)
-    pool_change: str = ""  # "suspend", "disable_key", "disable_model", "cooldown" or ""
+    pool_change: PoolChange = PoolChange.NONE
     suspended_until: Optional[float] = None  # Unix time, when pool_change suspended something
+
+    @property
+    def label(self) -> "PoolChange | Action":
+        """What ``ai_attempts.decision`` records: the pool change if any, else the action."""
+        return self.pool_change if self.pool_change else self.action

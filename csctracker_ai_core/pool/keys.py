@@ -29,7 +29,6 @@ Errors never contain a key: keys are named by fingerprint or by position.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Union
@@ -231,20 +230,13 @@ def _positive_int(value: Any, what: str) -> int:
     return number
 
 
-def parse_model_limits(
-    value: Union[str, Mapping[str, Any], None] = None,
-    *,
-    environ: Optional[Mapping[str, str]] = None,
-) -> dict[str, int]:
-    """``{model: concurrency cap per key}`` from ``value``, else ``GOOGLE_MODEL_LIMITS``, else defaults.
+def parse_model_limits(value: Union[str, Mapping[str, Any], None] = None) -> dict[str, int]:
+    """``{model: concurrency cap per key}`` from ``value`` (``GOOGLE_MODEL_LIMITS``'s text), else defaults.
 
     >>> parse_model_limits("gemini-2.5-flash=2, gemini-2.5-pro=1")
     {'gemini-2.5-flash': 2, 'gemini-2.5-pro': 1}
     """
     what = "GOOGLE_MODEL_LIMITS"
-    if value is None:
-        env = os.environ if environ is None else environ
-        value = env.get("GOOGLE_MODEL_LIMITS")
     if value is None or (isinstance(value, str) and not value.strip()):
         return dict(DEFAULT_MODEL_LIMITS)
     if isinstance(value, str):

@@ -52,7 +52,6 @@ from collections import deque
 from typing import AbstractSet, Any, Optional, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..environment import env_number
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from . import redis_scripts as lua
 from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
@@ -221,8 +220,9 @@ class RedisPoolState:
     ) -> "RedisPoolState":
         """A state on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
-        Unset arguments fall back to ``CSCTRACKER_AI_REDIS_NAMESPACE``,
-        ``CSCTRACKER_AI_REDIS_LEASE_TTL_S`` and ``CSCTRACKER_AI_REDIS_POLICY``.
+        Unset arguments take their defaults (the facade reads
+        ``CSCTRACKER_AI_REDIS_NAMESPACE``, ``CSCTRACKER_AI_REDIS_LEASE_TTL_S`` and
+        ``CSCTRACKER_AI_REDIS_POLICY`` into :class:`~csctracker_ai_core.settings.RedisSettings`).
         Socket timeouts are short and a failed command is retried once at once (a
         connection dropped by a Redis restart), so an outage is detected in
         ``connect_timeout_s`` / ``socket_timeout_s`` rather than after redis-py's
@@ -230,12 +230,10 @@ class RedisPoolState:
         """
         if redis is None:  # pragma: no cover
             raise ConfigurationError("redis_url needs redis-py: pip install 'csctracker-ai-core[redis]'")
-        if namespace is None:
-            namespace = os.environ.get("CSCTRACKER_AI_REDIS_NAMESPACE", "").strip() or None
         if lease_ttl_s is None:
-            lease_ttl_s = env_number(os.environ, "CSCTRACKER_AI_REDIS_LEASE_TTL_S", None) or DEFAULT_LEASE_TTL_S
+            lease_ttl_s = DEFAULT_LEASE_TTL_S
         if policy is None:
-            policy = os.environ.get("CSCTRACKER_AI_REDIS_POLICY", "").strip().lower() or "fallback"
+            policy = "fallback"
         kwargs.setdefault("socket_timeout", socket_timeout_s)
         kwargs.setdefault("socket_connect_timeout", connect_timeout_s)
         kwargs.setdefault("retry", Retry(NoBackoff(), 1))

@@ -33,7 +33,7 @@ from ..fingerprint import key_fingerprint
 from .classify import classify_failure, invalid_output_failure
 from .constants import DEFAULT_MAX_WAIT_S
 from .cooldown import breaker_until, quota_suspension_until, transient_backoff_s
-from .decision import Action, Decision, Failure, FailureKind
+from .decision import Action, Decision, Failure, FailureKind, PoolChange
 from .keys import (
     TIERS,
     KeysInput,
@@ -354,17 +354,17 @@ class ApiKeyRotator:
                 effective - now,
                 reason,
             )
-            return Decision(Action.RETRY, failure, 0.0, "suspend", effective)
+            return Decision(Action.RETRY, failure, 0.0, PoolChange.SUSPEND, effective)
         if kind is FailureKind.KEY_INVALID:
             reason = f"key refused ({failure.http_status} {failure.reason or failure.status}): {failure.message}"
             left = state.disable_key(slot.key_fingerprint, reason)
             _log.warning("disabled key %s for the life of the process: %s (%d keys left)", slot.key_fingerprint, reason, left)
-            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, "disable_key")
+            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, PoolChange.DISABLE_KEY)
         if kind is FailureKind.MODEL_NOT_FOUND:
             reason = f"model not found (404): {failure.message}"
             left = state.disable_model_for_key(slot.key_fingerprint, slot.model, reason)
             _log.warning("disabled %s for the life of the process: %s", slot, reason)
-            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, "disable_model")
+            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, PoolChange.DISABLE_MODEL)
         if kind is FailureKind.TRANSIENT or (kind is FailureKind.UNKNOWN and failure.http_status >= 500):
             key = (slot.key_fingerprint, slot.model)
             with self._lock:
@@ -379,7 +379,7 @@ class ApiKeyRotator:
             reason = f"circuit breaker: {streak} consecutive transient failures ({failure.error_type})"
             effective = state.suspend(Scope.slot(slot.key_fingerprint, slot.model), cool, reason, now)  # type: ignore[arg-type]
             _log.info("cooled down %s until %s: %s", slot, _format_utc(effective), reason)
-            return Decision(Action.RETRY, failure, backoff, "cooldown", effective)
+            return Decision(Action.RETRY, failure, backoff, PoolChange.COOLDOWN, effective)
         if kind is FailureKind.INVALID_OUTPUT:
             return Decision(Action.RETRY, failure, 0.0)
         # BAD_REQUEST (the request itself is wrong) and anything we cannot read.

@@ -50,7 +50,7 @@ import logging
 import threading
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..exceptions import TelemetryError
 from ..pricing import PriceTable, get_prices
@@ -111,7 +111,9 @@ class Telemetry:
     price file (see :mod:`csctracker_ai_core.pricing`); ``tz`` is the zone of calendar
     periods and buckets (UTC by default, like the original); ``now`` fixes the clock;
     ``settings`` (a :class:`~csctracker_ai_core.telemetry.settings.ClickHouseSettings`)
-    replaces the environment lookup. Opens nothing until the first report.
+    replaces the environment lookup; ``env`` replaces ``os.environ`` as the environment
+    read (the store's location and ``CSCTRACKER_AI_PRICES_FILE``). Opens nothing until
+    the first report.
     """
 
     def __init__(
@@ -125,8 +127,13 @@ class Telemetry:
         now: NowArg = None,
         seed_prices: bool = True,
         settings: Any = None,
+        env: Optional[Mapping[str, str]] = None,
     ) -> None:
+        from ..settings import process_environment, prices_file_from
+
         self._db = db
+        self._env = process_environment(env)
+        self._prices_file = prices_file_from(self._env)
         self._settings = settings
         self._client = client
         self._database = database
@@ -192,7 +199,7 @@ class Telemetry:
     # ------------------------------------------------------------------ prices
 
     def _file_prices(self) -> PriceTable:
-        return self._base_prices if self._base_prices is not None else get_prices()
+        return self._base_prices if self._base_prices is not None else get_prices(self._prices_file)
 
     def prices(self) -> PriceTable:
         """The prices reports use: the price file overlaid with ``model_prices``."""
@@ -374,7 +381,7 @@ def _open_client(db: Any, owner: Telemetry) -> tuple[Any, str]:
     if db is None:
         from ..telemetry.clickhouse_db import ClickHouseDb
 
-        db = ClickHouseDb(settings=owner._settings)
+        db = ClickHouseDb(settings=owner._settings, env=owner._env)
         owner._owned_db = db
     getter = getattr(db, "get_ch_client", None)
     if callable(getter):

@@ -1,7 +1,7 @@
 """Telemetry: every call recorded in ClickHouse (a server, or the embedded chDB store),
 never slowing a call and never losing an event. See docs/TELEMETRY.md.
 
-    sink = open_telemetry(resolve_clickhouse_settings())   # never blocks
+    sink = open_telemetry(Settings.load().telemetry)       # never blocks
     sink.record(call_event)                                 # microseconds, on disk
     sink.close(5.0)                                         # last delivery, bounded
 """

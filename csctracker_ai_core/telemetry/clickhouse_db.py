@@ -18,13 +18,12 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Mapping, Optional
 
 from ..exceptions import TelemetryError
 from . import ownership
 from .connection import connect
-from .events import CallEvent
+from .events import CallEvent, CallOutcome
 from .schema import ensure_schema
 from .settings import ClickHouseSettings, resolve_clickhouse_settings
 from .writer import NullSink, TelemetrySink, open_telemetry
@@ -67,7 +66,8 @@ class ClickHouseDb:
 
     Arguments as in the original (``host``, ``port``, ``username``, ``password``; the
     ``CLICKHOUSE_*`` environment fills what is not given), plus ``database``, ``dsn``
-    and ``telemetry`` (``"server"``, ``"embedded"`` or ``"off"``). ``sink`` reuses an
+    and ``telemetry`` (``"server"``, ``"embedded"`` or ``"off"``); ``env`` replaces
+    ``os.environ`` as the environment read. ``sink`` reuses an
     existing writer (e.g. the processor's) instead of opening one; ``writer_options``
     go to :func:`open_telemetry` when this object opens its own (lazily, on the first
     ``log_event_telemetry``).
@@ -85,11 +85,17 @@ class ClickHouseDb:
         telemetry: Optional[str] = None,
         settings: Optional[ClickHouseSettings] = None,
         sink: Optional[TelemetrySink] = None,
+        env: Optional[Mapping[str, str]] = None,
         **writer_options: Any,
     ) -> None:
-        self.settings = settings or resolve_clickhouse_settings(
-            host, port, username, password, database=database, dsn=dsn, telemetry=telemetry
-        )
+        if settings is None:
+            from ..settings import process_environment  # the facade's one environment lookup
+
+            settings = resolve_clickhouse_settings(
+                host, port, username, password, database=database, dsn=dsn, telemetry=telemetry,
+                env=process_environment(env),
+            )
+        self.settings = settings
         self._sink = sink
         self._own_sink = False
         self._writer_options = writer_options
@@ -132,9 +138,9 @@ class ClickHouseDb:
                 result = json.dumps(result, ensure_ascii=False, default=str)
             event = CallEvent(
                 event_id=event_id or str(uuid.uuid4()),
-                timestamp=datetime.now(timezone.utc),
+                timestamp=time.time(),
                 task=task or "",
-                outcome="ok",
+                outcome=CallOutcome.OK,
                 model_name=name,
                 tier=tier,
                 service_tier=service_tier or "standard",

@@ -2,8 +2,11 @@
 :class:`AttemptEvent` per upstream request.
 
 These are the contract between the processor and the writer. Field names are the
-ClickHouse column names of ``ai_events`` and ``ai_attempts`` (see
-``telemetry/schema.py``); the ones kept from the original library keep their meaning:
+ClickHouse column names of ``ai_events`` and ``ai_attempts`` (the column table in
+``telemetry/schema.py``; ``telemetry/records.py`` lists the few columns computed from
+other fields). Timestamps stay epoch seconds (floats, as the clock gives them) until
+the insert columns are built. The columns kept from the original library keep their
+meaning:
 
 ========================  =====================================================
 original column           meaning here
@@ -33,12 +36,27 @@ generate_content and provider gcp.gemini are constants of every row.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional, Tuple, Union
 
-__all__ = ["AttemptEvent", "CallEvent"]
+from ..pool.decision import Action, FailureKind, PoolChange
+
+__all__ = ["AttemptEvent", "CallEvent", "CallOutcome", "AttemptDecision"]
+
+
+class CallOutcome(str, enum.Enum):
+    """``ai_events.outcome``: did the caller get an answer."""
+
+    OK = "ok"
+    ERROR = "error"
+
+
+#: ``ai_attempts.decision``: what the pool did about the attempt; the pool change when
+#: there was one (suspend, disable_key, disable_model, cooldown), else the action
+#: (served, retry, raise). See :attr:`~csctracker_ai_core.pool.decision.Decision.label`.
+AttemptDecision = Union[PoolChange, Action]
 
 
 @dataclass(frozen=True)
@@ -47,20 +65,20 @@ class AttemptEvent:
 
     event_id: str
     attempt: int  # 1-based order within the call
-    timestamp: datetime  # UTC, when the request started
+    timestamp: float  # when the request started: Unix epoch seconds (UTC), as the clock gives
     key_fingerprint: str
     project: str
     tier: str  # "free" or "paid"
     model_name: str
     duration_ms: float
-    outcome: str  # "ok", "quota", "auth", "not_found", "transient", "bad_request", "invalid_output", "error"
+    outcome: FailureKind  # "ok" or the failure's kind: see FailureKind for every value
     http_status: int = 0  # 0 when no HTTP answer (timeout, dropped connection)
     error_type: str = ""  # exception class name, "" on success
     error_message: str = ""  # short, key-free
     quota_id: str = ""  # Gemini's QuotaFailure quotaId, when a 429 carried one
     retry_delay_s: float = 0.0  # RetryInfo.retryDelay, when present
-    decision: str = ""  # what the pool did: "served", "suspend", "disable_key", "disable_model", "backoff", "raise"
-    suspended_until: Optional[datetime] = None  # UTC, when the decision set a suspension
+    decision: Union[AttemptDecision, str] = ""  # see AttemptDecision
+    suspended_until: Optional[float] = None  # epoch seconds, when the decision set a suspension
 
 
 @dataclass(frozen=True)
@@ -68,9 +86,9 @@ class CallEvent:
     """One call of ``analisar_com_gemini`` (a row of ``ai_events``), success or failure."""
 
     event_id: str
-    timestamp: datetime  # UTC, when the call started
+    timestamp: float  # when the call started: Unix epoch seconds (UTC), as the clock gives
     task: str
-    outcome: str  # "ok" or "error"
+    outcome: CallOutcome
     model_name: str = ""  # model of the last attempt ("" if none was made)
     tier: str = ""  # "free", "paid" or ""
     service_tier: str = "standard"  # asked

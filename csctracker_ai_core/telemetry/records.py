@@ -15,13 +15,14 @@ What is stored (see docs/TELEMETRY.md):
 from __future__ import annotations
 
 import json
+import operator
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .._version import __version__
 from .events import AttemptEvent, CallEvent
-from .schema import ATTEMPT_COLUMNS, EVENT_COLUMNS
+from .schema import ATTEMPT_COLUMNS, EVENT_COLUMNS, Column, Encoding
 
 __all__ = [
     "DEFAULT_MAX_TEXT_BYTES",
@@ -37,10 +38,37 @@ DEFAULT_MAX_TEXT_BYTES = 256 * 1024
 TRUNCATION_MARKER_FORMAT = "\n[csctracker-ai-core: truncated, {kept} of {total} bytes kept]"
 RECORD_FORMAT_VERSION = 1
 
-EVENT_COLUMN_NAMES: Tuple[str, ...] = tuple(c[0] for c in EVENT_COLUMNS if c[0] != "ingested_at")
-ATTEMPT_COLUMN_NAMES: Tuple[str, ...] = tuple(c[0] for c in ATTEMPT_COLUMNS if c[0] != "ingested_at")
+EVENT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS if c.from_record)
+ATTEMPT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in ATTEMPT_COLUMNS if c.from_record)
 
 _UTC = timezone.utc
+
+# Columns whose record value is computed here rather than copied from the event field
+# of the same name. Every other column is a field of CallEvent / AttemptEvent, copied
+# as is (Encoding.VALUE, Encoding.TIMESTAMP: epoch seconds) or as exact text
+# (Encoding.DECIMAL). tests/test_telemetry_schema.py checks that the union is exactly
+# the column table.
+EVENT_DERIVED = frozenset({
+    "payload", "result", "payload_bytes", "result_bytes", "error_message", "model", "image_base64",
+    "metadata", "operation", "provider", "library_version",
+})
+ATTEMPT_DERIVED = frozenset({"task", "library_version"})
+
+
+def _copied(columns: Sequence[Column], derived: frozenset) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(names copied as is, names copied as decimal text) of ``columns``."""
+    kept = [c for c in columns if c.from_record and c.name not in derived]
+    return (
+        tuple(c.name for c in kept if c.encoding is not Encoding.DECIMAL),
+        tuple(c.name for c in kept if c.encoding is Encoding.DECIMAL),
+    )
+
+
+EVENT_COPIED, EVENT_DECIMALS = _copied(EVENT_COLUMNS, EVENT_DERIVED)
+ATTEMPT_COPIED, ATTEMPT_DECIMALS = _copied(ATTEMPT_COLUMNS, ATTEMPT_DERIVED)
+# One C-level call reads every copied field (cheaper than a getattr per column).
+_event_values = operator.attrgetter(*EVENT_COPIED)
+_attempt_values = operator.attrgetter(*ATTEMPT_COPIED)
 
 
 def cap_text(text: str, max_bytes: int) -> Tuple[str, int]:
@@ -57,88 +85,39 @@ def cap_text(text: str, max_bytes: int) -> Tuple[str, int]:
     return kept + TRUNCATION_MARKER_FORMAT.format(kept=kept_bytes, total=total), total
 
 
-def _ts(value: Optional[datetime]) -> Optional[float]:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # the contract says UTC; a naive value is taken as UTC
-        value = value.replace(tzinfo=_UTC)
-    return value.timestamp()
-
-
 def _attempt_record(a: AttemptEvent, task: str) -> Dict[str, Any]:
-    return {
-        "timestamp": _ts(a.timestamp),
-        "event_id": a.event_id,
-        "attempt": a.attempt,
-        "task": task,
-        "key_fingerprint": a.key_fingerprint,
-        "project": a.project,
-        "tier": a.tier,
-        "model_name": a.model_name,
-        "duration_ms": a.duration_ms,
-        "outcome": a.outcome,
-        "http_status": a.http_status,
-        "error_type": a.error_type,
-        "error_message": a.error_message,
-        "quota_id": a.quota_id,
-        "retry_delay_s": a.retry_delay_s,
-        "decision": a.decision,
-        "suspended_until": _ts(a.suspended_until),
-        "library_version": __version__,
-    }
+    rec = dict(zip(ATTEMPT_COPIED, _attempt_values(a)))
+    for name in ATTEMPT_DECIMALS:
+        rec[name] = str(getattr(a, name))
+    rec["task"] = task
+    rec["library_version"] = __version__
+    return rec
 
 
 def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES, store_images: bool = False) -> Dict[str, Any]:
-    """The spool record of ``event``: capped, image bytes removed unless opted in."""
-    prompt, payload_bytes = cap_text(event.payload, max_text_bytes)
-    result, result_bytes = cap_text(event.result, max_text_bytes)
-    error_message, _ = cap_text(event.error_message, 16 * 1024)
-    return {
-        "_v": RECORD_FORMAT_VERSION,
-        "timestamp": _ts(event.timestamp),
-        "event_id": event.event_id,
-        "tokens_input": event.tokens_input,
-        "tokens_image": event.tokens_image,
-        "tokens_output": event.tokens_output,
-        "tokens_reasoning": event.tokens_reasoning,
-        # The original stored json.dumps(prompt): keep that meaning for old queries.
-        "payload": json.dumps(prompt, ensure_ascii=False),
-        "result": result,
-        "model": event.model,
-        "task": event.task,
-        "time_spent": event.time_spent,
-        "service_tier": event.service_tier,
-        "model_name": event.model_name,
-        "tier": event.tier,
-        "served_tier": event.served_tier,
-        "operation": "generate_content",
-        "provider": "gcp.gemini",
-        "key_fingerprint": event.key_fingerprint,
-        "project": event.project,
-        "outcome": event.outcome,
-        "attempts": event.attempts,
-        "error_type": event.error_type,
-        "error_message": error_message,
-        "quota_id": event.quota_id,
-        "total_duration_ms": event.total_duration_ms,
-        "tokens_cached": event.tokens_cached,
-        "tokens_total": event.tokens_total,
-        "cost_usd": str(event.cost_usd),
-        "list_cost_usd": str(event.list_cost_usd),
-        "payload_bytes": payload_bytes,
-        "result_bytes": result_bytes,
-        "finish_reason": event.finish_reason,
-        "response_id": event.response_id,
-        "model_version": event.model_version,
-        "image_sha256": event.image_sha256,
-        "image_bytes": event.image_bytes,
-        "image_mime": event.image_mime,
-        "image_base64": event.image_base64 if store_images else "",
-        "return_json": bool(event.return_json),
-        "metadata": {str(k): str(v) for k, v in dict(event.metadata).items()},
-        "library_version": __version__,
-        "_a": [_attempt_record(a, event.task) for a in event.attempt_events],
-    }
+    """The spool record of ``event``: capped, image bytes removed unless opted in.
+
+    Keys: every column of ``ai_events`` that is not filled by ClickHouse, ``"_v"`` (the
+    record format) and ``"_a"`` (the attempts' records).
+    """
+    rec = dict(zip(EVENT_COPIED, _event_values(event)))
+    for name in EVENT_DECIMALS:
+        rec[name] = str(getattr(event, name))
+    prompt, rec["payload_bytes"] = cap_text(event.payload, max_text_bytes)
+    # The original stored json.dumps(prompt): keep that meaning for old queries.
+    rec["payload"] = json.dumps(prompt, ensure_ascii=False)
+    rec["result"], rec["result_bytes"] = cap_text(event.result, max_text_bytes)
+    rec["error_message"] = cap_text(event.error_message, 16 * 1024)[0]
+    rec["model"] = event.model
+    rec["image_base64"] = event.image_base64 if store_images else ""
+    rec["metadata"] = {str(k): str(v) for k, v in event.metadata.items()} if event.metadata else {}
+    rec["operation"] = "generate_content"
+    rec["provider"] = "gcp.gemini"
+    rec["library_version"] = __version__
+    rec["_v"] = RECORD_FORMAT_VERSION
+    task = event.task
+    rec["_a"] = [_attempt_record(a, task) for a in event.attempt_events]
+    return rec
 
 
 def encode_record(record: Dict[str, Any]) -> bytes:
@@ -151,20 +130,27 @@ def decode_record(line: bytes) -> Dict[str, Any]:
     return json.loads(line.decode("utf-8", "surrogatepass"))
 
 
-def _dt(value: Optional[float]) -> Optional[datetime]:
-    return None if value is None else datetime.fromtimestamp(value, _UTC)
+def _dt(value: float) -> datetime:
+    return datetime.fromtimestamp(value, _UTC)
 
 
-_EVENT_CONVERT = {"timestamp": _dt, "cost_usd": Decimal, "list_cost_usd": Decimal}
-_ATTEMPT_CONVERT = {"timestamp": _dt, "suspended_until": _dt}
+def _converters(columns: Sequence[Column], names: Sequence[str]) -> Tuple[Optional[Callable[[Any], Any]], ...]:
+    """Per column: what turns a record value into the insert value (``None``: as is)."""
+    by_name = {c.name: c for c in columns}
+    table = {Encoding.TIMESTAMP: _dt, Encoding.DECIMAL: Decimal, Encoding.VALUE: None}
+    return tuple(table[by_name[n].encoding] for n in names)
 
 
-def _columns(rows: Iterable[Dict[str, Any]], names: Sequence[str], convert: Dict[str, Any]) -> List[List[Any]]:
+_EVENT_CONVERT = _converters(EVENT_COLUMNS, EVENT_COLUMN_NAMES)
+_ATTEMPT_CONVERT = _converters(ATTEMPT_COLUMNS, ATTEMPT_COLUMN_NAMES)
+
+
+def _columns(rows: Iterable[Dict[str, Any]], names: Sequence[str], convert: Sequence[Any]) -> List[List[Any]]:
     cols: List[List[Any]] = [[] for _ in names]
     for row in rows:
         for i, name in enumerate(names):
             value = row.get(name)
-            fn = convert.get(name)
+            fn = convert[i]
             cols[i].append(fn(value) if fn is not None and value is not None else value)
     return cols
 

@@ -24,6 +24,7 @@ is kept as ``ai_events_legacy_v0`` until someone drops it.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -34,6 +35,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "EVENT_COLUMNS",
     "ATTEMPT_COLUMNS",
+    "Column",
+    "Encoding",
     "SchemaReport",
     "ensure_schema",
     "ai_events_ddl",
@@ -55,88 +58,129 @@ _LC = "LowCardinality(String)"
 _TS = "DateTime64(3, 'UTC')"
 _MONEY = "Decimal(18, 12)"  # exact USD; 12 places keep per-token prices exact
 
-# (name, type, default expression or None, codec or None). Order = column order.
-EVENT_COLUMNS: Tuple[Tuple[str, str, Optional[str], Optional[str]], ...] = (
+
+class Encoding(enum.Enum):
+    """How a column's value travels from an event to ClickHouse.
+
+    The spool record holds JSON values; the insert builder turns each into what
+    clickhouse-connect takes for the column's type. Derived from the type.
+    """
+
+    VALUE = "value"  # JSON-native (str, int, float, bool, map) in the record and the column
+    TIMESTAMP = "timestamp"  # epoch seconds (float, UTC) in events and records; datetime in the column
+    DECIMAL = "decimal"  # decimal text in the record (exact); Decimal in the column
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a telemetry table: the single definition of it.
+
+    ``default`` is the SQL ``DEFAULT`` expression (``None``: none), ``codec`` the
+    compression. ``from_record=False`` marks a column ClickHouse fills itself
+    (``ingested_at``): it is in the DDL but not in spool records.
+    """
+
+    name: str
+    type: str
+    default: Optional[str] = None
+    codec: Optional[str] = None
+    from_record: bool = True
+
+    @property
+    def encoding(self) -> Encoding:
+        """How the value is held in a record and converted for the insert (see :class:`Encoding`)."""
+        base = self.type[len("Nullable("):-1] if self.type.startswith("Nullable(") else self.type
+        if base.startswith("DateTime"):
+            return Encoding.TIMESTAMP
+        if base.startswith("Decimal"):
+            return Encoding.DECIMAL
+        return Encoding.VALUE
+
+    def sql(self) -> str:
+        """The column's definition in ``CREATE TABLE`` / ``ADD COLUMN``."""
+        out = f"`{self.name}` {self.type}"
+        if self.default is not None:
+            out += f" DEFAULT {self.default}"
+        if self.codec is not None:
+            out += f" CODEC({self.codec})"
+        return out
+
+
+# Adding a column: one line here (name, type, default). Existing tables get it by
+# ``ADD COLUMN IF NOT EXISTS`` on the next start; a field of the same name on
+# CallEvent / AttemptEvent fills it (tests/test_telemetry_schema.py ties the two).
+# Order = column order.
+EVENT_COLUMNS: Tuple[Column, ...] = (
     # --- the original library's columns, same names and meanings -----------------
-    ("timestamp", _TS, None, None),
-    ("event_id", "String", None, None),
-    ("tokens_input", "UInt32", "0", None),
-    ("tokens_image", "UInt32", "0", None),
-    ("tokens_output", "UInt32", "0", None),
-    ("tokens_reasoning", "UInt32", "0", None),
-    ("payload", "String", None, "ZSTD(9)"),
-    ("result", "String", None, "ZSTD(9)"),
-    ("model", _LC, None, None),
-    ("task", _LC, None, None),
-    ("time_spent", "Float64", "0", None),
-    ("service_tier", _LC, "'standard'", None),
+    Column("timestamp", _TS),
+    Column("event_id", "String"),
+    Column("tokens_input", "UInt32", "0"),
+    Column("tokens_image", "UInt32", "0"),
+    Column("tokens_output", "UInt32", "0"),
+    Column("tokens_reasoning", "UInt32", "0"),
+    Column("payload", "String", None, "ZSTD(9)"),
+    Column("result", "String", None, "ZSTD(9)"),
+    Column("model", _LC),
+    Column("task", _LC),
+    Column("time_spent", "Float64", "0"),
+    Column("service_tier", _LC, "'standard'"),
     # --- added for the audit --------------------------------------------------------
-    ("model_name", _LC, "''", None),
-    ("tier", _LC, "''", None),
-    ("served_tier", _LC, "''", None),
-    ("operation", _LC, "'generate_content'", None),
-    ("provider", _LC, "'gcp.gemini'", None),
-    ("key_fingerprint", _LC, "''", None),
-    ("project", _LC, "''", None),
-    ("outcome", _LC, "'ok'", None),
-    ("attempts", "UInt16", "0", None),
-    ("error_type", _LC, "''", None),
-    ("error_message", "String", "''", "ZSTD(3)"),
-    ("quota_id", _LC, "''", None),
-    ("total_duration_ms", "Float64", "0", None),
-    ("tokens_cached", "UInt32", "0", None),
-    ("tokens_total", "UInt32", "0", None),
-    ("cost_usd", _MONEY, "0", None),
-    ("list_cost_usd", _MONEY, "0", None),
-    ("payload_bytes", "UInt32", "0", None),
-    ("result_bytes", "UInt32", "0", None),
-    ("finish_reason", _LC, "''", None),
-    ("response_id", "String", "''", None),
-    ("model_version", _LC, "''", None),
-    ("image_sha256", "String", "''", None),
-    ("image_bytes", "UInt32", "0", None),
-    ("image_mime", _LC, "''", None),
-    ("image_base64", "String", "''", "ZSTD(9)"),
-    ("return_json", "Bool", "true", None),
-    ("metadata", "Map(LowCardinality(String), String)", None, "ZSTD(3)"),
-    ("library_version", _LC, "''", None),
-    ("ingested_at", _TS, "now64(3)", None),
+    Column("model_name", _LC, "''"),
+    Column("tier", _LC, "''"),
+    Column("served_tier", _LC, "''"),
+    Column("operation", _LC, "'generate_content'"),
+    Column("provider", _LC, "'gcp.gemini'"),
+    Column("key_fingerprint", _LC, "''"),
+    Column("project", _LC, "''"),
+    Column("outcome", _LC, "'ok'"),
+    Column("attempts", "UInt16", "0"),
+    Column("error_type", _LC, "''"),
+    Column("error_message", "String", "''", "ZSTD(3)"),
+    Column("quota_id", _LC, "''"),
+    Column("total_duration_ms", "Float64", "0"),
+    Column("tokens_cached", "UInt32", "0"),
+    Column("tokens_total", "UInt32", "0"),
+    Column("cost_usd", _MONEY, "0"),
+    Column("list_cost_usd", _MONEY, "0"),
+    Column("payload_bytes", "UInt32", "0"),
+    Column("result_bytes", "UInt32", "0"),
+    Column("finish_reason", _LC, "''"),
+    Column("response_id", "String", "''"),
+    Column("model_version", _LC, "''"),
+    Column("image_sha256", "String", "''"),
+    Column("image_bytes", "UInt32", "0"),
+    Column("image_mime", _LC, "''"),
+    Column("image_base64", "String", "''", "ZSTD(9)"),
+    Column("return_json", "Bool", "true"),
+    Column("metadata", "Map(LowCardinality(String), String)", None, "ZSTD(3)"),
+    Column("library_version", _LC, "''"),
+    Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
-ATTEMPT_COLUMNS: Tuple[Tuple[str, str, Optional[str], Optional[str]], ...] = (
-    ("timestamp", _TS, None, None),
-    ("event_id", "String", None, None),
-    ("attempt", "UInt16", None, None),
-    ("task", _LC, "''", None),
-    ("key_fingerprint", _LC, "''", None),
-    ("project", _LC, "''", None),
-    ("tier", _LC, "''", None),
-    ("model_name", _LC, "''", None),
-    ("duration_ms", "Float64", "0", None),
-    ("outcome", _LC, "''", None),
-    ("http_status", "UInt16", "0", None),
-    ("error_type", _LC, "''", None),
-    ("error_message", "String", "''", "ZSTD(3)"),
-    ("quota_id", _LC, "''", None),
-    ("retry_delay_s", "Float64", "0", None),
-    ("decision", _LC, "''", None),
-    ("suspended_until", f"Nullable({_TS})", None, None),
-    ("library_version", _LC, "''", None),
-    ("ingested_at", _TS, "now64(3)", None),
+ATTEMPT_COLUMNS: Tuple[Column, ...] = (
+    Column("timestamp", _TS),
+    Column("event_id", "String"),
+    Column("attempt", "UInt16"),
+    Column("task", _LC, "''"),
+    Column("key_fingerprint", _LC, "''"),
+    Column("project", _LC, "''"),
+    Column("tier", _LC, "''"),
+    Column("model_name", _LC, "''"),
+    Column("duration_ms", "Float64", "0"),
+    Column("outcome", _LC, "''"),
+    Column("http_status", "UInt16", "0"),
+    Column("error_type", _LC, "''"),
+    Column("error_message", "String", "''", "ZSTD(3)"),
+    Column("quota_id", _LC, "''"),
+    Column("retry_delay_s", "Float64", "0"),
+    Column("decision", _LC, "''"),
+    Column("suspended_until", f"Nullable({_TS})"),
+    Column("library_version", _LC, "''"),
+    Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
 _EVENTS_ORDER_BY = "(toDate(timestamp), task, event_id)"
 _ATTEMPTS_ORDER_BY = "(toDate(timestamp), event_id, attempt)"
-
-
-def _column_sql(col: Tuple[str, str, Optional[str], Optional[str]]) -> str:
-    name, typ, default, codec = col
-    out = f"`{name}` {typ}"
-    if default is not None:
-        out += f" DEFAULT {default}"
-    if codec is not None:
-        out += f" CODEC({codec})"
-    return out
 
 
 def _q(database: str, table: str) -> str:
@@ -145,7 +189,7 @@ def _q(database: str, table: str) -> str:
 
 def ai_events_ddl(database: str, table: str = EVENTS_TABLE) -> str:
     """``CREATE TABLE IF NOT EXISTS`` of ``ai_events`` (current layout)."""
-    cols = ",\n  ".join(_column_sql(c) for c in EVENT_COLUMNS)
+    cols = ",\n  ".join(c.sql() for c in EVENT_COLUMNS)
     return (
         f"CREATE TABLE IF NOT EXISTS {_q(database, table)} (\n  {cols}\n)\n"
         f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
@@ -155,7 +199,7 @@ def ai_events_ddl(database: str, table: str = EVENTS_TABLE) -> str:
 
 
 def _ai_attempts_ddl(database: str) -> str:
-    cols = ",\n  ".join(_column_sql(c) for c in ATTEMPT_COLUMNS)
+    cols = ",\n  ".join(c.sql() for c in ATTEMPT_COLUMNS)
     return (
         f"CREATE TABLE IF NOT EXISTS {_q(database, ATTEMPTS_TABLE)} (\n  {cols}\n)\n"
         f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
@@ -213,14 +257,14 @@ def _is_current_events_layout(info: Tuple[str, Dict[str, str]]) -> bool:
     return engine.startswith("Replacing") and "model_name" in cols
 
 
-def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[Tuple[str, str, Optional[str], Optional[str]]]) -> None:
+def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[Column]) -> None:
     """Additive upgrades: a column added to the spec later is added in place."""
     info = _table_info(client, database, table)
     if info is None:
         return
     for col in spec:
-        if col[0] not in info[1]:
-            client.command(f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {_column_sql(col)}")
+        if col.name not in info[1]:
+            client.command(f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {col.sql()}")
 
 
 def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[str, str]:

@@ -8,7 +8,6 @@ When no server is named anywhere, the embedded store is used.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Optional
@@ -33,8 +32,9 @@ class ClickHouseSettings:
     database: str = "default"
     secure: bool = False
     dsn: Optional[str] = field(default=None, repr=False)
-    embedded_path: Path = field(default_factory=embedded_clickhouse_path)
-    spool_path: Path = field(default_factory=spool_dir)
+    # Defaults: the default data folder (no environment read here; see settings.py).
+    embedded_path: Path = field(default_factory=lambda: embedded_clickhouse_path({}))
+    spool_path: Path = field(default_factory=lambda: spool_dir({}))
 
     @property
     def location(self) -> str:
@@ -59,15 +59,15 @@ def resolve_clickhouse_settings(
     database: Optional[str] = None,
     dsn: Optional[str] = None,
     telemetry: Optional[str] = None,
-    env: Optional[Mapping[str, str]] = None,
+    env: Mapping[str, str],
 ) -> ClickHouseSettings:
     """Build :class:`ClickHouseSettings` from arguments and the environment.
 
     ``telemetry`` (or ``CSCTRACKER_AI_TELEMETRY``) forces ``"server"``, ``"embedded"`` or
     ``"off"``; by default a configured host or DSN (``CSCTRACKER_AI_CLICKHOUSE_DSN``)
-    means server, anything else embedded.
+    means server, anything else embedded. ``env`` is the facade's environment mapping
+    (see :mod:`csctracker_ai_core.settings`).
     """
-    env = os.environ if env is None else env
     mode = (telemetry or env.get("CSCTRACKER_AI_TELEMETRY") or "").strip().lower() or None
     if mode is not None and mode not in _MODES:
         raise ConfigurationError(

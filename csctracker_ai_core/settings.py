@@ -1,0 +1,216 @@
+"""Every setting of the library, read once: from arguments, then ONE environment mapping.
+
+The facades (:class:`~csctracker_ai_core.processor.IaProcessor`, the CLI, and the
+original library's public classes ``ClickHouseDb`` and ``Telemetry``) build a frozen
+:class:`Settings` when they are constructed and pass its parts down. No module below
+them reads the process environment: this module is the only one that looks at
+``os.environ``, and only when a facade was given no ``env=`` mapping
+(``tests/test_settings.py`` enforces both).
+
+An explicit argument always wins over its variable. A blank variable counts as unset.
+Adding a setting: a field here, its variable in :data:`ENVIRONMENT_VARIABLES`, its
+reading in :meth:`Settings.load`; the facade passes the field down.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from .exceptions import ConfigurationError
+from .paths import data_dir
+from .pool.keys import parse_model_limits
+from .telemetry.settings import ClickHouseSettings, resolve_clickhouse_settings
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ENVIRONMENT_VARIABLES",
+    "RedisSettings",
+    "Settings",
+    "env_number",
+    "process_environment",
+]
+
+Keys = Union[str, Sequence[str], None]
+
+#: Gemini's public endpoint. Always passed to the SDK explicitly, so the SDK's own
+#: ``GOOGLE_GEMINI_BASE_URL`` lookup of ``os.environ`` never bypasses ``env=``.
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/"
+DEFAULT_TIMEOUT_S = 120.0
+DEFAULT_MAX_RETRIES = 3
+REDIS_POLICIES = ("fallback", "fail")
+
+#: Every variable the library reads, and what it sets. The one list: tests clear these
+#: and check that nothing else is read.
+ENVIRONMENT_VARIABLES: Mapping[str, str] = {
+    "GOOGLE_FREE_KEYS": "free-tier API keys (comma-separated, 'project:KEY' allowed)",
+    "GOOGLE_PAID_KEYS": "paid-tier API keys",
+    "GOOGLE_MODEL_LIMITS": "model=concurrency per key, or JSON",
+    "GOOGLE_GEMINI_BASE_URL": "the SDK's endpoint variable, honoured when CSCTRACKER_AI_BASE_URL is unset",
+    "CSCTRACKER_AI_BASE_URL": "Gemini endpoint",
+    "CSCTRACKER_AI_TIMEOUT_S": "seconds per upstream request",
+    "CSCTRACKER_AI_MAX_WAIT_S": "seconds a call may wait for a free slot",
+    "CSCTRACKER_AI_MAX_RETRIES": "retries after transient failures",
+    "CSCTRACKER_AI_PRICES_FILE": "price file overlaid on the shipped prices",
+    "CSCTRACKER_AI_DATA_DIR": "folder of the embedded store and the spool",
+    "XDG_DATA_HOME": "base of the default data folder",
+    "CSCTRACKER_AI_REDIS_URL": "share the pool's state on Redis",
+    "CSCTRACKER_AI_REDIS_NAMESPACE": "prefix of the pool's Redis keys",
+    "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "seconds a lease lives without renewal",
+    "CSCTRACKER_AI_REDIS_POLICY": "fallback or fail, when Redis is down",
+    "CSCTRACKER_AI_TELEMETRY": "server, embedded or off",
+    "CSCTRACKER_AI_CLICKHOUSE_DSN": "ClickHouse DSN",
+    "CLICKHOUSE_HOST": "ClickHouse server host (the original's)",
+    "CLICKHOUSE_PORT": "ClickHouse server port",
+    "CLICKHOUSE_USER": "ClickHouse user",
+    "CLICKHOUSE_PASSWORD": "ClickHouse password",
+    "CLICKHOUSE_DB": "ClickHouse database",
+    "CLICKHOUSE_SECURE": "https to the ClickHouse server (1/true/yes)",
+}
+
+
+def process_environment(env: Optional[Mapping[str, str]] = None) -> Mapping[str, str]:
+    """``env``, or the process environment when ``None``: the facades' one lookup."""
+    return os.environ if env is None else env
+
+
+def env_text(env: Mapping[str, str], name: str) -> Optional[str]:
+    """``env[name]`` stripped, or ``None`` when unset or blank."""
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return None
+    return raw.strip()
+
+
+def env_number(env: Mapping[str, str], name: str, default: Optional[float]) -> Optional[float]:
+    """``float(env[name])``, or ``default`` when the variable is unset or blank.
+
+    Raises :class:`ConfigurationError` naming the variable when it is not a number.
+    """
+    raw = env_text(env, name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={env[name]!r} is not a number; set it to e.g. 30.") from None
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Where the pool's shared state lives. ``url`` may hold a password: not in ``repr``."""
+
+    url: str = field(repr=False)
+    namespace: Optional[str] = None
+    lease_ttl_s: Optional[float] = None  # None: the state's default
+    policy: str = "fallback"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one :class:`~csctracker_ai_core.processor.IaProcessor`.
+
+    Build with :meth:`load`. Keys are kept as given (parsed by the pool) and hidden
+    from ``repr``.
+    """
+
+    free_keys: Keys = field(default=None, repr=False)
+    paid_keys: Keys = field(default=None, repr=False)
+    model_limits: Mapping[str, int] = field(default_factory=lambda: parse_model_limits(None))
+    base_url: str = DEFAULT_BASE_URL
+    request_timeout_s: float = DEFAULT_TIMEOUT_S
+    max_wait_s: Optional[float] = None  # None: the pool's default
+    max_retries: int = DEFAULT_MAX_RETRIES
+    prices_file: Optional[Path] = None  # None: the shipped prices only
+    data_dir: Path = field(default_factory=lambda: data_dir({}))
+    redis: Optional[RedisSettings] = None  # None: the pool stays in memory
+    telemetry: ClickHouseSettings = field(
+        default_factory=lambda: resolve_clickhouse_settings(telemetry="off", env={})
+    )
+
+    @classmethod
+    def load(
+        cls,
+        *,
+        env: Optional[Mapping[str, str]] = None,
+        host: Optional[str] = None,
+        port: Optional[int] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        google_models_limits: Union[str, Mapping[str, Any], None] = None,
+        google_free_keys: Keys = None,
+        google_paid_keys: Keys = None,
+        base_url: Optional[str] = None,
+        request_timeout_s: Optional[float] = None,
+        max_wait_s: Optional[float] = None,
+        max_retries: Optional[int] = None,
+        telemetry: Optional[str] = None,
+        clickhouse_dsn: Optional[str] = None,
+        database: Optional[str] = None,
+        redis_url: Optional[str] = None,
+        prices_file: Union[str, Path, None] = None,
+    ) -> "Settings":
+        """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
+
+        Raises :class:`ConfigurationError` naming the argument or variable at fault.
+        """
+        env = process_environment(env)
+        timeout = request_timeout_s if request_timeout_s is not None else env_number(
+            env, "CSCTRACKER_AI_TIMEOUT_S", DEFAULT_TIMEOUT_S
+        )
+        if timeout is None or not timeout > 0:
+            raise ConfigurationError("request_timeout_s must be a positive number of seconds.")
+        retries = max_retries if max_retries is not None else env_number(
+            env, "CSCTRACKER_AI_MAX_RETRIES", DEFAULT_MAX_RETRIES
+        )
+        if retries is None or isinstance(retries, bool) or retries < 0 or int(retries) != retries:
+            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
+        wait = max_wait_s if max_wait_s is not None else env_number(env, "CSCTRACKER_AI_MAX_WAIT_S", None)
+        if wait is not None and not wait >= 0:
+            raise ConfigurationError(
+                f"max_wait_s={wait!r}: use 0 (never wait) or a positive number of seconds."
+            )
+        limits = google_models_limits if google_models_limits is not None else env.get("GOOGLE_MODEL_LIMITS")
+        prices = prices_file if prices_file is not None else env_text(env, "CSCTRACKER_AI_PRICES_FILE")
+        return cls(
+            free_keys=google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS"),
+            paid_keys=google_paid_keys if google_paid_keys is not None else env.get("GOOGLE_PAID_KEYS"),
+            model_limits=parse_model_limits(limits),
+            base_url=(base_url or env_text(env, "CSCTRACKER_AI_BASE_URL")
+                      or env_text(env, "GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL),
+            request_timeout_s=float(timeout),
+            max_wait_s=wait,
+            max_retries=int(retries),
+            prices_file=Path(prices).expanduser() if prices else None,
+            data_dir=data_dir(env),
+            redis=_redis_settings(redis_url, env),
+            telemetry=resolve_clickhouse_settings(
+                host, port, username, password,
+                database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
+            ),
+        )
+
+
+def _redis_settings(url: Optional[str], env: Mapping[str, str]) -> Optional[RedisSettings]:
+    url = url or env_text(env, "CSCTRACKER_AI_REDIS_URL")
+    if not url:
+        return None
+    policy = (env_text(env, "CSCTRACKER_AI_REDIS_POLICY") or "fallback").lower()
+    if policy not in REDIS_POLICIES:
+        raise ConfigurationError(
+            f"CSCTRACKER_AI_REDIS_POLICY={policy!r}: use one of {', '.join(REDIS_POLICIES)}."
+        )
+    ttl = env_number(env, "CSCTRACKER_AI_REDIS_LEASE_TTL_S", None)
+    if ttl is not None and not ttl > 0:
+        raise ConfigurationError("CSCTRACKER_AI_REDIS_LEASE_TTL_S must be a positive number of seconds.")
+    return RedisSettings(
+        url=url, namespace=env_text(env, "CSCTRACKER_AI_REDIS_NAMESPACE"), lease_ttl_s=ttl, policy=policy,
+    )
+
+
+def prices_file_from(env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+    """The user's price file named by ``CSCTRACKER_AI_PRICES_FILE`` in ``env`` (``None``: none)."""
+    raw = env_text(process_environment(env), "CSCTRACKER_AI_PRICES_FILE")
+    return Path(raw).expanduser() if raw else None
