@@ -24,7 +24,6 @@ from .exceptions import (
     GeminiServiceException,
     InvalidInputError,
     InvalidResponseError,
-    QuotaExhaustedError,
 )
 from .gemini.client_pool import GeminiClients
 from .gemini.request import build_config, build_contents
@@ -32,6 +31,7 @@ from .gemini.response import ReplyProblem, finish_reason, parse_json_reply, repl
 from .pool.classify import scrub
 from .pool.decision import Action, Decision, FailureKind
 from .pool.lease import Lease
+from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
 from .settings import Settings
 from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
@@ -44,6 +44,15 @@ __all__ = ["IaProcessor", "GeminiServiceException"]
 logger = logging.getLogger(__name__)
 
 Keys = Union[str, Sequence[str], None]
+
+# Failures that end a call as GeminiRequestError: no other key can fix them.
+_REQUEST_ADVICE = {
+    FailureKind.BAD_REQUEST: "Retrying will not help; fix the request (model, file, size).",
+    FailureKind.MODEL_REFUSED: ("Every model this call may use refuses it; change the call (thinking "
+                                "level, input size, JSON mode) or configure a model that takes it."),
+    FailureKind.LOCATION_UNSUPPORTED: ("Gemini does not serve the place this process calls from (every key "
+                                       "goes out from here); call from a supported region."),
+}
 
 
 @dataclass(frozen=True)
@@ -300,6 +309,7 @@ class IaProcessor:
         started: float,
     ) -> Tuple[Any, TokenUsage, str]:
         avoid: set = set()
+        needs = CallNeeds(call.thinking_level, call.return_json)
         retries_left = self._max_retries
         last_error: Optional[BaseException] = None
         last_lease: Optional[Lease] = None
@@ -314,8 +324,9 @@ class IaProcessor:
                     estimated_input_tokens=call.estimated_input_tokens,
                     avoid=frozenset(avoid),
                     max_wait_s=self._max_wait_s,
+                    needs=needs,
                 )
-            except QuotaExhaustedError as exc:
+            except GeminiServiceException as exc:  # no slot, or every model known to refuse the call
                 exc.event_id = event_id
                 exc.attempts = len(attempts)
                 if last_error is not None and exc.last_error is None:
@@ -529,10 +540,10 @@ class IaProcessor:
                 f"Gemini's reply could not be used after {count} attempt(s): {error}",
                 last_error=error, attempts=count, event_id=event_id,
             )
-        elif failure is not None and failure.kind is FailureKind.BAD_REQUEST:
+        elif failure is not None and failure.kind in _REQUEST_ADVICE:
             final = GeminiRequestError(
                 f"Gemini refused the request (HTTP {failure.http_status} {failure.status}): "
-                f"{failure.message}. Retrying will not help; fix the request (model, file, size).",
+                f"{failure.message}. {_REQUEST_ADVICE[failure.kind]}",
                 status_code=failure.http_status, status=failure.status,
                 last_error=error, attempts=count, event_id=event_id,
             )
@@ -545,6 +556,12 @@ class IaProcessor:
             elif kind is FailureKind.MODEL_NOT_FOUND:
                 advice = ("no configured model that matches this call exists for these keys; fix "
                           "GOOGLE_MODEL_LIMITS or model_variant.")
+            elif kind is FailureKind.PERMISSION_DENIED:
+                advice = ("these keys have no access to the models this call may use; use another "
+                          "model or keys of a project with access.")
+            elif kind is FailureKind.TIER_UNAVAILABLE:
+                advice = ("the free tier is not available to these projects (region); enable billing "
+                          "and list their keys as paid, or add paid keys.")
             elif kind in (FailureKind.TRANSIENT, FailureKind.INVALID_OUTPUT) or (
                     failure is not None and failure.http_status >= 500):
                 advice = "Gemini kept failing; try again in a few minutes."

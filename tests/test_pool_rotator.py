@@ -21,7 +21,7 @@ from csctracker_ai_core.pool.decision import Action, FailureKind
 from csctracker_ai_core.pool.rotator import APIKeyRotator, ApiKeyRotator
 from csctracker_ai_core.pool.state import InMemoryPoolState, Scope
 
-from test_pool_classify import BAD_KEY, BAD_SCHEMA, BARE_429, LEAKED, LIMIT_ZERO, NOT_FOUND, OVERLOADED, PER_DAY_2026, PER_MINUTE
+from test_pool_classify import BAD_KEY, BAD_SCHEMA, BARE_429, LEAKED, LIMIT_ZERO, OVERLOADED, PER_DAY_2026, PER_MINUTE
 
 FLASH = "gemini-2.5-flash"
 PRO = "gemini-2.5-pro"
@@ -175,18 +175,6 @@ def test_last_key_disabled_raises():
     with pytest.raises(QuotaExhaustedError) as info:
         rot.acquire()
     assert info.value.retry_at is None
-
-
-def test_404_disables_the_model_for_that_key_only():
-    rot, _ = make(free=(P1A, P2A), limits=f"{FLASH}=1,{PRO}=1")
-    lease = rot.acquire(model_variant=PRO)
-    decision = rot.release(lease, error=err(404, NOT_FOUND))
-    assert decision.pool_change == "disable_model" and decision.action is Action.RETRY
-    fp = lease.slot.key_fingerprint
-    assert slot_of(rot, fp, PRO).disabled
-    assert not slot_of(rot, fp, FLASH).disabled
-    other = rot.acquire(model_variant=PRO)
-    assert other.slot.key_fingerprint != fp
 
 
 def test_circuit_breaker_needs_consecutive_transient_failures():

@@ -89,4 +89,5 @@ def test_decision_labels_are_the_documented_values():
     assert Decision(Action.RETRY, pool_change=PoolChange.COOLDOWN).label == "cooldown"
     assert Decision(Action.RAISE).label == "raise"
     documented = {a.value for a in Action} | {p.value for p in PoolChange if p.value}
-    assert documented == {"served", "retry", "raise", "suspend", "disable_key", "disable_model", "cooldown"}
+    assert documented == {"served", "retry", "raise", "suspend", "disable_key", "park_slot", "park_project",
+                          "park_model", "park_tier", "skip_model", "cooldown"}

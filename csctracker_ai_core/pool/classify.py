@@ -11,8 +11,13 @@ The ``details`` list carries typed entries, in no fixed order:
 * ``google.rpc.RetryInfo``: ``retryDelay`` such as ``"41s"`` or ``"0.5s"``;
 * ``google.rpc.ErrorInfo``: ``reason`` such as ``API_KEY_INVALID``.
 
-Classification reads those fields; the message text is consulted only for ``limit: 0``
-when a 429 comes without details. Timeouts and dropped connections arrive as the HTTP
+Classification reads those fields first; the message text is read only where the body
+has nothing structured to say: ``limit: 0`` in a 429 without details, a key named in a
+400/403 without ErrorInfo (leaked, expired, unregistered caller), and 400s, whose only
+structure is the status (INVALID_ARGUMENT / FAILED_PRECONDITION): the free tier or the
+caller's location, or a parameter one model does not take (thinking level or budget,
+input over the model's limit, JSON mode). Each pattern comes from a public body (the
+table in ``tests/test_pool_classify.py`` holds them verbatim with their sources). Timeouts and dropped connections arrive as the HTTP
 library's own exceptions (httpx2 in SDK 3.x) or builtin ``TimeoutError`` /
 ``ConnectionError`` / ``OSError``.
 
@@ -25,7 +30,7 @@ import re
 from typing import Any, Iterable, Mapping, Optional
 
 from .constants import MESSAGE_MAX_CHARS
-from .decision import Failure, FailureKind
+from .decision import Failure, FailureKind, Refusal
 
 __all__ = ["classify_failure", "invalid_output_failure", "parse_retry_delay", "scrub"]
 
@@ -198,6 +203,53 @@ def _classify_quota(
     )
 
 
+# Messages read as a last resort, when no ErrorInfo reason says it: each pattern is a
+# public body (sources in tests/test_pool_classify.py).
+_KEY_MESSAGES = re.compile(
+    r"API key not valid|API key expired|reported as leaked|unregistered callers"
+    r"|has not been used in project|API has not been enabled|has been suspended",
+    re.IGNORECASE,
+)
+_FREE_TIER = re.compile(r"free tier is not available|enable billing", re.IGNORECASE)
+_LOCATION = re.compile(r"location is not supported", re.IGNORECASE)
+_INPUT_TOKENS = re.compile(
+    r"input token count(?: \((\d+)\))? exceeds the maximum number of tokens allowed(?: \((\d+)\))?",
+    re.IGNORECASE,
+)
+_THINKING = re.compile(
+    r"thinking[ _](?:level|budget)\b.*?(?:not supported|invalid|cannot)"
+    r"|(?:does not support|not supported).*?thinking|only works in thinking mode",
+    re.IGNORECASE,
+)
+_THINKING_VALUE = re.compile(
+    r"thinking level (\w+)|thinking budget \((-?\d+)\)|thinking_budget to (-?\d+)|Budget (-?\d+) is invalid",
+    re.IGNORECASE,
+)
+_JSON_MODE = re.compile(r"json mode is not (?:enabled|supported)|response_?mime_?type.*not supported", re.IGNORECASE)
+_PER_MODEL = re.compile(
+    r"(?:not supported|not enabled|not available) (?:for|by|on) (?:this model|models/)"
+    r"|(?:this|the) model does not support",
+    re.IGNORECASE,
+)
+
+
+def _model_refusal(message: str) -> Optional[Refusal]:
+    """What one model refused, when a 400 says it is about this model; ``None`` otherwise."""
+    m = _INPUT_TOKENS.search(message)
+    if m:
+        seen, limit = (int(g) if g else None for g in m.groups())
+        return Refusal("input_tokens", limit=limit, seen=seen)
+    if _THINKING.search(message):
+        v = _THINKING_VALUE.search(message)
+        value = next((g for g in v.groups() if g), "") if v else ""
+        return Refusal("thinking", value=value.upper())
+    if _JSON_MODE.search(message):
+        return Refusal("json_mode")
+    if _PER_MODEL.search(message):
+        return Refusal("other", value=scrub(message, 120))
+    return None
+
+
 def _classify_api_error(exc: BaseException) -> Failure:
     details = getattr(exc, "details", None)
     body = _body(details)
@@ -217,28 +269,40 @@ def _classify_api_error(exc: BaseException) -> Failure:
     reasons = [str(e.get("reason") or "") for e in _typed(items, _ERROR_INFO)]
     reason = next((r for r in reasons if r), "")
 
-    def make(kind: FailureKind, per_project: bool = False) -> Failure:
+    def make(kind: FailureKind, refusal: Optional[Refusal] = None) -> Failure:
         return Failure(
             kind=kind,
             http_status=code,
             status=status,
             message=scrub(message),
             reason=reason,
-            per_project=per_project,
+            per_project=False,
             error_type=error_type,
+            refusal=refusal,
         )
 
-    if code in (401, 403) or reason in _KEY_REASONS:
+    # The key: a key-level ErrorInfo reason, 401, or (no reason given) a message that
+    # names the key. A 403 without any of them says nothing about the key.
+    if reason in _KEY_REASONS or code == 401 or (code in (400, 403) and _KEY_MESSAGES.search(message)):
         return make(FailureKind.KEY_INVALID)
+    if code == 403:
+        return make(FailureKind.PERMISSION_DENIED)
     if code == 404:
         return make(FailureKind.MODEL_NOT_FOUND)
+    if code == 400 or status in ("INVALID_ARGUMENT", "FAILED_PRECONDITION"):
+        if _LOCATION.search(message):
+            return make(FailureKind.LOCATION_UNSUPPORTED)
+        if status == "FAILED_PRECONDITION" and _FREE_TIER.search(message):
+            return make(FailureKind.TIER_UNAVAILABLE)
+        refusal = _model_refusal(message)
+        if refusal is not None:
+            return make(FailureKind.MODEL_REFUSED, refusal)
+        return make(FailureKind.BAD_REQUEST)
     if code in _TRANSIENT_CODES:
         return make(FailureKind.TRANSIENT)
     if 400 <= code < 500:
         return make(FailureKind.BAD_REQUEST)
-    if code >= 500:
-        # 501 and other 5xx: not known to be passing, but not the caller's fault either.
-        return make(FailureKind.UNKNOWN)
+    # 501 and other 5xx: not known to be passing, but not the caller's fault either.
     return make(FailureKind.UNKNOWN)
 
 
@@ -259,22 +323,30 @@ def _is_transport_error(exc: BaseException) -> bool:
 def classify_failure(exc: BaseException) -> Failure:
     """Classify what an attempt's exception means for the pool.
 
-    ======================================  ===============================
-    exception                               kind
-    ======================================  ===============================
-    429, QuotaFailure quotaValue "0"        QUOTA_NO_ACCESS
-    429, quotaId ``...PerDay...``           QUOTA_PER_DAY
-    429, quotaId ``...PerMinute...``        QUOTA_PER_MINUTE (requests or tokens)
-    429, nothing readable                   QUOTA_UNKNOWN ("limit: 0" in text: NO_ACCESS)
-    400 API_KEY_INVALID (ErrorInfo), 401,   KEY_INVALID
-    403 (leaked / blocked / suspended)
-    404                                     MODEL_NOT_FOUND
-    408, 409, 499, 500, 502, 503, 504       TRANSIENT
-    other 4xx                               BAD_REQUEST
-    timeouts, connection errors, OSError    TRANSIENT
-    InvalidResponseError                    INVALID_OUTPUT
-    anything else                           UNKNOWN
-    ======================================  ===============================
+    =========================================  =====================  ==============
+    exception                                  kind                   scope
+    =========================================  =====================  ==============
+    429, QuotaFailure quotaValue "0"           QUOTA_NO_ACCESS        project_model
+    429, quotaId ``...PerDay...``              QUOTA_PER_DAY          project_model
+    429, quotaId ``...PerMinute...``           QUOTA_PER_MINUTE       project_model
+    429, nothing readable                      QUOTA_UNKNOWN          project_model
+    key-level ErrorInfo reason (API_KEY_*,     KEY_INVALID            key
+    SERVICE_DISABLED, CONSUMER_SUSPENDED...),
+    401, 400/403 naming the key (leaked,
+    expired, unregistered caller)
+    other 403 (HTML 403 included)              PERMISSION_DENIED      key_model
+    404                                        MODEL_NOT_FOUND        model
+    400 "location is not supported"            LOCATION_UNSUPPORTED   request
+    400 FAILED_PRECONDITION free tier/billing  TIER_UNAVAILABLE       project_tier
+    400 thinking level/budget, input token     MODEL_REFUSED          model_request
+    count over the maximum, JSON mode, "not
+    supported for this model"
+    other 400, other 4xx                       BAD_REQUEST            request
+    408, 409, 499, 500, 502, 503, 504          TRANSIENT              attempt
+    timeouts, connection errors, OSError       TRANSIENT              attempt
+    InvalidResponseError                       INVALID_OUTPUT         attempt
+    anything else (501...)                     UNKNOWN                attempt
+    =========================================  =====================  ==============
     """
     if _is_api_error(exc):
         return _classify_api_error(exc)

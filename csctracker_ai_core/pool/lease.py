@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decision import Decision
+    from .refusals import CallNeeds
+    from .selection import Filters
 
 __all__ = ["Slot", "Lease"]
 
@@ -42,6 +44,10 @@ class Lease:
     _owner: Optional[Any] = field(default=None, repr=False)
     # What the (first) release decided; a repeated release returns it again.
     decision: Optional["Decision"] = field(default=None, repr=False)
+    # The call it serves (filters and needs), so a failure can be weighed against the
+    # rest of the call's plan (is there another model? another key?).
+    filters: Optional["Filters"] = field(default=None, repr=False)
+    needs: Optional["CallNeeds"] = field(default=None, repr=False)
 
     def __enter__(self) -> "Lease":
         return self

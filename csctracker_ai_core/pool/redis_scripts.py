@@ -382,19 +382,30 @@ bump()
 return 1
 """
 
-# ARGV: 'p' (project x model) or 's' (slot), id, until, reason, now.
-# Returns the deadline in force (string). Only ever moves it later.
+# ARGV: until, reason, now, then pairs of 'p' (project x model) or 's' (slot) and id.
+# Suspends each target; returns the earliest deadline in force among them (string),
+# ``until`` when there is none. Only ever moves a deadline later.
 SUSPEND = PRELUDE + r"""
-local kind, id, untl, reason, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-if kind == 'p' then return fmt(suspend_pm(id, untl, reason, now)) end
-local cur = num(redis.call('HGET', P..'su', id), NEG)
-if untl > cur then
-  redis.call('HSET', P..'su', id, fmt(untl))
-  redis.call('HSET', P..'sr', id, reason)
-  refresh(id, now)
-  return fmt(untl)
+local untl, reason, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local earliest = INF
+for i = 4, #ARGV - 1, 2 do
+  local kind, id = ARGV[i], ARGV[i + 1]
+  local held
+  if kind == 'p' then
+    held = suspend_pm(id, untl, reason, now)
+  else
+    held = num(redis.call('HGET', P..'su', id), NEG)
+    if untl > held then
+      redis.call('HSET', P..'su', id, fmt(untl))
+      redis.call('HSET', P..'sr', id, reason)
+      refresh(id, now)
+      held = untl
+    end
+  end
+  if held < earliest then earliest = held end
 end
-return fmt(cur)
+if earliest == INF then earliest = untl end
+return fmt(earliest)
 """
 
 # ARGV: key index, reason, now, sid 1..M. Returns the number of enabled keys.

@@ -530,21 +530,30 @@ class RedisPoolState:
             self._pending_releases.append((lease_id, now, code, tok))
         return True
 
+    def _target(self, scope: Scope) -> tuple[str, int]:
+        if scope.project is not None:
+            return ("p", self._pm_of[(scope.project, scope.model)])
+        return ("s", self._kidx[scope.key_fingerprint] * self._M + self._m_of[scope.model])  # type: ignore[index]
+
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float:
         """Suspend a project x model or a slot until ``until`` -- only ever later."""
-        if scope.project is not None:
-            key = ("p", self._pm_of[(scope.project, scope.model)])
-        else:
-            key = ("s", self._kidx[scope.key_fingerprint] * self._M + self._m_of[scope.model])  # type: ignore[index]
+        return self.suspend_many((scope,), until, reason, now)
+
+    def suspend_many(self, scopes: Sequence[Scope], until: float, reason: str, now: float) -> float:
+        """Suspend several project x models / slots in one script; the earliest deadline in force."""
+        targets = [self._target(scope) for scope in scopes]
         with self._lock:
-            held = self._known_susp.get(key)
-            if held is None or until > held[0]:
-                self._known_susp[key] = (until, reason)
-        local = self._local.suspend(scope, until, reason, now)  # the mirror, for outages
+            for key in targets:
+                held = self._known_susp.get(key)
+                if held is None or until > held[0]:
+                    self._known_susp[key] = (until, reason)
+        local = self._local.suspend_many(scopes, until, reason, now)  # the mirror, for outages
         if not self._down:
             try:
-                res = self._s_suspend(keys=self._keys, args=[key[0], key[1], repr(float(until)), reason, repr(float(now))])
-                value = float(_text(res))
+                args: list[Any] = [repr(float(until)), reason, repr(float(now))]
+                for kind, ident in targets:
+                    args += [kind, ident]
+                value = float(_text(self._s_suspend(keys=self._keys, args=args)))
                 return -math.inf if value <= -1e308 else value
             except self._errors as exc:
                 self._outage(exc)
@@ -788,7 +797,7 @@ class RedisPoolState:
                         entries = [(pm, e) for pm, h in self._history.items() for e in h if e[2]]
                     mine = list(self._my_leases.items())
                 for (kind, ident), (until, reason) in susp:
-                    self._s_suspend(keys=self._keys, args=[kind, ident, repr(until), reason, repr(now)])
+                    self._s_suspend(keys=self._keys, args=[repr(until), reason, repr(now), kind, ident])
                 for k, reason in dkeys:
                     sids = [k * self._M + m for m in range(len(self._models))]
                     self._s_disable_key(keys=self._keys, args=[k, reason, repr(now), *sids])

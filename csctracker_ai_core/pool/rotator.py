@@ -28,12 +28,12 @@ from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
 from ..clock import SYSTEM_CLOCK, Clock
-from ..exceptions import ConfigurationError, InvalidInputError, QuotaExhaustedError
+from ..exceptions import ConfigurationError, GeminiRequestError, InvalidInputError, QuotaExhaustedError
 from ..fingerprint import key_fingerprint
 from .classify import classify_failure, invalid_output_failure
-from .constants import DEFAULT_MAX_WAIT_S
+from .constants import DEFAULT_MAX_WAIT_S, NO_ACCESS_PARK_S
 from .cooldown import breaker_until, quota_suspension_until, transient_backoff_s
-from .decision import Action, Decision, Failure, FailureKind, PoolChange
+from .decision import Action, Decision, Failure, FailureKind, FailureScope, PoolChange
 from .keys import (
     TIERS,
     KeysInput,
@@ -44,6 +44,7 @@ from .keys import (
     parse_model_limits,
 )
 from .lease import Lease, Slot
+from .refusals import CallNeeds, ModelRefusals
 from .selection import Filters, Group, ModelOrderInput, build_plan, resolve_model_order
 from .state import AcquireResult, InMemoryPoolState, KeyInfo, PoolLayout, PoolState, Scope
 from .status import PoolStatus
@@ -53,6 +54,7 @@ __all__ = ["ApiKeyRotator", "APIKeyRotator"]
 _log = logging.getLogger(__name__)
 
 _DONE = Decision(Action.DONE)
+_NO_NEEDS = CallNeeds()
 _MAX_CACHED_PLANS = 256
 _QUOTA = frozenset(
     {
@@ -62,6 +64,21 @@ _QUOTA = frozenset(
         FailureKind.QUOTA_UNKNOWN,
     }
 )
+
+
+_PARKED = frozenset(
+    {FailureScope.KEY_MODEL, FailureScope.MODEL, FailureScope.PROJECT_MODEL, FailureScope.PROJECT_TIER}
+)
+
+
+def _describe_park(slot: Slot, scope: FailureScope) -> str:
+    if scope is FailureScope.KEY_MODEL:
+        return str(slot)
+    if scope is FailureScope.MODEL:
+        return f"{slot.model} on every project"
+    if scope is FailureScope.PROJECT_MODEL:
+        return f"{slot.model} on project {slot.project}"
+    return f"the {slot.tier} keys of project {slot.project}"
 
 
 def _format_utc(ts: float) -> str:
@@ -144,6 +161,11 @@ class ApiKeyRotator:
         self._quota_repeats: dict[tuple[str, str], int] = {}  # (project, model) -> consecutive
         self._compat_leases: dict[tuple[str, str], list[Lease]] = defaultdict(list)
         self._compat_done: dict[tuple[str, str], int] = defaultdict(int)
+        self._refusals = ModelRefusals()
+        # Models that have served at least once here: a 404 on one of them concerns the
+        # project that got it ("no longer available to new users"), not the model.
+        self._served_models: set[str] = set()
+        self._projects = tuple(dict.fromkeys(s.project for s in specs))
         _log.info(
             "key pool ready: %d free and %d paid keys in %d projects, models %s",
             sum(1 for s in specs if s.tier == "free"),
@@ -187,6 +209,26 @@ class ApiKeyRotator:
             self._plans[filters] = plan
         return plan
 
+    @property
+    def refusals(self) -> dict[str, list[str]]:
+        """What each model is known to refuse (learnt from its 400s in this process)."""
+        return self._refusals.snapshot()
+
+    def _usable_plan(
+        self, plan: tuple[Group, ...], needs: CallNeeds, tokens: int
+    ) -> tuple[tuple[Group, ...], dict[str, str]]:
+        """``plan`` without the models known to refuse this call, and why each one left."""
+        if not self._refusals:
+            return plan, {}
+        refused: dict[str, str] = {}
+        for model in dict.fromkeys(g.model for g in plan):
+            why = self._refusals.refuses(model, needs, tokens)
+            if why is not None:
+                refused[model] = why
+        if not refused:
+            return plan, {}
+        return tuple(g for g in plan if g.model not in refused), refused
+
     # -- acquire --
 
     def acquire(
@@ -199,10 +241,16 @@ class ApiKeyRotator:
         estimated_input_tokens: int = 0,
         avoid: AbstractSet[Slot] = frozenset(),
         max_wait_s: Optional[float] = None,
+        needs: Optional[CallNeeds] = None,
     ) -> Lease:
         """Lease the best slot that can serve a call, waiting for one if needed.
 
+        ``needs`` (thinking level, JSON mode) and ``estimated_input_tokens`` leave out
+        the models known to refuse such a call (see ``pool/refusals.py``).
+
         Raises:
+            GeminiRequestError: every model that matches the filters is known to
+                refuse this call (nothing is sent).
             QuotaExhaustedError: no slot can serve within ``max_wait_s`` (default
                 ``self.max_wait_s``); ``retry_at`` says when one is expected, ``None``
                 when none ever will (every matching key disabled).
@@ -221,6 +269,17 @@ class ApiKeyRotator:
             )
         wait = self.max_wait_s if max_wait_s is None else max(0.0, float(max_wait_s))
         tokens = max(0, int(estimated_input_tokens or 0))
+        needs = needs or _NO_NEEDS
+        plan, refused = self._usable_plan(plan, needs, tokens)
+        if not plan:
+            raise GeminiRequestError(
+                "every model this call may use is known to refuse it ("
+                + "; ".join(f"{m}: {why}" for m, why in refused.items())
+                + f"), so nothing was sent. Change the call ({needs.describe()}, about {tokens} input "
+                "tokens) or configure a model that takes it.",
+                status_code=400,
+                status="INVALID_ARGUMENT",
+            )
         clock = self._clock
         state = self._state
         now = clock.time()
@@ -239,6 +298,8 @@ class ApiKeyRotator:
                     acquired_at=grant.acquired_at,
                     reserved_tokens=grant.reserved_tokens,
                     _owner=self,
+                    filters=filters,
+                    needs=needs,
                 )
             retry_at = result.retry_at
             if retry_at is None and not result.busy:
@@ -324,18 +385,41 @@ class ApiKeyRotator:
                 outcome = failure.kind
                 # Applied before the slot is freed, so no other thread is handed a
                 # slot that is about to be suspended.
-                decision = self._apply(slot, failure, now, attempt)
-            elif self._transient or self._quota_repeats:
-                with self._lock:
-                    self._transient.pop((slot.key_fingerprint, slot.model), None)
-                    self._quota_repeats.pop((slot.project, slot.model), None)
+                decision = self._apply(slot, failure, now, attempt, lease)
+            else:
+                if slot.model not in self._served_models:
+                    self._served_models.add(slot.model)
+                if self._transient or self._quota_repeats:
+                    with self._lock:
+                        self._transient.pop((slot.key_fingerprint, slot.model), None)
+                        self._quota_repeats.pop((slot.project, slot.model), None)
         finally:
             lease.decision = decision
             self._state.release(lease.lease_id, now, outcome, usage_input_tokens)
         return decision
 
-    def _apply(self, slot: Slot, failure: Failure, now: float, attempt: Optional[int]) -> Decision:
+    def _apply(
+        self, slot: Slot, failure: Failure, now: float, attempt: Optional[int], lease: Optional[Lease] = None
+    ) -> Decision:
+        """Act on exactly the failure's scope; see the README's "Escopos de falha".
+
+        =============  ==================================================  ==============
+        scope          what the pool does                                  pool_change
+        =============  ==================================================  ==============
+        project_model  quota: suspend the project x model (cooldown.py);   suspend /
+                       404 on a model that served here: park it 24 h        park_project
+        key            disable the key, every model, for the process       disable_key
+        key_model      park this key x model 24 h (others keep serving)    park_slot
+        model          park the model on every project 24 h at once        park_model
+        project_tier   park every key of this tier in this project 24 h    park_tier
+        model_request  learn the refusal; next model of the plan           skip_model
+        request        nothing; raise at once                              (raise)
+        attempt        transient: back off, circuit breaker; bad reply:     cooldown / ""
+                       retry
+        =============  ==================================================  ==============
+        """
         kind = failure.kind
+        scope = failure.scope
         state = self._state
         if kind in _QUOTA:
             repeats = 1
@@ -355,16 +439,33 @@ class ApiKeyRotator:
                 reason,
             )
             return Decision(Action.RETRY, failure, 0.0, PoolChange.SUSPEND, effective)
-        if kind is FailureKind.KEY_INVALID:
+        if scope is FailureScope.KEY:
             reason = f"key refused ({failure.http_status} {failure.reason or failure.status}): {failure.message}"
             left = state.disable_key(slot.key_fingerprint, reason)
             _log.warning("disabled key %s for the life of the process: %s (%d keys left)", slot.key_fingerprint, reason, left)
             return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, PoolChange.DISABLE_KEY)
-        if kind is FailureKind.MODEL_NOT_FOUND:
-            reason = f"model not found (404): {failure.message}"
-            left = state.disable_model_for_key(slot.key_fingerprint, slot.model, reason)
-            _log.warning("disabled %s for the life of the process: %s", slot, reason)
-            return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, PoolChange.DISABLE_MODEL)
+        if scope is FailureScope.MODEL and slot.model in self._served_models:
+            # The model has served here: this 404 concerns the project that got it.
+            scope = FailureScope.PROJECT_MODEL
+        if scope in _PARKED:
+            targets, change, what = self._park_targets(slot, scope)  # type: ignore[arg-type]
+            reason = f"{what} ({failure.http_status} {failure.status}): {failure.message}"
+            until = now + NO_ACCESS_PARK_S
+            effective = state.suspend_many(targets, until, reason, now)
+            _log.warning("parked %s until %s: %s", _describe_park(slot, scope), _format_utc(effective), reason)  # type: ignore[arg-type]
+            action = Action.RETRY if self._plan_has_other(lease, slot, scope) else Action.RAISE  # type: ignore[arg-type]
+            return Decision(action, failure, 0.0, change, effective)
+        if scope is FailureScope.MODEL_REQUEST and failure.refusal is not None:
+            needs = lease.needs if lease is not None and lease.needs is not None else _NO_NEEDS
+            tokens = lease.reserved_tokens if lease is not None else 0
+            why = self._refusals.learn(slot.model, failure.refusal, needs, tokens)
+            _log.warning("%s refuses calls with %s: %s (%s)", slot.model, needs.describe(), why, failure.message)
+            action = Action.RAISE
+            if lease is not None and lease.filters is not None:
+                usable, _ = self._usable_plan(self.plan(lease.filters), needs, tokens)
+                if usable:
+                    action = Action.RETRY
+            return Decision(action, failure, 0.0, PoolChange.SKIP_MODEL)
         if kind is FailureKind.TRANSIENT or (kind is FailureKind.UNKNOWN and failure.http_status >= 500):
             key = (slot.key_fingerprint, slot.model)
             with self._lock:
@@ -382,8 +483,57 @@ class ApiKeyRotator:
             return Decision(Action.RETRY, failure, backoff, PoolChange.COOLDOWN, effective)
         if kind is FailureKind.INVALID_OUTPUT:
             return Decision(Action.RETRY, failure, 0.0)
-        # BAD_REQUEST (the request itself is wrong) and anything we cannot read.
+        # The request itself (BAD_REQUEST, LOCATION_UNSUPPORTED) and anything we cannot read.
         return Decision(Action.RAISE, failure)
+
+    def _park_targets(self, slot: Slot, scope: FailureScope) -> tuple[list[Scope], PoolChange, str]:
+        """The state scopes a parked failure covers, its ``pool_change`` and its words."""
+        if scope is FailureScope.KEY_MODEL:
+            return [Scope.slot(slot.key_fingerprint, slot.model)], PoolChange.PARK_SLOT, "no access to this model with this key"
+        if scope is FailureScope.MODEL:
+            return [Scope.project_model(p, slot.model) for p in self._projects], PoolChange.PARK_MODEL, "model gone"
+        if scope is FailureScope.PROJECT_MODEL:
+            return [Scope.project_model(slot.project, slot.model)], PoolChange.PARK_PROJECT, "model gone for this project"
+        # PROJECT_TIER: every key of the slot's tier in its project, every model.
+        fps = [s.fingerprint for s in self._specs.values() if s.project == slot.project and s.tier == slot.tier]
+        return [Scope.slot(fp, m) for fp in fps for m in self._caps], PoolChange.PARK_TIER, f"{slot.tier} tier unavailable"
+
+    def _plan_has_other(self, lease: Optional[Lease], slot: Slot, scope: FailureScope) -> bool:
+        """Whether the call's plan still holds a group this parking did not take out.
+
+        Only a plan with nothing left raises at once; a plan with other groups retries
+        (they may be busy or suspended, which ``acquire`` then reports).
+        """
+        if lease is None or lease.filters is None:
+            return True
+        for g in self.plan(lease.filters):
+            if scope is FailureScope.MODEL and g.model == slot.model:
+                continue
+            if scope is FailureScope.PROJECT_TIER and g.tier == slot.tier and self._tier_in_one_project(slot):
+                continue
+            if (
+                scope in (FailureScope.KEY_MODEL, FailureScope.PROJECT_MODEL)
+                and g.model == slot.model
+                and g.tier == slot.tier
+                and self._alone_in_group(slot, scope)
+            ):
+                continue
+            return True
+        return False
+
+    def _tier_in_one_project(self, slot: Slot) -> bool:
+        return all(s.project == slot.project for s in self._specs.values() if s.tier == slot.tier)
+
+    def _alone_in_group(self, slot: Slot, scope: FailureScope) -> bool:
+        """Whether the parked slot/project holds every key of its tier for that model."""
+        for s in self._specs.values():
+            if s.tier != slot.tier:
+                continue
+            if scope is FailureScope.KEY_MODEL and s.fingerprint != slot.key_fingerprint:
+                return False
+            if scope is FailureScope.PROJECT_MODEL and s.project != slot.project:
+                return False
+        return True
 
     # -- status --
 

@@ -56,6 +56,13 @@ Protocol
     ``max(current, until)``, and the reason changes only when the deadline does.
     Returns the deadline in force.
 
+``suspend_many(scopes, until, reason, now) -> float``
+    ``suspend`` on each scope, in ONE atomic step (one script on Redis): how a failure
+    whose scope is wider than one project x model or slot is applied (a model gone for
+    every project, the free keys of one project). Returns the earliest deadline in
+    force among them (``until`` when every one moved). An empty ``scopes`` returns
+    ``until``.
+
 ``disable_key(key_fingerprint, reason) -> int``
     The key serves nothing more, for the life of the state. Returns how many keys
     remain enabled. Wakes waiters.
@@ -200,6 +207,8 @@ class PoolState(Protocol):
     ) -> bool: ...
 
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float: ...
+
+    def suspend_many(self, scopes: Sequence[Scope], until: float, reason: str, now: float) -> float: ...
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int: ...
 
@@ -510,18 +519,28 @@ class InMemoryPoolState:
             self._changed()
             return True
 
+    def _suspend_one(self, scope: Scope, until: float, reason: str, now: float) -> float:
+        if scope.project is not None:
+            pm = self._pms[(scope.project, scope.model)]
+            return self._suspend_pm(pm, until, reason, now)
+        rec = self._by_fp[scope.key_fingerprint].recs[scope.model]  # type: ignore[index]
+        if until > rec.until:
+            rec.until = until
+            rec.reason = reason
+            heapq.heappush(self._heap, (until, next(self._seq), rec))
+            self._refresh(rec, now)
+        return rec.until
+
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float:
         with self._cond:
-            if scope.project is not None:
-                pm = self._pms[(scope.project, scope.model)]
-                return self._suspend_pm(pm, until, reason, now)
-            rec = self._by_fp[scope.key_fingerprint].recs[scope.model]  # type: ignore[index]
-            if until > rec.until:
-                rec.until = until
-                rec.reason = reason
-                heapq.heappush(self._heap, (until, next(self._seq), rec))
-                self._refresh(rec, now)
-            return rec.until
+            return self._suspend_one(scope, until, reason, now)
+
+    def suspend_many(self, scopes: Sequence[Scope], until: float, reason: str, now: float) -> float:
+        with self._cond:
+            earliest = math.inf
+            for scope in scopes:
+                earliest = min(earliest, self._suspend_one(scope, until, reason, now))
+            return until if earliest == math.inf else earliest
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int:
         with self._cond:

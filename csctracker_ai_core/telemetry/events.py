@@ -54,7 +54,7 @@ class CallOutcome(str, enum.Enum):
 
 
 #: ``ai_attempts.decision``: what the pool did about the attempt; the pool change when
-#: there was one (suspend, disable_key, disable_model, cooldown), else the action
+#: there was one (suspend, disable_key, park_*, skip_model, cooldown), else the action
 #: (served, retry, raise). See :attr:`~csctracker_ai_core.pool.decision.Decision.label`.
 AttemptDecision = Union[PoolChange, Action]
 

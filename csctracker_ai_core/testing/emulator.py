@@ -40,12 +40,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fingerprint import key_fingerprint
+from . import emulator_errors as errors
 from . import emulator_wire as wire
+from .emulator_errors import ErrorRule, ModelRule
 from .emulator_quota import QuotaRule, QuotaTracker, quota_exceeded_body
 
 __all__ = [
     "GeminiEmulator",
     "EmulatorConfig",
+    "ErrorRule",
+    "ModelRule",
     "KeySpec",
     "KeyState",
     "QuotaRule",
@@ -79,6 +83,8 @@ class KeyState(str, enum.Enum):
     LEAKED = "leaked"  # 403 "reported as leaked"
     SERVICE_BLOCKED = "service_blocked"  # 403 ErrorInfo API_KEY_SERVICE_BLOCKED
     SUSPENDED = "suspended"  # 403 ErrorInfo CONSUMER_SUSPENDED
+    EXPIRED = "expired"  # 400 "API key expired", ErrorInfo API_KEY_INVALID
+    SERVICE_DISABLED = "service_disabled"  # 403 ErrorInfo SERVICE_DISABLED (API off in the project)
 
 
 class FaultKind(str, enum.Enum):
@@ -205,6 +211,19 @@ class EmulatorConfig:
     faults: tuple[Fault, ...] = ()
     record_bodies: int = 100
     """How many parsed request bodies to keep for :attr:`GeminiEmulator.requests` (0: none)."""
+    # -- error cases (see emulator_errors.py) --
+    errors: tuple[ErrorRule, ...] = ()
+    """Scripted errors (``ErrorRule``s or dicts; in a file ``key`` is the raw key)."""
+    model_rules: Mapping[str, Any] = field(default_factory=dict)
+    """``{model: ModelRule or dict}``: what each model accepts (others: their family's rule)."""
+    check_models: bool = True
+    """Apply each model family's documented parameter checks (thinking levels and budgets)."""
+    retired_models: tuple[str, ...] = ()
+    """Models answering 404 "no longer available", for every key."""
+    free_tier_unavailable: tuple[str, ...] = ()
+    """Projects whose free keys get 400 FAILED_PRECONDITION "free tier is not available"."""
+    location_unsupported: bool = False
+    """Every key gets 400 FAILED_PRECONDITION "User location is not supported"."""
     host: str = "127.0.0.1"
     port: int = 0
     """0 picks a free port."""
@@ -220,6 +239,10 @@ class EmulatorConfig:
         object.__setattr__(self, "quotas", tuple(_as(QuotaRule, q, "model") for q in quotas))
         object.__setattr__(self, "replies", tuple(_as(ReplyRule, r, "contains") for r in self.replies))
         object.__setattr__(self, "faults", tuple(_as(Fault, f, "kind") for f in self.faults))
+        object.__setattr__(self, "errors", tuple(_as(ErrorRule, e, "status") for e in self.errors))
+        object.__setattr__(self, "model_rules", {m: _as(ModelRule, r, "max_input_tokens") for m, r in dict(self.model_rules).items()})
+        object.__setattr__(self, "retired_models", tuple(self.retired_models))
+        object.__setattr__(self, "free_tier_unavailable", tuple(self.free_tier_unavailable))
         if self.unknown_keys not in ("accept", "reject"):
             raise ValueError("unknown_keys must be 'accept' or 'reject'")
 
@@ -231,7 +254,10 @@ class EmulatorConfig:
         - ``quotas``: a list of ``{"tier", "model", "rpm", "rpd", "tpm"}`` or a mapping
           ``{"free": {"*": {"rpm": 10}, "gemini-2.5-pro": {"rpm": 0, "rpd": 0, "tpm": 0}}}``;
         - ``faults``: ``{"kind": "503", "count": 2, "model": ..., "key": <raw key>, "delay_s": ...}``;
-        - ``error_order``: ``"2026"`` (default) or ``"legacy"``.
+        - ``error_order``: ``"2026"`` (default) or ``"legacy"``;
+        - ``errors``: ``{"status": 403, "body": {...}, "model", "key": <raw key>, "project", "tier", "count"}``;
+        - ``model_rules``: ``{"gemini-x": {"thinking_levels": ["LOW"], "max_input_tokens": 65536, "json_mode": false}}``;
+        - ``retired_models``, ``free_tier_unavailable`` (project names), ``location_unsupported``.
         """
         data = dict(data)
         known = {f.name for f in fields(cls)}
@@ -244,6 +270,13 @@ class EmulatorConfig:
                 f["key_fingerprint"] = key_fingerprint(f.pop("key"))
             faults.append(f)
         data["faults"] = faults
+        rules = []
+        for e in data.get("errors", ()):
+            e = dict(e)
+            if "key" in e:
+                e["key_fingerprint"] = key_fingerprint(e.pop("key"))
+            rules.append(e)
+        data["errors"] = rules
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown emulator config fields: {sorted(unknown)}")
@@ -345,6 +378,12 @@ class GeminiEmulator:
         self.quotas = QuotaTracker(self.clock, config.minute_s, config.quotas)
         self._counters = _Counters(config.record_bodies)
         self._held = threading.Event()  # set by release_held(): HOLD faults answer
+        self._errors: list[list[Any]] = [[e, e.count] for e in config.errors]  # [ErrorRule, remaining or None]
+        self._model_rules: dict[str, ModelRule] = dict(config.model_rules)
+        self._retired: set[str] = set(config.retired_models)
+        self._no_free_tier: set[str] = set(config.free_tier_unavailable)
+        self.location_unsupported = config.location_unsupported
+        self.check_models = config.check_models
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -503,6 +542,84 @@ class GeminiEmulator:
                     return fault
         return None
 
+    # --- error cases (bodies and rules in emulator_errors.py) ---------------------------
+
+    def add_error(self, status: int, body: Mapping[str, Any], *, model: Optional[str] = None,
+                  key: Optional[str] = None, project: Optional[str] = None, tier: Optional[str] = None,
+                  count: Optional[int] = None) -> ErrorRule:
+        """Answer ``status`` / ``body`` to matching requests (``count`` times, or for ever)."""
+        rule = ErrorRule(status, body, model, key_fingerprint(key) if key is not None else None, project, tier, count)
+        with self._lock:
+            self._errors.append([rule, count])
+        return rule
+
+    def deny_model(self, model: str, *, key: Optional[str] = None, project: Optional[str] = None,
+                   count: Optional[int] = None) -> ErrorRule:
+        """403 PERMISSION_DENIED (no key-level reason) for ``model``, for one key/project or all."""
+        return self.add_error(403, errors.permission_denied_body(), model=model, key=key, project=project, count=count)
+
+    def retire_model(self, model: str) -> None:
+        """``model`` answers 404 "no longer available" to every key from now on."""
+        with self._lock:
+            self._retired.add(model)
+
+    def set_model_rule(self, model: str, rule: Optional[ModelRule] = None, **fields_: Any) -> ModelRule:
+        """What ``model`` accepts (a :class:`ModelRule`, or its fields): other requests get its real 400."""
+        rule = rule if rule is not None else ModelRule(**fields_)
+        with self._lock:
+            self._model_rules[model] = rule
+        return rule
+
+    def model_rule(self, model: str) -> ModelRule:
+        """The rule in force for ``model`` (explicit, else its family's when ``check_models``)."""
+        rule = self._model_rules.get(model)
+        if rule is not None:
+            return rule
+        return errors.default_model_rule(model) if self.check_models else ModelRule()
+
+    def block_free_tier(self, project: str) -> None:
+        """The free keys of ``project`` get 400 "free tier is not available in your country"."""
+        with self._lock:
+            self._no_free_tier.add(project)
+
+    def clear_errors(self) -> None:
+        """Drop scripted errors, retirements, model rules, free-tier blocks and the location block."""
+        with self._lock:
+            self._errors.clear()
+            self._retired.clear()
+            self._model_rules.clear()
+            self._no_free_tier.clear()
+            self.location_unsupported = False
+
+    def _take_error(self, model: str, spec: KeySpec) -> Optional[ErrorRule]:
+        fp = key_fingerprint(spec.key)
+        with self._lock:
+            for entry in self._errors:
+                rule, remaining = entry
+                if rule.matches(model, fp, spec.project_id, spec.tier):
+                    if remaining is not None:
+                        if remaining <= 1:
+                            self._errors.remove(entry)
+                        else:
+                            entry[1] = remaining - 1
+                    return rule
+        return None
+
+    def _error_case(self, model: str, method: str, spec: KeySpec, parsed: wire.ParsedRequest) -> Optional[_Reply]:
+        """The error this request meets before any quota is spent, if any."""
+        rule = self._take_error(model, spec)
+        if rule is not None:
+            return _Reply(rule.status, dict(rule.body))
+        if spec.tier == "free" and spec.project_id in self._no_free_tier:
+            return _Reply(400, errors.free_tier_unavailable_body())
+        if self.location_unsupported:
+            return _Reply(400, errors.location_unsupported_body())
+        if method != "countTokens":
+            refused = errors.check_request(model, parsed, self.model_rule(model))
+            if refused is not None:
+                return _Reply(*refused)
+        return None
+
     # --- counters -------------------------------------------------------------------
 
     def _fp(self, key: Optional[str], fingerprint: Optional[str]) -> Optional[str]:
@@ -603,6 +720,12 @@ class GeminiEmulator:
             return _Reply(403, wire.blocked_key_body("API_KEY_SERVICE_BLOCKED"))
         if spec.state is KeyState.SUSPENDED:
             return _Reply(403, wire.blocked_key_body("CONSUMER_SUSPENDED"))
+        if spec.state is KeyState.EXPIRED:
+            return _Reply(400, errors.expired_key_body())
+        if spec.state is KeyState.SERVICE_DISABLED:
+            return _Reply(403, errors.service_disabled_body())
+        if model in self._retired:
+            return _Reply(404, errors.retired_model_body(model))
         if model not in self.models and "*" not in self.models:
             return _Reply(404, wire.model_not_found_body(model, version, method))
         if body is None:
@@ -611,6 +734,10 @@ class GeminiEmulator:
             parsed = wire.parse_request(body)
         except wire.RequestError as exc:
             return _Reply(400, wire.bad_request_body(str(exc)))
+
+        refused = self._error_case(model, method, spec, parsed)
+        if refused is not None:
+            return refused
 
         fault = self._take_fault(model, key_fingerprint(key))
         if fault is not None:
