@@ -381,18 +381,18 @@ class ApiKeyRotator:
                 failure = classify_failure(error)
             elif invalid_output:
                 failure = invalid_output_failure()
+            if failure is None or failure.kind is FailureKind.INVALID_OUTPUT:
+                # Gemini answered with this model: it exists here (see the 404 rule in _apply).
+                self._served_models.add(slot.model)
             if failure is not None:
                 outcome = failure.kind
                 # Applied before the slot is freed, so no other thread is handed a
                 # slot that is about to be suspended.
                 decision = self._apply(slot, failure, now, attempt, lease)
-            else:
-                if slot.model not in self._served_models:
-                    self._served_models.add(slot.model)
-                if self._transient or self._quota_repeats:
-                    with self._lock:
-                        self._transient.pop((slot.key_fingerprint, slot.model), None)
-                        self._quota_repeats.pop((slot.project, slot.model), None)
+            elif self._transient or self._quota_repeats:
+                with self._lock:
+                    self._transient.pop((slot.key_fingerprint, slot.model), None)
+                    self._quota_repeats.pop((slot.project, slot.model), None)
         finally:
             lease.decision = decision
             self._state.release(lease.lease_id, now, outcome, usage_input_tokens)
