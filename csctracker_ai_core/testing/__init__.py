@@ -2,6 +2,16 @@
 
 See :mod:`csctracker_ai_core.testing.emulator`; the pytest fixtures ``gemini_emulator``
 and ``make_gemini_emulator`` come from :mod:`csctracker_ai_core.testing.pytest_plugin`.
+
+The emulator answers what the real API answers, with the real bodies: quotas per
+project (429 with QuotaFailure and RetryInfo), bad keys (invalid, expired, leaked,
+blocked, suspended, service disabled), and the error cases of
+:mod:`~csctracker_ai_core.testing.emulator_errors`: scripted errors per model, key,
+project or tier (``add_error``, ``deny_model``: a 403 for one model), retired models
+(``retire_model``: 404 "no longer available" for every key), per-model parameter checks
+(:class:`ModelRule`: thinking levels and budgets per family, input token limit, JSON
+mode), the free tier unavailable in a project's region (``block_free_tier``) and an
+unsupported caller location (``location_unsupported``).
 """
 
 from __future__ import annotations

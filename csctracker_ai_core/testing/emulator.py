@@ -263,20 +263,14 @@ class EmulatorConfig:
         known = {f.name for f in fields(cls)}
         if "error_order" in data:
             data["legacy_error_order"] = data.pop("error_order") == "legacy"
-        faults = []
-        for f in data.get("faults", ()):
-            f = dict(f)
-            if "key" in f:
-                f["key_fingerprint"] = key_fingerprint(f.pop("key"))
-            faults.append(f)
-        data["faults"] = faults
-        rules = []
-        for e in data.get("errors", ()):
-            e = dict(e)
-            if "key" in e:
-                e["key_fingerprint"] = key_fingerprint(e.pop("key"))
-            rules.append(e)
-        data["errors"] = rules
+        for name in ("faults", "errors"):  # a file names the raw key; the config keeps its fingerprint
+            items = []
+            for item in data.get(name, ()):
+                item = dict(item)
+                if "key" in item:
+                    item["key_fingerprint"] = key_fingerprint(item.pop("key"))
+                items.append(item)
+            data[name] = items
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown emulator config fields: {sorted(unknown)}")

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
-from .emulator_wire import ParsedRequest, error_body
+from .emulator_wire import ParsedRequest, error_body, invalid_key_body
 
 __all__ = [
     "ErrorRule",
@@ -87,17 +87,7 @@ def service_disabled_body(project_number: str = "123456789012") -> dict[str, Any
 
 def expired_key_body() -> dict[str, Any]:
     """400 "API key expired. Please renew the API key." with reason API_KEY_INVALID [continuedev/continue#11336]."""
-    message = "API key expired. Please renew the API key."
-    return error_body(
-        400,
-        "INVALID_ARGUMENT",
-        message,
-        [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID", "domain": "googleapis.com",
-             "metadata": {"service": "generativelanguage.googleapis.com"}},
-            {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
-        ],
-    )
+    return invalid_key_body("API key expired. Please renew the API key.")
 
 
 def free_tier_unavailable_body() -> dict[str, Any]:

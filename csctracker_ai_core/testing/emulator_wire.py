@@ -215,9 +215,8 @@ def _error_info(reason: str, **metadata: str) -> dict[str, Any]:
     }
 
 
-def invalid_key_body() -> dict[str, Any]:
-    """400 API_KEY_INVALID, verbatim."""
-    message = "API key not valid. Please pass a valid API key."
+def invalid_key_body(message: str = "API key not valid. Please pass a valid API key.") -> dict[str, Any]:
+    """400 API_KEY_INVALID, verbatim (an expired key gets the same body with its own message)."""
     return error_body(
         400,
         "INVALID_ARGUMENT",
