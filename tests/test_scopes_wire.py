@@ -197,3 +197,20 @@ def test_a_403_on_the_only_model_for_every_key_ends_with_a_clear_error(emu):
         with pytest.raises(GeminiServiceException, match="no access"):
             p.analisar_com_gemini(prompt="oi")
         assert emu.total_requests == 1
+
+
+def test_a_404_after_the_model_served_here_concerns_one_project_only(emu):
+    """ "no longer available to new users": existing projects may still be served
+    (shared/notes/gemini-errors.md). Once the model has served here, a 404 parks it on the
+    project that got it, not everywhere."""
+    from csctracker_ai_core.testing.emulator_errors import retired_model_body
+
+    with processor(emu) as p:
+        p.analisar_com_gemini(prompt="oi")  # PRO serves on free-0
+        emu.add_error(404, retired_model_body(PRO), model=PRO, project="free-1")
+        for _ in range(6):
+            p.analisar_com_gemini(prompt="oi")
+        assert emu.count(model=PRO, status=404) == 1
+        parked = {s.key_fingerprint for s in p.rotator.status().slots if s.model == PRO and s.suspended_until}
+        assert parked == {key_fingerprint(FREE[1])}
+        assert emu.count(key=FREE[0], model=PRO, status=200) >= 3 and paid_requests(emu) == 0
