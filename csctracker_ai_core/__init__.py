@@ -17,11 +17,13 @@ from .exceptions import (
     GeminiRequestError,
     GeminiServiceException,
     InvalidInputError,
+    BlockedResponseError,
     InvalidResponseError,
     QuotaExhaustedError,
     RedisUnavailableError,
     ReportError,
     TelemetryError,
+    TruncatedResponseError,
 )
 from .fingerprint import key_fingerprint
 from .pool.rotator import ApiKeyRotator
@@ -46,6 +48,8 @@ __all__ = [
     "QuotaExhaustedError",
     "GeminiRequestError",
     "InvalidResponseError",
+    "TruncatedResponseError",
+    "BlockedResponseError",
     "TelemetryError",
     "RedisUnavailableError",
     "ReportError",

@@ -14,7 +14,11 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
     │   ├── GeminiRequestError      Gemini refused the request itself (a 400 that is the
     │   │                           caller's fault): retrying cannot help
     │   └── InvalidResponseError    Gemini answered, but not with what was asked
-    │                               (e.g. invalid JSON in JSON mode, a blocked prompt)
+    │       │                       (e.g. invalid JSON, JSON that breaks response_schema)
+    │       ├── TruncatedResponseError  the reply was cut at the output limit (MAX_TOKENS);
+    │       │                       ``partial_text`` holds what came back
+    │       └── BlockedResponseError    a safety filter stopped the prompt or the reply;
+    │                               ``reason`` says which (SAFETY, blockReason ...)
     ├── TelemetryError              the telemetry store cannot be used as configured
     ├── RedisUnavailableError       Redis is unreachable and the pool's policy is "fail"
     └── ReportError                 a report was asked with a bad group or period
@@ -32,6 +36,8 @@ __all__ = [
     "QuotaExhaustedError",
     "GeminiRequestError",
     "InvalidResponseError",
+    "TruncatedResponseError",
+    "BlockedResponseError",
     "TelemetryError",
     "RedisUnavailableError",
     "ReportError",
@@ -117,6 +123,52 @@ class GeminiRequestError(GeminiServiceException):
 
 class InvalidResponseError(GeminiServiceException):
     """Gemini answered, but the answer is unusable (invalid JSON, blocked, empty)."""
+
+
+class TruncatedResponseError(InvalidResponseError):
+    """Gemini's reply stopped at the output limit (finishReason ``MAX_TOKENS``).
+
+    ``partial_text`` is what came back before the cut (``""`` when the whole output
+    budget went to thinking); ``finish_reason`` is ``"MAX_TOKENS"``. Lower
+    ``thinking_level``, raise ``max_output_tokens``, or pass ``accept_truncation=True``
+    to receive a cut text reply as a result.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        finish_reason: str = "MAX_TOKENS",
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
+        self.partial_text = partial_text
+        self.finish_reason = finish_reason
+
+
+class BlockedResponseError(InvalidResponseError):
+    """Gemini's safety filters stopped the prompt or the reply; retrying cannot help.
+
+    ``reason`` says which: a finishReason (``SAFETY``, ``RECITATION``,
+    ``PROHIBITED_CONTENT``, ``BLOCKLIST``, ``SPII``, ``IMAGE_SAFETY``) or
+    ``"blockReason <X>"`` for a prompt blocked before any candidate. Change the prompt
+    or the input.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
+        self.reason = reason
 
 
 class TelemetryError(AiCoreError):

@@ -19,15 +19,24 @@ from . import pricing
 from .clock import SYSTEM_CLOCK, Clock
 from .exceptions import (
     AiCoreError,
+    BlockedResponseError,
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
     InvalidInputError,
     InvalidResponseError,
+    TruncatedResponseError,
 )
 from .gemini.client_pool import GeminiClients
-from .gemini.request import build_config, build_contents
-from .gemini.response import ReplyProblem, finish_reason, parse_json_reply, reply_text, served_tier
+from .gemini.request import (
+    FAMILY_TEMPERATURE,
+    RequestOptions,
+    build_config,
+    build_contents,
+    options_for,
+    truncation_retry,
+)
+from .gemini.response import ReplyProblem, finish_reason, read_reply, served_tier
 from .pool.classify import scrub
 from .pool.decision import Action, Decision, FailureKind
 from .pool.lease import Lease
@@ -93,7 +102,12 @@ class IaProcessor:
     - ``redis_url`` [``CSCTRACKER_AI_REDIS_URL``]: share the pool's state across
       processes on Redis.
     - ``projects``, ``known_limits``, ``model_order``: see ``ApiKeyRotator``.
-    - ``temperature`` (0.1, as the original), ``redact``, ``store_images``: telemetry.
+    - ``temperature``: by default 0.1 (as the original) for families before Gemini 3
+      and the model's own default from Gemini 3 on (Google's guidance: lower values may
+      loop until MAX_TOKENS); a number is always sent, ``None`` never.
+    - ``max_output_tokens`` [``CSCTRACKER_AI_MAX_OUTPUT_TOKENS``]: output cap (thinking
+      included) per request; unset: the model's limit. A call's own keyword wins.
+    - ``redact``, ``store_images``: telemetry.
     - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
     - ``env``: the environment mapping read instead of ``os.environ`` (``env={}`` reads
       nothing). Everything is read once, here, into :attr:`settings`
@@ -122,7 +136,8 @@ class IaProcessor:
         projects: Optional[Mapping[str, Sequence[str]]] = None,
         known_limits: Optional[Any] = None,
         model_order: Optional[Any] = None,
-        temperature: Optional[float] = 0.1,
+        temperature: Optional[float] = FAMILY_TEMPERATURE,
+        max_output_tokens: Optional[int] = None,
         redact: Optional[Any] = None,
         store_images: bool = False,
         clock: Optional[Clock] = None,
@@ -136,13 +151,15 @@ class IaProcessor:
             google_paid_keys=google_paid_keys, base_url=base_url, request_timeout_s=request_timeout_s,
             max_wait_s=max_wait_s, max_retries=max_retries, telemetry=telemetry,
             clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url,
+            max_output_tokens=max_output_tokens,
         )
         settings = self.settings
         self._clock: Clock = clock or SYSTEM_CLOCK
         self._temperature = temperature
         self._max_retries = settings.max_retries
         self._max_wait_s = settings.max_wait_s
-        if temperature is not None and (
+        self._max_output_tokens = settings.max_output_tokens
+        if temperature is not None and temperature is not FAMILY_TEMPERATURE and (
             isinstance(temperature, bool)
             or not isinstance(temperature, (int, float))
             or not 0.0 <= temperature <= 2.0
@@ -223,6 +240,9 @@ class IaProcessor:
         exact_match: bool = False,
         family: Optional[str] = None,
         metadata: Optional[Mapping[str, str]] = None,
+        max_output_tokens: Optional[int] = None,
+        response_schema: Optional[Any] = None,
+        accept_truncation: bool = False,
     ) -> Tuple[Any, TokenUsage, str]:
         """Ask Gemini; returns ``(resultado, tokens, event_id)``.
 
@@ -240,6 +260,15 @@ class IaProcessor:
         budget; ``None`` leaves the model's default. ``service_tier``: standard, flex
         or priority.
 
+        ``max_output_tokens`` caps this call's output (thinking included; default: the
+        processor's setting, else the model's limit). ``response_schema``: a JSON schema
+        (dict) or a Pydantic model class; it is sent as Gemini's response schema and the
+        reply is checked against it (a Pydantic class comes back as an instance); a reply
+        that breaks it counts as a failed attempt, like invalid JSON.
+        ``accept_truncation``: a text reply cut at the output limit (finishReason
+        MAX_TOKENS) is returned as it is instead of raising
+        :class:`TruncatedResponseError`.
+
         Raises :class:`InvalidInputError` (nothing sent), :class:`QuotaExhaustedError`
         (no slot before the wait limit; see ``retry_at``), :class:`GeminiRequestError`
         (Gemini refused the request itself), :class:`InvalidResponseError` (no usable
@@ -253,7 +282,8 @@ class IaProcessor:
             return_json=return_json, event_id=event_id, mime_type=mime_type,
             model_variant=model_variant, exact_match=exact_match, family=family,
             forced_free=forced_free, forced_paid=forced_paid, thinking_level=thinking_level,
-            service_tier=service_tier, metadata=metadata,
+            service_tier=service_tier, metadata=metadata, max_output_tokens=max_output_tokens,
+            response_schema=response_schema, accept_truncation=accept_truncation,
         )
         event_id = call.event_id or str(uuid.uuid4())
         attempts: List[Optional[AttemptEvent]] = []
@@ -313,6 +343,8 @@ class IaProcessor:
         retries_left = self._max_retries
         last_error: Optional[BaseException] = None
         last_lease: Optional[Lease] = None
+        options = options_for(call, self._temperature, self._max_output_tokens)
+        truncation_retried = False
         while True:
             try:
                 lease = self.rotator.acquire(
@@ -334,12 +366,23 @@ class IaProcessor:
                 self._record_failure(call, event_id, started_wall, started, attempts, last_lease, exc)
                 raise
             last_lease = lease
-            outcome = self._attempt(call, lease, event_id, len(attempts) + 1, attempts)
+            outcome = self._attempt(call, options, lease, event_id, len(attempts) + 1, attempts)
             if isinstance(outcome, _Served):
                 self._record_success(call, event_id, started_wall, started, attempts, lease, outcome)
                 return outcome.result, outcome.usage, event_id
             decision, error = outcome
             last_error = error
+            if isinstance(error, TruncatedResponseError):
+                # MAX_TOKENS is not transient: one more request, and only with a change
+                # that can help (think less, allow the whole output limit).
+                better = None if truncation_retried else truncation_retry(lease.slot.model, options)
+                if better is None:
+                    raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
+                logger.info("attempt %d on %s stopped at MAX_TOKENS; one retry with thinking %s, output cap %s",
+                            len(attempts), lease.slot, better.thinking_level or "default",
+                            better.max_output_tokens or "default")
+                options, truncation_retried = better, True
+                continue
             failure = decision.failure
             if decision.action is Action.RAISE:
                 raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
@@ -355,6 +398,7 @@ class IaProcessor:
     def _attempt(
         self,
         call: PreparedCall,
+        options: RequestOptions,
         lease: Lease,
         event_id: str,
         number: int,
@@ -370,10 +414,7 @@ class IaProcessor:
                 response = client.models.generate_content(
                     model=slot.model,
                     contents=build_contents(call),
-                    config=build_config(
-                        slot.model, call.return_json, call.thinking_level, call.service_tier,
-                        self._temperature,
-                    ),
+                    config=build_config(slot.model, options),
                 )
             except Exception as exc:
                 duration = time.perf_counter() - t0
@@ -388,16 +429,25 @@ class IaProcessor:
             duration = time.perf_counter() - t0
             usage = TokenUsage.from_usage_metadata(response.usage_metadata)
             try:
-                text = reply_text(response)
-                result = parse_json_reply(text) if call.return_json else text
+                reply = read_reply(response, return_json=call.return_json, schema=call.response_schema,
+                                   accept_truncation=call.accept_truncation)
+                text, result = reply.text, reply.result
             except ReplyProblem as problem:
                 # Gemini served the request (quota was spent), but the answer is unusable.
                 decision = self.rotator.release(lease, usage_input_tokens=usage.input, invalid_output=True)
-                if not problem.retryable:
+                error: InvalidResponseError
+                if problem.kind == "blocked":
+                    # Blocked on this key means blocked on every key: one request, no retry.
                     decision = Decision(action=Action.RAISE, failure=decision.failure)
-                hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
-                        if call.return_json and problem.retryable else "")
-                error = InvalidResponseError(f"{problem}{hint}", event_id=event_id)
+                    error = BlockedResponseError(str(problem), reason=problem.reason, event_id=event_id)
+                elif problem.kind == "truncated":
+                    decision = Decision(action=Action.RAISE, failure=decision.failure)
+                    error = TruncatedResponseError(str(problem), partial_text=problem.partial_text,
+                                                   finish_reason=problem.reason or "MAX_TOKENS", event_id=event_id)
+                else:
+                    hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
+                            if call.return_json and problem.kind == "invalid_json" else "")
+                    error = InvalidResponseError(f"{problem}{hint}", event_id=event_id)
                 attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, error))
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
@@ -535,8 +585,16 @@ class IaProcessor:
         """Build the exception that ends a call (and record the failed event)."""
         failure = decision.failure
         count = len(attempts)
-        if isinstance(error, InvalidResponseError):
-            final: GeminiServiceException = InvalidResponseError(
+        if isinstance(error, TruncatedResponseError):
+            final: GeminiServiceException = TruncatedResponseError(
+                f"{error} ({count} request(s))", partial_text=error.partial_text,
+                finish_reason=error.finish_reason, last_error=error, attempts=count, event_id=event_id,
+            )
+        elif isinstance(error, BlockedResponseError):
+            final = BlockedResponseError(str(error), reason=error.reason, last_error=error,
+                                         attempts=count, event_id=event_id)
+        elif isinstance(error, InvalidResponseError):
+            final = InvalidResponseError(
                 f"Gemini's reply could not be used after {count} attempt(s): {error}",
                 last_error=error, attempts=count, event_id=event_id,
             )

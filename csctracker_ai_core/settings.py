@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from .catalog import use_catalog_file
 from .exceptions import ConfigurationError
 from .paths import data_dir
 from .pool.keys import parse_model_limits
@@ -54,6 +55,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "CSCTRACKER_AI_MAX_WAIT_S": "seconds a call may wait for a free slot",
     "CSCTRACKER_AI_MAX_RETRIES": "retries after transient failures",
     "CSCTRACKER_AI_PRICES_FILE": "price file overlaid on the shipped prices",
+    "CSCTRACKER_AI_CATALOG_FILE": "model catalog file overlaid on the shipped catalog",
+    "CSCTRACKER_AI_MAX_OUTPUT_TOKENS": "output cap (thinking included) per request",
     "CSCTRACKER_AI_DATA_DIR": "folder of the embedded store and the spool",
     "XDG_DATA_HOME": "base of the default data folder",
     "CSCTRACKER_AI_REDIS_URL": "share the pool's state on Redis",
@@ -124,6 +127,8 @@ class Settings:
     max_wait_s: Optional[float] = None  # None: the pool's default
     max_retries: int = DEFAULT_MAX_RETRIES
     prices_file: Optional[Path] = None  # None: the shipped prices only
+    catalog_file: Optional[Path] = None  # None: the shipped model catalog only
+    max_output_tokens: Optional[int] = None  # None: each model's output limit
     data_dir: Path = field(default_factory=lambda: data_dir({}))
     redis: Optional[RedisSettings] = None  # None: the pool stays in memory
     telemetry: ClickHouseSettings = field(
@@ -151,6 +156,8 @@ class Settings:
         database: Optional[str] = None,
         redis_url: Optional[str] = None,
         prices_file: Union[str, Path, None] = None,
+        catalog_file: Union[str, Path, None] = None,
+        max_output_tokens: Optional[int] = None,
     ) -> "Settings":
         """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
 
@@ -174,6 +181,20 @@ class Settings:
             )
         limits = google_models_limits if google_models_limits is not None else env.get("GOOGLE_MODEL_LIMITS")
         prices = prices_file if prices_file is not None else env_text(env, "CSCTRACKER_AI_PRICES_FILE")
+        catalog_path = catalog_file if catalog_file is not None else env_text(env, "CSCTRACKER_AI_CATALOG_FILE")
+        catalog_path = Path(catalog_path).expanduser() if catalog_path else None
+        if catalog_path is not None:
+            # Process-wide: the facts about Google's models are the same for every caller.
+            use_catalog_file(catalog_path)
+        max_output = max_output_tokens if max_output_tokens is not None else env_number(
+            env, "CSCTRACKER_AI_MAX_OUTPUT_TOKENS", None
+        )
+        if max_output is not None and (isinstance(max_output, bool) or not max_output >= 1
+                                       or int(max_output) != max_output):
+            raise ConfigurationError(
+                f"max_output_tokens={max_output!r}: pass a whole number of tokens, 1 or more "
+                "(or leave it unset for each model's limit)."
+            )
         return cls(
             free_keys=google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS"),
             paid_keys=google_paid_keys if google_paid_keys is not None else env.get("GOOGLE_PAID_KEYS"),
@@ -184,6 +205,8 @@ class Settings:
             max_wait_s=wait,
             max_retries=int(retries),
             prices_file=Path(prices).expanduser() if prices else None,
+            catalog_file=catalog_path,
+            max_output_tokens=int(max_output) if max_output is not None else None,
             data_dir=data_dir(env),
             redis=_redis_settings(redis_url, env),
             telemetry=resolve_clickhouse_settings(

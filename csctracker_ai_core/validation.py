@@ -15,7 +15,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+from .catalog import THINKING_LEVELS
 from .exceptions import InvalidInputError
+from .gemini.structured import ResponseSchema, response_schema_from
 
 __all__ = [
     "PreparedCall",
@@ -42,7 +44,6 @@ SUPPORTED_MIME_TYPES = frozenset(
     }
 )
 
-THINKING_LEVELS = ("minimal", "low", "medium", "high")
 FAMILIES = ("pro", "flash", "lite", "flash-lite", "ultra")
 SERVICE_TIERS = ("standard", "flex", "priority")
 
@@ -70,6 +71,9 @@ class PreparedCall:
     service_tier: str = "standard"
     metadata: Mapping[str, str] = field(default_factory=dict)
     estimated_input_tokens: int = 0
+    max_output_tokens: Optional[int] = None
+    response_schema: Optional[ResponseSchema] = None
+    accept_truncation: bool = False
 
     @property
     def image_size(self) -> int:
@@ -97,6 +101,15 @@ def _label(name: str, value: Any) -> Optional[str]:
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be True or False, not {type(value).__name__}.")
+    return value
+
+
+def max_output_tokens_value(name: str, value: Any) -> Optional[int]:
+    """``value`` as a positive whole number of tokens, or ``None``; else :class:`InvalidInputError`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(f"{name}={value!r}: pass a whole number of tokens, 1 or more, or None.")
     return value
 
 
@@ -158,6 +171,9 @@ def validate_call(
     thinking_level: Any = None,
     service_tier: Any = "standard",
     metadata: Any = None,
+    max_output_tokens: Any = None,
+    response_schema: Any = None,
+    accept_truncation: Any = False,
 ) -> PreparedCall:
     """Check every argument of ``analisar_com_gemini`` and prepare the request parts."""
     input_text = _optional_str("input_text", input_text) or ""
@@ -176,6 +192,11 @@ def validate_call(
                 "for a part of a model name."
             )
     return_json = _flag("return_json", return_json)
+    accept_truncation = _flag("accept_truncation", accept_truncation)
+    max_tokens = max_output_tokens_value("max_output_tokens", max_output_tokens)
+    schema = response_schema_from(response_schema)
+    if schema is not None and not return_json:
+        raise InvalidInputError("response_schema needs return_json=True (a schema describes a JSON reply).")
     exact_match = _flag("exact_match", exact_match)
     forced_free = _flag("forced_free", forced_free)
     forced_paid = _flag("forced_paid", forced_paid)
@@ -254,4 +275,7 @@ def validate_call(
         service_tier=tier,
         metadata=meta,
         estimated_input_tokens=estimated,
+        max_output_tokens=max_tokens,
+        response_schema=schema,
+        accept_truncation=accept_truncation,
     )

@@ -6,47 +6,113 @@ from types import SimpleNamespace
 import pytest
 from google.genai import types
 
-from csctracker_ai_core.gemini.request import build_config, build_contents, thinking_budget_for
-from csctracker_ai_core.gemini.response import ReplyProblem, parse_json_reply
+from csctracker_ai_core.gemini.request import (
+    FAMILY_TEMPERATURE,
+    RequestOptions,
+    build_config,
+    build_contents,
+    truncation_retry,
+)
+from csctracker_ai_core.gemini.response import ReplyProblem, parse_json_reply, read_reply
+from csctracker_ai_core.gemini.structured import response_schema_from
 from csctracker_ai_core.tokens import TokenUsage
 from csctracker_ai_core.validation import validate_call
+
+
+def opts(**kw):
+    return RequestOptions(**kw)
 
 
 @pytest.mark.parametrize(
     "model, level, expected_level, expected_budget",
     [
         ("gemini-3-flash-preview", "high", "HIGH", None),
-        ("gemini-3.1-pro-preview", "minimal", "MINIMAL", None),
+        ("gemini-3-flash-preview", "minimal", "MINIMAL", None),
+        # Pro never gets a level it refuses (the original sent MINIMAL / MEDIUM to Pro):
+        # 3 Pro Preview takes low/high, 3.1 Pro low/medium/high; ties go to the lower level.
+        ("gemini-3-pro-preview", "minimal", "LOW", None),
+        ("gemini-3-pro-preview", "medium", "LOW", None),
+        ("gemini-3.1-pro-preview", "minimal", "LOW", None),
+        ("gemini-3.1-pro-preview", "medium", "MEDIUM", None),
+        # 3.7 / 3.8 Flash reject minimal (BerriAI/litellm-docs#1505).
+        ("gemini-3.8-flash", "minimal", "LOW", None),
         ("gemini-2.5-flash", "minimal", None, 0),
         ("gemini-2.5-pro", "minimal", None, 128),
         ("gemini-2.5-flash", "low", None, 1024),
         ("gemini-2.5-flash-lite", "high", None, -1),
+        ("gemini-2.5-flash-lite", "low", None, 1024),
     ],
 )
-def test_thinking_goes_to_each_model_family_in_its_own_form(model, level, expected_level, expected_budget):
-    config = build_config(model, True, level, "standard", 0.1)
-    thinking = config.thinking_config
+def test_thinking_goes_to_each_model_in_a_form_it_takes(model, level, expected_level, expected_budget):
+    thinking = build_config(model, opts(thinking_level=level)).thinking_config
     assert thinking is not None
     assert (thinking.thinking_level.value if thinking.thinking_level else None) == expected_level
     assert thinking.thinking_budget == expected_budget
 
 
-def test_no_thinking_config_when_not_asked_or_model_too_old():
-    assert build_config("gemini-3-flash-preview", True, None, "standard", 0.1).thinking_config is None
-    assert build_config("gemini-2.0-flash", True, "high", "standard", 0.1).thinking_config is None
+def test_no_thinking_config_when_not_asked_or_model_does_not_think():
+    assert build_config("gemini-3-flash-preview", opts()).thinking_config is None
+    assert build_config("gemini-2.0-flash", opts(thinking_level="high")).thinking_config is None
+    assert build_config("gemma-3-27b-it", opts(thinking_level="high")).thinking_config is None
 
 
-def test_service_tier_sent_only_when_not_standard_and_json_mode():
-    assert build_config("gemini-2.5-flash", True, None, "standard", 0.1).service_tier is None
-    flex = build_config("gemini-2.5-flash", False, None, "flex", 0.1)
+def test_temperature_by_family_unless_the_caller_sets_it():
+    # Google: keep Gemini 3 at its default temperature (lower values may loop).
+    assert build_config("gemini-3-flash-preview", opts()).temperature is None
+    assert build_config("gemini-3.8-flash", opts()).temperature is None
+    assert build_config("gemini-2.5-flash", opts()).temperature == 0.1
+    assert build_config("gemini-3.8-flash", opts(temperature=0.7)).temperature == 0.7
+    assert build_config("gemini-2.5-flash", opts(temperature=None)).temperature is None
+    assert RequestOptions().temperature is FAMILY_TEMPERATURE
+
+
+def test_max_output_tokens_sent_and_capped_at_the_model_limit():
+    assert build_config("gemini-2.5-flash", opts()).max_output_tokens is None
+    assert build_config("gemini-2.5-flash", opts(max_output_tokens=500)).max_output_tokens == 500
+    assert build_config("gemma-3-27b-it", opts(max_output_tokens=100_000)).max_output_tokens == 8192
+
+
+def test_json_mode_only_where_the_model_has_it():
+    schema = response_schema_from({"type": "object", "properties": {"a": {"type": "integer"}}})
+    config = build_config("gemini-2.5-flash", opts(response_schema=schema.json_text))
+    assert config.response_mime_type == "application/json"
+    assert config.response_json_schema == {"type": "object", "properties": {"a": {"type": "integer"}}}
+    gemma = build_config("gemma-3-27b-it", opts(response_schema=schema.json_text))
+    assert gemma.response_mime_type == "text/plain" and gemma.response_json_schema is None
+
+
+def test_service_tier_sent_only_when_not_standard():
+    assert build_config("gemini-2.5-flash", opts()).service_tier is None
+    flex = build_config("gemini-2.5-flash", opts(return_json=False, service_tier="flex"))
     assert flex.service_tier.value == "flex" and flex.response_mime_type == "text/plain"
-    assert build_config("gemini-2.5-flash", True, None, "standard", 0.1).response_mime_type == "application/json"
 
 
 def test_configs_are_built_once():
-    assert build_config("gemini-2.5-flash", True, None, "standard", 0.1) is build_config(
-        "gemini-2.5-flash", True, None, "standard", 0.1
-    )
+    assert build_config("gemini-2.5-flash", opts()) is build_config("gemini-2.5-flash", opts())
+
+
+@pytest.mark.parametrize(
+    "model, before, after",
+    [
+        # Thinking at the model's default: think the least the model takes, whole output limit kept.
+        ("gemini-3.1-pro-preview", opts(), opts(thinking_level="floor")),
+        ("gemini-2.5-pro", opts(thinking_level="high"), opts(thinking_level="floor")),
+        # Output capped by the caller: lift the cap to the model's limit as well.
+        ("gemini-3-flash-preview", opts(thinking_level="high", max_output_tokens=100),
+         opts(thinking_level="floor", max_output_tokens=65536)),
+        # Already at the floor: only the cap can move.
+        ("gemini-3-flash-preview", opts(thinking_level="minimal", max_output_tokens=100),
+         opts(thinking_level="minimal", max_output_tokens=65536)),
+        ("gemini-2.5-flash", opts(thinking_level="minimal"), None),
+        ("gemini-3.8-flash", opts(thinking_level="low"), None),
+        ("gemma-3-27b-it", opts(), None),
+        ("gemma-3-27b-it", opts(max_output_tokens=8192), None),
+        # 3.5 Flash-Lite thinks at minimal by default (its floor): nothing to lower.
+        ("gemini-3.5-flash-lite", opts(), None),
+    ],
+)
+def test_truncation_retry_only_with_a_change_that_can_help(model, before, after):
+    assert truncation_retry(model, before) == after
 
 
 def test_text_only_contents_are_a_plain_string():
@@ -60,22 +126,75 @@ def test_contents_carry_text_then_image():
     assert isinstance(part, types.Part) and part.inline_data.mime_type == "image/png"
 
 
-def test_budget_table():
-    assert [thinking_budget_for("gemini-2.5-flash", l) for l in ("minimal", "low", "medium", "high")] == [0, 1024, 8192, -1]
-
-
 @pytest.mark.parametrize(
     "text, expected",
-    [('{"a": 1}', {"a": 1}), ('```json\n{"a": [1]}\n```', {"a": [1]}), ("[1, 2]", [1, 2])],
+    [
+        ('{"a": 1}', {"a": 1}),
+        ('```json\n{"a": [1]}\n```', {"a": [1]}),
+        ("[1, 2]", [1, 2]),
+        ('```\n{"a": 2}\n```', {"a": 2}),
+        ('Aqui está o JSON:\n```json\n{"b": "x"}\n```\nEspero ter ajudado.', {"b": "x"}),
+        ('```json\n{"a": 3}', {"a": 3}),  # an opening fence never closed
+    ],
 )
-def test_json_replies_parse_with_or_without_fence(text, expected):
+def test_json_replies_parse_bare_fenced_or_with_text_around_one_block(text, expected):
     assert parse_json_reply(text) == expected
 
 
-def test_invalid_json_is_a_retryable_problem():
+@pytest.mark.parametrize("text", ["Paris, of course", '```json\n{"a": 1}\n```\n```json\n{"b": 2}\n```'])
+def test_invalid_json_or_two_blocks_is_a_retryable_problem(text):
     with pytest.raises(ReplyProblem) as info:
-        parse_json_reply("Paris, of course")
-    assert info.value.retryable
+        parse_json_reply(text)
+    assert info.value.retryable and info.value.kind == "invalid_json"
+
+
+def _reply(finish="STOP", text="ok", block=None, thought=False):
+    parts = ([types.Part(text="hmm", thought=True)] if thought else []) + ([types.Part(text=text)] if text else [])
+    return types.GenerateContentResponse(
+        candidates=[] if block else [types.Candidate(
+            content=types.Content(role="model", parts=parts or None), finish_reason=finish)],
+        prompt_feedback=types.GenerateContentResponsePromptFeedback(block_reason=block) if block else None,
+    )
+
+
+@pytest.mark.parametrize("finish", ["SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII"])
+def test_stopped_replies_are_blocked_and_not_retryable(finish):
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply(finish, text=""), return_json=False)
+    assert (info.value.kind, info.value.retryable, info.value.reason) == ("blocked", False, finish)
+
+
+def test_prompt_block_reason_is_blocked():
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply(block="PROHIBITED_CONTENT"), return_json=True)
+    assert (info.value.kind, info.value.retryable) == ("blocked", False)
+    assert info.value.reason == "blockReason PROHIBITED_CONTENT"
+
+
+def test_max_tokens_without_text_is_truncated_not_transient():
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply("MAX_TOKENS", text="", thought=True), return_json=False)
+    assert (info.value.kind, info.value.retryable, info.value.partial_text) == ("truncated", False, "")
+
+
+def test_truncated_text_needs_consent():
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply("MAX_TOKENS", text="Era uma vez"), return_json=False)
+    assert info.value.kind == "truncated" and info.value.partial_text == "Era uma vez"
+    reply = read_reply(_reply("MAX_TOKENS", text="Era uma vez"), return_json=False, accept_truncation=True)
+    assert (reply.result, reply.truncated) == ("Era uma vez", True)
+
+
+def test_truncated_json_that_does_not_parse_is_truncated_even_with_consent():
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply("MAX_TOKENS", text='{"a": [1, 2'), return_json=True, accept_truncation=True)
+    assert info.value.kind == "truncated" and info.value.partial_text == '{"a": [1, 2'
+
+
+def test_thought_only_reply_is_empty_and_retryable():
+    with pytest.raises(ReplyProblem) as info:
+        read_reply(_reply("STOP", text="", thought=True), return_json=False)
+    assert (info.value.kind, info.value.retryable) == ("empty", True)
 
 
 def test_token_usage_from_metadata_counts_thinking_as_output():

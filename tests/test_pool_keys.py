@@ -6,7 +6,7 @@ import pytest
 
 from csctracker_ai_core.exceptions import ConfigurationError
 from csctracker_ai_core.fingerprint import key_fingerprint
-from csctracker_ai_core.models import DEFAULT_MODEL_LIMITS
+from csctracker_ai_core.catalog import default_model_limits
 from csctracker_ai_core.pool.keys import (
     KnownLimits,
     build_key_specs,
@@ -83,8 +83,8 @@ def test_build_key_specs_errors_never_show_keys(free, paid, projects, fragment):
 @pytest.mark.parametrize(
     "value, expected",
     [
-        (None, DEFAULT_MODEL_LIMITS),
-        ("", DEFAULT_MODEL_LIMITS),
+        (None, default_model_limits()),
+        ("", default_model_limits()),
         ('{"gemini-2.5-flash": 2, "gemini-2.5-pro": 1}', {"gemini-2.5-flash": 2, "gemini-2.5-pro": 1}),
         ("gemini-2.5-flash=2, gemini-2.5-pro=1", {"gemini-2.5-flash": 2, "gemini-2.5-pro": 1}),
         ("models/gemini-2.5-flash=3", {"gemini-2.5-flash": 3}),

@@ -132,7 +132,8 @@ def test_event_id_given_is_kept_and_event_is_complete(processor, sink):
     [("gemini-3-flash-preview", "thinking_level", "HIGH"), ("gemini-2.5-flash", "thinking_budget", -1)],
 )
 def test_thinking_level_reaches_each_model_in_its_form(emu, sink, variant, field, expected):
-    with IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry_sink=sink) as p:
+    with IaProcessor(google_free_keys=FREE, google_models_limits={variant: 1}, base_url=emu.base_url,
+                     telemetry_sink=sink) as p:
         _, tokens, _ = p.analisar_com_gemini(input_text="x", prompt="y", model_variant=variant,
                                             exact_match=True, thinking_level="high")
     thinking = emu.last_request.body["generationConfig"]["thinkingConfig"]

@@ -8,6 +8,7 @@ def test_public_names_are_pinned():
         "__version__", "IaProcessor", "ApiKeyRotator", "PoolStatus", "ClickHouseDb", "Telemetry",
         "TokenUsage", "AiCoreError", "ConfigurationError", "InvalidInputError",
         "GeminiServiceException", "QuotaExhaustedError", "GeminiRequestError", "InvalidResponseError",
+        "TruncatedResponseError", "BlockedResponseError",
         "TelemetryError", "RedisUnavailableError", "ReportError", "Clock", "SystemClock", "FakeClock", "key_fingerprint",
     ])
     for name in csctracker_ai_core.__all__:

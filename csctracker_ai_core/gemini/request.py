@@ -1,61 +1,136 @@
 """What is sent to Gemini for a validated call: the contents and the config.
 
-Configs depend only on (model, json mode, thinking level, service tier, temperature),
-so they are built once and cached: pydantic construction is the costliest part of a
-request that is not the network.
+Every parameter goes through the model catalog first, so a model is never sent what it
+is known not to take: thinking levels are mapped to the nearest accepted one (see
+:func:`csctracker_ai_core.catalog.thinking_for`), Gemini 2.5 gets a budget instead of
+a level, models without thinking get no thinking config, models without JSON mode are
+asked in text mode (the reply is parsed as JSON all the same), ``max_output_tokens`` is
+capped at the model's output limit, and temperature follows the family (below).
+
+Configs depend only on (model, :class:`RequestOptions`), so they are built once and
+cached: pydantic construction is the costliest part of a request that is not the
+network.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, List, Optional, Union
 
 from google.genai import types
 
-from ..models import model_family, thinking_style
+from ..catalog import ModelInfo, model_info, thinking_can_go_lower, thinking_for
 from ..validation import PreparedCall
 
-__all__ = ["build_contents", "build_config", "thinking_budget_for"]
+__all__ = [
+    "FAMILY_TEMPERATURE",
+    "LEGACY_TEMPERATURE",
+    "RequestOptions",
+    "build_config",
+    "build_contents",
+    "options_for",
+    "truncation_retry",
+]
 
-# Gemini 2.5 takes a token budget rather than a level. These follow Google's guidance:
-# 0 turns thinking off (flash / lite only: pro cannot turn it off, its minimum is 128),
-# -1 lets the model decide.
-_BUDGETS = {"low": 1024, "medium": 8192, "high": -1}
+LEGACY_TEMPERATURE = 0.1
+"""The original library's fixed temperature, kept for the families before Gemini 3."""
 
 
-def thinking_budget_for(model: str, level: str) -> int:
-    """The Gemini 2.5 thinking budget that stands for ``level`` on ``model``."""
-    if level == "minimal":
-        return 128 if model_family(model) == "pro" else 0
-    return _BUDGETS[level]
+class _FamilyTemperature:
+    """Sentinel: 0.1 before Gemini 3, the model's own default from Gemini 3 on."""
+
+    def __repr__(self) -> str:
+        return "FAMILY_TEMPERATURE"
+
+
+FAMILY_TEMPERATURE: Any = _FamilyTemperature()
+"""Temperature by family. Google recommends keeping Gemini 3 models at their default
+(1.0): lower values may make them loop until MAX_TOKENS. Older families keep 0.1."""
+
+Temperature = Union[float, None, _FamilyTemperature]
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """Everything but the contents that shapes a request; hashable, so configs are cached.
+
+    ``thinking_level``: minimal .. high, ``"floor"`` (the least the model takes) or None
+    (the model's default). ``temperature``: a number (always sent), None (never sent)
+    or :data:`FAMILY_TEMPERATURE`. ``max_output_tokens``: None leaves the model's
+    default (its output limit). ``response_schema``: a JSON schema as JSON text.
+    """
+
+    return_json: bool = True
+    thinking_level: Optional[str] = None
+    service_tier: str = "standard"
+    temperature: Temperature = FAMILY_TEMPERATURE
+    max_output_tokens: Optional[int] = None
+    response_schema: Optional[str] = None
+
+
+def options_for(call: PreparedCall, temperature: Temperature, max_output_tokens: Optional[int]) -> RequestOptions:
+    """The options of a validated call; ``max_output_tokens`` of the call wins over the processor's."""
+    schema = call.response_schema
+    return RequestOptions(
+        return_json=call.return_json,
+        thinking_level=call.thinking_level,
+        service_tier=call.service_tier,
+        temperature=temperature,
+        max_output_tokens=call.max_output_tokens if call.max_output_tokens is not None else max_output_tokens,
+        response_schema=schema.json_text if schema is not None else None,
+    )
+
+
+def _temperature(info: ModelInfo, wanted: Temperature) -> Optional[float]:
+    if isinstance(wanted, _FamilyTemperature):
+        return None if info.keeps_model_temperature else LEGACY_TEMPERATURE
+    return wanted
 
 
 @lru_cache(maxsize=512)
-def build_config(
-    model: str,
-    return_json: bool,
-    thinking_level: Optional[str],
-    service_tier: str,
-    temperature: Optional[float],
-) -> types.GenerateContentConfig:
-    """The request config for ``model``; thinking settings only where the model takes them."""
-    config: dict[str, Any] = {
-        "response_mime_type": "application/json" if return_json else "text/plain",
-    }
+def build_config(model: str, options: RequestOptions) -> types.GenerateContentConfig:
+    """The request config for ``model``: only what the catalog says the model takes."""
+    info = model_info(model)
+    json_mode = options.return_json and info.json_mode
+    config: dict[str, Any] = {"response_mime_type": "application/json" if json_mode else "text/plain"}
+    if json_mode and options.response_schema is not None:
+        config["response_json_schema"] = json.loads(options.response_schema)
+    temperature = _temperature(info, options.temperature)
     if temperature is not None:
         config["temperature"] = temperature
-    if thinking_level is not None:
-        style = thinking_style(model)
-        if style == "level":
-            config["thinking_config"] = types.ThinkingConfig(thinking_level=thinking_level.upper())
-        elif style == "budget":
-            config["thinking_config"] = types.ThinkingConfig(
-                thinking_budget=thinking_budget_for(model, thinking_level)
-            )
-    if service_tier != "standard":
+    if options.max_output_tokens is not None:
+        config["max_output_tokens"] = min(options.max_output_tokens, info.output_token_limit)
+    choice = thinking_for(info, options.thinking_level)
+    if choice.level is not None:
+        config["thinking_config"] = types.ThinkingConfig(thinking_level=choice.level)
+    elif choice.budget is not None:
+        config["thinking_config"] = types.ThinkingConfig(thinking_budget=choice.budget)
+    if options.service_tier != "standard":
         # Sent only when asked: standard is what Gemini serves without the field.
-        config["service_tier"] = service_tier
+        config["service_tier"] = options.service_tier
     return types.GenerateContentConfig(**config)
+
+
+def truncation_retry(model: str, options: RequestOptions) -> Optional[RequestOptions]:
+    """The one change that can help after a MAX_TOKENS reply on ``model``, or ``None``.
+
+    The output budget is shared by thinking and text: think less (the least the model
+    takes) and/or allow the model's whole output limit when the call capped it lower.
+    ``None`` when neither applies: asking again would only pay for the same reply.
+    """
+    info = model_info(model)
+    lower = thinking_can_go_lower(info, options.thinking_level)
+    cap = options.max_output_tokens
+    higher = cap is not None and cap < info.output_token_limit
+    if not lower and not higher:
+        return None
+    return replace(
+        options,
+        thinking_level="floor" if lower else options.thinking_level,
+        max_output_tokens=info.output_token_limit if higher else cap,
+    )
 
 
 def build_contents(call: PreparedCall) -> Union[str, List[Any]]:

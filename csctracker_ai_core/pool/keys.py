@@ -14,7 +14,8 @@ Key lists
 GOOGLE_MODEL_LIMITS
     JSON ``{"gemini-2.5-flash": 2}`` or ``gemini-2.5-flash=2,gemini-2.5-pro=1``: the
     models the pool uses and how many requests may be in flight on each key x model.
-    Unset or empty: ``models.DEFAULT_MODEL_LIMITS``. Unlike the original library an
+    Unset or empty: the catalog's defaults (``catalog.default_model_limits``: the newest
+    current flash and flash-lite models). Unlike the original library an
     unreadable value raises :class:`ConfigurationError` instead of silently falling
     back to the defaults.
 
@@ -31,11 +32,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from ..catalog import default_model_limits
 from ..exceptions import ConfigurationError
 from ..fingerprint import key_fingerprint
-from ..models import DEFAULT_MODEL_LIMITS
 
 __all__ = [
     "FREE",
@@ -230,15 +232,22 @@ def _positive_int(value: Any, what: str) -> int:
     return number
 
 
-def parse_model_limits(value: Union[str, Mapping[str, Any], None] = None) -> dict[str, int]:
+def parse_model_limits(
+    value: Union[str, Mapping[str, Any], None] = None,
+    *,
+    today: Optional[date] = None,
+) -> dict[str, int]:
     """``{model: concurrency cap per key}`` from ``value`` (``GOOGLE_MODEL_LIMITS``'s text), else defaults.
+
+    The defaults are chosen from the models current in the catalog on ``today`` (UTC;
+    default: the system date).
 
     >>> parse_model_limits("gemini-2.5-flash=2, gemini-2.5-pro=1")
     {'gemini-2.5-flash': 2, 'gemini-2.5-pro': 1}
     """
     what = "GOOGLE_MODEL_LIMITS"
     if value is None or (isinstance(value, str) and not value.strip()):
-        return dict(DEFAULT_MODEL_LIMITS)
+        return default_model_limits(today)
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("{"):

@@ -27,6 +27,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
+from .. import catalog
+from ..catalog import utc_date
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, GeminiRequestError, InvalidInputError, QuotaExhaustedError
 from ..fingerprint import key_fingerprint
@@ -105,7 +107,7 @@ class ApiKeyRotator:
             ``project:KEY`` groups a key in a Google Cloud project (see ``pool.keys``).
         model_limits: models and in-flight cap per key x model; JSON or
             ``model=n,model2=m`` text, or a mapping. ``None``: ``GOOGLE_MODEL_LIMITS``,
-            else ``models.DEFAULT_MODEL_LIMITS``.
+            else the catalog's current defaults.
         projects: ``{project: [keys]}``, another way to group keys by project.
         known_limits: ``{model: {tier: {"rpm", "rpd", "tpm"}}}`` counted locally per
             project x model so that no request is sent into a known 429.
@@ -132,7 +134,7 @@ class ApiKeyRotator:
         rng: Optional[Any] = None,
     ) -> None:
         specs = build_key_specs(free_keys, paid_keys, projects)
-        caps = parse_model_limits(model_limits)
+        caps = parse_model_limits(model_limits, today=utc_date(clock.time()))
         known = expand_wildcard_limits(parse_known_limits(known_limits), caps)
         stray = sorted({m for m, _ in known if m not in caps})
         if stray:
@@ -156,6 +158,8 @@ class ApiKeyRotator:
             )
         )
         self._plans: dict[Filters, tuple[Group, ...]] = {}
+        self._plans_day: Optional[Any] = None  # the UTC day the cached plans were built for
+        self._retired: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # guards the streak counters and the compat tables
         self._transient: dict[tuple[str, str], int] = {}  # (key fp, model) -> consecutive
         self._quota_repeats: dict[tuple[str, str], int] = {}  # (project, model) -> consecutive
@@ -198,10 +202,19 @@ class ApiKeyRotator:
         return self._state
 
     def plan(self, filters: Filters) -> tuple[Group, ...]:
-        """The tier x model groups a call with ``filters`` tries, best first (cached)."""
+        """The tier x model groups a call with ``filters`` tries, best first (cached).
+
+        Models the catalog says are shut down today are left out (one WARNING each,
+        naming the successor); plans are rebuilt when the UTC day changes.
+        """
+        today = utc_date(self._clock.time())
+        if today != self._plans_day:
+            self._retired = catalog.WATCH.retired(self._caps, today)
+            self._plans = {}
+            self._plans_day = today
         plan = self._plans.get(filters)
         if plan is None:
-            plan = build_plan(self._order, self._tiers, filters)
+            plan = tuple(g for g in build_plan(self._order, self._tiers, filters) if g.model not in self._retired)
             # Filters come from callers (model_variant is free text): keep the cache
             # bounded in a long-running service.
             if len(self._plans) >= _MAX_CACHED_PLANS:
@@ -262,9 +275,10 @@ class ApiKeyRotator:
         if not plan:
             # Nothing configured matches: waiting cannot help, and a caller that retries
             # QuotaExhaustedError later would retry a typo forever.
+            retired = f" ({', '.join(sorted(self._retired))} shut down)" if self._retired else ""
             raise InvalidInputError(
                 f"no configured key x model can serve this call ({filters.describe()}): "
-                f"configured models are {list(self._caps)} on {'/'.join(self._tiers)} keys. "
+                f"configured models are {list(self._caps)}{retired} on {'/'.join(self._tiers)} keys. "
                 "Change model_variant/family/forced_* or add the model to GOOGLE_MODEL_LIMITS."
             )
         wait = self.max_wait_s if max_wait_s is None else max(0.0, float(max_wait_s))

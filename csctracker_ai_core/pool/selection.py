@@ -9,7 +9,7 @@ A call's candidates, best first:
    served, wrap around.
 
 Filters: ``model_variant`` (case-insensitive substring, or equality with
-``exact_match``) and ``family`` (pro / flash / lite, see ``models.matches_family``).
+``exact_match``) and ``family`` (pro / flash / lite, see ``catalog.matches_family``).
 
 The plan (tiers x models) is pure and cached per filter set by the rotator; the key
 rotation happens inside the state (``state.py``), over the keys that are not
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
 
 from ..exceptions import ConfigurationError, InvalidInputError
-from ..models import capability_rank, matches_family
+from ..catalog import capability_rank, matches_family
 from .keys import FREE, PAID, TIERS
 
 __all__ = [

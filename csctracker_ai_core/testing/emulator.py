@@ -40,7 +40,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fingerprint import key_fingerprint
+from ..catalog import get_catalog, model_info
 from . import emulator_errors as errors
+from . import emulator_replies as replies
 from . import emulator_wire as wire
 from .emulator_errors import ErrorRule, ModelRule
 from .emulator_quota import QuotaRule, QuotaTracker, quota_exceeded_body
@@ -63,13 +65,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODELS: tuple[str, ...] = (
-    "gemini-3-flash-preview",
-    "gemini-3.1-pro-preview",
-    "gemini-2.5-pro",
-    "gemini-2.5-flash",
-    "gemini-2.5-flash-lite",
-)
+DEFAULT_MODELS: tuple[str, ...] = tuple(sorted(get_catalog().models))
+"""Every model of the shipped catalog (what each one takes is checked as the catalog says)."""
 
 NO_KEY = "-"
 """Fingerprint used in counters for requests that carried no key."""
@@ -131,19 +128,33 @@ class ReplyRule:
     ``text`` is the text-mode reply; ``json`` the JSON-mode one. If only one is given
     the other is derived (JSON of ``json``; ``{"resposta": text}``). ``model`` limits
     the rule to one model.
+
+    Unusable replies, as Gemini sends them: ``finish_reason`` ``"SAFETY"``,
+    ``"RECITATION"``, ``"PROHIBITED_CONTENT"``, ``"BLOCKLIST"`` or ``"SPII"`` (a
+    candidate without content), ``"MAX_TOKENS"`` (the text, cut; with ``text=""``
+    only thinking tokens), ``"OTHER"``; ``block_reason`` (no candidate,
+    ``promptFeedback.blockReason``). ``thoughts`` sets the thinking tokens billed.
+    ``raw=True`` sends ``text`` as it is in JSON mode too (models do fence JSON, or
+    write a sentence around it).
     """
 
     contains: str
     text: Optional[str] = None
     json: Any = None
     model: Optional[str] = None
+    finish_reason: Optional[str] = None
+    block_reason: Optional[str] = None
+    thoughts: Optional[int] = None
+    raw: bool = False
 
     def matches(self, prompt: str, model: str) -> bool:
         """True when this rule answers ``prompt`` sent to ``model``."""
         return (self.model is None or self.model == model) and self.contains.lower() in prompt.lower()
 
     def reply(self, json_mode: bool) -> str:
-        """The reply text, valid JSON when ``json_mode``."""
+        """The reply text, valid JSON when ``json_mode`` (an explicit ``text=""`` stays empty)."""
+        if self.raw or (self.text == "" and self.json is None):
+            return self.text or ""
         if not json_mode:
             return self.text if self.text is not None else json.dumps(self.json, ensure_ascii=False)
         if self.json is not None:
@@ -761,7 +772,8 @@ class GeminiEmulator:
 
         tier = parsed.service_tier if parsed.service_tier in ("flex", "priority") else "standard"
         headers = {"x-gemini-service-tier": tier}
-        text = self._reply_text(parsed, model)
+        rule = self._rule(parsed, model)
+        text = self._reply_text(parsed, model, rule)
         kind = fault.kind if fault is not None else None
         if kind is FaultKind.INVALID_JSON:
             text = text[: max(1, len(text) // 2)] + "…"  # cut mid-value: never valid JSON
@@ -770,18 +782,33 @@ class GeminiEmulator:
             if method == "streamGenerateContent":
                 return _Reply(200, headers=headers, events=[b"data: " + raw + b"\r\n\r\n"])
             return _Reply(200, raw=raw, headers=headers)
+        body = replies.reply_body(
+            model, parsed, text,
+            finish_reason=rule.finish_reason if rule else None,
+            block_reason=rule.block_reason if rule else None,
+            thoughts=rule.thoughts if rule else None,
+        )
+        candidates = body.get("candidates") or [{}]
+        if method == "streamGenerateContent" and candidates[0].get("finishReason") != "STOP":
+            # Blocked or cut: one chunk that says so, as the last chunk of a stream would.
+            return _Reply(200, headers=headers, events=[b"data: " + wire.dumps(body) + b"\r\n\r\n"])
         if method == "streamGenerateContent":
             events = [b"data: " + wire.dumps(c) + b"\r\n\r\n" for c in _stream_chunks(model, parsed, text)]
             if kind is FaultKind.STREAM_ERROR:
                 error = wire.overloaded_body(fault.message or wire.OVERLOADED_2026) if fault else {}
                 events = events[:1] + [b"data: " + wire.dumps(error) + b"\r\n\r\n"]
             return _Reply(200, headers=headers, events=events)
-        return _Reply(200, _response(model, parsed, text, parsed.thoughts_tokens(), len(text), final=True), headers=headers)
+        return _Reply(200, body, headers=headers)
 
-    def _reply_text(self, parsed: wire.ParsedRequest, model: str) -> str:
+    def _rule(self, parsed: wire.ParsedRequest, model: str) -> Optional[ReplyRule]:
         for rule in self.config.replies + BUILTIN_REPLIES:
             if rule.matches(parsed.prompt_text, model):
-                return rule.reply(parsed.json_mode)
+                return rule
+        return None
+
+    def _reply_text(self, parsed: wire.ParsedRequest, model: str, rule: Optional[ReplyRule]) -> str:
+        if rule is not None:
+            return rule.reply(parsed.json_mode)
         if parsed.json_mode:
             default = self.config.default_json
             if default is None:
@@ -808,15 +835,12 @@ def _with_message(body: dict[str, Any], message: Optional[str]) -> dict[str, Any
     return body
 
 
-_THOUGHT = "**Pensando**\n\nO usuário fez uma pergunta; vou responder de forma direta."
-
-
 def _response(model: str, parsed: wire.ParsedRequest, piece: str, thoughts: int, chars_so_far: int,
               *, final: bool, thought_part: bool = True, response_id: Optional[str] = None) -> dict[str, Any]:
     """One GenerateContentResponse (or stream chunk) with cumulative usage."""
     parts: list[dict[str, Any]] = []
     if thoughts and thought_part:
-        parts.append({"text": _THOUGHT, "thought": True})
+        parts.append({"text": replies.THOUGHT_TEXT, "thought": True})
     parts.append({"text": piece})
     candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
     if final:
@@ -838,7 +862,7 @@ def _stream_chunks(model: str, parsed: wire.ParsedRequest, text: str) -> list[di
     step = -(-len(text) // n) if text else 1
     pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
     response_id = wire.new_response_id()
-    thoughts = parsed.thoughts_tokens()
+    thoughts = replies.thoughts_tokens(model_info(model), parsed)
     chunks, done = [], 0
     for i, piece in enumerate(pieces):
         done += len(piece)

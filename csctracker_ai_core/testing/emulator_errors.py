@@ -23,10 +23,10 @@ What the emulator can be told to answer (all of it also from a JSON config file)
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+from ..catalog import model_info
 from .emulator_wire import ParsedRequest, error_body, invalid_key_body
 
 __all__ = [
@@ -45,10 +45,8 @@ __all__ = [
     "input_too_long_body",
     "json_mode_body",
     "retired_model_body",
-    "THINKING_LEVELS",
 ]
 
-THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
 
 
 # --- bodies (each a public fact; sources in the docstrings) ---------------------------
@@ -196,31 +194,27 @@ class ModelRule:
             object.__setattr__(self, "thinking_budget", (int(low), int(high)))
 
 
-_VERSION = re.compile(r"gemini-(\d+(?:\.\d+)?)")
-
-
 def default_model_rule(model: str) -> ModelRule:
-    """The documented rule of ``model``'s family (by name), as Google's pages and public bodies show.
-
-    Gemini 3+ Pro: levels LOW, HIGH (MINIMAL and MEDIUM answered 400 on
-    gemini-3.1-pro-preview). Gemini 3+ Flash / Flash-Lite: all four levels. Gemini 2.5
-    budgets (Google's thinking page, as tabulated in snailyp/gemini-balance#195): Pro
-    128..32768 and never 0; Flash 0..24576; Flash-Lite 0 or 512..24576. Input limit
-    1,048,576 tokens; JSON mode on. Anything else: no checks beyond the input limit.
+    """What ``model`` accepts, as the model catalog says (``data/model_catalog.json``,
+    each fact with its public source): thinking levels, budget range and whether 0
+    turns thinking off, input limit, JSON mode. Gemini 3 models also refuse budget 0
+    ("Budget 0 is invalid. This model only works in thinking mode." on
+    gemini-3.1-pro-preview [docker/docker-agent#2051]; gemini-3.5-flash-lite
+    [googleapis/python-genai#2936]).
     """
-    m = model.lower()
-    version = _VERSION.search(m)
-    number = float(version.group(1)) if version else 0.0
-    lite, pro = "lite" in m, "pro" in m and "lite" not in m
-    if number >= 3:
-        return ModelRule(thinking_levels=("LOW", "HIGH") if pro else THINKING_LEVELS)
-    if number >= 2.5:
-        if pro:
-            return ModelRule(thinking_budget=(128, 32768), budget_zero=False)
-        if lite:
-            return ModelRule(thinking_budget=(512, 24576))
-        return ModelRule(thinking_budget=(1, 24576))
-    return ModelRule()
+    info = model_info(model)
+    thinking = info.thinking
+    levels = tuple(level.upper() for level in thinking.levels) if thinking.style == "level" else None
+    budget = None
+    if thinking.style == "budget" and thinking.budget_max:
+        budget = (max(1, thinking.budget_min), thinking.budget_max)
+    return ModelRule(
+        thinking_levels=levels,
+        thinking_budget=budget,
+        budget_zero=thinking.style == "none" or (thinking.style == "budget" and thinking.can_disable),
+        max_input_tokens=info.input_token_limit,
+        json_mode=info.json_mode,
+    )
 
 
 def check_request(model: str, parsed: ParsedRequest, rule: ModelRule) -> Optional[tuple[int, dict[str, Any]]]:

@@ -78,13 +78,8 @@ class ParsedRequest:
     thinking_budget: Optional[int]
     service_tier: str
     response_schema: Optional[Mapping[str, Any]]
-
-    @property
-    def thinking(self) -> bool:
-        """True when the request asks the model to think (a level, or a budget != 0)."""
-        if self.thinking_level:
-            return True
-        return self.thinking_budget is not None and self.thinking_budget != 0
+    max_output_tokens: Optional[int] = None
+    temperature: Optional[float] = None
 
     def prompt_token_details(self) -> list[dict[str, Any]]:
         """``promptTokensDetails``: tokens by modality, TEXT first."""
@@ -97,17 +92,6 @@ class ParsedRequest:
     def prompt_tokens(self) -> int:
         """``promptTokenCount``: text estimate plus 258 per inline part."""
         return text_tokens(self.prompt_text) + INLINE_PART_TOKENS * len(self.inline_modalities)
-
-    def thoughts_tokens(self) -> int:
-        """Thinking tokens billed for this request (0 when thinking is off)."""
-        if not self.thinking:
-            return 0
-        if self.thinking_level:
-            by_level = {"MINIMAL": 16, "LOW": 64, "MEDIUM": 128, "HIGH": 256}
-            return by_level.get(self.thinking_level.upper(), 128)
-        budget = self.thinking_budget or 0
-        # -1 is "dynamic": the model picks; a positive budget caps the thinking.
-        return 128 if budget < 0 else max(1, min(budget, 128))
 
 
 class RequestError(ValueError):
@@ -187,6 +171,8 @@ def parse_request(body: Any) -> ParsedRequest:
         thinking_budget=int(budget) if budget is not None else None,
         service_tier=str(tier).lower(),
         response_schema=_get(config, "responseSchema") or _get(config, "responseJsonSchema"),
+        max_output_tokens=int(_get(config, "maxOutputTokens")) if _get(config, "maxOutputTokens") else None,
+        temperature=float(_get(config, "temperature")) if _get(config, "temperature") is not None else None,
     )
 
 
