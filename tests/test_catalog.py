@@ -229,7 +229,7 @@ def test_processor_setting_and_variable_name_the_catalog_file(tmp_path, monkeypa
     user = tmp_path / "catalog.json"
     user.write_text(json.dumps({"models": {"gemini-9-flash": {
         "family": "flash", "generation": 9, "thinking": {"style": "level"}, "input_token_limit": 10,
-        "output_token_limit": 10, "released": "2026-01-01"}}}))
+        "output_token_limit": 10, "released": "2026-11-01"}}}))
     monkeypatch.setattr(cat, "_user_file", None)
     settings = Settings.load(env={"CSCTRACKER_AI_CATALOG_FILE": str(user)})
     assert settings.catalog_file == user
