@@ -50,10 +50,12 @@ def body(exc: errors.APIError) -> dict:
     "model, thinking, row",
     [
         (PRO3, types.ThinkingConfig(thinking_level="MINIMAL"), "400 thinking level MINIMAL"),
-        (PRO3, types.ThinkingConfig(thinking_level="MEDIUM"), "400 thinking level MEDIUM"),
+        # heyhuynhgiabuu/proxypal#170 is about Gemini 3 Pro ("gemini-3-pro-high"): 3.1 Pro
+        # takes MEDIUM (langchain-ai/langchainjs#10101), 3 Pro Preview does not.
+        ("gemini-3-pro-preview", types.ThinkingConfig(thinking_level="MEDIUM"), "400 thinking level MEDIUM"),
         (PRO25, types.ThinkingConfig(thinking_budget=0), "400 thinking budget 0"),
     ],
-    ids=["3.1 pro MINIMAL", "3.1 pro MEDIUM", "2.5 pro budget 0"],
+    ids=["3.1 pro MINIMAL", "3 pro MEDIUM", "2.5 pro budget 0"],
 )
 def test_family_thinking_checks_answer_the_real_400(gemini_emulator, model, thinking, row):
     exc = error_of(gemini_emulator, model=model, thinking_config=thinking)
