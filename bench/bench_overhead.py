@@ -122,7 +122,7 @@ def main() -> None:
     def paired(name: str, base: str) -> list:
         # Per-round ratio of p50s: each contender against the baseline of the same round,
         # so drift of the machine between rounds cancels out.
-        return sorted(a / b for a, b in zip(round_p50[name], round_p50[base]))
+        return sorted(a / b for a, b in zip(round_p50[name], round_p50[base], strict=True))
 
     results = []
     for name, times in pooled.items():

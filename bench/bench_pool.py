@@ -45,7 +45,7 @@ def build(n_slots: int) -> tuple[ApiKeyRotator, FakeClock]:
     free = [f"AIzaFREE{i:06d}" for i in range(n_keys - n_paid)]
     paid = [f"AIzaPAID{i:06d}" for i in range(n_paid)]
     clock = FakeClock()
-    rot = ApiKeyRotator(free, paid, {m: 1 for m in MODELS[:n_models]}, clock=clock)
+    rot = ApiKeyRotator(free, paid, dict.fromkeys(MODELS[:n_models], 1), clock=clock)
     return rot, clock
 
 

@@ -46,7 +46,7 @@ def build(n_slots: int, state) -> tuple[ApiKeyRotator, FakeClock]:
     free = [f"AIzaFREE{i:06d}" for i in range(n_keys - n_paid)]
     paid = [f"AIzaPAID{i:06d}" for i in range(n_paid)]
     clock = FakeClock()
-    return ApiKeyRotator(free, paid, {m: 1 for m in MODELS[:n_models]}, clock=clock, state=state), clock
+    return ApiKeyRotator(free, paid, dict.fromkeys(MODELS[:n_models], 1), clock=clock, state=state), clock
 
 
 def pct(values: list[float], q: float) -> float:
@@ -116,7 +116,7 @@ def bench_throughput(url: str, calls: int, procs: int = 4, threads: int = 4) -> 
         outs = [p.communicate(timeout=600) for p in ps]
         wall = time.perf_counter() - t0
         done = emu.count(status=200)
-        for (out, err), p in zip(outs, ps):
+        for (_out, err), p in zip(outs, ps, strict=True):
             if p.returncode != 0:
                 raise SystemExit(f"worker failed: {err[-2000:]}")
         rows.append(

@@ -121,8 +121,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, Decimal):
-        text = format(value.normalize(), "f") if value else "0"
-        return text
+        return format(value.normalize(), "f") if value else "0"
     if isinstance(value, float):
         return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
     if isinstance(value, datetime):
@@ -139,7 +138,7 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
     widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(headers)]
 
     def line(values: Sequence[str]) -> str:
-        parts = [values[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(values[1:], widths[1:])]
+        parts = [values[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(values[1:], widths[1:], strict=True)]
         return "  ".join(parts).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
@@ -480,9 +479,9 @@ class _Progress:
             self.err.flush()
 
 
-def _read_done(out_path: Path, retry_errors: bool) -> tuple[dict[str, dict], int]:
+def _read_done(out_path: Path, retry_errors: bool) -> tuple[dict[str, dict[str, Any]], int]:
     """Results already in OUT, by input key; and how many lines were unreadable."""
-    done: dict[str, dict] = {}
+    done: dict[str, dict[str, Any]] = {}
     broken = 0
     if not out_path.exists():
         return done, 0
@@ -504,7 +503,7 @@ def _read_done(out_path: Path, retry_errors: bool) -> tuple[dict[str, dict], int
     return done, broken
 
 
-def _compact(out_path: Path, kept: Mapping[str, dict]) -> None:
+def _compact(out_path: Path, kept: Mapping[str, dict[str, Any]]) -> None:
     """Rewrite OUT with one line per kept result (atomically), dropping retried errors."""
     tmp = out_path.with_name(out_path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
@@ -614,7 +613,7 @@ def cmd_batch(args: argparse.Namespace, out: Output) -> int:
             return bool(record["ok"])
 
         executor = ThreadPoolExecutor(max_workers=args.workers, thread_name_prefix="csc-ai-batch")
-        futures: set[Future] = set()
+        futures: set[Future[Any]] = set()
         queue = iter(pending)
         try:
             # Keep at most 2 x workers submitted, so Ctrl-C stops soon and memory stays flat.

@@ -123,7 +123,7 @@ class PriceTable:
     as_of: str = ""
     sources: Tuple[str, ...] = ()
     # model name -> price key (or None); filled lazily, shared by threads (dict ops are atomic)
-    _resolved: dict = field(default_factory=dict, repr=False, compare=False)
+    _resolved: dict[str, Optional[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def resolve(self, model: str) -> Optional[str]:
         """The table key that prices ``model``, or ``None`` when it is unknown.
@@ -267,7 +267,7 @@ def load_prices(path: Union[str, Path, None] = None) -> PriceTable:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[tuple, PriceTable] = {}
+_cache: dict[tuple[Optional[str], Optional[int]], PriceTable] = {}
 
 
 def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
@@ -297,8 +297,7 @@ def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
                     previous = next((t for (src, _), t in _cache.items() if src == cache_key[0]), None)
                     if previous is None:  # never read successfully: a configuration error
                         raise
-                    logger.error("price file %s is unreadable; still using the previous prices", user,
-                                 exc_info=True)
+                    logger.exception("price file %s is unreadable; still using the previous prices", user)
                     return previous
                 _cache.clear()  # only the current version is worth keeping
                 _cache[cache_key] = table

@@ -18,3 +18,7 @@ def _isolated_environment(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("CSCTRACKER_AI_DATA_DIR", str(data))
     monkeypatch.setenv("XDG_DATA_HOME", str(data / "xdg"))
     yield data
+
+
+# The real redis-server fixtures (tests/redis_server.py), for every test module that asks.
+from redis_server import redis_server, redis_url  # noqa: E402,F401

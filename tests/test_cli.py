@@ -79,8 +79,8 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_console_script_is_declared():
-    setup = (REPO / "setup.py").read_text()
-    assert "csc-ai=csctracker_ai_core.cli:main" in setup
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'csc-ai = "csctracker_ai_core.cli:main"' in pyproject
 
 
 def test_version(tmp_path):

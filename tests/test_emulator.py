@@ -316,7 +316,7 @@ def test_invalid_leaked_and_blocked_keys(make_gemini_emulator) -> None:
     err = api_error(lambda: ask(client(emu, "leak")))
     assert err.code == 403 and "reported as leaked" in err.message
     for key, reason in (("blocked", "API_KEY_SERVICE_BLOCKED"), ("gone", "CONSUMER_SUSPENDED")):
-        err = api_error(lambda: ask(client(emu, key)))
+        err = api_error(lambda key=key: ask(client(emu, key)))
         assert err.code == 403 and err.status == "PERMISSION_DENIED"
         assert err.details["error"]["details"][0]["reason"] == reason
     emu.set_key_state("leak", "active")
@@ -402,8 +402,7 @@ def test_stream_error_mid_stream(gemini_emulator: GeminiEmulator) -> None:
     seen = []
     c = client(gemini_emulator)  # keep a reference: a collected client closes its connection pool
     with pytest.raises(errors.APIError) as info:
-        for chunk in c.models.generate_content_stream(model=FLASH, contents="um texto longo"):
-            seen.append(chunk.text)
+        seen.extend(chunk.text for chunk in c.models.generate_content_stream(model=FLASH, contents="um texto longo"))
     assert len(seen) == 1 and info.value.code == 503
 
 

@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 FLASH = "gemini-2.5-flash"
 HERE = Path(__file__).resolve().parent
@@ -106,7 +105,6 @@ from csctracker_ai_core.pool.redis_state import RedisPoolState  # noqa: E402
 from csctracker_ai_core.pool.rotator import ApiKeyRotator  # noqa: E402
 from csctracker_ai_core.testing.emulator import KeySpec  # noqa: E402
 
-from redis_server import redis_server, redis_url  # noqa: E402,F401  (fixtures)
 
 
 def base(emu, redis_url, **kw) -> dict:

@@ -28,7 +28,6 @@ from csctracker_ai_core.pool.redis_state import RedisPoolState, RedisUnavailable
 from csctracker_ai_core.pool.selection import Filters
 from csctracker_ai_core.pool.state import InMemoryPoolState, PoolState, Scope
 
-from redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 FLASH, PRO, LITE = "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"
 T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc).timestamp()  # 12:00 PDT

@@ -51,12 +51,12 @@ def test_schema_created_with_expected_engines_and_keys(store):
     settings, client = store
     report = ensure_schema(client)
     assert report.version == SCHEMA_VERSION and len(report.applied) == 3
-    rows = dict(
-        (r[0], r[1:])
+    rows = {
+        r[0]: r[1:]
         for r in client.query(
             "SELECT name, engine, sorting_key, partition_key FROM system.tables WHERE database = 'default'"
         ).result_rows
-    )
+    }
     assert rows["ai_events"] == ("ReplacingMergeTree", "toDate(timestamp), task, event_id", "toYYYYMM(timestamp)")
     assert rows["ai_attempts"][0] == "ReplacingMergeTree"
     assert rows["ai_attempts"][1] == "toDate(timestamp), event_id, attempt"

@@ -45,9 +45,8 @@ def make_processor(args: argparse.Namespace, free: str, paid: str, limits: str):
     from csctracker_ai_core.service.IaProcessor import IaProcessor
 
     port = args.ch_port or closed_port()
-    proc = IaProcessor(host="127.0.0.1", port=port, username="default", password="",
+    return IaProcessor(host="127.0.0.1", port=port, username="default", password="",
                        google_models_limits=limits, google_free_keys=free, google_paid_keys=paid or None)
-    return proc
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from google import genai
 from google.genai import types
@@ -42,7 +42,7 @@ class GeminiClients:
         self._lock = threading.Lock()
 
     def _http_options(self) -> types.HttpOptions:
-        options: dict = {
+        options: dict[str, Any] = {
             "timeout": self._timeout_ms,
             "retry_options": types.HttpRetryOptions(attempts=1),
         }

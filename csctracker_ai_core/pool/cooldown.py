@@ -110,7 +110,7 @@ def quota_suspension_until(
         cooldown = min(UNKNOWN_429_MAX_S, UNKNOWN_429_BASE_S * 2 ** min(n - 1, 30))
         if failure.retry_delay_s is not None:
             cooldown = max(cooldown, failure.retry_delay_s)
-        return now + cooldown + jitter(0.0, SUSPENSION_JITTER_S)
+        return float(now + cooldown + jitter(0.0, SUSPENSION_JITTER_S))
     return None
 
 

@@ -52,7 +52,7 @@ class Lease:
     def __enter__(self) -> "Lease":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
         # Whatever the body did, the slot goes back. A body that already reported an
         # outcome has released the lease, and a second release is a no-op.
         if not self.released and self._owner is not None:

@@ -27,7 +27,7 @@ from .keys import KnownLimits
 __all__ = ["WindowLimiter", "TokenEntry"]
 
 #: A token reservation: ``[reserved_at, tokens]``, mutable so ``reconcile`` can fix it.
-TokenEntry = list
+TokenEntry = list[float]  # [sent_at, tokens]: mutable so a reservation can be corrected
 
 
 class WindowLimiter:
@@ -39,8 +39,8 @@ class WindowLimiter:
         self.limits = limits
         self.window = window_s
         self._req: deque[float] = deque()
-        self._tok: deque[list] = deque()
-        self._tok_sum = 0
+        self._tok: deque[TokenEntry] = deque()
+        self._tok_sum: float = 0  # whole tokens; float only because entries hold a time too
         self._day_end = -math.inf
         self._day_count = 0
         self._hold_until = -math.inf
@@ -80,7 +80,7 @@ class WindowLimiter:
                 return math.inf
             excess = self._tok_sum + tokens - lim.tpm
             if excess > 0:
-                freed = 0
+                freed = 0.0
                 for at, n in self._tok:
                     freed += n
                     if freed >= excess:
@@ -96,7 +96,7 @@ class WindowLimiter:
         self._day_count += 1
         if self.limits.tpm is None:
             return None
-        entry = [now, max(0, int(tokens))]
+        entry: TokenEntry = [now, max(0, int(tokens))]
         self._tok.append(entry)
         self._tok_sum += entry[1]
         return entry
@@ -127,4 +127,4 @@ class WindowLimiter:
     def usage(self, now: float) -> tuple[int, int, int]:
         """(requests in the last minute, requests today, input tokens in the last minute)."""
         self._prune(now)
-        return len(self._req), self._day_count, self._tok_sum
+        return len(self._req), self._day_count, int(self._tok_sum)

@@ -105,8 +105,6 @@ for _k in (FailureKind.QUOTA_PER_MINUTE, FailureKind.QUOTA_PER_DAY, FailureKind.
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:
-    if redis is None:  # pragma: no cover
-        return (OSError,)
     return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -310,13 +308,13 @@ class RedisPoolState:
                 slots.append(Slot(info.fingerprint, info.tier, info.project, model))
                 rows.append([sid, g, pos, pm, int(cap), k, 1 if limited else 0])
                 pm_sids.setdefault(pm, []).append(sid)
-        limits = []
+        limits: list[tuple[int, str]] = []
         for project, p in projects.items():
             for model, m in m_of.items():
                 kl = layout.known_limits.get((model, project_tier[project]))
                 if kl is not None:
                     spec = " ".join(str(-1 if v is None else int(v)) for v in (kl.rpm, kl.rpd, kl.tpm))
-                    limits.append([p * M + m, spec])
+                    limits.append((p * M + m, spec))
         canon = {
             "schema": _SCHEMA,
             "keys": [[k.fingerprint, k.tier, k.project] for k in layout.keys],

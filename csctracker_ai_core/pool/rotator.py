@@ -492,7 +492,7 @@ class ApiKeyRotator:
             with self._lock:
                 self._transient.pop(key, None)
             reason = f"circuit breaker: {streak} consecutive transient failures ({failure.error_type})"
-            effective = state.suspend(Scope.slot(slot.key_fingerprint, slot.model), cool, reason, now)  # type: ignore[arg-type]
+            effective = state.suspend(Scope.slot(slot.key_fingerprint, slot.model), cool, reason, now)
             _log.info("cooled down %s until %s: %s", slot, _format_utc(effective), reason)
             return Decision(Action.RETRY, failure, backoff, PoolChange.COOLDOWN, effective)
         if kind is FailureKind.INVALID_OUTPUT:

@@ -115,7 +115,7 @@ def resolve_model_order(models: Sequence[str], override: ModelOrderInput = None)
     elif isinstance(override, str):
         per_tier = {t: [m for m in override.split(",") if m.strip()] for t in TIERS}
     else:
-        per_tier = {t: override for t in TIERS}
+        per_tier = dict.fromkeys(TIERS, override)
     known = set(models)
     out: dict[str, tuple[str, ...]] = {}
     for tier in TIERS:

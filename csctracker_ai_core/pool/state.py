@@ -101,7 +101,7 @@ from ..exceptions import ConfigurationError
 from .decision import FailureKind
 from .keys import KnownLimits
 from .lease import Slot
-from .limits import WindowLimiter
+from .limits import TokenEntry, WindowLimiter
 from .selection import Group
 from .status import PoolStatus, SlotStatus
 
@@ -309,7 +309,7 @@ class InMemoryPoolState:
         self._seq = itertools.count()
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{id(self):x}-"
-        self._leases: dict[str, tuple[_Rec, Optional[list]]] = {}
+        self._leases: dict[str, tuple[_Rec, Optional[TokenEntry]]] = {}
         self._version = 0
         self._waiting = 0
         self._enabled_keys = 0

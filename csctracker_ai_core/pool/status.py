@@ -112,8 +112,8 @@ class PoolStatus:
             for s in self.slots
         ]
         widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-        lines = [header, "  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip()]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines = [header, "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -47,7 +47,7 @@ def build_report_data(telemetry: Any, period: str = "month", group: Optional[str
     resolved = telemetry.period(period)
     bucket = group or auto_group(resolved)
     summary = telemetry.get_telemetry_data("group", period)
-    return _jsonable(
+    data: dict[str, Any] = _jsonable(
         {
             "title": "csctracker-ai-core: uso e custo do Gemini",
             "period": period,
@@ -64,6 +64,7 @@ def build_report_data(telemetry: Any, period: str = "month", group: Optional[str
             "keys": telemetry.usage_by("key", period),
         }
     )
+    return data
 
 
 def _script_json(data: dict[str, Any]) -> str:

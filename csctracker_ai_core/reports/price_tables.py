@@ -71,7 +71,7 @@ def effective_prices(client: Any, database: str, base: PriceTable) -> PriceTable
     if not cols:
         return base
     names = ["input_price_less_200", "output_price_less_200", "input_price_more_200", "output_price_more_200"]
-    optional = [c for c in ("cached_input_price_less_200", "cached_input_price_more_200") if c in cols]
+    optional: list[str] = [c for c in ("cached_input_price_less_200", "cached_input_price_more_200") if c in cols]
     select = ", ".join(f"argMax({c}, timestamp) AS {c}" for c in names + optional)
     rows = client.query(
         f"SELECT model, {select} FROM {_table(database, 'model_prices')} FINAL GROUP BY model"
@@ -81,7 +81,7 @@ def effective_prices(client: Any, database: str, base: PriceTable) -> PriceTable
     models = dict(base.models)
     for row in rows:
         model = normalize_model_name(row[0])
-        values = dict(zip(names + optional, (Decimal(v) for v in row[1:])))
+        values = dict(zip(names + optional, (Decimal(v) for v in row[1:]), strict=True))
         previous = models.get(model)
         kwargs: dict[str, Any] = {k: values[k] for k in names}
         for c in ("cached_input_price_less_200", "cached_input_price_more_200"):
@@ -105,7 +105,7 @@ def seed_model_prices(client: Any, database: str, prices: PriceTable, *, source:
     return len(rows)
 
 
-def _insert_prices(client: Any, database: str, rows: Sequence[dict], source: str, when: Optional[datetime] = None) -> None:
+def _insert_prices(client: Any, database: str, rows: Sequence[dict[str, Any]], source: str, when: Optional[datetime] = None) -> None:
     cols = _columns(client, database, "model_prices")
     stamp = (when or datetime.now(timezone.utc)).replace(microsecond=0, tzinfo=None)
     names = ["timestamp", "model", "input_price_less_200", "output_price_less_200",

@@ -46,7 +46,7 @@ PERIOD_WHERE = (
 )
 
 
-def model_names_in_period(client: Any, database: str, period: Period, extra_where: str = "", params: Optional[dict] = None) -> list[str]:
+def model_names_in_period(client: Any, database: str, period: Period, extra_where: str = "", params: Optional[dict[str, Any]] = None) -> list[str]:
     """Distinct ``model_name`` values of the events in ``period``."""
     rows = client.query(
         f"SELECT DISTINCT toString(model_name) FROM {table(database, 'ai_events', final=False)} "

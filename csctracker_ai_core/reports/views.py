@@ -106,12 +106,13 @@ GROUP BY value, quota_id
         parameters=params,
     ).result_rows
     for value, quota_id, requests, http_429 in attempts:
-        row = by_value.get(value)
-        if row is None:
+        found = by_value.get(value)
+        if found is None:
             # Only attempts, no call of its own: e.g. a key that answered 429 all day while
             # other keys served the calls. It must show, with its 429s.
-            row = by_value[value] = _empty_usage_row(col, value)
-            rows.append(row)
+            found = by_value[value] = _empty_usage_row(col, value)
+            rows.append(found)
+        row = found
         row["requests"] += int(requests)
         row["http_429"] += int(http_429)
         if http_429:

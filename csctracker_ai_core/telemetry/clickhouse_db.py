@@ -54,7 +54,7 @@ def _token(tokens: Mapping[str, Any], field: str) -> int:
     return 0
 
 
-def _split_model(model: str) -> tuple:
+def _split_model(model: str) -> tuple[str, str]:
     for tier in ("free", "paid"):
         if model.endswith("-" + tier):
             return model[: -len(tier) - 1], tier

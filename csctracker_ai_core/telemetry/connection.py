@@ -70,7 +70,7 @@ def connect(
             ) from exc
         path = settings.embedded_path
         path.mkdir(parents=True, exist_ok=True)
-        kwargs: dict = {"dsn": f"chdb://{path}"}
+        kwargs: dict[str, Any] = {"dsn": f"chdb://{path}"}
         if database:
             kwargs["database"] = database
         return clickhouse_connect.get_client(**kwargs)

@@ -127,7 +127,8 @@ def encode_record(record: Dict[str, Any]) -> bytes:
 
 def decode_record(line: bytes) -> Dict[str, Any]:
     """Inverse of :func:`encode_record` (raises ``ValueError`` on a torn line)."""
-    return json.loads(line.decode("utf-8", "surrogatepass"))
+    record: Dict[str, Any] = json.loads(line.decode("utf-8", "surrogatepass"))
+    return record
 
 
 def _dt(value: float) -> datetime:

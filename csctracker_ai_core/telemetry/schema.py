@@ -249,7 +249,7 @@ def _table_info(client: Any, database: str, table: str) -> Optional[Tuple[str, D
         "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
         parameters={"db": database, "t": table},
     ).result_rows
-    return rows[0][0], {name: typ for name, typ in cols}
+    return rows[0][0], dict(cols)
 
 
 def _is_current_events_layout(info: Tuple[str, Dict[str, str]]) -> bool:
@@ -298,8 +298,10 @@ def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[st
         ("service_tier", "toString(service_tier)" if has("service_tier") else "'standard'"),
         (
             "model_name",
-            f"multiIf(endsWith({model}, '-free') OR endsWith({model}, '-paid'), "
-            f"substring({model}, 1, length({model}) - 5), {model})",
+            (
+                f"multiIf(endsWith({model}, '-free') OR endsWith({model}, '-paid'), "
+                f"substring({model}, 1, length({model}) - 5), {model})"
+            ),
         ),
         ("tier", f"multiIf(endsWith({model}, '-free'), 'free', endsWith({model}, '-paid'), 'paid', '')"),
         ("outcome", "'ok'"),

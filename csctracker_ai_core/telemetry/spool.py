@@ -148,7 +148,7 @@ class Spool:
 
     # ------------------------------------------------------------------ claiming
 
-    def claim_orphans(self, exclude: set, limit: int = 64) -> List[Segment]:
+    def claim_orphans(self, exclude: set[Path], limit: int = 64) -> List[Segment]:
         """Lock and return segments no live process holds (oldest first, at most ``limit``)."""
         claimed: List[Segment] = []
         try:
@@ -187,8 +187,8 @@ class Spool:
         exceed ``len(records)`` when torn or corrupt lines were skipped.
         """
         if seg.mem is not None:
-            records = seg.mem[seg.delivered : seg.delivered + max_records]
-            return records, seg.offset, len(records)
+            kept = seg.mem[seg.delivered : seg.delivered + max_records]
+            return kept, seg.offset, len(kept)
         records: List[Dict[str, Any]] = []
         consumed = 0
         offset = seg.offset

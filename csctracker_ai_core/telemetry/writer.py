@@ -288,9 +288,9 @@ class TelemetryWriter:
             with self._counters_lock:
                 self._dropped += 1
                 self._last_error = f"spool: {type(exc).__name__}: {exc}"
-            logger.error(
+            logger.exception(
                 "TELEMETRY EVENT DROPPED: could not write event %s to the spool %s: %s",
-                getattr(event, "event_id", "?"), self.settings.spool_path, exc, exc_info=True,
+                getattr(event, "event_id", "?"), self.settings.spool_path, exc,
             )
 
     # ================================================================== control
@@ -720,5 +720,5 @@ def open_telemetry(
     except TypeError:
         raise
     except Exception as exc:
-        logger.error("telemetry disabled: cannot open the spool %s: %s", settings.spool_path, exc, exc_info=True)
+        logger.exception("telemetry disabled: cannot open the spool %s: %s", settings.spool_path, exc)
         return NullSink()

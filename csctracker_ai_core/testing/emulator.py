@@ -29,6 +29,7 @@ import json
 import logging
 import re
 import signal
+import sys
 import socket
 import threading
 import time
@@ -243,7 +244,7 @@ class EmulatorConfig:
         # Accept lists, plain key strings and dicts, so programmatic use stays short.
         object.__setattr__(self, "models", tuple(self.models))
         object.__setattr__(self, "keys", tuple(_as(KeySpec, k, "key") for k in self.keys))
-        quotas = self.quotas
+        quotas: Any = self.quotas
         if isinstance(quotas, Mapping):  # {"free": {"*": {"rpm": 10}}, "paid": {...}}
             quotas = [QuotaRule(tier=t, model=m, **limits) for t, by_model in quotas.items()
                       for m, limits in by_model.items()]
@@ -418,7 +419,7 @@ class GeminiEmulator:
         server.server_close()
         # A stopped server must look down to every client, including those holding a
         # kept-alive connection (the SDK's pool does): close those too.
-        server.close_connections()
+        server.close_connections()  # type: ignore[attr-defined]  # added to this server class below
         if self._thread is not None:
             self._thread.join(timeout=5)
         logger.info("Gemini emulator stopped")
@@ -538,7 +539,8 @@ class GeminiEmulator:
     def _take_fault(self, model: str, fingerprint: str) -> Optional[Fault]:
         with self._lock:
             for entry in self._faults:
-                fault, remaining = entry
+                fault: Fault = entry[0]
+                remaining: int = entry[1]
                 if fault.matches(model, fingerprint):
                     if remaining <= 1:
                         self._faults.remove(entry)
@@ -895,7 +897,15 @@ class _Server(ThreadingHTTPServer):
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that gave up (timeout) or a connection closed by stop() is normal
         # here; socketserver's default prints a traceback to stderr for each.
-        logger.debug("request from %s ended with an error", client_address, exc_info=True)
+        logger.debug("request from %s ended with an error", client_address, exc_info=sys.exc_info())
+
+
+def _request_key(header: Optional[str], query: str) -> Optional[str]:
+    """The key of a request: the x-goog-api-key header, or the older ?key= parameter."""
+    if header:
+        return header
+    values = parse_qs(query).get("key")
+    return values[0] if values else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -921,7 +931,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def emulator(self) -> GeminiEmulator:
-        return self.server.emulator  # type: ignore[attr-defined]
+        emulator: GeminiEmulator = self.server.emulator  # type: ignore[attr-defined]
+        return emulator
 
     def do_POST(self) -> None:  # noqa: N802 (http.server naming)
         url = urlsplit(self.path)
@@ -933,13 +944,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         version, model, method = match.groups()
         model = model.removeprefix("models/")
-        key = self.headers.get("x-goog-api-key") or (parse_qs(url.query).get("key") or [None])[0]
+        key = _request_key(self.headers.get("x-goog-api-key"), url.query)
         self._send(self.emulator._serve(version, model, method, key, raw))
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         match = re.match(r"^/(v1|v1beta|v1alpha)/models(?:/([^/:]+))?$", url.path)
-        key = self.headers.get("x-goog-api-key") or (parse_qs(url.query).get("key") or [None])[0]
+        key = _request_key(self.headers.get("x-goog-api-key"), url.query)
         if match is None:
             self._send(_Reply(404, wire.error_body(404, "NOT_FOUND", "Requested entity was not found.")))
         elif not key:
@@ -981,7 +992,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         # Through logging, with ?key= redacted: request lines may carry a raw key.
-        logger.debug("%s " + format, self.address_string(), *(_KEY_IN_TEXT.sub(r"\1REDACTED", str(a)) for a in args))
+        line = format % tuple(_KEY_IN_TEXT.sub(r"\1REDACTED", str(a)) for a in args)
+        logger.debug("%s %s", self.address_string(), line)
+
+
+def _announce(emu: GeminiEmulator) -> None:
+    # The command's one line of output: the address callers point the SDK at.
+    sys.stdout.write(emu.base_url + "\n")
+    sys.stdout.flush()
 
 
 def serve_until_stopped(config: EmulatorConfig, on_start: Callable[[GeminiEmulator], None]) -> None:
@@ -1026,7 +1044,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     config = config_with_overrides(args.config, args.port, args.host)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    serve_until_stopped(config, lambda emu: print(emu.base_url, flush=True))
+    serve_until_stopped(config, _announce)
     return 0
 
 
