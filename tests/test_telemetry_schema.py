@@ -55,10 +55,10 @@ def test_timestamps_stay_epoch_seconds_until_the_columns_are_built():
     assert rec["timestamp"] == NOW.timestamp() and isinstance(rec["timestamp"], float)
     assert isinstance(rec["_a"][0]["suspended_until"], float)
     events, attempts = records_to_columns([rec])
-    by_name = dict(zip(EVENT_COLUMN_NAMES, events))
+    by_name = dict(zip(EVENT_COLUMN_NAMES, events, strict=True))
     assert by_name["timestamp"] == [NOW]
     assert by_name["cost_usd"] == [Decimal("0.000012345678")]
-    att = dict(zip(ATTEMPT_COLUMN_NAMES, attempts))
+    att = dict(zip(ATTEMPT_COLUMN_NAMES, attempts, strict=True))
     assert att["suspended_until"] == [datetime(2026, 3, 15, 7, 0, tzinfo=timezone.utc)]
     assert att["task"] == ["task-a"]
 

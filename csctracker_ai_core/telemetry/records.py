@@ -55,7 +55,7 @@ EVENT_DERIVED = frozenset({
 ATTEMPT_DERIVED = frozenset({"task", "library_version"})
 
 
-def _copied(columns: Sequence[Column], derived: frozenset) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+def _copied(columns: Sequence[Column], derived: frozenset[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """(names copied as is, names copied as decimal text) of ``columns``."""
     kept = [c for c in columns if c.from_record and c.name not in derived]
     return (
@@ -86,7 +86,7 @@ def cap_text(text: str, max_bytes: int) -> Tuple[str, int]:
 
 
 def _attempt_record(a: AttemptEvent, task: str) -> Dict[str, Any]:
-    rec = dict(zip(ATTEMPT_COPIED, _attempt_values(a)))
+    rec = dict(zip(ATTEMPT_COPIED, _attempt_values(a), strict=True))
     for name in ATTEMPT_DECIMALS:
         rec[name] = str(getattr(a, name))
     rec["task"] = task
@@ -100,7 +100,7 @@ def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_
     Keys: every column of ``ai_events`` that is not filled by ClickHouse, ``"_v"`` (the
     record format) and ``"_a"`` (the attempts' records).
     """
-    rec = dict(zip(EVENT_COPIED, _event_values(event)))
+    rec = dict(zip(EVENT_COPIED, _event_values(event), strict=True))
     for name in EVENT_DECIMALS:
         rec[name] = str(getattr(event, name))
     prompt, rec["payload_bytes"] = cap_text(event.payload, max_text_bytes)
@@ -138,7 +138,9 @@ def _dt(value: float) -> datetime:
 def _converters(columns: Sequence[Column], names: Sequence[str]) -> Tuple[Optional[Callable[[Any], Any]], ...]:
     """Per column: what turns a record value into the insert value (``None``: as is)."""
     by_name = {c.name: c for c in columns}
-    table = {Encoding.TIMESTAMP: _dt, Encoding.DECIMAL: Decimal, Encoding.VALUE: None}
+    table: Dict[Encoding, Optional[Callable[[Any], Any]]] = {
+        Encoding.TIMESTAMP: _dt, Encoding.DECIMAL: Decimal, Encoding.VALUE: None,
+    }
     return tuple(table[by_name[n].encoding] for n in names)
 
 
