@@ -304,7 +304,7 @@ class Catalog:
     default_families: tuple[str, ...] = ("flash", "lite")
     as_of: str = ""
     sources: tuple[str, ...] = ()
-    _resolved: dict = field(default_factory=dict, repr=False, compare=False)
+    _resolved: dict[tuple[str, Optional[date]], ModelInfo] = field(default_factory=dict, repr=False, compare=False)
 
     def info(self, model: str, today: Optional[date] = None) -> ModelInfo:
         """The facts for ``model``; never raises (unknown names are read by their shape).

@@ -39,7 +39,7 @@ from .gemini.request import (
 from .gemini.response import ReplyProblem, finish_reason, read_reply, served_tier
 from .pool.classify import scrub
 from .pool.decision import Action, Decision, FailureKind
-from .pool.lease import Lease
+from .pool.lease import Lease, Slot
 from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
 from .settings import Settings
@@ -338,7 +338,7 @@ class IaProcessor:
         started_wall: float,
         started: float,
     ) -> Tuple[Any, TokenUsage, str]:
-        avoid: set = set()
+        avoid: set[Slot] = set()
         needs = CallNeeds(call.thinking_level, call.return_json)
         retries_left = self._max_retries
         last_error: Optional[BaseException] = None
@@ -497,7 +497,7 @@ class IaProcessor:
         started: float,
         attempts: List[Optional[AttemptEvent]],
         lease: Optional[Lease],
-    ) -> dict:
+    ) -> dict[str, Any]:
         slot = lease.slot if lease is not None else None
         return dict(
             event_id=event_id,

@@ -104,7 +104,7 @@ def build_config(model: str, options: RequestOptions) -> types.GenerateContentCo
         config["max_output_tokens"] = min(options.max_output_tokens, info.output_token_limit)
     choice = thinking_for(info, options.thinking_level)
     if choice.level is not None:
-        config["thinking_config"] = types.ThinkingConfig(thinking_level=choice.level)
+        config["thinking_config"] = types.ThinkingConfig(thinking_level=types.ThinkingLevel(choice.level))
     elif choice.budget is not None:
         config["thinking_config"] = types.ThinkingConfig(thinking_budget=choice.budget)
     if options.service_tier != "standard":

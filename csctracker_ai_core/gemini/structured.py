@@ -45,11 +45,13 @@ class ResponseSchema:
             try:
                 return self.model_class.model_validate(value)  # type: ignore[attr-defined]
             except ValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                where = "/".join(str(p) for p in first.get("loc", ())) or "(root)"
+                details = exc.errors()
+                loc = details[0]["loc"] if details else ()
+                msg = details[0]["msg"] if details else str(exc)
+                where = "/".join(str(p) for p in loc) or "(root)"
                 raise SchemaMismatch(
                     f"{exc.error_count()} error(s) against {self.model_class.__name__}; first at "
-                    f"{where}: {first.get('msg', exc)}"
+                    f"{where}: {msg}"
                 ) from None
         check_schema(value, self.schema)
         return value

@@ -462,12 +462,12 @@ class ApiKeyRotator:
             # The model has served here: this 404 concerns the project that got it.
             scope = FailureScope.PROJECT_MODEL
         if scope in _PARKED:
-            targets, change, what = self._park_targets(slot, scope)  # type: ignore[arg-type]
+            targets, change, what = self._park_targets(slot, scope)
             reason = f"{what} ({failure.http_status} {failure.status}): {failure.message}"
             until = now + NO_ACCESS_PARK_S
             effective = state.suspend_many(targets, until, reason, now)
-            _log.warning("parked %s until %s: %s", _describe_park(slot, scope), _format_utc(effective), reason)  # type: ignore[arg-type]
-            action = Action.RETRY if self._plan_has_other(lease, slot, scope) else Action.RAISE  # type: ignore[arg-type]
+            _log.warning("parked %s until %s: %s", _describe_park(slot, scope), _format_utc(effective), reason)
+            action = Action.RETRY if self._plan_has_other(lease, slot, scope) else Action.RAISE
             return Decision(action, failure, 0.0, change, effective)
         if scope is FailureScope.MODEL_REQUEST and failure.refusal is not None:
             needs = lease.needs if lease is not None and lease.needs is not None else _NO_NEEDS

@@ -602,7 +602,8 @@ class GeminiEmulator:
         fp = key_fingerprint(spec.key)
         with self._lock:
             for entry in self._errors:
-                rule, remaining = entry
+                rule: ErrorRule = entry[0]
+                remaining: Optional[int] = entry[1]
                 if rule.matches(model, fp, spec.project_id, spec.tier):
                     if remaining is not None:
                         if remaining <= 1:
