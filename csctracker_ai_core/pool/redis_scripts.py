@@ -24,7 +24,6 @@ __all__ = [
     "RELEASE",
     "SUSPEND",
     "DISABLE_KEY",
-    "DISABLE_SLOT",
     "RECLAIM",
     "RENEW",
     "ACCOUNT",
@@ -56,7 +55,7 @@ end
 local function refresh(sid, now)
   local g, pos, pm, cap, k = slotinfo(sid)
   local state, untl = 'r', NEG
-  if redis.call('HEXISTS', P..'dis', 'k'..k) == 1 or redis.call('HEXISTS', P..'dis', 's'..sid) == 1 then
+  if redis.call('HEXISTS', P..'dis', 'k'..k) == 1 then
     state = 'd'
   else
     local su = num(redis.call('HGET', P..'su', sid), NEG)
@@ -233,7 +232,7 @@ end
 for _, e in ipairs(d.pms) do redis.call('HSET', P..'pms', tostring(e[1]), e[2]) end
 for _, e in ipairs(d.limits) do redis.call('HSET', P..'pl', tostring(e[1]), e[2]) end
 redis.call('HSET', P..'cfg', 'digest', digest, 'summary', d.summary, 'layout', d.layout,
-  'enk', d.nkeys, 'ens', d.nslots, 'gen', ARGV[3])
+  'enk', d.nkeys, 'gen', ARGV[3])
 return 2
 """
 
@@ -413,24 +412,10 @@ DISABLE_KEY = PRELUDE + r"""
 local k, reason, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HSETNX', P..'dis', 'k'..k, reason) == 1 then
   redis.call('HINCRBY', P..'cfg', 'enk', -1)
-  for i = 4, #ARGV do
-    if redis.call('HEXISTS', P..'dis', 's'..ARGV[i]) == 0 then redis.call('HINCRBY', P..'cfg', 'ens', -1) end
-    refresh(ARGV[i], now)
-  end
+  for i = 4, #ARGV do refresh(ARGV[i], now) end
   bump()
 end
 return tonumber(redis.call('HGET', P..'cfg', 'enk'))
-"""
-
-# ARGV: key index, sid, reason, now. Returns the number of enabled slots.
-DISABLE_SLOT = PRELUDE + r"""
-local k, sid, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-if redis.call('HSETNX', P..'dis', 's'..sid, reason) == 1 then
-  if redis.call('HEXISTS', P..'dis', 'k'..k) == 0 then redis.call('HINCRBY', P..'cfg', 'ens', -1) end
-  refresh(sid, now)
-  bump()
-end
-return tonumber(redis.call('HGET', P..'cfg', 'ens'))
 """
 
 # ARGV: now, limit. Gives back up to ``limit`` expired leases; returns how many.

@@ -165,7 +165,6 @@ class RedisPoolState:
         self._s_release = reg(lua.RELEASE)
         self._s_suspend = reg(lua.SUSPEND)
         self._s_disable_key = reg(lua.DISABLE_KEY)
-        self._s_disable_slot = reg(lua.DISABLE_SLOT)
         self._s_reclaim = reg(lua.RECLAIM)
         self._s_renew = reg(lua.RENEW)
         self._s_account = reg(lua.ACCOUNT)
@@ -185,7 +184,6 @@ class RedisPoolState:
         # What this process knows, re-pushed after an outage (only-later / max merge).
         self._known_susp: dict[tuple[str, int], tuple[float, str]] = {}
         self._known_dkeys: dict[int, str] = {}
-        self._known_dslots: dict[int, str] = {}
         # Requests this process sent on limited project x models (pm, at, tokens, from
         # local memory?), kept for the current Pacific day / limit window, so that a
         # Redis that lost its data learns them again.
@@ -356,7 +354,6 @@ class RedisPoolState:
                 "summary": summary,
                 "layout": text,
                 "nkeys": len(layout.keys),
-                "nslots": len(slots),
             },
             separators=(",", ":"),
         )
@@ -575,21 +572,6 @@ class RedisPoolState:
             raise self._unavailable()
         return local
 
-    def disable_model_for_key(self, key_fingerprint: str, model: str, reason: str) -> int:
-        """That key x model serves nothing more; returns how many slots remain enabled."""
-        k = self._kidx[key_fingerprint]
-        sid = k * self._M + self._m_of[model]
-        with self._lock:
-            self._known_dslots.setdefault(sid, reason)
-        local = self._local.disable_model_for_key(key_fingerprint, model, reason)
-        if not self._down:
-            try:
-                return int(self._s_disable_slot(keys=self._keys, args=[k, sid, reason, repr(self._clock.time())]))
-            except self._errors as exc:
-                self._outage(exc)
-        if self.policy == "fail":
-            raise self._unavailable()
-        return local
 
     def wait_for_change(self, version: int, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the change counter to move.
@@ -656,12 +638,12 @@ class RedisPoolState:
             k, m = divmod(sid, M)
             pm = str(self._pm_of_sid[sid])
             s = str(sid)
-            kdis, sdis = dis.get(f"k{k}"), dis.get(f"s{s}")
-            disabled = kdis is not None or sdis is not None
+            kdis = dis.get(f"k{k}")
+            disabled = kdis is not None
             until: Optional[float] = None
             reason = ""
             if disabled:
-                reason = kdis if kdis is not None else sdis  # type: ignore[assignment]
+                reason = kdis  # type: ignore[assignment]
             else:
                 a = float(su[s]) if s in su else -math.inf
                 b = float(pu[pm]) if pm in pu else -math.inf
@@ -788,7 +770,6 @@ class RedisPoolState:
                     susp = [(k, v) for k, v in self._known_susp.items() if v[0] > now]
                     self._known_susp = dict(susp)
                     dkeys = list(self._known_dkeys.items())
-                    dslots = list(self._known_dslots.items())
                     if fresh:
                         entries = [(pm, e) for pm, h in self._history.items() for e in h]
                     else:
@@ -799,8 +780,6 @@ class RedisPoolState:
                 for k, reason in dkeys:
                     sids = [k * self._M + m for m in range(len(self._models))]
                     self._s_disable_key(keys=self._keys, args=[k, reason, repr(now), *sids])
-                for sid, reason in dslots:
-                    self._s_disable_slot(keys=self._keys, args=[sid // self._M, sid, reason, repr(now)])
                 if fresh and mine:
                     args: list[Any] = [int(self.lease_ttl_s * 1000), repr(now)]
                     for lease_id, sid in mine:
@@ -828,12 +807,11 @@ class RedisPoolState:
         if was_down:
             _log.warning(
                 "Redis at %s is back after %.1f s: the key pool is shared again (pushed %d suspensions, "
-                "%d disabled keys, %d disabled slots, %d requests%s)",
+                "%d disabled keys, %d requests%s)",
                 self.where,
                 time.monotonic() - self._down_since,
                 len(susp),
                 len(dkeys),
-                len(dslots),
                 len(entries),
                 ", Redis had lost its data" if fresh else "",
             )

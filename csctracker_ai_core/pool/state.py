@@ -1,7 +1,7 @@
 """Where the pool's shared state lives: the :class:`PoolState` protocol and its in-memory backend.
 
 The rotator decides *what* a failure means (pure functions); the state holds *who is
-where*: leases in flight, suspensions, disabled keys and slots, local rate counters,
+where*: leases in flight, suspensions, disabled keys, local rate counters,
 per-slot counters. Every method is atomic. A Redis backend (``redis_state.py``) must
 implement the same protocol; the notes below are written for it.
 
@@ -66,10 +66,6 @@ Protocol
 ``disable_key(key_fingerprint, reason) -> int``
     The key serves nothing more, for the life of the state. Returns how many keys
     remain enabled. Wakes waiters.
-
-``disable_model_for_key(key_fingerprint, model, reason) -> int``
-    That slot serves nothing more. Returns how many slots remain enabled (enabled
-    slot of an enabled key). Wakes waiters.
 
 ``wait_for_change(version, timeout) -> bool``
     Blocks up to ``timeout`` seconds (real time) until the change counter differs
@@ -212,8 +208,6 @@ class PoolState(Protocol):
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int: ...
 
-    def disable_model_for_key(self, key_fingerprint: str, model: str, reason: str) -> int: ...
-
     def wait_for_change(self, version: int, timeout: float) -> bool: ...
 
     def snapshot(self, now: float) -> PoolStatus: ...
@@ -265,8 +259,6 @@ class _Rec:
         "in_flight",
         "until",
         "reason",
-        "disabled",
-        "disabled_reason",
         "ready",
         "requests",
         "successes",
@@ -284,8 +276,6 @@ class _Rec:
         self.in_flight = 0
         self.until = -math.inf
         self.reason = ""
-        self.disabled = False
-        self.disabled_reason = ""
         self.ready = False
         self.requests = 0
         self.successes = 0
@@ -313,10 +303,9 @@ class InMemoryPoolState:
         self._version = 0
         self._waiting = 0
         self._enabled_keys = 0
-        self._enabled_slots = 0
 
     def __repr__(self) -> str:
-        return f"InMemoryPoolState(keys={len(self._keys)}, slots={self._enabled_slots} enabled, leased={len(self._leases)})"
+        return f"InMemoryPoolState(keys={len(self._keys)}, enabled={self._enabled_keys}, leased={len(self._leases)})"
 
     # -- configuration --
 
@@ -354,7 +343,6 @@ class InMemoryPoolState:
                     group.ready.append(pos)  # positions arrive in increasing order
                     rec.ready = True
             self._enabled_keys = len(self._keys)
-            self._enabled_slots = len(self._keys) * len(layout.caps)
             self._layout = layout
             self._configured = True
 
@@ -363,7 +351,7 @@ class InMemoryPoolState:
     def _refresh(self, rec: _Rec, now: float) -> None:
         """Put ``rec`` in or out of its group's ready list after a change."""
         group = rec.group
-        if rec.disabled or rec.key.disabled:
+        if rec.key.disabled:
             until: Optional[float] = None
             eligible = False
         else:
@@ -550,24 +538,9 @@ class InMemoryPoolState:
                 key.reason = reason
                 self._enabled_keys -= 1
                 for rec in key.recs.values():
-                    if not rec.disabled:
-                        self._enabled_slots -= 1
                     self._refresh(rec, -math.inf)
                 self._changed()
             return self._enabled_keys
-
-    def disable_model_for_key(self, key_fingerprint: str, model: str, reason: str) -> int:
-        with self._cond:
-            key = self._by_fp[key_fingerprint]
-            rec = key.recs[model]
-            if not rec.disabled:
-                rec.disabled = True
-                rec.disabled_reason = reason
-                if not key.disabled:
-                    self._enabled_slots -= 1
-                self._refresh(rec, -math.inf)
-                self._changed()
-            return self._enabled_slots
 
     def wait_for_change(self, version: int, timeout: float) -> bool:
         with self._cond:
@@ -588,9 +561,9 @@ class InMemoryPoolState:
             out = []
             for key in self._keys:
                 for rec in key.recs.values():
-                    disabled = key.disabled or rec.disabled
+                    disabled = key.disabled
                     if disabled:
-                        until, reason = None, (key.reason if key.disabled else rec.disabled_reason)
+                        until, reason = None, key.reason
                     else:
                         deadline = max(rec.until, rec.pm.until)
                         if deadline > now:
