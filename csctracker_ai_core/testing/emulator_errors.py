@@ -3,15 +3,16 @@
 Pure data and functions (no sockets, no state); :mod:`.emulator` keeps the state and
 asks :func:`check_request` what to answer before quotas are counted. Every body is a
 public fact, named with its source; the library's classifier is table-tested against
-the same bodies verbatim (``tests/test_pool_classify.py``), and a test ties the two.
+the same bodies verbatim (``tests/test_pool_scopes.py``), and a test ties the two.
 
 What the emulator can be told to answer (all of it also from a JSON config file):
 
 * per-model parameter checks (:class:`ModelRule`): the thinking levels a model takes
-  (Gemini 3 Pro: LOW and HIGH; MINIMAL and MEDIUM are refused), the thinking budgets
-  (2.5 Pro: 128..32768, never 0; 2.5 Flash: 0..24576; 2.5 Flash-Lite: 0 or
-  512..24576), the input token limit, JSON mode. :func:`default_model_rule` gives the
-  documented rule of a model name's family; an explicit rule replaces it;
+  (e.g. 3.1 Pro refuses MINIMAL), the thinking budgets (2.5 Pro: 128..32768, never 0;
+  2.5 Flash: 0..24576; 2.5 Flash-Lite: 0 or 512..24576), the input token limit, JSON
+  mode. :func:`default_model_rule` gives what the model catalog says (each fact with
+  its source); an explicit rule (``set_model_rule``) replaces it, which is how a test
+  makes the emulator refuse what the catalog does not know yet;
 * retired models (404 "no longer available", for every key at once);
 * projects whose free tier is not available in their region (400 FAILED_PRECONDITION
   for their free keys; their paid keys serve), and an unsupported caller location
