@@ -339,7 +339,7 @@ class IaProcessor:
         started: float,
     ) -> Tuple[Any, TokenUsage, str]:
         avoid: set[Slot] = set()
-        needs = CallNeeds(call.thinking_level, call.return_json)
+        needs = CallNeeds(call.thinking_level, call.return_json, call.response_schema is not None)
         retries_left = self._max_retries
         last_error: Optional[BaseException] = None
         last_lease: Optional[Lease] = None

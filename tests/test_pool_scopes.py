@@ -375,3 +375,18 @@ def test_every_model_refusing_raises_before_sending_anything(make):
     with pytest.raises(GeminiRequestError, match="known to refuse"):
         rot.acquire(needs=needs)
     assert rot.acquire(needs=CallNeeds()).slot.model == PRO
+
+
+def test_an_unnamed_refusal_blocks_only_calls_with_the_same_needs(make):
+    """"... not supported for this model" without saying what: the same needs skip the model,
+    other needs (here: no response schema) still go to it. The wording is a variant of ours
+    (the "not supported for this model" shape of the real thinking-level body)."""
+    rot, _ = make(limits=f"{PRO}=1,{FLASH}=1")
+    with_schema = CallNeeds(json_mode=True, schema=True)
+    lease = rot.acquire(needs=with_schema)
+    assert lease.slot.model == PRO
+    code, body = 400, e(400, "INVALID_ARGUMENT", "Controlled generation is not supported for this model.")
+    decision = rot.release(lease, error=sdk_error(code, body))
+    assert decision.action is Action.RETRY and decision.failure.refusal.what == "other"
+    assert rot.acquire(needs=with_schema).slot.model == FLASH
+    assert rot.acquire(needs=CallNeeds(json_mode=True)).slot.model == PRO

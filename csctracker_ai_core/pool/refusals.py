@@ -33,17 +33,22 @@ class CallNeeds:
     """What a call asks of a model beyond its input (the pool's view of a request).
 
     ``thinking_level``: the caller's level (``minimal`` ... ``high``) or ``None``;
-    ``json_mode``: a JSON reply (``response_mime_type`` application/json) is asked.
-    The input size travels separately, as the estimated input tokens of ``acquire``.
+    ``json_mode``: a JSON reply (``response_mime_type`` application/json) is asked;
+    ``schema``: a response schema is sent (a model refusing one is not taken to refuse
+    plain JSON). The input size travels separately, as the estimated input tokens of
+    ``acquire``.
     """
 
     thinking_level: Optional[str] = None
     json_mode: bool = False
+    schema: bool = False
 
     def describe(self) -> str:
         parts = [f"thinking_level={self.thinking_level}"] if self.thinking_level else []
         if self.json_mode:
             parts.append("JSON mode")
+        if self.schema:
+            parts.append("response schema")
         return ", ".join(parts) or "no options"
 
 
