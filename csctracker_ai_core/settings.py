@@ -64,6 +64,8 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "seconds a lease lives without renewal",
     "CSCTRACKER_AI_REDIS_POLICY": "fallback or fail, when Redis is down",
     "CSCTRACKER_AI_TELEMETRY": "server, embedded or off",
+    "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT": "1: a store that cannot be opened drops events (counted) instead of raising",
+    "CSCTRACKER_AI_SPOOL_MAX_BYTES": "cap of the telemetry spool in bytes (default 1 GiB)",
     "CSCTRACKER_AI_CLICKHOUSE_DSN": "ClickHouse DSN",
     "CLICKHOUSE_HOST": "ClickHouse server host (the original's)",
     "CLICKHOUSE_PORT": "ClickHouse server port",

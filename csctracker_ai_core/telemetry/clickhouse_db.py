@@ -26,7 +26,7 @@ from .connection import connect
 from .events import CallEvent, CallOutcome
 from .schema import ensure_schema
 from .settings import ClickHouseSettings, resolve_clickhouse_settings
-from .writer import NullSink, TelemetrySink, open_telemetry
+from .writer import DroppingSink, NullSink, TelemetrySink, open_telemetry
 
 __all__ = ["ClickHouseDb"]
 
@@ -160,7 +160,15 @@ class ClickHouseDb:
         except Exception:
             logger.exception("log_event_telemetry: could not build the event %s", event_id)
             return
-        self.writer.record(event)
+        try:
+            sink = self.writer
+        except TelemetryError as exc:
+            # This method never raised in the original: keep that, but count what is
+            # lost (``writer.stats().dropped``) instead of dropping silently.
+            logger.error("TELEMETRY OFF for this ClickHouseDb: %s; events are counted as dropped", exc)
+            sink = self._sink = DroppingSink(f"telemetry store unusable: {exc}")
+            self._own_sink = True
+        sink.record(event)
 
     # ------------------------------------------------------------------ reading
 

@@ -13,6 +13,7 @@ import logging
 from typing import Any, Optional
 
 from ..exceptions import TelemetryError
+from ..paths import private_dir, tighten_tree
 from .settings import ClickHouseSettings
 
 __all__ = ["connect"]
@@ -68,12 +69,13 @@ def connect(
                 "the embedded telemetry store needs chDB: pip install 'csctracker-ai-core[embedded]', "
                 "or point CLICKHOUSE_HOST at a server, or set CSCTRACKER_AI_TELEMETRY=off"
             ) from exc
-        path = settings.embedded_path
-        path.mkdir(parents=True, exist_ok=True)
+        path = private_dir(settings.embedded_path)  # 0700: it holds every prompt and reply
         kwargs: dict[str, Any] = {"dsn": f"chdb://{path}"}
         if database:
             kwargs["database"] = database
-        return clickhouse_connect.get_client(**kwargs)
+        client = clickhouse_connect.get_client(**kwargs)
+        tighten_tree(path)  # chDB creates its files with the process umask (0644)
+        return client
     if settings.mode != "server":
         raise TelemetryError(f"telemetry mode {settings.mode!r} has no ClickHouse to connect to")
     kwargs = {

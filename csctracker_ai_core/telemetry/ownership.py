@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from ..paths import open_private_file, private_dir
+
 __all__ = ["try_acquire", "release", "holder_pid", "lock_path"]
 
 _registry: Dict[str, Tuple[int, int]] = {}  # lock path -> (fd, references)
@@ -36,8 +38,9 @@ def try_acquire(embedded_path: Path) -> bool:
         if held is not None:
             _registry[key] = (held[0], held[1] + 1)
             return True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        private_dir(path.parent)
+        # Never through a planted symlink: the ftruncate below would empty its target.
+        fd = open_private_file(path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -67,7 +70,13 @@ def release(embedded_path: Path) -> None:
 def holder_pid(embedded_path: Path) -> Optional[int]:
     """PID written by the current (or last) owner, if readable."""
     try:
-        text = lock_path(embedded_path).read_text().strip()
+        fd = os.open(lock_path(embedded_path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        text = os.read(fd, 32).decode("ascii", "replace").strip()
         return int(text) if text else None
     except (OSError, ValueError):
         return None
+    finally:
+        os.close(fd)

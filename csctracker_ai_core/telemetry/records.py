@@ -10,6 +10,9 @@ What is stored (see docs/TELEMETRY.md):
   way. A capped text ends with :data:`TRUNCATION_MARKER_FORMAT`; ``payload_bytes`` /
   ``result_bytes`` keep the original sizes.
 * an image as sha256 / size / mime; its base64 only with ``store_images=True``.
+* text is valid UTF-8: a lone surrogate (``os.fsdecode`` gives them for file names that
+  are not UTF-8) would make the driver refuse the row, so :func:`encode_record`
+  replaces each with U+FFFD and names the fields it fixed in ``sanitized_fields``.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ __all__ = [
     "cap_text",
     "event_to_record",
     "encode_record",
+    "sanitize_record",
+    "REPLACEMENT_CHARACTER",
     "decode_record",
     "records_to_columns",
 ]
@@ -37,6 +42,7 @@ __all__ = [
 DEFAULT_MAX_TEXT_BYTES = 256 * 1024
 TRUNCATION_MARKER_FORMAT = "\n[csctracker-ai-core: truncated, {kept} of {total} bytes kept]"
 RECORD_FORMAT_VERSION = 1
+REPLACEMENT_CHARACTER = "\ufffd"
 
 EVENT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS if c.from_record)
 ATTEMPT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in ATTEMPT_COLUMNS if c.from_record)
@@ -50,7 +56,7 @@ _UTC = timezone.utc
 # the column table.
 EVENT_DERIVED = frozenset({
     "payload", "result", "payload_bytes", "result_bytes", "error_message", "model", "image_base64",
-    "metadata", "operation", "provider", "library_version",
+    "metadata", "operation", "provider", "library_version", "sanitized_fields",
 })
 ATTEMPT_DERIVED = frozenset({"task", "library_version"})
 
@@ -114,6 +120,7 @@ def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_
     rec["operation"] = "generate_content"
     rec["provider"] = "gcp.gemini"
     rec["library_version"] = __version__
+    rec["sanitized_fields"] = ""  # filled by encode_record when a text is not valid UTF-8
     rec["_v"] = RECORD_FORMAT_VERSION
     task = event.task
     rec["_a"] = [_attempt_record(a, task) for a in event.attempt_events]
@@ -121,14 +128,110 @@ def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_
 
 
 def encode_record(record: Dict[str, Any]) -> bytes:
-    """One spool line: compact JSON (newlines inside strings are escaped) + ``\\n``."""
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
+    """One spool line: compact JSON (newlines inside strings are escaped) + ``\\n``.
+
+    The line is valid UTF-8: when a text is not (a lone surrogate), ``record`` is
+    sanitized in place first (see :func:`sanitize_record`). The common case pays
+    nothing extra: the strict encode is the one that would be done anyway.
+    """
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        sanitize_record(record)
+        return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def _valid_text(value: str) -> Optional[str]:
+    """``value`` with every lone surrogate replaced by U+FFFD, or ``None`` when already valid."""
+    try:
+        value.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return "".join(REPLACEMENT_CHARACTER if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+
+
+def _sanitize_value(value: Any) -> Tuple[Any, bool]:
+    if isinstance(value, str):
+        fixed = _valid_text(value)
+        return (value, False) if fixed is None else (fixed, True)
+    if isinstance(value, dict):
+        out: Dict[Any, Any] = {}
+        changed = False
+        for k, v in value.items():
+            k2, ck = _sanitize_value(k)
+            v2, cv = _sanitize_value(v)
+            out[k2] = v2
+            changed = changed or ck or cv
+        return (out if changed else value), changed
+    if isinstance(value, list):
+        items = [_sanitize_value(v) for v in value]
+        changed = any(c for _, c in items)
+        return ([v for v, _ in items] if changed else value), changed
+    return value, False
+
+
+def sanitize_record(record: Dict[str, Any]) -> List[str]:
+    """Make every text of ``record`` valid UTF-8, in place; returns the fields fixed.
+
+    Lone surrogates become U+FFFD. The names of the fields fixed (``_a.<field>`` for
+    attempts) are added to ``record["sanitized_fields"]`` (comma-separated), so the
+    row says its text was altered.
+    """
+    fixed: List[str] = []
+    for name, value in list(record.items()):
+        if name == "_a" and isinstance(value, list):
+            for attempt in value:
+                if isinstance(attempt, dict):
+                    for aname, avalue in list(attempt.items()):
+                        new, changed = _sanitize_value(avalue)
+                        if changed:
+                            attempt[aname] = new
+                            if f"_a.{aname}" not in fixed:
+                                fixed.append(f"_a.{aname}")
+            continue
+        new, changed = _sanitize_value(value)
+        if changed:
+            record[name] = new
+            fixed.append(name)
+    if fixed:
+        before = [f for f in str(record.get("sanitized_fields") or "").split(",") if f]
+        record["sanitized_fields"] = ",".join(before + [f for f in fixed if f not in before and f != "sanitized_fields"])
+    return fixed
 
 
 def decode_record(line: bytes) -> Dict[str, Any]:
-    """Inverse of :func:`encode_record` (raises ``ValueError`` on a torn line)."""
-    record: Dict[str, Any] = json.loads(line.decode("utf-8", "surrogatepass"))
+    """Inverse of :func:`encode_record` (raises ``ValueError`` on a torn line).
+
+    Lines of older versions may hold lone surrogates (written with ``surrogatepass``):
+    they are sanitized like new ones (see :func:`sanitize_record`).
+    """
+    try:
+        record: Dict[str, Any] = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        record = json.loads(line.decode("utf-8", "surrogatepass"))
+        if isinstance(record, dict):
+            sanitize_record(record)
     return record
+
+
+def _python_default(typ: str, default: Optional[str]) -> Any:
+    """The value a record without this column stands for (lines of older versions)."""
+    if typ.startswith("Nullable"):
+        return None
+    if default is None:
+        return {} if typ.startswith("Map") else ""
+    if default.startswith("'"):
+        return default.strip("'")
+    if default in ("true", "false"):
+        return default == "true"
+    if typ.startswith("Decimal"):
+        return default
+    return float(default) if typ.startswith("Float") else int(default)
+
+
+_EVENT_DEFAULTS = tuple(_python_default(c.type, c.default) for c in EVENT_COLUMNS if c.from_record)
+_ATTEMPT_DEFAULTS = tuple(_python_default(c.type, c.default) for c in ATTEMPT_COLUMNS if c.from_record)
 
 
 def _dt(value: float) -> datetime:
@@ -148,11 +251,15 @@ _EVENT_CONVERT = _converters(EVENT_COLUMNS, EVENT_COLUMN_NAMES)
 _ATTEMPT_CONVERT = _converters(ATTEMPT_COLUMNS, ATTEMPT_COLUMN_NAMES)
 
 
-def _columns(rows: Iterable[Dict[str, Any]], names: Sequence[str], convert: Sequence[Any]) -> List[List[Any]]:
+def _columns(
+    rows: Iterable[Dict[str, Any]], names: Sequence[str], convert: Sequence[Any], defaults: Sequence[Any]
+) -> List[List[Any]]:
     cols: List[List[Any]] = [[] for _ in names]
     for row in rows:
         for i, name in enumerate(names):
             value = row.get(name)
+            if value is None:  # a line of an older version without this column
+                value = defaults[i]
             fn = convert[i]
             cols[i].append(fn(value) if fn is not None and value is not None else value)
     return cols
@@ -160,6 +267,8 @@ def _columns(rows: Iterable[Dict[str, Any]], names: Sequence[str], convert: Sequ
 
 def records_to_columns(records: Sequence[Dict[str, Any]]) -> Tuple[List[List[Any]], List[List[Any]]]:
     """Column-wise data for ``ai_events`` and ``ai_attempts`` (names: the *_COLUMN_NAMES)."""
-    events = _columns(records, EVENT_COLUMN_NAMES, _EVENT_CONVERT)
-    attempts = _columns((a for r in records for a in r.get("_a", ())), ATTEMPT_COLUMN_NAMES, _ATTEMPT_CONVERT)
+    events = _columns(records, EVENT_COLUMN_NAMES, _EVENT_CONVERT, _EVENT_DEFAULTS)
+    attempts = _columns(
+        (a for r in records for a in r.get("_a", ())), ATTEMPT_COLUMN_NAMES, _ATTEMPT_CONVERT, _ATTEMPT_DEFAULTS
+    )
     return events, attempts

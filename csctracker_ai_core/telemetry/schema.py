@@ -12,11 +12,16 @@ Tables (all in the configured database):
     ``(toDate(timestamp), event_id, attempt)``.
 ``model_prices`` / ``daily_exchange_rates``
     the original library's price and currency tables, read by the reports.
+``ai_events_rejected``
+    records the writer could not insert (wrong types, refused by ClickHouse), with the
+    reason; the same lines are in the spool's quarantine file.
 ``ai_schema_version``
     one row per migration applied.
 
 Every migration checks the state it finds and only does what is missing, so running
-them again (or after a crash half-way) is safe. The upgrade of a table created by the
+them again (or after a crash half-way) is safe. At every connection each table we own
+gets back the columns it is missing (someone dropped one by hand); when that cannot be
+done, :class:`SchemaDriftError` says which statement to run. The upgrade of a table created by the
 original library (``MergeTree ORDER BY timestamp``) builds the new table beside it,
 copies every row, then swaps the two with ``EXCHANGE TABLES`` (atomic); the old table
 is kept as ``ai_events_legacy_v0`` until someone drops it.
@@ -30,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._version import __version__
+from ..exceptions import TelemetryError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -38,6 +44,7 @@ __all__ = [
     "Column",
     "Encoding",
     "SchemaReport",
+    "SchemaDriftError",
     "ensure_schema",
     "ai_events_ddl",
 ]
@@ -46,6 +53,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS_TABLE = "ai_events"
 ATTEMPTS_TABLE = "ai_attempts"
+REJECTED_TABLE = "ai_events_rejected"
 VERSION_TABLE = "ai_schema_version"
 LEGACY_TABLE = "ai_events_legacy_v0"
 _BUILD_TABLE = "ai_events__migrating_v1"
@@ -153,6 +161,8 @@ EVENT_COLUMNS: Tuple[Column, ...] = (
     Column("image_base64", "String", "''", "ZSTD(9)"),
     Column("return_json", "Bool", "true"),
     Column("metadata", "Map(LowCardinality(String), String)", None, "ZSTD(3)"),
+    # fields whose text was not valid UTF-8 (lone surrogates replaced by U+FFFD)
+    Column("sanitized_fields", _LC, "''"),
     Column("library_version", _LC, "''"),
     Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
@@ -179,6 +189,16 @@ ATTEMPT_COLUMNS: Tuple[Column, ...] = (
     Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
+# A record the writer could not insert: what, why, and the spool record itself (JSON).
+REJECTED_COLUMNS: Tuple[Column, ...] = (
+    Column("rejected_at", _TS),
+    Column("source_table", _LC),
+    Column("event_id", "String", "''"),
+    Column("reason", "String", "''"),
+    Column("record", "String", "''", "ZSTD(9)"),
+    Column("library_version", _LC, "''"),
+)
+
 _EVENTS_ORDER_BY = "(toDate(timestamp), task, event_id)"
 _ATTEMPTS_ORDER_BY = "(toDate(timestamp), event_id, attempt)"
 
@@ -187,24 +207,29 @@ def _q(database: str, table: str) -> str:
     return f"`{database}`.`{table}`"
 
 
-def ai_events_ddl(database: str, table: str = EVENTS_TABLE) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` of ``ai_events`` (current layout)."""
-    cols = ",\n  ".join(c.sql() for c in EVENT_COLUMNS)
+def _replacing_table_ddl(database: str, table: str, columns: Sequence[Column], time_column: str, order_by: str) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of one of our ReplacingMergeTree tables (monthly partitions)."""
+    cols = ",\n  ".join(c.sql() for c in columns)
     return (
         f"CREATE TABLE IF NOT EXISTS {_q(database, table)} (\n  {cols}\n)\n"
-        f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
-        f"ORDER BY {_EVENTS_ORDER_BY}\n"
+        f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM({time_column})\n"
+        f"ORDER BY {order_by}\n"
         f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
     )
 
 
+def ai_events_ddl(database: str, table: str = EVENTS_TABLE) -> str:
+    """``CREATE TABLE IF NOT EXISTS`` of ``ai_events`` (current layout)."""
+    return _replacing_table_ddl(database, table, EVENT_COLUMNS, "timestamp", _EVENTS_ORDER_BY)
+
+
 def _ai_attempts_ddl(database: str) -> str:
-    cols = ",\n  ".join(c.sql() for c in ATTEMPT_COLUMNS)
-    return (
-        f"CREATE TABLE IF NOT EXISTS {_q(database, ATTEMPTS_TABLE)} (\n  {cols}\n)\n"
-        f"ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(timestamp)\n"
-        f"ORDER BY {_ATTEMPTS_ORDER_BY}\n"
-        f"SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}"
+    return _replacing_table_ddl(database, ATTEMPTS_TABLE, ATTEMPT_COLUMNS, "timestamp", _ATTEMPTS_ORDER_BY)
+
+
+def _ai_events_rejected_ddl(database: str) -> str:
+    return _replacing_table_ddl(
+        database, REJECTED_TABLE, REJECTED_COLUMNS, "rejected_at", "(rejected_at, event_id, source_table)"
     )
 
 
@@ -257,14 +282,41 @@ def _is_current_events_layout(info: Tuple[str, Dict[str, str]]) -> bool:
     return engine.startswith("Replacing") and "model_name" in cols
 
 
+class SchemaDriftError(TelemetryError):
+    """A table we own lacks columns the writer needs, and adding them failed.
+
+    Events stay in the spool until the statement in the message is run (by a user
+    allowed to ``ALTER``), then they are delivered at the next reconnection.
+    """
+
+
 def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[Column]) -> None:
-    """Additive upgrades: a column added to the spec later is added in place."""
+    """Additive upgrades and drift repair: a column missing from the table is added in place.
+
+    Raises :class:`SchemaDriftError` naming the statements to run when ClickHouse
+    refuses to add them (e.g. a user without ``ALTER`` rights).
+    """
     info = _table_info(client, database, table)
     if info is None:
         return
+    failed: List[str] = []
+    cause: Optional[BaseException] = None
     for col in spec:
         if col.name not in info[1]:
-            client.command(f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {col.sql()}")
+            sql = f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {col.sql()}"
+            try:
+                client.command(sql)
+            except Exception as exc:
+                failed.append(sql)
+                cause = exc
+            else:
+                logger.warning("telemetry table %s.%s was missing column %s: added back", database, table, col.name)
+    if failed:
+        raise SchemaDriftError(
+            f"the telemetry table {database}.{table} lacks columns the writer needs and adding them failed "
+            f"({type(cause).__name__}: {str(cause)[:200]}); events stay spooled until you run: "
+            + "; ".join(failed)
+        ) from cause
 
 
 def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[str, str]:
@@ -393,10 +445,23 @@ def _m3_prices(client: Any, database: str) -> int:
     return 0
 
 
+def _m4_rejected(client: Any, database: str) -> int:
+    client.command(_ai_events_rejected_ddl(database))
+    return 0
+
+
 _MIGRATIONS: Tuple[Tuple[int, str, Callable[[Any, str], int]], ...] = (
     (1, "ai_events", _m1_ai_events),
     (2, "ai_attempts", _m2_ai_attempts),
     (3, "model_prices+daily_exchange_rates", _m3_prices),
+    (4, "ai_events_rejected", _m4_rejected),
+)
+
+# Tables the writer inserts into, with their columns: drift repaired at every connection.
+_OWNED_TABLES: Tuple[Tuple[str, Sequence[Column]], ...] = (
+    (EVENTS_TABLE, EVENT_COLUMNS),
+    (ATTEMPTS_TABLE, ATTEMPT_COLUMNS),
+    (REJECTED_TABLE, REJECTED_COLUMNS),
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
@@ -433,4 +498,8 @@ def ensure_schema(client: Any, database: Optional[str] = None) -> SchemaReport:
                 database=db,
             )
             applied.append(name)
+    # Drift repair for every table we write (migration 1 already did ai_events when
+    # it ran; checking again costs one query).
+    for table, spec in _OWNED_TABLES:
+        _add_missing_columns(client, db, table, spec)
     return SchemaReport(version=SCHEMA_VERSION, applied=tuple(applied), legacy_rows_migrated=legacy)

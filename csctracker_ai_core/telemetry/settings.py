@@ -15,7 +15,11 @@ from typing import Mapping, Optional
 from ..exceptions import ConfigurationError
 from ..paths import embedded_clickhouse_path, spool_dir
 
-__all__ = ["ClickHouseSettings", "resolve_clickhouse_settings"]
+__all__ = ["ClickHouseSettings", "resolve_clickhouse_settings", "DEFAULT_SPOOL_MAX_BYTES"]
+
+DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024  # 1 GiB: about 500 000 events of 2 KB
+SPOOL_MAX_BYTES_ENV = "CSCTRACKER_AI_SPOOL_MAX_BYTES"
+BEST_EFFORT_ENV = "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT"
 
 _MODES = ("server", "embedded", "off")
 
@@ -35,6 +39,8 @@ class ClickHouseSettings:
     # Defaults: the default data folder (no environment read here; see settings.py).
     embedded_path: Path = field(default_factory=lambda: embedded_clickhouse_path({}))
     spool_path: Path = field(default_factory=lambda: spool_dir({}))
+    spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # past it new events are dropped (counted)
+    best_effort: bool = False  # a store that cannot be opened drops events (counted) instead of raising
 
     @property
     def location(self) -> str:
@@ -59,6 +65,8 @@ def resolve_clickhouse_settings(
     database: Optional[str] = None,
     dsn: Optional[str] = None,
     telemetry: Optional[str] = None,
+    spool_max_bytes: Optional[int] = None,
+    best_effort: Optional[bool] = None,
     env: Mapping[str, str],
 ) -> ClickHouseSettings:
     """Build :class:`ClickHouseSettings` from arguments and the environment.
@@ -66,7 +74,10 @@ def resolve_clickhouse_settings(
     ``telemetry`` (or ``CSCTRACKER_AI_TELEMETRY``) forces ``"server"``, ``"embedded"`` or
     ``"off"``; by default a configured host or DSN (``CSCTRACKER_AI_CLICKHOUSE_DSN``)
     means server, anything else embedded. ``env`` is the facade's environment mapping
-    (see :mod:`csctracker_ai_core.settings`).
+    (see :mod:`csctracker_ai_core.settings`). ``spool_max_bytes``
+    (``CSCTRACKER_AI_SPOOL_MAX_BYTES``, default 1 GiB) caps the spool; ``best_effort``
+    (``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT=1``) turns a store that cannot be opened into
+    dropped (counted) events instead of a :class:`TelemetryError` at construction.
     """
     mode = (telemetry or env.get("CSCTRACKER_AI_TELEMETRY") or "").strip().lower() or None
     if mode is not None and mode not in _MODES:
@@ -90,6 +101,14 @@ def resolve_clickhouse_settings(
             "telemetry mode 'server' needs a ClickHouse host: pass host= or set CLICKHOUSE_HOST "
             "(or CSCTRACKER_AI_CLICKHOUSE_DSN)."
         )
+    cap = spool_max_bytes if spool_max_bytes is not None else _spool_cap_from(env)
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1024 <= cap < float("inf"):
+        raise ConfigurationError(
+            f"spool cap {cap!r} is not a size in bytes of at least 1024: pass spool_max_bytes= or set "
+            f"{SPOOL_MAX_BYTES_ENV} (default {DEFAULT_SPOOL_MAX_BYTES})."
+        )
+    if best_effort is None:
+        best_effort = (env.get(BEST_EFFORT_ENV) or "").strip().lower() in ("1", "true", "yes", "on")
     secure_raw = env.get("CLICKHOUSE_SECURE", "")
     return ClickHouseSettings(
         mode=mode,
@@ -102,4 +121,18 @@ def resolve_clickhouse_settings(
         dsn=dsn,
         embedded_path=embedded_clickhouse_path(env),
         spool_path=spool_dir(env),
+        spool_max_bytes=int(cap),
+        best_effort=bool(best_effort),
     )
+
+
+def _spool_cap_from(env: Mapping[str, str]) -> float:
+    raw = (env.get(SPOOL_MAX_BYTES_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_SPOOL_MAX_BYTES
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"{SPOOL_MAX_BYTES_ENV}={raw!r} is not a number of bytes; e.g. {DEFAULT_SPOOL_MAX_BYTES} (1 GiB)."
+        ) from None

@@ -17,29 +17,47 @@ Layout (``settings.spool_path``, by default ``<data dir>/spool``)::
   place, so no other process can claim it between its creation and its lock.
 * A segment is deleted once ClickHouse acknowledged all its records. A torn last line
   (process killed inside ``os.write``) is skipped on replay: that call had not returned.
+* A short write (disk full) is rolled back: the segment is cut back to its last whole
+  record, or, if even that fails, sealed so the next event starts a new segment; the
+  event is reported dropped, never glued to the next one.
+* The spool has a size cap (``max_bytes``): past it new events are refused (the
+  oldest, the audit trail, are kept); :meth:`Spool.usage` tells the writer how full it is.
+* Files are 0600, folders 0700, never opened through a symlink (see paths.py).
 
 Names sort by creation time, so replay goes oldest first.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
+import stat
 import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from ..exceptions import TelemetryError
+from ..paths import open_private_file, private_dir
 from .records import decode_record
+from .settings import DEFAULT_SPOOL_MAX_BYTES
 
-__all__ = ["Segment", "Spool", "SEGMENT_PREFIX", "SEGMENT_SUFFIX"]
+__all__ = ["Segment", "Spool", "SpoolFullError", "SEGMENT_PREFIX", "SEGMENT_SUFFIX", "DEFAULT_SPOOL_MAX_BYTES"]
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".jsonl"
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class SpoolFullError(TelemetryError):
+    """The spool reached its size cap (``CSCTRACKER_AI_SPOOL_MAX_BYTES``): the event was not kept."""
 
 
 @dataclass(eq=False)
@@ -58,25 +76,37 @@ class Segment:
     delivered: int = 0  # records acknowledged so far
     offset: int = 0  # byte offset of the first record not yet acknowledged
     dirty: bool = False  # written since the last fsync
+    torn: bool = False  # a short write left a partial last line (sealed at once)
 
 
 class Spool:
     """Append-only segment files with per-file locks. Thread-safe."""
 
-    def __init__(self, directory: Path, *, memory_limit_bytes: int = 32 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        memory_limit_bytes: int = 32 * 1024 * 1024,
+        max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
+    ) -> None:
         self.directory = Path(directory)
         self.memory_limit_bytes = memory_limit_bytes
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._active: Optional[Segment] = None
+        self._retired: List[Segment] = []  # sealed by a failed roll-back, for the writer to take
         self._mem_bytes = 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)  # raises TelemetryError when it cannot be used
+        self._disk_bytes = 0  # spool size: last measure() plus this process's appends since
+        self._appended = 0  # bytes this process ever appended (measure() uses the difference)
+        self.measure()
 
     # ------------------------------------------------------------------ writing
 
     def _new_segment(self, now: float) -> Segment:
         name = f"{SEGMENT_PREFIX}{int(now * 1e9):020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         tmp = self.directory / f".{name}.new"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), 0o600)
+        fd = open_private_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             final = self.directory / name
@@ -93,14 +123,22 @@ class Spool:
         past it the segment is read back from disk when delivered.
         """
         with self._lock:
+            if self._disk_bytes + len(line) > self.max_bytes:
+                raise SpoolFullError(
+                    f"the telemetry spool {self.directory} reached its cap of {self.max_bytes} bytes "
+                    "(CSCTRACKER_AI_SPOOL_MAX_BYTES); new events are dropped until ClickHouse takes "
+                    "the backlog. Check why delivery fails (stats().last_error) or raise the cap."
+                )
             seg = self._active
             if seg is None:
                 seg = self._active = self._new_segment(now)
-            written = os.write(seg.fd, line)
-            if written != len(line):  # short write: disk full; leave a torn line, say so
-                raise OSError(f"short write to {seg.path} ({written} of {len(line)} bytes)")
+            written = os.write(seg.fd, line)  # raises (nothing written) e.g. on ENOSPC
+            if written != len(line):
+                self._roll_back(seg, written, len(line))
             seg.records += 1
             seg.size += written
+            self._disk_bytes += written
+            self._appended += written
             seg.dirty = True
             if seg.mem is not None:
                 if self._mem_bytes + written <= self.memory_limit_bytes:
@@ -110,6 +148,61 @@ class Spool:
                 else:  # past the bound: this segment lives on disk only
                     self._mem_bytes -= seg.mem_bytes
                     seg.mem, seg.mem_bytes = None, 0
+
+    def _roll_back(self, seg: Segment, written: int, wanted: int) -> None:
+        """A short write (disk full) left part of a line: cut it off, or retire the segment.
+
+        Called with the lock held. Either way the partial line can never be glued to the
+        next record; the caller's event is reported dropped (this raises).
+        """
+        try:
+            os.ftruncate(seg.fd, seg.size)  # shrinking needs no free space
+            where = "rolled back to its last whole record"
+        except OSError as exc:
+            # The torn tail stays; sealing means nothing is appended after it, and a
+            # sealed segment's torn last line is skipped on replay.
+            self._active = None
+            seg.sealed = True
+            seg.torn = True
+            self._retired.append(seg)
+            self._disk_bytes += written
+            where = f"sealed with a torn tail (truncate failed: {exc}); the next event starts a new segment"
+        raise OSError(errno.ENOSPC, f"short write to {seg.path.name} ({written} of {wanted} bytes, disk full?); {where}")
+
+    def take_retired(self) -> List[Segment]:
+        """Segments sealed by :meth:`append` itself (torn tail it could not cut), oldest first."""
+        with self._lock:
+            retired, self._retired = self._retired, []
+        return retired
+
+    def usage(self) -> Tuple[int, int]:
+        """``(bytes used, cap)`` of the spool folder as last measured plus this process's appends."""
+        with self._lock:
+            return self._disk_bytes, self.max_bytes
+
+    def measure(self) -> int:
+        """Re-measure the spool folder (every process's segments); returns the bytes used.
+
+        Appends made while the folder is scanned are added on top (they may be counted
+        twice: an over-estimate keeps the cap a cap).
+        """
+        with self._lock:
+            appended_before = self._appended
+        total = 0
+        try:
+            with os.scandir(self.directory) as it:
+                for entry in it:
+                    if entry.name.endswith(SEGMENT_SUFFIX) or entry.name.endswith(".new"):
+                        try:
+                            total += entry.stat(follow_symlinks=False).st_size
+                        except FileNotFoundError:
+                            continue
+        except OSError as exc:
+            logger.error("cannot measure the telemetry spool %s: %s", self.directory, exc)
+            return self._disk_bytes
+        with self._lock:
+            self._disk_bytes = total + (self._appended - appended_before)
+            return self._disk_bytes
 
     def active_info(self) -> Tuple[int, int, float]:
         """``(records, bytes, created_at)`` of the active segment (zeros when none)."""
@@ -163,16 +256,19 @@ class Spool:
             if path in exclude:
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                fd = os.open(path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW)
             except FileNotFoundError:
                 continue  # delivered and deleted meanwhile
+            except OSError as exc:  # a symlink planted in the spool, or unreadable
+                logger.error("ignoring spool entry %s: %s", path.name, exc)
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)  # a live process holds it
                 continue
             st = os.fstat(fd)
-            if st.st_nlink == 0:  # deleted by its deliverer between our open and our lock
+            if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):  # deleted meanwhile, or not a file
                 os.close(fd)
                 continue
             claimed.append(Segment(path=path, fd=fd, own=False, records=-1, size=st.st_size, mem=None, sealed=True))
@@ -184,7 +280,8 @@ class Spool:
         """Up to ``max_records`` / ``max_bytes`` records from the first unacknowledged one.
 
         Returns ``(records, next_offset, records_consumed)``; ``records_consumed`` may
-        exceed ``len(records)`` when torn or corrupt lines were skipped.
+        exceed ``len(records)`` when a torn last line was skipped. A line that is not
+        JSON comes back as ``{"_unreadable": why, "_line": text}`` for the quarantine.
         """
         if seg.mem is not None:
             kept = seg.mem[seg.delivered : seg.delivered + max_records]
@@ -193,7 +290,7 @@ class Spool:
         consumed = 0
         offset = seg.offset
         size = 0
-        with open(seg.path, "rb") as fh:
+        with os.fdopen(os.open(seg.path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW), "rb") as fh:
             fh.seek(offset)
             while len(records) < max_records and size < max_bytes:
                 line = fh.readline()
@@ -210,8 +307,10 @@ class Spool:
                 consumed += 1
                 try:
                     records.append(decode_record(line))
-                except ValueError:
-                    logger.error("skipping an unreadable record in %s at byte %d", seg.path.name, offset - len(line))
+                except ValueError as exc:
+                    # Not lost and not retried forever: the writer quarantines it.
+                    records.append({"_unreadable": f"{seg.path.name} byte {offset - len(line)}: {exc}"[:300],
+                                    "_line": line[:65536].decode("utf-8", "backslashreplace")})
         return records, offset, consumed
 
     def acknowledge(self, seg: Segment, consumed: int, next_offset: int) -> None:
@@ -231,9 +330,12 @@ class Spool:
     def delete(self, seg: Segment) -> None:
         """Remove a delivered segment (unlink first, then release the lock)."""
         try:
+            size = os.fstat(seg.fd).st_size if seg.fd >= 0 else 0
             os.unlink(seg.path)
         except FileNotFoundError:
-            pass
+            size = 0
+        with self._lock:
+            self._disk_bytes = max(0, self._disk_bytes - size)
         self._drop(seg)
 
     def release(self, seg: Segment) -> None:

@@ -34,25 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, TelemetryError
+from ..paths import private_dir, tighten_tree
 from .connection import preload_driver
 from ..clock import SYSTEM_CLOCK, Clock
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
-from .records import (
-    ATTEMPT_COLUMN_NAMES,
-    DEFAULT_MAX_TEXT_BYTES,
-    EVENT_COLUMN_NAMES,
-    encode_record,
-    event_to_record,
-    records_to_columns,
-)
-from .schema import ATTEMPTS_TABLE, EVENTS_TABLE, ensure_schema
+from .records import DEFAULT_MAX_TEXT_BYTES, encode_record, event_to_record
+from .quarantine import Quarantine, insert_batch
+from .schema import ensure_schema
 from .settings import ClickHouseSettings
 from . import ownership
-from .spool import Segment, Spool
+from .spool import Segment, Spool, SpoolFullError
 
-__all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "WriterStats", "open_telemetry"]
+__all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "WriterStats", "open_telemetry"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +62,8 @@ class WriterStats:
     ``written``: events this writer inserted into ClickHouse (its own and replayed).
     ``spooled``: events recorded (each was on disk when ``record`` returned).
     ``replayed``: of ``written``, events from segments of other or earlier processes.
-    ``dropped``: events lost because the disk failed (0 unless something is very wrong).
+    ``dropped``: events not kept: the disk failed, the spool reached its cap
+    (``CSCTRACKER_AI_SPOOL_MAX_BYTES``), or (best effort) the store could not be opened.
     ``pending``: events this writer spooled that are not in ClickHouse yet (after ``close``:
     what stays on disk for the next start), handed-off ones excluded.
     ``inserts``: successful INSERT statements.
@@ -84,7 +80,10 @@ class WriterStats:
     failures: int = 0  # failed delivery/connection attempts
     handed_off: int = 0  # events left for the embedded store's owner process
     redaction_errors: int = 0  # events whose redaction hook raised (texts withheld)
-    role: str = "starting"  # "writer", "spooler" (embedded non-owner), "off", "closed"
+    role: str = "starting"  # "writer", "spooler" (embedded non-owner), "off", "dropping", "closed"
+    quarantined: int = 0  # rows moved to the quarantine (wrong types, refused by the store)
+    sanitized: int = 0  # events whose texts were not valid UTF-8 (fixed, see sanitized_fields)
+    spool_bytes: int = 0  # size of the spool folder (all processes), as last measured
 
 
 class TelemetrySink(Protocol):
@@ -97,6 +96,37 @@ class TelemetrySink(Protocol):
     def close(self, timeout_s: float = 5.0) -> bool: ...
 
     def stats(self) -> WriterStats: ...
+
+
+class DroppingSink:
+    """Best effort telemetry whose store could not be opened: every event is counted dropped.
+
+    Returned by :func:`open_telemetry` with ``best_effort`` instead of raising
+    :class:`TelemetryError`. The reason is logged once (ERROR) and kept in
+    ``stats().last_error``; ``stats().dropped`` counts every event recorded since.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self._dropped = 0
+        self._lock = threading.Lock()
+
+    def record(self, event: CallEvent) -> None:
+        with self._lock:
+            self._dropped += 1
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def close(self, timeout_s: float = 5.0) -> bool:
+        return True
+
+    def stats(self) -> WriterStats:
+        with self._lock:
+            return WriterStats(dropped=self._dropped, last_error=self.reason, role="dropping")
+
+    def __repr__(self) -> str:
+        return f"DroppingSink(dropped={self._dropped})"
 
 
 class NullSink:
@@ -124,6 +154,7 @@ class _Piece:
     records: List[Dict[str, Any]]
     next_offset: int
     consumed: int
+    from_disk: bool = True  # read back from a file (screened before the insert) vs. this process's memory
 
 
 @dataclass
@@ -181,6 +212,7 @@ class TelemetryWriter:
         handoff_interval_s: float = 1.0,
         ownership_retry_s: float = 5.0,
         connect_timeout_s: float = 3.0,
+        spool_max_bytes: Optional[int] = None,
         clock: Clock = SYSTEM_CLOCK,
         connect: Optional[Callable[[ClickHouseSettings], Any]] = None,
         start: bool = True,
@@ -212,11 +244,23 @@ class TelemetryWriter:
         self._clock = clock
         self._connect_fn = connect
         self._embedded = settings.mode == "embedded"
-        self._spool = Spool(Path(settings.spool_path), memory_limit_bytes=memory_limit_bytes)
+        # Raises TelemetryError when the folders cannot be used (see paths.py).
+        self._spool = Spool(
+            Path(settings.spool_path),
+            memory_limit_bytes=memory_limit_bytes,
+            max_bytes=settings.spool_max_bytes if spool_max_bytes is None else spool_max_bytes,
+        )
+        self._quarantine = Quarantine(Path(settings.spool_path))
+        if self._embedded:
+            _check_embedded_location(settings)
 
         self._counters_lock = threading.Lock()
         self._written = self._spooled = self._replayed = self._dropped = 0
         self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
+        self._quarantined = self._sanitized = 0
+        self._drops_in_a_row = 0  # events dropped since the last one kept (log throttle)
+        self._spool_warned = False  # WARNING at 80 % of the cap said, until it drains
+        self._next_tighten_at = 0.0
         self._own_delivered = 0
         self._last_error: Optional[str] = None
         self._role = "starting"
@@ -268,13 +312,19 @@ class TelemetryWriter:
                     )
                     redaction_failed = True
             rec = event_to_record(event, max_text_bytes=self.max_text_bytes, store_images=self.store_images)
-            line = encode_record(rec)
+            line = encode_record(rec)  # sanitizes rec in place when a text is not valid UTF-8
             now = self._clock.time()
             self._spool.append(line, rec, now)
             with self._counters_lock:
                 self._spooled += 1
                 if redaction_failed:
                     self._redaction_errors += 1
+                if rec.get("sanitized_fields"):
+                    self._sanitized += 1
+                recovered, self._drops_in_a_row = self._drops_in_a_row, 0
+            if recovered:
+                logger.warning("telemetry spool %s accepts events again after %d dropped", self.settings.spool_path, recovered)
+            self._check_spool_usage()
             if self._closed:
                 # No thread any more: leave it on disk, unlocked, for the next start.
                 seg = self._spool.seal_active()
@@ -284,14 +334,36 @@ class TelemetryWriter:
             records, nbytes, _ = self._spool.active_info()
             if records >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
                 self._wake.set()
-        except Exception as exc:  # the disk failed (or a bug): count it, say it loudly
-            with self._counters_lock:
-                self._dropped += 1
-                self._last_error = f"spool: {type(exc).__name__}: {exc}"
-            logger.exception(
-                "TELEMETRY EVENT DROPPED: could not write event %s to the spool %s: %s",
-                getattr(event, "event_id", "?"), self.settings.spool_path, exc,
+        except Exception as exc:  # the disk failed, the cap was reached (or a bug): count it, say it
+            self._note_dropped(event, exc)
+
+    def _note_dropped(self, event: CallEvent, exc: BaseException) -> None:
+        """Count a lost event; ERROR for the first of a run of drops, then every 1000th."""
+        with self._counters_lock:
+            self._dropped += 1
+            self._drops_in_a_row += 1
+            in_a_row = self._drops_in_a_row
+            self._last_error = f"spool: {type(exc).__name__}: {exc}"
+        if in_a_row == 1 or in_a_row % 1000 == 0:
+            logger.error(
+                "TELEMETRY EVENT DROPPED: could not write event %s to the spool %s (%d dropped in a row, "
+                "stats().dropped counts them all): %s",
+                getattr(event, "event_id", "?"), self.settings.spool_path, in_a_row, exc,
+                exc_info=not isinstance(exc, (OSError, SpoolFullError)),
             )
+
+    def _check_spool_usage(self) -> None:
+        """WARNING once when the spool passes 80 % of its cap (again after it drained below 50 %)."""
+        used, cap = self._spool.usage()
+        if not self._spool_warned and used >= 0.8 * cap:
+            self._spool_warned = True
+            logger.warning(
+                "telemetry spool %s is %d%% full (%d of %d bytes, CSCTRACKER_AI_SPOOL_MAX_BYTES): past the cap "
+                "new events are dropped; delivery is failing: %s",
+                self.settings.spool_path, 100 * used // max(1, cap), used, cap, self._last_error or "not yet known",
+            )
+        elif self._spool_warned and used < 0.5 * cap:
+            self._spool_warned = False
 
     # ================================================================== control
 
@@ -363,6 +435,9 @@ class TelemetryWriter:
                 handed_off=self._handed_off,
                 redaction_errors=self._redaction_errors,
                 role="closed" if self._closed else self._role,
+                quarantined=self._quarantined,
+                sanitized=self._sanitized,
+                spool_bytes=self._spool.usage()[0],
             )
 
     @property
@@ -452,6 +527,10 @@ class TelemetryWriter:
         if now >= self._next_fsync_at:
             self._fsync()
             self._next_fsync_at = now + self.fsync_interval_s
+        self._collect_retired()
+        if now >= self._next_tighten_at:
+            self._housekeeping()
+            self._next_tighten_at = now + max(self.scan_interval_s, 10.0)
         if self._client is None:
             if now >= self._next_connect_at or (force and self._role != "spooler"):
                 self._try_connect(now)
@@ -474,6 +553,27 @@ class TelemetryWriter:
             while force and ok and self._client is not None and (self._inflight is not None or self._has_waiting()):
                 ok = self._deliver_once(self._clock.time())
 
+    def _collect_retired(self) -> None:
+        """Segments the spool sealed itself (a short write it could not roll back)."""
+        for seg in self._spool.take_retired():
+            self._fsync_quietly(seg)
+            if self._client is None and self._role == "spooler":
+                self._spool.release(seg)
+                with self._counters_lock:
+                    self._handed_off += seg.records
+            else:
+                self._queue.append(seg)
+
+    def _housekeeping(self) -> None:
+        """Re-measure the spool (cap) and keep chDB's files private (it creates them 0644)."""
+        self._spool.measure()
+        self._check_spool_usage()
+        if self._embedded and self._owner:
+            try:
+                tighten_tree(self.settings.embedded_path)
+            except OSError as exc:
+                logger.debug("could not tighten modes under %s: %s", self.settings.embedded_path, exc)
+
     def _has_waiting(self) -> bool:
         rows, nbytes, _ = self._waiting()
         return rows > 0 or nbytes > 0
@@ -482,7 +582,13 @@ class TelemetryWriter:
 
     def _try_connect(self, now: float) -> None:
         if self._embedded and not self._owner:
-            if not ownership.try_acquire(self.settings.embedded_path):
+            try:
+                acquired = ownership.try_acquire(self.settings.embedded_path)
+            except (OSError, TelemetryError) as exc:  # e.g. a symlink planted at the lock file
+                self._note_failure(exc, "store lock")
+                self._next_connect_at = now + self.ownership_retry_s
+                return
+            if not acquired:
                 if self._role != "spooler":
                     logger.info(
                         "embedded telemetry store %s is held by PID %s: this process spools, the owner delivers",
@@ -514,6 +620,7 @@ class TelemetryWriter:
         self._client = client
         self._role = "writer"
         self._next_scan_at = 0.0  # claim leftovers right away
+        self._next_tighten_at = 0.0
         self._retry_at = 0.0
 
     def _drop_client(self) -> None:
@@ -577,7 +684,7 @@ class TelemetryWriter:
                     self._queue.remove(seg)
                     self._spool.delete(seg)
                 continue
-            pieces.append(_Piece(seg, records, next_offset, consumed))
+            pieces.append(_Piece(seg, records, next_offset, consumed, from_disk=seg.mem is None))
             rows += len(records)
             if seg.mem is None:
                 nbytes += next_offset - seg.offset
@@ -596,22 +703,13 @@ class TelemetryWriter:
                 return True
         batch = self._inflight
         records = [r for p in batch.pieces for r in p.records]
+        # Records this process built from events are well-typed; lines read from files
+        # (other processes, other versions, hand edits) are checked first.
+        screen = {id(r) for p in batch.pieces if p.from_disk for r in p.records}
         try:
-            if records:
-                events, attempts = records_to_columns(records)
-                self._client.insert(
-                    EVENTS_TABLE, events, column_names=list(EVENT_COLUMN_NAMES), database=self.database,
-                    column_oriented=True, settings={"insert_deduplication_token": batch.token + ":e"},
-                )
-                inserts = 1
-                if attempts and attempts[0]:
-                    self._client.insert(
-                        ATTEMPTS_TABLE, attempts, column_names=list(ATTEMPT_COLUMN_NAMES), database=self.database,
-                        column_oriented=True, settings={"insert_deduplication_token": batch.token + ":a"},
-                    )
-                    inserts += 1
-            else:
-                inserts = 0
+            delivery = insert_batch(
+                self._client, self.database, records, batch.token, self._quarantine, self._clock.time(), screen=screen,
+            )
         except Exception as exc:
             self._note_failure(exc, "insert")
             self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
@@ -622,10 +720,11 @@ class TelemetryWriter:
         for piece in batch.pieces:
             seg = piece.segment
             self._spool.acknowledge(seg, piece.consumed, piece.next_offset)
+            landed = sum(1 for r in piece.records if id(r) not in delivery.not_inserted)
             if seg.own:
-                own += len(piece.records)
+                own += landed
             else:
-                replayed += len(piece.records)
+                replayed += landed
             if self._spool.is_done(seg):
                 if seg in self._queue:
                     self._queue.remove(seg)
@@ -635,10 +734,11 @@ class TelemetryWriter:
         self._retry_at = 0.0
         self._last_insert_at = self._clock.time()
         with self._counters_lock:
+            self._quarantined += delivery.quarantined
             self._written += own + replayed
             self._replayed += replayed
             self._own_delivered += sum(p.consumed for p in batch.pieces if p.segment.own)
-            self._inserts += inserts
+            self._inserts += delivery.inserts
             self._last_error = None
         if replayed:
             logger.info("telemetry: replayed %d spooled events", replayed)
@@ -680,11 +780,30 @@ class TelemetryWriter:
         if seg is not None:
             self._fsync_quietly(seg)
             self._queue.append(seg)
+        self._queue.extend(self._spool.take_retired())
+        if self._embedded and self._owner:
+            try:
+                tighten_tree(self.settings.embedded_path)  # files chDB made since the last pass
+            except OSError:
+                logger.debug("could not tighten modes under %s", self.settings.embedded_path, exc_info=True)
         for seg in self._queue:  # undelivered ones stay on disk, counted as pending
             self._spool.release(seg)
         self._queue = []
         self._inflight = None
         self._drop_client()
+
+
+def _check_embedded_location(settings: ClickHouseSettings) -> None:
+    """The embedded store's folders must be usable and private before we rely on them."""
+    private_dir(Path(settings.embedded_path).parent)
+    lock = ownership.lock_path(settings.embedded_path)
+    if lock.is_symlink():
+        raise TelemetryError(
+            f"the embedded store's lock file {lock} is a symbolic link: the library never writes through "
+            f"one (it would truncate its target). Remove it: rm {lock}"
+        )
+    if Path(settings.embedded_path).exists():
+        private_dir(settings.embedded_path)
 
 
 def _close_quietly(client: Any) -> None:
@@ -707,8 +826,12 @@ def open_telemetry(
 
     Never blocks on ClickHouse: connecting and creating the schema happen in the
     writer's thread. Other ``options`` are :class:`TelemetryWriter` keyword arguments.
-    If the spool folder cannot be created, telemetry is turned off with an error log
-    rather than failing the caller.
+
+    When the spool or the embedded store's folder cannot be used as configured (cannot
+    be created, belongs to another user, writable by others, a symlink at the lock
+    file) this raises :class:`TelemetryError`, unless ``settings.best_effort``
+    (``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT=1``): then one ERROR is logged and a
+    :class:`DroppingSink` counts every event as dropped.
     """
     if settings.mode == "off":
         return NullSink()
@@ -717,8 +840,15 @@ def open_telemetry(
             settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
             batch_interval_s=batch_interval_s, **options,
         )
-    except TypeError:
-        raise
-    except Exception as exc:
-        logger.exception("telemetry disabled: cannot open the spool %s: %s", settings.spool_path, exc)
-        return NullSink()
+    except (TelemetryError, OSError) as exc:
+        if not settings.best_effort:
+            if isinstance(exc, TelemetryError):
+                raise
+            raise TelemetryError(
+                f"cannot open the telemetry spool {settings.spool_path}: {exc}. Set CSCTRACKER_AI_DATA_DIR to a "
+                "folder of your own, or CSCTRACKER_AI_TELEMETRY=off, or CSCTRACKER_AI_TELEMETRY_BEST_EFFORT=1 to "
+                "run without telemetry (events counted as dropped)."
+            ) from exc
+        reason = f"telemetry store unusable, events dropped (best effort): {exc}"
+        logger.error("TELEMETRY OFF (best effort): %s; every event will be counted in stats().dropped", exc)
+        return DroppingSink(reason)
