@@ -63,7 +63,7 @@ def test_surrogate_texts_are_sanitized_and_never_block_the_batch(tmp_path):
     s = w.stats()
     assert s.pending == 0 and s.written == 4 and s.sanitized == 1 and s.quarantined == 0
     w.close()
-    rows = dict((r[0], r[1:]) for r in _rows(settings, "SELECT event_id, task, result, metadata, sanitized_fields FROM ai_events FINAL"))
+    rows = {r[0]: r[1:] for r in _rows(settings, "SELECT event_id, task, result, metadata, sanitized_fields FROM ai_events FINAL")}
     assert set(rows) == set(ids)
     task, result, metadata, fixed = rows[ids[1]]
     assert task == "t\ufffdx" and result == "reply \ufffd" and metadata == {"file": "a\ufffd.txt"}

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
 
 from .._version import __version__
 from ..paths import open_private_file
@@ -267,7 +267,7 @@ class Delivery:
 
     inserts: int  # successful INSERT statements
     quarantined: int  # rows moved to the quarantine (events and attempts)
-    not_inserted: frozenset  # ids (``id()``) of the records whose ai_events row did not land
+    not_inserted: FrozenSet[int]  # ids (``id()``) of the records whose ai_events row did not land
 
 
 def insert_batch(
