@@ -320,6 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "IaProcessor with two fake free keys and one fake paid key, record it, and print "
                           "the answer and today's report.")
     demo.add_argument("--data-dir", metavar="DIR", help="where the embedded store lives (default: $CSCTRACKER_AI_DATA_DIR or ~/.local/share/csctracker-ai-core)")
+
+    graf = sub.add_parser("grafana-dashboard", help="print the Grafana dashboard (ClickHouse data source) as JSON",
+                          description="Print a dashboard for Grafana's ClickHouse data source plugin over the "
+                          "ai_events / ai_attempts tables: cost by day, tier and model, free-tier savings, 429s by "
+                          "quota kind and project, latency p50/p95, failed attempts, daily budget use. "
+                          "Usage: csc-ai grafana-dashboard > dash.json, then import it in Grafana.")
+    graf.add_argument("--datasource-uid", metavar="UID",
+                      help="uid of your ClickHouse data source (default: asked by Grafana on import)")
+
+    met = sub.add_parser("metrics", help="serve the pool's Prometheus metrics over HTTP",
+                         description="Serve Prometheus metrics of the key pool (slots free, busy, suspended, "
+                         "disabled, by tier and model) for a process that has no metrics endpoint of its own. "
+                         "With CSCTRACKER_AI_REDIS_URL set, that is the state every process shares. Needs the "
+                         "'prometheus' extra.")
+    met.add_argument("--port", type=int, default=9464, help="HTTP port (default 9464)")
+    met.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    met.add_argument("--once", action="store_true", help="print the metrics once (exposition format) and exit")
+    _add_pool_options(met)
     return parser
 
 
@@ -824,6 +842,45 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
 
 # ----------------------------------------------------------------------------- main
 
+# ----------------------------------------------------------------------------- observability
+
+
+def cmd_grafana_dashboard(args: argparse.Namespace, out: Output) -> int:
+    from .observability.grafana import dashboard_json
+
+    out.print(dashboard_json(args.datasource_uid or "${DS_CLICKHOUSE}").rstrip("\n"))
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace, out: Output) -> int:
+    try:
+        import prometheus_client
+    except ImportError:
+        raise UsageError("csc-ai metrics needs prometheus_client: pip install 'csctracker-ai-core[prometheus]'.") from None
+    from .observability.metrics import PrometheusMetrics
+
+    kwargs = _pool_kwargs(args, out)
+    kwargs["telemetry"] = "off"
+    registry = prometheus_client.CollectorRegistry()
+    with _make_processor(**kwargs) as ia:
+        metrics = PrometheusMetrics(registry)
+        metrics.bind(pool_status=ia.rotator.status)
+        if args.once:
+            out.print(prometheus_client.generate_latest(registry).decode("utf-8").rstrip("\n"))
+            return EXIT_OK
+        try:
+            server, thread = prometheus_client.start_http_server(args.port, addr=args.host, registry=registry)
+        except OSError as exc:
+            raise UsageError(f"cannot serve on {args.host}:{args.port}: {exc}") from None
+        out.info(f"serving Prometheus metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C stops)")
+        try:
+            threading.Event().wait()
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "ask": cmd_ask,
     "batch": cmd_batch,
@@ -831,6 +888,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "keys": cmd_keys,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
+    "grafana-dashboard": cmd_grafana_dashboard,
+    "metrics": cmd_metrics,
 }
 
 
