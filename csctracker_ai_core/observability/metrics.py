@@ -99,8 +99,6 @@ class PrometheusMetrics:
         self.calls.labels(*labels).inc()
         self.call_seconds.labels(outcome).observe(event.total_duration_ms / 1000.0)
         for attempt in event.attempt_events:
-            if attempt is None:
-                continue
             a_outcome = str(getattr(attempt.outcome, "value", attempt.outcome))
             self.attempts.labels(a_outcome, attempt.tier, attempt.model_name).inc()
             self.attempt_seconds.labels(a_outcome, attempt.model_name).observe(attempt.duration_ms / 1000.0)

@@ -117,8 +117,6 @@ class GenAITracer:
             self._add_content(span, event)
         context = trace.set_span_in_context(span)
         for attempt in event.attempt_events:
-            if attempt is None:
-                continue
             a_start = _ns(attempt.timestamp)
             child = tracer.start_span(
                 _span_name(attempt.model_name),
