@@ -43,6 +43,8 @@ from .pool.lease import Lease, Slot
 from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
 from .settings import Settings
+from .observability import build_observers, needs_events, notify
+from .observability.metrics import PrometheusMetrics
 from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
 from .telemetry.writer import NullSink, open_telemetry
 from .tokens import TokenUsage
@@ -108,6 +110,9 @@ class IaProcessor:
     - ``max_output_tokens`` [``CSCTRACKER_AI_MAX_OUTPUT_TOKENS``]: output cap (thinking
       included) per request; unset: the model's limit. A call's own keyword wins.
     - ``redact``, ``store_images``: telemetry.
+    - ``otel`` (``"auto"``), ``metrics`` (off), ``observers``: OpenTelemetry spans,
+      Prometheus metrics and other observers of every finished call; see
+      ``docs/OBSERVABILITY.md``.
     - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
     - ``env``: the environment mapping read instead of ``os.environ`` (``env={}`` reads
       nothing). Everything is read once, here, into :attr:`settings`
@@ -144,6 +149,9 @@ class IaProcessor:
         rotator: Optional[ApiKeyRotator] = None,
         telemetry_sink: Optional[Any] = None,
         env: Optional[Mapping[str, str]] = None,
+        otel: Any = "auto",
+        metrics: Any = None,
+        observers: Sequence[Any] = (),
     ) -> None:
         self.settings: Settings = Settings.load(
             env=env, host=host, port=port, username=username, password=password,
@@ -206,8 +214,13 @@ class IaProcessor:
         else:
             self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
         self.telemetry = telemetry_sink
-        # With telemetry off nothing reads the events: do not build them.
-        self._recording = not isinstance(telemetry_sink, NullSink)
+        self._observers = build_observers(otel, metrics, observers, redact=redact)
+        for observer in self._observers:
+            if isinstance(observer, PrometheusMetrics):
+                observer.bind(pool_status=self.rotator.status, telemetry_stats=getattr(self.telemetry, "stats", None))
+        # With telemetry off and no observer that wants them, nothing reads the events:
+        # do not build them.
+        self._recording = not isinstance(telemetry_sink, NullSink) or needs_events(self._observers)
         self._closed = False
 
     # -- public API ---------------------------------------------------------------
@@ -640,3 +653,5 @@ class IaProcessor:
             self.telemetry.record(event)
         except Exception:
             logger.exception("telemetry refused event %s; the call itself is unaffected", event.event_id)
+        if self._observers:
+            notify(self._observers, event)

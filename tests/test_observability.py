@@ -112,7 +112,7 @@ def test_content_only_when_asked_and_through_the_redaction_hook(emu, provider):
     root, _ = _by_parent(provider.exporter.get_finished_spans())
     assert "[cpf oculto]" in root.attributes["gen_ai.input.messages"]
     assert "123" not in root.attributes["gen_ai.input.messages"]
-    assert "Paris" in root.attributes["gen_ai.output.messages"]
+    assert "Resposta simulada pelo emulador" in root.attributes["gen_ai.output.messages"]
 
 
 def test_no_provider_configured_means_no_spans(emu):
@@ -150,3 +150,61 @@ def test_prometheus_counters_for_success_429_and_failure(emu):
         assert _value(reg, "csctracker_ai_slots", state="free", tier="paid", model=FLASH) == 1
     for sample in (s for m in reg.collect() for s in m.samples):
         assert "event_id" not in sample.labels and "task" not in sample.labels
+
+
+def test_without_opentelemetry_auto_means_no_tracer_and_true_is_a_clear_error(monkeypatch):
+    import sys
+
+    from csctracker_ai_core import ConfigurationError
+    from csctracker_ai_core.observability import build_observers
+
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if the package were absent
+    assert build_observers("auto") == ()
+    with pytest.raises(ConfigurationError, match=r"\[otel\]"):
+        build_observers(True)
+    with pytest.raises(ConfigurationError, match="otel='yes'"):
+        build_observers("yes")
+
+
+def test_telemetry_off_and_no_provider_builds_no_events(emu, monkeypatch):
+    """The 0.1.0 fast path stays: nothing reads events, so none is built."""
+    with _processor(emu) as p:
+        assert p._recording is False
+        built = []
+        monkeypatch.setattr(p, "_emit", lambda event: built.append(event))
+        p.analisar_com_gemini(input_text="oi", prompt="responda")
+    assert built == []
+
+
+def test_an_observer_that_raises_does_not_fail_the_call(emu, caplog):
+    class Broken:
+        def on_call(self, event):
+            raise RuntimeError("observer on fire")
+
+    seen = []
+
+    class Kept:
+        def on_call(self, event):
+            seen.append(event.event_id)
+
+    with _processor(emu, Broken(), Kept()) as p:
+        resultado, _, event_id = p.analisar_com_gemini(input_text="oi", prompt="responda")
+    assert resultado and seen == [event_id]
+    assert "observer on fire" in caplog.text
+
+
+def test_cli_grafana_dashboard_and_metrics_once(emu, capsys):
+    import json
+
+    from csctracker_ai_core.cli import main
+
+    assert main(["grafana-dashboard", "--datasource-uid", "ch1"]) == 0
+    model = json.loads(capsys.readouterr().out)
+    assert model["panels"] and all(p["datasource"]["uid"] == "ch1" for p in model["panels"])
+    code = main(["metrics", "--once", "--free-keys", FREE, "--paid-keys", PAID, "--model-limits", f"{FLASH}=1",
+                 "--base-url", emu.base_url])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert f'csctracker_ai_slots{{model="{FLASH}",state="free",tier="free"}} 1.0' in out
+    assert f'csctracker_ai_slots{{model="{FLASH}",state="free",tier="paid"}} 1.0' in out
+    assert FREE not in out + err and PAID not in out + err

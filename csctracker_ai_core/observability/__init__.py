@@ -17,11 +17,15 @@ the call's outcome is known, and an exception it raises is logged and dropped.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import logging
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
+from ..exceptions import ConfigurationError
 from ..telemetry.events import CallEvent
 
-__all__ = ["CallObserver", "GenAITracer", "PrometheusMetrics"]
+__all__ = ["CallObserver", "GenAITracer", "PrometheusMetrics", "build_observers", "needs_events", "notify"]
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -43,3 +47,56 @@ def __getattr__(name: str) -> object:
 
         return PrometheusMetrics
     raise AttributeError(name)
+
+
+def build_observers(
+    otel: Any = "auto",
+    metrics: Any = None,
+    observers: Sequence[Any] = (),
+    *,
+    redact: Optional[Callable[[CallEvent], CallEvent]] = None,
+) -> tuple[CallObserver, ...]:
+    """The facade's observers from its ``otel``, ``metrics`` and ``observers`` arguments.
+
+    ``otel``: ``"auto"`` (a tracer when ``opentelemetry-api`` is importable; it emits only
+    once a provider is configured), ``True`` (the same, but a missing package is a
+    :class:`ConfigurationError`), ``False``/``None`` (none), or a ``TracerProvider``.
+    ``metrics``: ``None``/``False`` (none), ``True`` (prometheus_client's default
+    registry), a ``CollectorRegistry``, or a :class:`PrometheusMetrics`.
+    """
+    built: list[CallObserver] = []
+    if otel is not None and otel is not False:
+        from .tracing import GenAITracer
+
+        if isinstance(otel, str) and otel != "auto":
+            raise ConfigurationError(f"otel={otel!r}: use 'auto', True, False or a TracerProvider.")
+        try:
+            built.append(GenAITracer(None if otel in ("auto", True) else otel, redact=redact))
+        except ConfigurationError:
+            if otel is True or not isinstance(otel, str):
+                raise
+    if metrics is not None and metrics is not False:
+        from .metrics import PrometheusMetrics
+
+        built.append(metrics if isinstance(metrics, PrometheusMetrics)
+                     else PrometheusMetrics(None if metrics is True else metrics))
+    for observer in observers:
+        if not callable(getattr(observer, "on_call", None)):
+            raise ConfigurationError(f"observers: {observer!r} has no on_call(event) method.")
+        built.append(observer)
+    return tuple(built)
+
+
+def needs_events(observers: Sequence[CallObserver]) -> bool:
+    """Whether any observer would use call events now (an unconfigured tracer would not)."""
+    return any(getattr(o, "active", True) for o in observers)
+
+
+def notify(observers: Sequence[CallObserver], event: CallEvent) -> None:
+    """Hand ``event`` to every observer; one that raises is logged, never the caller's problem."""
+    for observer in observers:
+        try:
+            observer.on_call(event)
+        except Exception:
+            logger.exception("observer %r failed on event %s; the call itself is unaffected",
+                             type(observer).__name__, event.event_id)
