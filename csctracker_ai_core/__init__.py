@@ -10,9 +10,11 @@ fallback, riding out quotas, with every call recorded in ClickHouse.
 """
 
 from ._version import __version__
+from .budgets import Budget, BudgetAlert, BudgetLine
 from .clock import Clock, FakeClock, SystemClock
 from .exceptions import (
     AiCoreError,
+    BudgetExceededError,
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
@@ -50,9 +52,13 @@ __all__ = [
     "InvalidResponseError",
     "TruncatedResponseError",
     "BlockedResponseError",
+    "BudgetExceededError",
     "TelemetryError",
     "RedisUnavailableError",
     "ReportError",
+    "Budget",
+    "BudgetAlert",
+    "BudgetLine",
     "Clock",
     "SystemClock",
     "FakeClock",

@@ -13,12 +13,14 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
     │   │                           ``retry_at`` says when one will
     │   ├── GeminiRequestError      Gemini refused the request itself (a 400 that is the
     │   │                           caller's fault): retrying cannot help
-    │   └── InvalidResponseError    Gemini answered, but not with what was asked
-    │       │                       (e.g. invalid JSON, JSON that breaks response_schema)
-    │       ├── TruncatedResponseError  the reply was cut at the output limit (MAX_TOKENS);
-    │       │                       ``partial_text`` holds what came back
-    │       └── BlockedResponseError    a safety filter stopped the prompt or the reply;
-    │                               ``reason`` says which (SAFETY, blockReason ...)
+    │   ├── InvalidResponseError    Gemini answered, but not with what was asked
+    │   │   │                       (e.g. invalid JSON, JSON that breaks response_schema)
+    │   │   ├── TruncatedResponseError  the reply was cut at the output limit (MAX_TOKENS);
+    │   │   │                       ``partial_text`` holds what came back
+    │   │   └── BlockedResponseError    a safety filter stopped the prompt or the reply;
+    │   │                           ``reason`` says which (SAFETY, blockReason ...)
+    │   └── BudgetExceededError     only paid slots could serve and a budget rule would
+    │                               pass its limit: nothing was sent
     ├── TelemetryError              the telemetry store cannot be used as configured
     ├── RedisUnavailableError       Redis is unreachable and the pool's policy is "fail"
     └── ReportError                 a report was asked with a bad group or period
@@ -26,6 +28,7 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Optional
 
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "InvalidResponseError",
     "TruncatedResponseError",
     "BlockedResponseError",
+    "BudgetExceededError",
     "TelemetryError",
     "RedisUnavailableError",
     "ReportError",
@@ -169,6 +173,41 @@ class BlockedResponseError(InvalidResponseError):
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.reason = reason
+
+
+class BudgetExceededError(GeminiServiceException):
+    """A budget rule refused the paid attempt that was the only way to serve the call.
+
+    Nothing was sent for it. ``rule`` is the rule's name; ``spent``, ``reserved`` and
+    ``limit`` are in ``currency`` (``Decimal``); ``resets_at`` is the Unix time at which
+    the rule's period ends (``retry_at`` too, for code that handles quota errors).
+    ``no_rate`` is true when a BRL rule found no exchange rate for the day.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str = "",
+        spent: Optional[Decimal] = None,
+        reserved: Optional[Decimal] = None,
+        limit: Optional[Decimal] = None,
+        currency: str = "USD",
+        resets_at: Optional[float] = None,
+        no_rate: bool = False,
+        last_error: Optional[BaseException] = None,
+        attempts: int = 0,
+        event_id: Optional[str] = None,
+    ) -> None:
+        super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
+        self.rule = rule
+        self.spent = spent
+        self.reserved = reserved
+        self.limit = limit
+        self.currency = currency
+        self.resets_at = resets_at
+        self.retry_at = resets_at
+        self.no_rate = no_rate
 
 
 class TelemetryError(AiCoreError):

@@ -13,13 +13,16 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import pricing
+from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
+from .budgets.cost import COUNT_TOKENS_ABOVE_BYTES, actual_usd, local_input_tokens, worst_case_usd
 from .clock import SYSTEM_CLOCK, Clock
 from .exceptions import (
     AiCoreError,
     BlockedResponseError,
+    BudgetExceededError,
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
@@ -42,6 +45,7 @@ from .pool.decision import Action, Decision, FailureKind
 from .pool.lease import Lease, Slot
 from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
+from .pool.selection import Filters
 from .settings import Settings
 from .observability import build_observers, needs_events, notify
 from .observability.metrics import PrometheusMetrics
@@ -103,6 +107,15 @@ class IaProcessor:
     - ``clickhouse_dsn`` [``CSCTRACKER_AI_CLICKHOUSE_DSN``], ``database``.
     - ``redis_url`` [``CSCTRACKER_AI_REDIS_URL``]: share the pool's state across
       processes on Redis.
+    - ``budgets`` [``CSCTRACKER_AI_BUDGETS``, JSON]: spending caps, a list of
+      :class:`~csctracker_ai_core.Budget` or dicts (``{"limit": "10", "period": "day"}``).
+      Before a paid attempt its worst case is reserved against every rule that covers
+      it; a rule that would pass its limit keeps the attempt off paid keys (free keys
+      still serve) and, when nothing else can serve, the call raises
+      :class:`BudgetExceededError` without sending anything. Shared on Redis when
+      ``redis_url`` is set. See docs/BUDGETS.md.
+    - ``on_budget``: called with a :class:`~csctracker_ai_core.BudgetAlert` when a rule
+      reaches 50, 80 or 100% of its limit (once per period per process).
     - ``projects``, ``known_limits``, ``model_order``: see ``ApiKeyRotator``.
     - ``temperature``: by default 0.1 (as the original) for families before Gemini 3
       and the model's own default from Gemini 3 on (Google's guidance: lower values may
@@ -145,6 +158,8 @@ class IaProcessor:
         max_output_tokens: Optional[int] = None,
         redact: Optional[Any] = None,
         store_images: bool = False,
+        budgets: Optional[Sequence[Any]] = None,
+        on_budget: Optional[Callable[[BudgetAlert], Any]] = None,
         clock: Optional[Clock] = None,
         rotator: Optional[ApiKeyRotator] = None,
         telemetry_sink: Optional[Any] = None,
@@ -158,7 +173,7 @@ class IaProcessor:
             google_models_limits=google_models_limits, google_free_keys=google_free_keys,
             google_paid_keys=google_paid_keys, base_url=base_url, request_timeout_s=request_timeout_s,
             max_wait_s=max_wait_s, max_retries=max_retries, telemetry=telemetry,
-            clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url,
+            clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url, budgets=budgets,
             max_output_tokens=max_output_tokens,
         )
         settings = self.settings
@@ -208,11 +223,23 @@ class IaProcessor:
         pricing.get_prices(self._prices_file)
         self._clients = GeminiClients(base_url=settings.base_url, timeout_s=settings.request_timeout_s)
 
+        store = None  # where past spend is read from (none with an injected sink)
         if telemetry_sink is None:
+            store = settings.telemetry
             telemetry_sink = open_telemetry(settings.telemetry, redact=redact, store_images=store_images)
             self._telemetry_location = settings.telemetry.location
         else:
             self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
+        self.budgets: Optional[BudgetGuard] = None
+        if settings.budgets:
+            from .budgets.setup import open_budget_guard
+
+            self.budgets = open_budget_guard(
+                settings.budgets, clock=self._clock, store_settings=store,
+                redis_url=settings.redis.url if settings.redis is not None else None,
+                redis_namespace=settings.redis.namespace if settings.redis is not None else None,
+                on_budget=on_budget, hold_ttl_s=settings.request_timeout_s + 30.0,
+            )
         self.telemetry = telemetry_sink
         self._observers = build_observers(otel, metrics, observers, redact=redact)
         for observer in self._observers:
@@ -358,28 +385,48 @@ class IaProcessor:
         last_lease: Optional[Lease] = None
         options = options_for(call, self._temperature, self._max_output_tokens)
         truncation_retried = False
+        # Slots a budget refused, and whether the call is down to free slots because of it.
+        refused: Dict[Slot, BudgetRefusal] = {}
+        only_free = False
         while True:
             try:
                 lease = self.rotator.acquire(
                     model_variant=call.model_variant,
                     exact_match=call.exact_match,
                     family=call.family,
-                    forced_free=call.forced_free,
+                    forced_free=call.forced_free or only_free,
                     forced_paid=call.forced_paid,
                     estimated_input_tokens=call.estimated_input_tokens,
-                    avoid=frozenset(avoid),
+                    avoid=frozenset(avoid.union(refused)) if refused else frozenset(avoid),
                     max_wait_s=self._max_wait_s,
                     needs=needs,
                 )
             except GeminiServiceException as exc:  # no slot, or every model known to refuse the call
+                if refused and isinstance(exc, QuotaExhaustedError):
+                    raise self._budget_error(call, event_id, started_wall, started, attempts, last_lease, refused, exc)
                 exc.event_id = event_id
                 exc.attempts = len(attempts)
                 if last_error is not None and exc.last_error is None:
                     exc.last_error = last_error
                 self._record_failure(call, event_id, started_wall, started, attempts, last_lease, exc)
                 raise
+            hold: Optional[Hold] = None
+            if refused and lease.slot in refused:
+                # The rotator had nothing else now but a slot a budget already refused.
+                self.rotator.release_unused(lease)
+                if not only_free and lease.slot.tier != "free" and self._free_can_serve(call):
+                    only_free = True  # wait for a free slot as any call would
+                    continue
+                raise self._budget_error(call, event_id, started_wall, started, attempts, last_lease, refused, None)
+            if self.budgets is not None:
+                verdict = self._reserve(call, lease)
+                if isinstance(verdict, BudgetRefusal):
+                    self.rotator.release_unused(lease)
+                    refused[lease.slot] = verdict
+                    continue
+                hold = verdict
             last_lease = lease
-            outcome = self._attempt(call, options, lease, event_id, len(attempts) + 1, attempts)
+            outcome = self._attempt(call, options, lease, event_id, len(attempts) + 1, attempts, hold)
             if isinstance(outcome, _Served):
                 self._record_success(call, event_id, started_wall, started, attempts, lease, outcome)
                 return outcome.result, outcome.usage, event_id
@@ -408,6 +455,69 @@ class IaProcessor:
             if decision.backoff_s > 0:
                 self._clock.sleep(decision.backoff_s)
 
+    # -- budgets ------------------------------------------------------------------
+
+    def _free_can_serve(self, call: PreparedCall) -> bool:
+        if call.forced_paid:
+            return False
+        filters = Filters(call.model_variant, call.exact_match, call.family, True, False)
+        return bool(self.rotator.plan(filters))
+
+    def _reserve(self, call: PreparedCall, lease: Lease) -> Union[Hold, BudgetRefusal, None]:
+        """Reserve the attempt's worst case against every rule that covers ``lease``."""
+        guard = self.budgets
+        assert guard is not None
+        slot = lease.slot
+        scope = AttemptScope(slot.tier, slot.project, slot.model, call.task, call.metadata)
+        rules = guard.covering(scope)
+        if not rules:
+            return None
+        tokens = self._input_tokens(call, lease)
+        worst = worst_case_usd(slot.model, call.service_tier, tokens, getattr(call, "max_output_tokens", None))
+        return guard.reserve(scope, worst, rules=rules)
+
+    def _input_tokens(self, call: PreparedCall, lease: Lease) -> int:
+        """Input tokens of the attempt: a local upper bound, or countTokens when large."""
+        files = 1 if call.image_bytes is not None else 0
+        # A text of n characters has between n and 4n UTF-8 bytes: encode only when it may be large.
+        large = len(call.text) * 4 > COUNT_TOKENS_ABOVE_BYTES and len(call.text.encode("utf-8")) > COUNT_TOKENS_ABOVE_BYTES
+        if files or large:
+            try:
+                client = self._clients.get(lease.api_key)
+                counted = client.models.count_tokens(model=lease.slot.model, contents=build_contents(call))
+                if counted.total_tokens is not None:
+                    return int(counted.total_tokens)
+            except Exception as exc:
+                logger.info("countTokens failed (%s); the budget reserves a local estimate", scrub(exc))
+        return local_input_tokens(call.text, files)
+
+    def _settle(self, hold: Optional[Hold], slot: Slot, service_tier: str, usage: Optional[TokenUsage]) -> None:
+        if hold is None or self.budgets is None:
+            return
+        try:
+            self.budgets.settle(hold, actual_usd(slot.model, service_tier, usage))
+        except Exception:
+            # A budget counter we cannot update must not fail a served call.
+            logger.exception("could not settle the budget reservation of an attempt on %s", slot)
+
+    def _budget_error(self, call, event_id, started_wall, started, attempts, lease, refused, cause) -> BudgetExceededError:
+        first = next(iter(refused.values()))
+        sent = len(attempts)
+        error = BudgetExceededError(
+            f"no free slot could serve this call and a budget holds back every paid one: {first.describe()}. "
+            f"{'Nothing was sent' if not sent else f'{sent} earlier attempt(s) were sent; none more'}. "
+            "Wait for the reset, raise the limit, or add free keys.",
+            rule=first.rule.name, spent=first.spent, reserved=first.reserved, limit=first.limit,
+            currency=first.rule.currency, resets_at=first.resets_at, no_rate=first.no_rate,
+            last_error=cause, attempts=sent, event_id=event_id,
+        )
+        if cause is not None:
+            error.__cause__ = cause
+        self._record_failure(call, event_id, started_wall, started, attempts, lease, error)
+        return error
+
+    # -- one attempt ----------------------------------------------------------------
+
     def _attempt(
         self,
         call: PreparedCall,
@@ -416,8 +526,31 @@ class IaProcessor:
         event_id: str,
         number: int,
         attempts: List[Optional[AttemptEvent]],
+        hold: Optional[Hold] = None,
     ) -> Union[_Served, Tuple[Decision, BaseException]]:
-        """One upstream request on ``lease``. The lease is always released here."""
+        """One upstream request on ``lease``. The lease is always released here, and
+        the budget reservation ``hold`` always settled."""
+        usage: Optional[TokenUsage] = None
+        served = call.service_tier
+        try:
+            outcome = self._attempt_on(call, options, lease, event_id, number, attempts)
+            if isinstance(outcome, _Served):
+                usage, served = outcome.usage, served_tier(outcome.response) or call.service_tier
+            elif isinstance(outcome[1], InvalidResponseError):
+                usage = outcome[1].usage  # type: ignore[attr-defined]
+            return outcome
+        finally:
+            self._settle(hold, lease.slot, served, usage)
+
+    def _attempt_on(
+        self,
+        call: PreparedCall,
+        options: RequestOptions,
+        lease: Lease,
+        event_id: str,
+        number: int,
+        attempts: List[Optional[AttemptEvent]],
+    ) -> Union[_Served, Tuple[Decision, BaseException]]:
         slot = lease.slot
         started_wall = self._clock.time()
         t0 = time.perf_counter()
@@ -461,6 +594,7 @@ class IaProcessor:
                     hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
                             if call.return_json and problem.kind == "invalid_json" else "")
                     error = InvalidResponseError(f"{problem}{hint}", event_id=event_id)
+                error.usage = usage  # type: ignore[attr-defined]  # billed all the same
                 attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, error))
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from .budgets.rules import BUDGETS_ENV, Budget, parse_budgets
 from .catalog import use_catalog_file
 from .exceptions import ConfigurationError
 from .paths import data_dir
@@ -63,6 +64,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "CSCTRACKER_AI_REDIS_NAMESPACE": "prefix of the pool's Redis keys",
     "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "seconds a lease lives without renewal",
     "CSCTRACKER_AI_REDIS_POLICY": "fallback or fail, when Redis is down",
+    "CSCTRACKER_AI_BUDGETS": "spending caps, a JSON list of rules (see docs/BUDGETS.md)",
     "CSCTRACKER_AI_TELEMETRY": "server, embedded or off",
     "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT": "1: a store that cannot be opened drops events (counted) instead of raising",
     "CSCTRACKER_AI_SPOOL_MAX_BYTES": "cap of the telemetry spool in bytes (default 1 GiB)",
@@ -136,6 +138,7 @@ class Settings:
     telemetry: ClickHouseSettings = field(
         default_factory=lambda: resolve_clickhouse_settings(telemetry="off", env={})
     )
+    budgets: tuple[Budget, ...] = ()  # spending caps, validated
 
     @classmethod
     def load(
@@ -160,12 +163,15 @@ class Settings:
         prices_file: Union[str, Path, None] = None,
         catalog_file: Union[str, Path, None] = None,
         max_output_tokens: Optional[int] = None,
+        budgets: Any = None,
     ) -> "Settings":
         """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
 
         Raises :class:`ConfigurationError` naming the argument or variable at fault.
         """
         env = process_environment(env)
+        # Rules first: a bad budget is a configuration error before anything is opened.
+        rules = parse_budgets(budgets if budgets is not None else env_text(env, BUDGETS_ENV))
         timeout = request_timeout_s if request_timeout_s is not None else env_number(
             env, "CSCTRACKER_AI_TIMEOUT_S", DEFAULT_TIMEOUT_S
         )
@@ -215,6 +221,7 @@ class Settings:
                 host, port, username, password,
                 database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
             ),
+            budgets=rules,
         )
 
 

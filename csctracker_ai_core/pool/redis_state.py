@@ -98,7 +98,7 @@ _WALK_CAP = 256
 _RECLAIM_PER_CALL = 32
 # wait_for_change re-reads the version this often in case a notification was lost.
 _POLL_S = 0.5
-_OUTCOME = {FailureKind.OK: "ok"}
+_OUTCOME: dict[Optional[FailureKind], str] = {FailureKind.OK: "ok", None: "v"}  # None: taken back unused
 for _k in (FailureKind.QUOTA_PER_MINUTE, FailureKind.QUOTA_PER_DAY, FailureKind.QUOTA_NO_ACCESS, FailureKind.QUOTA_UNKNOWN):
     _OUTCOME[_k] = "rl"
 
@@ -502,7 +502,7 @@ class RedisPoolState:
                 hist.popleft()
 
     def release(
-        self, lease_id: str, now: float, outcome: FailureKind, input_tokens: Optional[int] = None
+        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
     ) -> bool:
         """Give a lease back (idempotent); ``False`` when unknown or already returned."""
         if not lease_id.startswith("r:"):

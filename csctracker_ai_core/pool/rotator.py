@@ -412,6 +412,19 @@ class ApiKeyRotator:
             self._state.release(lease.lease_id, now, outcome, usage_input_tokens)
         return decision
 
+    def release_unused(self, lease: Lease) -> None:
+        """Give a lease back without having sent anything on it (a budget refused it).
+
+        No outcome is counted and its estimated input tokens are given back; the
+        request it took from a known rpm / rpd limit stays counted (conservative).
+        """
+        with self._lock:
+            if lease.released:
+                return
+            lease.released = True
+        lease.decision = _DONE
+        self._state.release(lease.lease_id, self._clock.time(), None, 0)
+
     def _apply(
         self, slot: Slot, failure: Failure, now: float, attempt: Optional[int], lease: Optional[Lease] = None
     ) -> Decision:

@@ -48,7 +48,9 @@ Protocol
     (requests; successes for OK; rate_limited for the QUOTA_* kinds; errors for the
     rest), replaces the lease's reserved tokens by ``input_tokens`` when given, bumps
     the change counter and wakes waiters. ``False`` (and no effect) when the lease
-    is unknown or already released: release is idempotent.
+    is unknown or already released: release is idempotent. ``outcome=None``: the
+    grant is taken back unused (nothing was sent; a budget refused it): no counter
+    moves, and ``input_tokens=0`` gives its token reservation back.
 
 ``suspend(scope, until, reason, now) -> float``
     ``scope`` is a pm (``Scope.project_model``: every key of the project) or one slot
@@ -199,7 +201,7 @@ class PoolState(Protocol):
     ) -> AcquireResult: ...
 
     def release(
-        self, lease_id: str, now: float, outcome: FailureKind, input_tokens: Optional[int] = None
+        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
     ) -> bool: ...
 
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float: ...
@@ -487,7 +489,7 @@ class InMemoryPoolState:
             return AcquireResult(None, earliest, earliest_reason, busy, self._version)
 
     def release(
-        self, lease_id: str, now: float, outcome: FailureKind, input_tokens: Optional[int] = None
+        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
     ) -> bool:
         with self._cond:
             held = self._leases.pop(lease_id, None)
@@ -495,13 +497,14 @@ class InMemoryPoolState:
                 return False
             rec, entry = held
             rec.in_flight -= 1
-            rec.requests += 1
-            if outcome is FailureKind.OK:
-                rec.successes += 1
-            elif outcome in _QUOTA_KINDS:
-                rec.rate_limited += 1
-            else:
-                rec.errors += 1
+            if outcome is not None:  # None: taken back unused, not a request
+                rec.requests += 1
+                if outcome is FailureKind.OK:
+                    rec.successes += 1
+                elif outcome in _QUOTA_KINDS:
+                    rec.rate_limited += 1
+                else:
+                    rec.errors += 1
             if entry is not None and input_tokens is not None:
                 rec.pm.limiter.reconcile(entry, input_tokens, now)  # type: ignore[union-attr]
             self._changed()

@@ -1,0 +1,73 @@
+"""What an attempt may cost at most, and what it did cost, for budgets.
+
+Both are priced by the one cost function of :mod:`csctracker_ai_core.pricing`; this
+module only chooses the token counts and the service tier to price:
+
+* worst case = input tokens x input price + output tokens x output price, where
+  - input tokens: counted locally as the UTF-8 bytes of the text (a Gemini token is
+    never shorter than one byte: SentencePiece falls back to bytes), plus
+    :data:`FILE_TOKENS_ESTIMATE` per attached file; when the text is larger than
+    :data:`COUNT_TOKENS_ABOVE_BYTES` or a file is attached, the caller asks Gemini's
+    countTokens instead (free of charge) and passes the exact count;
+  - output tokens: the call's ``max_output_tokens`` (thinking tokens count inside it),
+    else :data:`DEFAULT_RESERVED_OUTPUT_TOKENS`: a reply longer than that is
+    counted at settlement, so with no ``max_output_tokens`` a budget can be passed by
+    at most what the calls in flight write beyond it;
+  - service tier: the dearer of the requested one and standard (a flex request may be
+    served at standard);
+* actual = the usage Gemini reported, at the tier it says it served.
+
+Every amount is the *list* cost: what the attempt costs on a paid key (a rule that
+covers free calls counts them at list price).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Optional
+
+from .. import pricing
+from ..tokens import TokenUsage
+
+__all__ = [
+    "DEFAULT_RESERVED_OUTPUT_TOKENS",
+    "COUNT_TOKENS_ABOVE_BYTES",
+    "FILE_TOKENS_ESTIMATE",
+    "local_input_tokens",
+    "worst_case_usd",
+    "actual_usd",
+]
+
+#: Output tokens reserved when a call sets no ``max_output_tokens``.
+DEFAULT_RESERVED_OUTPUT_TOKENS = 8192
+#: Above this many UTF-8 bytes of text, input tokens are counted by Gemini (countTokens):
+#: the byte bound would reserve up to 4x the real input cost of a long prompt.
+COUNT_TOKENS_ABOVE_BYTES = 32_000
+#: Tokens of one attached image when countTokens cannot be asked (an image up to
+#: 384 px is 258 tokens; larger ones are tiled at 258 per 768x768 tile).
+FILE_TOKENS_ESTIMATE = 258
+
+
+def local_input_tokens(text: str, files: int = 0) -> int:
+    """An upper bound of the text's tokens (its UTF-8 bytes) plus an estimate per file."""
+    return len(text.encode("utf-8")) + FILE_TOKENS_ESTIMATE * files
+
+
+def _list_cost(model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int = 0) -> Decimal:
+    return pricing.estimate_cost(model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached)[1]
+
+
+def worst_case_usd(model: str, service_tier: str, input_tokens: int, output_tokens: Optional[int]) -> Decimal:
+    """The most an attempt on ``model`` can cost (list price, USD)."""
+    out = DEFAULT_RESERVED_OUTPUT_TOKENS if not output_tokens or output_tokens <= 0 else int(output_tokens)
+    asked = _list_cost(model, service_tier, input_tokens, out)
+    if (service_tier or "standard") == "standard":
+        return asked
+    return max(asked, _list_cost(model, "standard", input_tokens, out))
+
+
+def actual_usd(model: str, service_tier: str, usage: Optional[TokenUsage]) -> Decimal:
+    """What an attempt cost (list price, USD) from Gemini's usage; 0 without usage."""
+    if usage is None:
+        return Decimal(0)
+    return _list_cost(model, service_tier, usage.input, usage.output, usage.cached)
