@@ -308,6 +308,15 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("--json", action="store_true", help="JSON instead of a table")
     _add_pool_options(keys)
 
+    budgets = sub.add_parser(
+        "budgets", help="spending caps: each rule's spend, reservations and limit this period",
+        description="Show every budget rule (CSCTRACKER_AI_BUDGETS or --budgets): spent this period per the "
+        "telemetry store, reserved by calls in flight (with CSCTRACKER_AI_REDIS_URL), limit, remaining, "
+        "and when the period resets.")
+    budgets.add_argument("--budgets", metavar="JSON", help='rules, e.g. \'[{"limit": "10", "period": "day"}]\' '
+                         "(default: $CSCTRACKER_AI_BUDGETS)")
+    budgets.add_argument("--json", action="store_true", help="JSON instead of a table")
+
     emu = sub.add_parser("emulator", help="run the Gemini API emulator for local development",
                          description="Serve Gemini's REST API on loopback until Ctrl-C. Point the library at it "
                          "with --base-url or GOOGLE_GEMINI_BASE_URL.")
@@ -771,6 +780,31 @@ def cmd_keys(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------- budgets
+
+_BUDGET_COLUMNS = (
+    ("rule", "rule"), ("period_key", "period"), ("currency", "cur"), ("spent", "spent"),
+    ("reserved", "reserved"), ("limit", "limit"), ("remaining", "remaining"), ("used_pct", "used %"),
+    ("resets_at", "resets at"),
+)
+
+
+def cmd_budgets(args: argparse.Namespace, out: Output) -> int:
+    from .budgets.rules import BUDGETS_ENV, parse_budgets
+
+    rules = parse_budgets(args.budgets if args.budgets is not None else os.environ.get(BUDGETS_ENV))
+    if not rules:
+        raise UsageError(f"no budget rules: set {BUDGETS_ENV} or pass --budgets JSON.")
+    with _make_telemetry(args) as telemetry:
+        lines = telemetry.get_budget_status(rules)
+    rows = [line.as_dict() for line in lines]
+    if args.json:
+        out.print(to_json(rows, indent=2))
+    else:
+        out.print(render_table(rows, _BUDGET_COLUMNS))
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- emulator
 
 
@@ -886,6 +920,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "batch": cmd_batch,
     "report": cmd_report,
     "keys": cmd_keys,
+    "budgets": cmd_budgets,
     "emulator": cmd_emulator,
     "demo": cmd_demo,
     "grafana-dashboard": cmd_grafana_dashboard,

@@ -201,6 +201,7 @@ def test_restart_against_the_same_store_resumes_the_spent_amount(emu, bounded_ou
     with _processor(emu, telemetry_sink=None, budgets=rules) as p:
         p.analisar_com_gemini(input_text=PROMPT)
         p.analisar_com_gemini(input_text=PROMPT)
+        p.close(timeout_s=120)  # deliver to the store, however loaded the machine
     with _processor(emu, telemetry_sink=None, budgets=rules) as p2:
         assert p2.budgets.status()[0].spent == cost * 2
         p2.analisar_com_gemini(input_text=PROMPT)
@@ -230,3 +231,36 @@ def test_on_budget_callback_gets_frozen_alerts(emu, bounded_output):
     assert [a.threshold for a in alerts] == [50, 80, 100]
     with pytest.raises(AttributeError):
         alerts[0].threshold = 1  # frozen
+
+
+def test_cli_budgets_and_get_budget_status_read_the_store(emu, one_call, monkeypatch):
+    import io
+    import json
+
+    from csctracker_ai_core.cli import main
+
+    _, cost = one_call
+    with _processor(emu, telemetry_sink=None) as p:  # no budgets: the store still records the spend
+        p.analisar_com_gemini(input_text=PROMPT, task="a")
+        p.analisar_com_gemini(input_text=PROMPT, task="b")
+        p.close(timeout_s=120)  # deliver to the store, however loaded the machine
+    rules = [{"limit": "1", "name": "todas"}, {"limit": "0.5", "task": "a", "name": "so-a"}]
+    with Telemetry() as t:
+        lines = {line.rule: line for line in t.get_budget_status(rules)}
+    assert (lines["todas"].spent, lines["so-a"].spent) == (cost * 2, cost)
+    assert lines["so-a"].remaining == Decimal("0.5") - cost and lines["so-a"].reserved == 0
+
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["budgets", "--budgets", json.dumps(rules), "--json"], stdout=out, stderr=err) == 0, err.getvalue()
+    rows = {r["rule"]: r for r in json.loads(out.getvalue())}
+    assert Decimal(rows["todas"]["spent"]) == cost * 2 and rows["todas"]["limit"] == "1"
+    assert rows["so-a"]["task"] == "a" and rows["so-a"]["resets_at"].endswith("+00:00")
+
+    monkeypatch.setenv("CSCTRACKER_AI_BUDGETS", json.dumps(rules[:1]))
+    out = io.StringIO()
+    assert main(["budgets"], stdout=out, stderr=io.StringIO()) == 0
+    assert "todas" in out.getvalue() and "resets at" in out.getvalue()
+    monkeypatch.delenv("CSCTRACKER_AI_BUDGETS")
+    err = io.StringIO()
+    assert main(["budgets"], stdout=io.StringIO(), stderr=err) == 2
+    assert "CSCTRACKER_AI_BUDGETS" in err.getvalue()

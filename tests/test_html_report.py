@@ -155,3 +155,22 @@ def test_page_is_self_contained(telemetry, tmp_path):
     text = render_html(build_report_data(tel, "month"))
     assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', text)
     assert "@import" not in text and "url(" not in text
+
+
+def test_budget_section_renders_in_chromium(telemetry, tmp_path):
+    client, tel = telemetry
+    insert_events(client, _events())
+    rules = [{"limit": "50", "period": "month", "timezone": "UTC", "name": "mensal-pago"}]
+    line = tel.get_budget_status(rules)[0]
+    start = NOW.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    stored = client.query(
+        "SELECT sum(cost_usd) FROM ai_events FINAL WHERE tier = 'paid' AND timestamp >= {s:DateTime64(6)}",
+        parameters={"s": start.replace(tzinfo=None)},
+    ).result_rows[0][0]
+    assert line.spent == stored > 0 and line.reserved == 0 and line.limit == 50
+
+    page = write_html_report(tel, tmp_path / "budgets.html", "month", budgets=rules)
+    dom = dump_dom(page)
+    assert body_attrs(dom).get("data-render") == "ok"
+    section = re.search(r'<div id="table-budgets">(.*?)</div>', dom, re.S)
+    assert section and "mensal-pago" in section.group(1) and "<table>" in section.group(1)

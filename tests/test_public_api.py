@@ -10,6 +10,7 @@ def test_public_names_are_pinned():
         "GeminiServiceException", "QuotaExhaustedError", "GeminiRequestError", "InvalidResponseError",
         "TruncatedResponseError", "BlockedResponseError",
         "TelemetryError", "RedisUnavailableError", "ReportError", "Clock", "SystemClock", "FakeClock", "key_fingerprint",
+        "Budget", "BudgetAlert", "BudgetLine", "BudgetExceededError",
     ])
     for name in csctracker_ai_core.__all__:
         assert getattr(csctracker_ai_core, name) is not None

@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 #: Percentages of a limit at which a rule warns, once per period per process.
 THRESHOLDS = (50, 80, 100)
+_ONE = Decimal(1)  # the rate of a USD rule (compared by identity on the hot path)
 #: How long a reservation outlives a process killed mid-call (on Redis). The
 #: processor sets it to its request timeout plus a margin: no live attempt lasts longer.
 DEFAULT_HOLD_TTL_S = 150.0
@@ -197,7 +198,7 @@ class BudgetGuard:
         self._rates_next = -1.0
         self._on_budget = on_budget
         self.hold_ttl_s = float(hold_ttl_s)
-        self._periods: dict[str, BudgetPeriod] = {}  # rule name -> current period (cache)
+        self._periods: dict[str, tuple[BudgetPeriod, str]] = {}  # rule name -> (period, counter)
         self._warned: dict[str, int] = {}  # counter -> highest threshold warned
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -214,15 +215,17 @@ class BudgetGuard:
         return tuple(r for r in self.rules if r.covers(scope))
 
     def period(self, rule: Budget, now: float) -> BudgetPeriod:
-        p = self._periods.get(rule.name)
-        if p is None or not (p.start <= now < p.end):
+        return self._current(rule, now)[0]
+
+    def _current(self, rule: Budget, now: float) -> tuple[BudgetPeriod, str]:
+        """The rule's period at ``now`` and its counter name (cached until the period ends)."""
+        hit = self._periods.get(rule.name)
+        if hit is None or not (hit[0].start <= now < hit[0].end):
             p = period_of(rule, now)
-            self._periods[rule.name] = p
-        return p
+            hit = self._periods[rule.name] = (p, f"{rule.scope_id}:{p.key}")
+        return hit
 
     def _rate(self, rule: Budget, now: float) -> Optional[Decimal]:
-        if rule.currency == "USD":
-            return Decimal(1)
         day = datetime.fromtimestamp(now, _zone(rule.timezone)).date()
         rate = self._rates.rate_on(day) if self._rates is not None else None
         if rate is None and self._rates_loader is not None and now >= self._rates_next:
@@ -258,15 +261,16 @@ class BudgetGuard:
             return None
         now = self._clock.time()
         lines = []
+        usd_units = to_units(cost_usd)
         for rule in rules:
-            period = self.period(rule, now)
-            rate = self._rate(rule, now)
+            period, counter = self._current(rule, now)
+            rate = _ONE if rule.currency == "USD" else self._rate(rule, now)
             if rate is None:
                 refusal = BudgetRefusal(rule, Decimal(0), Decimal(0), Decimal(0), rule.limit, period.end, no_rate=True)
-                self._alert(rule, period, f"{rule.scope_id}:{period.key}", (0, 0), refused=True)
+                self._alert(rule, period, counter, (0, 0), refused=True)
                 return refusal
-            units = to_units(cost_usd * rate) if rate != 1 else to_units(cost_usd)
-            lines.append(_Line(rule, period, f"{rule.scope_id}:{period.key}", units, rate))
+            units = usd_units if rate is _ONE else to_units(cost_usd * rate)
+            lines.append(_Line(rule, period, counter, units, rate))
         hold_id = self._next_id()
         result = self.state.reserve(hold_id, [(ln.counter, ln.rule.limit_units, ln.units) for ln in lines], self.hold_ttl_s)
         if not result.ok:
@@ -284,7 +288,8 @@ class BudgetGuard:
         """Replace ``hold``'s reservation by the attempt's actual cost (USD)."""
         if hold is None:
             return
-        actual = [(ln.counter, to_units(actual_usd * ln.rate)) for ln in hold.lines]
+        usd_units = to_units(actual_usd)
+        actual = [(ln.counter, usd_units if ln.rate is _ONE else to_units(actual_usd * ln.rate)) for ln in hold.lines]
         counts = self.state.settle(hold.hold_id, actual)
         for ln, c in zip(hold.lines, counts):
             self._check(ln, c)
@@ -342,16 +347,16 @@ class BudgetGuard:
         lines = []
         for rule in self.rules:
             if rule.name in spent:
-                lines.append((f"{rule.scope_id}:{self.period(rule, now).key}", to_units(spent[rule.name])))
+                lines.append((self._current(rule, now)[1], to_units(spent[rule.name])))
         if lines:
             self.state.floor(lines)
 
     def status(self) -> list[BudgetLine]:
         """Every rule now: spent, reserved, limit, remaining, when it resets."""
         now = self._clock.time()
-        periods = [self.period(r, now) for r in self.rules]
-        counts = self.state.read([f"{r.scope_id}:{p.key}" for r, p in zip(self.rules, periods)]) if self.rules else []
-        return [budget_line(r, p, c) for r, p, c in zip(self.rules, periods, counts)]
+        current = [self._current(r, now) for r in self.rules]
+        counts = self.state.read([c for _, c in current]) if self.rules else []
+        return [budget_line(r, p, c) for r, (p, _), c in zip(self.rules, current, counts)]
 
 
 def budget_line(rule: Budget, period: BudgetPeriod, counts: Counts) -> BudgetLine:

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 
 from ..reports.price_tables import sql_string
 from .guard import ExchangeRates
-from .rules import Budget, period_of
+from .rules import Budget, period_of, to_units
 
 __all__ = ["spent_in_store", "exchange_rates_in_store"]
 
@@ -95,3 +95,30 @@ def spent_in_store(
             total += usd * rate
         out[rule.name] = total
     return out
+
+
+def budget_status(
+    client: Any,
+    database: str,
+    rules: Sequence[Budget],
+    now: float,
+    state: Any = None,
+) -> list[Any]:
+    """Every rule now, as :class:`~.guard.BudgetLine` s: spent per the store (or per the
+    shared counters in ``state``, a Redis budget state, when they know more), reserved
+    per ``state``."""
+    from .guard import budget_line
+
+    needs_rates = any(r.currency != "USD" for r in rules)
+    rates = exchange_rates_in_store(client, database) if needs_rates else None
+    spent = spent_in_store(client, database, rules, now, rates)
+    periods = [period_of(r, now) for r in rules]
+    shared = state.read([f"{r.scope_id}:{p.key}" for r, p in zip(rules, periods)]) if state is not None else None
+    lines = []
+    for i, (rule, period) in enumerate(zip(rules, periods)):
+        s_units = to_units(spent.get(rule.name, Decimal(0)))
+        r_units = 0
+        if shared is not None:
+            s_units, r_units = max(s_units, shared[i][0]), shared[i][1]
+        lines.append(budget_line(rule, period, (s_units, r_units)))
+    return lines

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Mapping, Optional, Sequence, Union
@@ -202,7 +203,7 @@ class Budget:
         parts.extend(f"{k}={v}" for k, v in self.metadata)
         return " ".join(parts)
 
-    @property
+    @cached_property
     def scope_id(self) -> str:
         """A stable id of what the rule counts (not its limit nor its name).
 
@@ -215,7 +216,7 @@ class Budget:
         )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
-    @property
+    @cached_property
     def limit_units(self) -> int:
         return to_units(self.limit)
 

@@ -38,11 +38,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def build_report_data(telemetry: Any, period: str = "month", group: Optional[str] = None) -> dict[str, Any]:
+def build_report_data(
+    telemetry: Any, period: str = "month", group: Optional[str] = None, budgets: Any = None
+) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data.
 
     ``telemetry`` is a :class:`~.telemetry_report.Telemetry`; ``group`` the time bucket
-    (default: chosen from the period's length).
+    (default: chosen from the period's length); ``budgets`` the rules whose state the
+    page shows (default ``CSCTRACKER_AI_BUDGETS``; none: the section says so).
     """
     resolved = telemetry.period(period)
     bucket = group or auto_group(resolved)
@@ -62,6 +65,7 @@ def build_report_data(telemetry: Any, period: str = "month", group: Optional[str
             "summary": summary,
             "models": telemetry.usage_by("model", period),
             "keys": telemetry.usage_by("key", period),
+            "budgets": [line.as_dict() for line in telemetry.get_budget_status(budgets)],
         }
     )
     return data
@@ -79,10 +83,12 @@ def render_html(data: dict[str, Any]) -> str:
     return _TEMPLATE.replace("@@TITLE@@", title).replace("@@DATA@@", _script_json(data))
 
 
-def write_html_report(telemetry: Any, path: Union[str, Path], period: str = "month", group: Optional[str] = None) -> Path:
+def write_html_report(
+    telemetry: Any, path: Union[str, Path], period: str = "month", group: Optional[str] = None, budgets: Any = None
+) -> Path:
     """Build the report for ``period`` and write it to ``path`` (UTF-8). Returns the path."""
     target = Path(path)
-    page = render_html(build_report_data(telemetry, period, group))
+    page = render_html(build_report_data(telemetry, period, group, budgets))
     if target.parent and not target.parent.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page, encoding="utf-8")
@@ -136,6 +142,7 @@ _TEMPLATE = r"""<!DOCTYPE html>
   <div class="panel"><h2>Economia das chaves gratuitas (USD)</h2><div id="chart-saving"></div></div>
 </div>
 <div class="tables">
+  <div class="panel"><h2>Orçamentos (período corrente de cada regra)</h2><div id="table-budgets"></div></div>
   <div class="panel"><h2>Por tarefa</h2><div id="table-tasks"></div></div>
   <div class="panel"><h2>Por modelo</h2><div id="table-models"></div></div>
   <div class="panel"><h2>Por chave (fingerprint)</h2><div id="table-keys"></div></div>
@@ -318,6 +325,23 @@ _TEMPLATE = r"""<!DOCTYPE html>
     charts += stackedBars("chart-saving", savingRows(data.by_tier), "v",
       function (s) { return s === "custo pago" ? "#2563eb" : "#16a34a"; }, function (v) { return fmtMoney(v); });
 
+    var budgets = data.budgets || [];
+    if (!budgets.length) {
+      document.getElementById("table-budgets").appendChild(
+        h("div", "empty", "Nenhum orçamento configurado (CSCTRACKER_AI_BUDGETS)."));
+    } else {
+      var cur = function (r, v) { return fmtMoney(v, r.currency === "BRL" ? "R$" : undefined); };
+      tableOf("table-budgets", budgets, [
+        ["regra", function (r) { return r.rule; }],
+        ["período", function (r) { return r.period_key; }],
+        ["gasto", function (r) { return cur(r, r.spent); }],
+        ["reservado", function (r) { return cur(r, r.reserved); }],
+        ["limite", function (r) { return cur(r, r.limit); }],
+        ["restante", function (r) { return cur(r, r.remaining); }],
+        ["uso", function (r) { return num(r.used_pct).toFixed(1) + "%"; }],
+        ["renova em", function (r) { return r.resets_at; }]
+      ]);
+    }
     tableOf("table-tasks", data.summary, [
       ["tarefa", function (r) { return r.task; }],
       ["chamadas", function (r) { return fmtInt(r.total_events); }],

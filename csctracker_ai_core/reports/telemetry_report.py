@@ -47,7 +47,9 @@ Money is :class:`~decimal.Decimal` (12 places, truncated), times are floats.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import Any, Callable, Mapping, Optional, Union
@@ -360,6 +362,41 @@ ORDER BY data, task
         resolved = self.period(period)
         client, database = self._connect()
         return views.latency_percentiles(client, database, resolved, by)
+
+    def get_budget_status(
+        self,
+        budgets: Any = None,
+        *,
+        redis_url: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+    ) -> list[Any]:
+        """Each budget rule now: spent, reserved, limit, remaining, when it resets.
+
+        ``budgets``: rules as :class:`~csctracker_ai_core.Budget` s or dicts, default
+        ``CSCTRACKER_AI_BUDGETS``. Spent is what the store holds for the rule's current
+        period; with ``redis_url`` (default ``CSCTRACKER_AI_REDIS_URL``) the processes'
+        shared counters add what they reserved for calls in flight (and spend not yet
+        delivered to the store). Returns :class:`~csctracker_ai_core.BudgetLine` s.
+        """
+        from ..budgets import history
+        from ..budgets.rules import BUDGETS_ENV, parse_budgets
+
+        env = os.environ if env is None else env
+        rules = parse_budgets(budgets if budgets is not None else env.get(BUDGETS_ENV))
+        if not rules:
+            return []
+        url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
+        state = None
+        if url:
+            from ..budgets.redis_state import RedisBudgetState
+
+            state = RedisBudgetState.from_url(url, namespace=env.get("CSCTRACKER_AI_REDIS_NAMESPACE", "").strip() or None)
+        client, database = self._connect()
+        return history.budget_status(client, database, rules, self._now_ts(), state)
+
+    def _now_ts(self) -> float:
+        now = self._now() if callable(self._now) else self._now
+        return now.timestamp() if now is not None else time.time()
 
     def timeseries(self, period: str = "24h", group: Optional[str] = None, by: str = "task") -> list[dict[str, Any]]:
         """Calls, tokens and cost per time bucket and ``by`` (task, model, tier...), for charts.
