@@ -473,7 +473,8 @@ class IaProcessor:
         if not rules:
             return None
         tokens = self._input_tokens(call, lease)
-        worst = worst_case_usd(slot.model, call.service_tier, tokens, getattr(call, "max_output_tokens", None))
+        worst = worst_case_usd(slot.model, call.service_tier, tokens, getattr(call, "max_output_tokens", None),
+                               pricing.get_prices(self._prices_file))
         return guard.reserve(scope, worst, rules=rules)
 
     def _input_tokens(self, call: PreparedCall, lease: Lease) -> int:
@@ -495,7 +496,7 @@ class IaProcessor:
         if hold is None or self.budgets is None:
             return
         try:
-            self.budgets.settle(hold, actual_usd(slot.model, service_tier, usage))
+            self.budgets.settle(hold, actual_usd(slot.model, service_tier, usage, pricing.get_prices(self._prices_file)))
         except Exception:
             # A budget counter we cannot update must not fail a served call.
             logger.exception("could not settle the budget reservation of an attempt on %s", slot)

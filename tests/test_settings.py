@@ -33,6 +33,7 @@ POISON = {
     "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "-1",
     "CSCTRACKER_AI_TELEMETRY": "everywhere",
     "CLICKHOUSE_PORT": "eighty",
+    "CSCTRACKER_AI_BUDGETS": "[{\"limit\": \"-1\"}]",
 }
 
 

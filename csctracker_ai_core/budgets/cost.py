@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Optional
 
 from .. import pricing
+from ..pricing import PriceTable
 from ..tokens import TokenUsage
 
 __all__ = [
@@ -53,21 +54,30 @@ def local_input_tokens(text: str, files: int = 0) -> int:
     return len(text.encode("utf-8")) + FILE_TOKENS_ESTIMATE * files
 
 
-def _list_cost(model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int = 0) -> Decimal:
-    return pricing.estimate_cost(model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached)[1]
+def _list_cost(
+    model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int, prices: Optional[PriceTable]
+) -> Decimal:
+    return pricing.estimate_cost(model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached,
+                                 prices=prices)[1]
 
 
-def worst_case_usd(model: str, service_tier: str, input_tokens: int, output_tokens: Optional[int]) -> Decimal:
-    """The most an attempt on ``model`` can cost (list price, USD)."""
+def worst_case_usd(
+    model: str, service_tier: str, input_tokens: int, output_tokens: Optional[int],
+    prices: Optional[PriceTable] = None,
+) -> Decimal:
+    """The most an attempt on ``model`` can cost (list price, USD); ``prices``: the
+    processor's price table (default: the shipped one)."""
     out = DEFAULT_RESERVED_OUTPUT_TOKENS if not output_tokens or output_tokens <= 0 else int(output_tokens)
-    asked = _list_cost(model, service_tier, input_tokens, out)
+    asked = _list_cost(model, service_tier, input_tokens, out, 0, prices)
     if (service_tier or "standard") == "standard":
         return asked
-    return max(asked, _list_cost(model, "standard", input_tokens, out))
+    return max(asked, _list_cost(model, "standard", input_tokens, out, 0, prices))
 
 
-def actual_usd(model: str, service_tier: str, usage: Optional[TokenUsage]) -> Decimal:
+def actual_usd(
+    model: str, service_tier: str, usage: Optional[TokenUsage], prices: Optional[PriceTable] = None
+) -> Decimal:
     """What an attempt cost (list price, USD) from Gemini's usage; 0 without usage."""
     if usage is None:
         return Decimal(0)
-    return _list_cost(model, service_tier, usage.input, usage.output, usage.cached)
+    return _list_cost(model, service_tier, usage.input, usage.output, usage.cached, prices)

@@ -47,7 +47,6 @@ Money is :class:`~decimal.Decimal` (12 places, truncated), times are floats.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from datetime import date, datetime, tzinfo
@@ -368,7 +367,6 @@ ORDER BY data, task
         budgets: Any = None,
         *,
         redis_url: Optional[str] = None,
-        env: Optional[Mapping[str, str]] = None,
     ) -> list[Any]:
         """Each budget rule now: spent, reserved, limit, remaining, when it resets.
 
@@ -380,17 +378,17 @@ ORDER BY data, task
         """
         from ..budgets import history
         from ..budgets.rules import BUDGETS_ENV, parse_budgets
+        from ..settings import env_text
 
-        env = os.environ if env is None else env
-        rules = parse_budgets(budgets if budgets is not None else env.get(BUDGETS_ENV))
+        rules = parse_budgets(budgets if budgets is not None else env_text(self._env, BUDGETS_ENV))
         if not rules:
             return []
-        url = redis_url or env.get("CSCTRACKER_AI_REDIS_URL") or None
+        url = redis_url or env_text(self._env, "CSCTRACKER_AI_REDIS_URL")
         state = None
         if url:
             from ..budgets.redis_state import RedisBudgetState
 
-            state = RedisBudgetState.from_url(url, namespace=env.get("CSCTRACKER_AI_REDIS_NAMESPACE", "").strip() or None)
+            state = RedisBudgetState.from_url(url, namespace=env_text(self._env, "CSCTRACKER_AI_REDIS_NAMESPACE"))
         client, database = self._connect()
         return history.budget_status(client, database, rules, self._now_ts(), state)
 
