@@ -334,10 +334,17 @@ def main() -> None:
         section_soak(common.read_json("soak.json")),
         "",
     ]
+    budgets = [
+        "## 6. Budgets",
+        "",
+        section_md("budgets.md", ".venv/bin/python bench/bench_budgets.py"),
+        "",
+    ]
     harsh = common.read_json("soak-harsh.json")
     if harsh:
         parts += [f"The same soak at {harsh['config']['fault_rate']:.0%} faults (retries run out for some calls):",
                   "", section_soak(harsh), ""]
+    parts += budgets
     path = common.BENCH / "RESULTS.md"
     path.write_text("\n".join(parts))
     common.log(f"wrote {path}")
