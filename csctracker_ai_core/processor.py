@@ -28,6 +28,7 @@ from .exceptions import (
     GeminiServiceException,
     InvalidInputError,
     InvalidResponseError,
+    QuotaExhaustedError,
     TruncatedResponseError,
 )
 from .gemini.client_pool import GeminiClients
