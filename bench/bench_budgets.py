@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from csctracker_ai_core import IaProcessor  # noqa: E402
 from csctracker_ai_core.budgets import ExchangeRates  # noqa: E402
+from csctracker_ai_core.gemini.request import options_for  # noqa: E402
 from csctracker_ai_core.pool.lease import Lease, Slot  # noqa: E402
 from csctracker_ai_core.tokens import TokenUsage  # noqa: E402
 from csctracker_ai_core.validation import validate_call  # noqa: E402
@@ -46,10 +47,11 @@ def measure(processor: IaProcessor, task: str, n: int) -> list[float]:
     call = validate_call(input_text="Resuma o texto a seguir em uma frase. " * 12, task=task)
     lease = Lease(slot=Slot("fp-paid", "paid", "proj", MODEL), api_key="unused", lease_id="l", acquired_at=0.0)
     reserve, settle = processor._reserve, processor._settle
+    options = options_for(call, None, 1024)
     out = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        hold = reserve(call, lease)
+        hold = reserve(call, options, lease)
         settle(hold, lease.slot, "standard", USAGE)  # type: ignore[arg-type]
         out.append((time.perf_counter_ns() - t0) / 1000.0)
     return out

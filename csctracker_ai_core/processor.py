@@ -17,7 +17,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import pricing
 from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
-from .budgets.cost import COUNT_TOKENS_ABOVE_BYTES, actual_usd, local_input_tokens, worst_case_usd
+from .budgets.cost import (
+    COUNT_TOKENS_ABOVE_BYTES,
+    actual_usd,
+    local_input_tokens,
+    reserved_output_tokens,
+    worst_case_usd,
+)
 from .clock import SYSTEM_CLOCK, Clock
 from .exceptions import (
     AiCoreError,
@@ -420,7 +426,7 @@ class IaProcessor:
                     continue
                 raise self._budget_error(call, event_id, started_wall, started, attempts, last_lease, refused, None)
             if self.budgets is not None:
-                verdict = self._reserve(call, lease)
+                verdict = self._reserve(call, options, lease)
                 if isinstance(verdict, BudgetRefusal):
                     self.rotator.release_unused(lease)
                     refused[lease.slot] = verdict
@@ -464,7 +470,7 @@ class IaProcessor:
         filters = Filters(call.model_variant, call.exact_match, call.family, True, False)
         return bool(self.rotator.plan(filters))
 
-    def _reserve(self, call: PreparedCall, lease: Lease) -> Union[Hold, BudgetRefusal, None]:
+    def _reserve(self, call: PreparedCall, options: RequestOptions, lease: Lease) -> Union[Hold, BudgetRefusal, None]:
         """Reserve the attempt's worst case against every rule that covers ``lease``."""
         guard = self.budgets
         assert guard is not None
@@ -474,8 +480,8 @@ class IaProcessor:
         if not rules:
             return None
         tokens = self._input_tokens(call, lease)
-        worst = worst_case_usd(slot.model, call.service_tier, tokens, getattr(call, "max_output_tokens", None),
-                               pricing.get_prices(self._prices_file))
+        output = reserved_output_tokens(slot.model, options.max_output_tokens)
+        worst = worst_case_usd(slot.model, call.service_tier, tokens, output, pricing.get_prices(self._prices_file))
         return guard.reserve(scope, worst, rules=rules)
 
     def _input_tokens(self, call: PreparedCall, lease: Lease) -> int:

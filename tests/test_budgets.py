@@ -115,6 +115,16 @@ def test_units_round_up():
     assert from_units(1_500_000_000) == Decimal("1.5")
 
 
+def test_reserved_output_is_the_cap_within_the_model_limit():
+    from csctracker_ai_core.budgets.cost import reserved_output_tokens
+    from csctracker_ai_core.catalog import model_info
+
+    assert reserved_output_tokens("gemini-2.5-flash", 300) == 300
+    assert reserved_output_tokens("gemini-2.5-flash", None) == DEFAULT_RESERVED_OUTPUT_TOKENS
+    limit = model_info("gemini-2.5-flash").output_token_limit
+    assert reserved_output_tokens("gemini-2.5-flash", limit * 10) == limit
+
+
 def test_worst_case_uses_the_one_cost_function():
     n_in = local_input_tokens("olá mundo")  # 10 UTF-8 bytes
     assert n_in == 10

@@ -90,11 +90,10 @@ _WORKER = textwrap.dedent(
     """
     import json, sys, threading
     from csctracker_ai_core import BudgetExceededError, IaProcessor
-    from csctracker_ai_core.budgets import cost
     url, base, limit, out_tokens, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    cost.DEFAULT_RESERVED_OUTPUT_TOKENS = out_tokens  # as max_output_tokens bounding the reply
     p = IaProcessor(google_paid_keys=[%r], google_models_limits={"gemini-2.5-flash": 16}, base_url=base,
-                    redis_url=url, telemetry="off", max_wait_s=5, budgets=[{"limit": limit}])
+                    redis_url=url, telemetry="off", max_wait_s=5, budgets=[{"limit": limit}],
+                    max_output_tokens=out_tokens)  # bounds the reply: 0 overshoot
     ok, refused, other = [], [], []
     def run():
         for _ in range(calls):
@@ -121,7 +120,8 @@ def test_three_processes_of_four_threads_share_one_limit(redis_url, make_gemini_
     # One call's usage on the emulator, priced by the one cost function.
     from csctracker_ai_core import IaProcessor
 
-    with IaProcessor(google_paid_keys=[PAID_KEY], base_url=emu.base_url, telemetry="off") as p:
+    with IaProcessor(google_paid_keys=[PAID_KEY], google_models_limits={MODEL: 1}, base_url=emu.base_url,
+                     telemetry="off") as p:
         _, tokens, _ = p.analisar_com_gemini(input_text=PROMPT)
     cost = estimate_cost(MODEL, "paid", "standard", tokens.input, tokens.output)[1]
     emu.reset_counters()

@@ -69,23 +69,26 @@ def one_call(emu):
 
 
 @pytest.fixture
-def bounded_output(monkeypatch, one_call):
-    """Reserve exactly the reply's output tokens, as max_output_tokens bounds a reply.
+def bounded_output(one_call):
+    """(tokens, cost of a call, its worst case) when ``max_output_tokens`` is the reply's size.
 
-    Returns (tokens, cost of a call, its worst case): the worst case counts input as
-    UTF-8 bytes, above the emulator's ~4 characters a token.
+    The emulator honours maxOutputTokens (thinking + text), so the reply fits exactly;
+    the worst case counts input as UTF-8 bytes, above the emulator's ~4 characters a token.
     """
     tokens, cost = one_call
-    monkeypatch.setattr(budget_cost, "DEFAULT_RESERVED_OUTPUT_TOKENS", tokens.output)
     worst = budget_cost.worst_case_usd(MODEL, "standard", len(PROMPT.encode()), tokens.output)
     assert cost < worst < 2 * cost
     return tokens, cost, worst
 
 
+def _bounded(emu, tokens, **kw):
+    return _processor(emu, max_output_tokens=tokens.output, **kw)
+
+
 def test_fifty_paid_calls_from_eight_threads_never_pass_the_limit(emu, bounded_output):
     tokens, cost, worst = bounded_output
     limit = cost * 10
-    with _processor(emu, budgets=[{"limit": str(limit), "name": "dez"}]) as p:
+    with _bounded(emu, tokens, budgets=[{"limit": str(limit), "name": "dez"}]) as p:
         ok, refused, other = [], [], []
 
         def worker(n):
@@ -139,12 +142,12 @@ def test_free_keys_keep_serving_while_paid_is_capped(emu, one_call):
 
 
 def test_rule_per_task_and_per_metadata_value(emu, bounded_output):
-    _, cost, worst = bounded_output
+    tokens, cost, worst = bounded_output
     rules = [  # room for one call, not two
         Budget(limit=worst * Decimal("1.5"), task="resumo", name="resumo"),
         {"limit": str(worst * Decimal("1.5")), "metadata": {"cliente": "acme"}, "name": "acme"},
     ]
-    with _processor(emu, budgets=rules) as p:
+    with _bounded(emu, tokens, budgets=rules) as p:
         p.analisar_com_gemini(input_text=PROMPT, task="resumo")
         with pytest.raises(BudgetExceededError, match="resumo"):
             p.analisar_com_gemini(input_text=PROMPT, task="resumo")
@@ -159,9 +162,9 @@ def test_rule_per_task_and_per_metadata_value(emu, bounded_output):
 
 
 def test_period_rollover_on_a_fake_clock(emu, bounded_output):
-    _, cost, worst = bounded_output
+    tokens, cost, worst = bounded_output
     clock = FakeClock(1_790_000_000.0)
-    with _processor(emu, clock=clock, budgets=[{"limit": str(worst), "period": "hour", "timezone": "UTC"}]) as p:
+    with _bounded(emu, tokens, clock=clock, budgets=[{"limit": str(worst), "period": "hour", "timezone": "UTC"}]) as p:
         p.analisar_com_gemini(input_text=PROMPT)
         with pytest.raises(BudgetExceededError) as info:
             p.analisar_com_gemini(input_text=PROMPT)
@@ -174,11 +177,11 @@ def test_period_rollover_on_a_fake_clock(emu, bounded_output):
 
 
 def test_brl_rule_with_the_reports_exchange_rate(emu, bounded_output):
-    _, cost, worst = bounded_output
+    tokens, cost, worst = bounded_output
     with Telemetry() as t:
         t.set_exchange_rate("2001-01-01", "5.5")  # the latest rate on or before today
     limit_brl = (cost + worst) * Decimal("5.5")  # room for two calls
-    with _processor(emu, telemetry_sink=None, budgets=[{"limit": str(limit_brl), "currency": "BRL"}]) as p:
+    with _bounded(emu, tokens, telemetry_sink=None, budgets=[{"limit": str(limit_brl), "currency": "BRL"}]) as p:
         p.analisar_com_gemini(input_text=PROMPT)
         p.analisar_com_gemini(input_text=PROMPT)
         with pytest.raises(BudgetExceededError) as info:
@@ -196,13 +199,13 @@ def test_brl_rule_without_rate_refuses_paid_calls_clearly(emu, one_call):
 
 
 def test_restart_against_the_same_store_resumes_the_spent_amount(emu, bounded_output):
-    _, cost, worst = bounded_output
+    tokens, cost, worst = bounded_output
     rules = [{"limit": str(cost * 2 + worst), "name": "tres"}]  # room for three calls
-    with _processor(emu, telemetry_sink=None, budgets=rules) as p:
+    with _bounded(emu, tokens, telemetry_sink=None, budgets=rules) as p:
         p.analisar_com_gemini(input_text=PROMPT)
         p.analisar_com_gemini(input_text=PROMPT)
         p.close(timeout_s=120)  # deliver to the store, however loaded the machine
-    with _processor(emu, telemetry_sink=None, budgets=rules) as p2:
+    with _bounded(emu, tokens, telemetry_sink=None, budgets=rules) as p2:
         assert p2.budgets.status()[0].spent == cost * 2
         p2.analisar_com_gemini(input_text=PROMPT)
         with pytest.raises(BudgetExceededError):
@@ -223,9 +226,9 @@ def test_budgets_from_the_environment_and_bad_rules(emu, monkeypatch):
 
 
 def test_on_budget_callback_gets_frozen_alerts(emu, bounded_output):
-    _, cost, worst = bounded_output
+    tokens, cost, worst = bounded_output
     alerts = []
-    with _processor(emu, budgets=[{"limit": str(cost * 3 + worst)}], on_budget=alerts.append) as p:
+    with _bounded(emu, tokens, budgets=[{"limit": str(cost * 3 + worst)}], on_budget=alerts.append) as p:
         for _ in range(4):
             p.analisar_com_gemini(input_text=PROMPT)
     assert [a.threshold for a in alerts] == [50, 80, 100]

@@ -9,9 +9,10 @@ module only chooses the token counts and the service tier to price:
     :data:`FILE_TOKENS_ESTIMATE` per attached file; when the text is larger than
     :data:`COUNT_TOKENS_ABOVE_BYTES` or a file is attached, the caller asks Gemini's
     countTokens instead (free of charge) and passes the exact count;
-  - output tokens: the call's ``max_output_tokens`` (thinking tokens count inside it),
-    else :data:`DEFAULT_RESERVED_OUTPUT_TOKENS`: a reply longer than that is
-    counted at settlement, so with no ``max_output_tokens`` a budget can be passed by
+  - output tokens: the request's ``max_output_tokens`` (the call's, else the
+    processor's; thinking tokens count inside it) capped at the model's output limit
+    (the catalog), else :data:`DEFAULT_RESERVED_OUTPUT_TOKENS`: a reply longer than that
+    is counted at settlement, so with no ``max_output_tokens`` a budget can be passed by
     at most what the calls in flight write beyond it;
   - service tier: the dearer of the requested one and standard (a flex request may be
     served at standard);
@@ -27,6 +28,7 @@ from decimal import Decimal
 from typing import Optional
 
 from .. import pricing
+from ..catalog import model_info
 from ..pricing import PriceTable
 from ..tokens import TokenUsage
 
@@ -35,6 +37,7 @@ __all__ = [
     "COUNT_TOKENS_ABOVE_BYTES",
     "FILE_TOKENS_ESTIMATE",
     "local_input_tokens",
+    "reserved_output_tokens",
     "worst_case_usd",
     "actual_usd",
 ]
@@ -52,6 +55,13 @@ FILE_TOKENS_ESTIMATE = 258
 def local_input_tokens(text: str, files: int = 0) -> int:
     """An upper bound of the text's tokens (its UTF-8 bytes) plus an estimate per file."""
     return len(text.encode("utf-8")) + FILE_TOKENS_ESTIMATE * files
+
+
+def reserved_output_tokens(model: str, max_output_tokens: Optional[int]) -> int:
+    """Output tokens an attempt may bill: its cap (at most the model's limit), else the default."""
+    if not max_output_tokens or max_output_tokens <= 0:
+        return DEFAULT_RESERVED_OUTPUT_TOKENS
+    return min(int(max_output_tokens), model_info(model).output_token_limit)
 
 
 def _list_cost(
