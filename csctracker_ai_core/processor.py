@@ -410,7 +410,9 @@ class IaProcessor:
                 )
             except GeminiServiceException as exc:  # no slot, or every model known to refuse the call
                 if refused and isinstance(exc, QuotaExhaustedError):
-                    raise self._budget_error(call, event_id, started_wall, started, attempts, last_lease, refused, exc)
+                    raise self._budget_error(
+                        call, event_id, started_wall, started, attempts, last_lease, refused, exc
+                    ) from exc
                 exc.event_id = event_id
                 exc.attempts = len(attempts)
                 if last_error is not None and exc.last_error is None:

@@ -12,14 +12,11 @@ import textwrap
 import time
 from decimal import Decimal
 
-import pytest
-
 from csctracker_ai_core.budgets import AttemptScope, BudgetGuard, parse_budgets
 from csctracker_ai_core.budgets.guard import BudgetRefusal, Hold
 from csctracker_ai_core.budgets.redis_state import RedisBudgetState
 from csctracker_ai_core.budgets import cost as budget_cost
 from csctracker_ai_core.pricing import estimate_cost
-from redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 PAID = AttemptScope(tier="paid", project="p", model="gemini-2.5-flash", task="t")
 MODEL = "gemini-2.5-flash"

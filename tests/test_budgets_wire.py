@@ -92,7 +92,7 @@ def test_fifty_paid_calls_from_eight_threads_never_pass_the_limit(emu, bounded_o
         ok, refused, other = [], [], []
 
         def worker(n):
-            for i in range(n):
+            for _ in range(n):
                 try:
                     p.analisar_com_gemini(input_text=PROMPT, task="carga")
                     ok.append(1)

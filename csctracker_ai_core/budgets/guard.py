@@ -280,7 +280,7 @@ class BudgetGuard:
             return BudgetRefusal(
                 ln.rule, from_units(spent), from_units(reserved), from_units(ln.units), ln.rule.limit, ln.period.end
             )
-        for ln, counts in zip(lines, result.counts):
+        for ln, counts in zip(lines, result.counts, strict=True):
             self._check(ln, counts)
         return Hold(hold_id, tuple(lines))
 
@@ -291,7 +291,7 @@ class BudgetGuard:
         usd_units = to_units(actual_usd)
         actual = [(ln.counter, usd_units if ln.rate is _ONE else to_units(actual_usd * ln.rate)) for ln in hold.lines]
         counts = self.state.settle(hold.hold_id, actual)
-        for ln, c in zip(hold.lines, counts):
+        for ln, c in zip(hold.lines, counts, strict=True):
             self._check(ln, c)
 
     def release(self, hold: Optional[Hold]) -> None:
@@ -344,10 +344,7 @@ class BudgetGuard:
     def resume(self, spent: Mapping[str, Decimal]) -> None:
         """Raise each rule's current spend to at least ``spent[rule.name]`` (rule currency)."""
         now = self._clock.time()
-        lines = []
-        for rule in self.rules:
-            if rule.name in spent:
-                lines.append((self._current(rule, now)[1], to_units(spent[rule.name])))
+        lines = [(self._current(r, now)[1], to_units(spent[r.name])) for r in self.rules if r.name in spent]
         if lines:
             self.state.floor(lines)
 
@@ -356,7 +353,7 @@ class BudgetGuard:
         now = self._clock.time()
         current = [self._current(r, now) for r in self.rules]
         counts = self.state.read([c for _, c in current]) if self.rules else []
-        return [budget_line(r, p, c) for r, (p, _), c in zip(self.rules, current, counts)]
+        return [budget_line(r, p, c) for r, (p, _), c in zip(self.rules, current, counts, strict=True)]
 
 
 def budget_line(rule: Budget, period: BudgetPeriod, counts: Counts) -> BudgetLine:

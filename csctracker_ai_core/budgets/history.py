@@ -113,9 +113,9 @@ def budget_status(
     rates = exchange_rates_in_store(client, database) if needs_rates else None
     spent = spent_in_store(client, database, rules, now, rates)
     periods = [period_of(r, now) for r in rules]
-    shared = state.read([f"{r.scope_id}:{p.key}" for r, p in zip(rules, periods)]) if state is not None else None
+    shared = state.read([f"{r.scope_id}:{p.key}" for r, p in zip(rules, periods, strict=True)]) if state is not None else None
     lines = []
-    for i, (rule, period) in enumerate(zip(rules, periods)):
+    for i, (rule, period) in enumerate(zip(rules, periods, strict=True)):
         s_units = to_units(spent.get(rule.name, Decimal(0)))
         r_units = 0
         if shared is not None:

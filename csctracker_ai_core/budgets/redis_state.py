@@ -202,7 +202,7 @@ class RedisBudgetState:
 
     def _remember(self, counters: Sequence[str], counts: Sequence[Counts]) -> None:
         # The last counts Redis gave, so an outage starts from them rather than from 0.
-        self._local.floor([(c, s + r) for c, (s, r) in zip(counters, counts)])
+        self._local.floor([(c, s + r) for c, (s, r) in zip(counters, counts, strict=True)])
 
     # -- protocol --
 

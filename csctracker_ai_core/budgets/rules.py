@@ -121,7 +121,7 @@ class Budget:
     def __post_init__(self) -> None:
         # Normalize in place (frozen: through object.__setattr__) so equal rules compare equal.
         set_ = object.__setattr__
-        limit = self.limit
+        limit: Any = self.limit  # a Decimal once normalized; callers pass str, int, float too
         if isinstance(limit, bool) or not isinstance(limit, (Decimal, int, float, str)):
             raise ConfigurationError(f"budget limit {limit!r} must be a decimal string or a number, e.g. \"10.00\".")
         try:
@@ -170,13 +170,13 @@ class Budget:
         for pair in pairs:
             if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
                 raise ConfigurationError("budget metadata must map strings to strings, e.g. {\"cliente\": \"acme\"}.")
-        set_(self, "metadata", tuple(sorted(pairs)))  # type: ignore[arg-type]
+        set_(self, "metadata", tuple(sorted(pairs)))
         if not isinstance(self.name, str):
             raise ConfigurationError("budget name must be a string.")
         set_(self, "name", self.name.strip() or self._describe())
 
     @classmethod
-    def from_value(cls, value: Union["Budget", Mapping[str, Any]]) -> "Budget":
+    def from_value(cls, value: Any) -> "Budget":
         """A :class:`Budget` from itself or a dict with the same field names."""
         if isinstance(value, Budget):
             return value
@@ -319,13 +319,13 @@ def _period(period: str, tz: str, now: float) -> BudgetPeriod:
         return BudgetPeriod(key, start, end)
     if period == "day":
         first = datetime(local.year, local.month, local.day, tzinfo=zone)
-        nxt = first.replace(tzinfo=None) + timedelta(days=1)
+        nxt = (first.replace(tzinfo=None) + timedelta(days=1)).replace(tzinfo=zone)
         key = first.strftime("%Y-%m-%d")
     else:
         first = datetime(local.year, local.month, 1, tzinfo=zone)
-        nxt = datetime(local.year + (local.month == 12), local.month % 12 + 1, 1)
+        nxt = datetime(local.year + (local.month == 12), local.month % 12 + 1, 1, tzinfo=zone)
         key = first.strftime("%Y-%m")
     # Wall-clock midnights: DST days are 23 or 25 hours long, and that is right.
     start = first.timestamp()
-    end = nxt.replace(tzinfo=zone).timestamp()
+    end = nxt.timestamp()
     return BudgetPeriod(key, start, end)
