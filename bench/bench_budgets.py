@@ -12,6 +12,9 @@ settle), against a paid slot, for:
   when ``redis-server`` is installed.
 
 Limits are high enough that nothing is refused: the measured path is the common one.
+A reference row measures, in the same run, the pool's acquire + release (10 slots, as
+``bench_pool.py``'s first row), so figures from a busy machine can be compared with the
+pool's recorded ones.
 """
 
 from __future__ import annotations
@@ -43,18 +46,36 @@ RULES_3 = RULES_1 + [
 ]
 
 
-def measure(processor: IaProcessor, task: str, n: int) -> list[float]:
+def measure(processor: IaProcessor, task: str, n: int) -> tuple[list[float], float]:
+    """Wall time of each attempt (us), and the process CPU time per attempt (us): on a
+    machine shared with other work the CPU figure is the one that does not count waiting."""
     call = validate_call(input_text="Resuma o texto a seguir em uma frase. " * 12, task=task)
     lease = Lease(slot=Slot("fp-paid", "paid", "proj", MODEL), api_key="unused", lease_id="l", acquired_at=0.0)
     reserve, settle = processor._reserve, processor._settle
     options = options_for(call, None, 1024)
     out = []
+    cpu0 = time.process_time()
     for _ in range(n):
         t0 = time.perf_counter_ns()
         hold = reserve(call, options, lease)
         settle(hold, lease.slot, "standard", USAGE)  # type: ignore[arg-type]
         out.append((time.perf_counter_ns() - t0) / 1000.0)
-    return out
+    return out, (time.process_time() - cpu0) * 1e6 / n
+
+
+def measure_pool(n: int) -> tuple[list[float], float]:
+    from csctracker_ai_core.clock import FakeClock
+    from csctracker_ai_core.pool.rotator import ApiKeyRotator
+
+    rot = ApiKeyRotator([f"AIzaFREE{i:06d}" for i in range(4)], ["AIzaPAID000000"],
+                        {"gemini-2.5-flash": 1, "gemini-2.5-pro": 1}, clock=FakeClock())
+    out = []
+    cpu0 = time.process_time()
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        rot.release(rot.acquire())
+        out.append((time.perf_counter_ns() - t0) / 1000.0)
+    return out, (time.process_time() - cpu0) * 1e6 / n
 
 
 def make(rules, redis_url=None) -> IaProcessor:
@@ -84,18 +105,23 @@ def main() -> None:
             p = make(rules, url)
             n = args.n if url is None else max(1000, args.n // 10)
             measure(p, task, min(2000, n))  # warm-up
-            times = measure(p, task, n)
+            times, cpu = measure(p, task, n)
             times.sort()
-            rows.append((label, n, times[len(times) // 2], times[int(len(times) * 0.99)], statistics.fmean(times)))
+            rows.append((label, n, times[len(times) // 2], times[int(len(times) * 0.99)], statistics.fmean(times), cpu))
             p.close()
+        measure_pool(2000)
+        times, cpu = measure_pool(args.n)
+        times.sort()
+        rows.append(("reference: pool acquire + release, 10 slots", args.n, times[len(times) // 2],
+                     times[int(len(times) * 0.99)], statistics.fmean(times), cpu))
     finally:
         if server is not None:
             server.stop()
     print("## Budget overhead per paid attempt (reserve + settle)\n")
-    print("| case | attempts | p50 us | p99 us | mean us |")
-    print("|---|---|---|---|---|")
-    for label, n, p50, p99, mean in rows:
-        print(f"| {label} | {n} | {p50:.1f} | {p99:.1f} | {mean:.1f} |")
+    print("| case | attempts | p50 us | p99 us | mean us | CPU us/attempt |")
+    print("|---|---|---|---|---|---|")
+    for label, n, p50, p99, mean, cpu in rows:
+        print(f"| {label} | {n} | {p50:.1f} | {p99:.1f} | {mean:.1f} | {cpu:.1f} |")
 
 
 if __name__ == "__main__":
