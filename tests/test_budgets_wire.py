@@ -267,3 +267,19 @@ def test_cli_budgets_and_get_budget_status_read_the_store(emu, one_call, monkeyp
     err = io.StringIO()
     assert main(["budgets"], stdout=io.StringIO(), stderr=err) == 2
     assert "CSCTRACKER_AI_BUDGETS" in err.getvalue()
+
+
+def test_unreadable_store_starts_from_zero_with_a_warning(emu, caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: the ClickHouse server is down
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with caplog.at_level("WARNING", logger="csctracker_ai_core.budgets.setup"):
+        with _processor(emu, telemetry_sink=None, host="127.0.0.1", port=port,
+                        budgets=[{"limit": "1", "name": "um"}]) as p:
+            line = p.budgets.status()[0]
+            p.analisar_com_gemini(input_text=PROMPT)  # the call itself is unaffected
+            p.close(timeout_s=0.5)
+    assert line.spent == 0 and line.reserved == 0
+    assert "the telemetry store cannot be read" in caplog.text and "starts from zero" in caplog.text
