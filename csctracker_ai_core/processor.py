@@ -2,18 +2,20 @@
 calls Gemini through the SDK, tells the pool what happened, and hands the event to
 telemetry.
 
-The attempt loop is short on purpose: what a failure means and where to go next is
-decided by the pool (``pool/``), what is sent and how the reply is read by
-``gemini/``, and what is kept by ``telemetry/``.
+The attempt loop is short on purpose: what a failure means, where to go next and which
+error ends the call is decided by the pool (``pool/``, see ``pool/decision.py``), what
+is sent and how the reply is read by ``gemini/``, what the call accumulates and the
+events it leaves by :class:`~csctracker_ai_core.call.Call`, and what is kept by
+``telemetry/``.
 """
+
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from . import pricing
 from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
@@ -24,13 +26,13 @@ from .budgets.cost import (
     reserved_output_tokens,
     worst_case_usd,
 )
+from .call import Call, Served
 from .clock import SYSTEM_CLOCK, Clock
 from .exceptions import (
     AiCoreError,
     BlockedResponseError,
     BudgetExceededError,
     ConfigurationError,
-    GeminiRequestError,
     GeminiServiceException,
     InvalidInputError,
     InvalidResponseError,
@@ -38,25 +40,18 @@ from .exceptions import (
     TruncatedResponseError,
 )
 from .gemini.client_pool import GeminiClients
-from .gemini.request import (
-    FAMILY_TEMPERATURE,
-    RequestOptions,
-    build_config,
-    build_contents,
-    options_for,
-    truncation_retry,
-)
-from .gemini.response import ReplyProblem, finish_reason, read_reply, served_tier
+from .gemini.request import FAMILY_TEMPERATURE, RequestOptions, build_config, build_contents, options_for
+from .gemini.response import ReplyProblem, read_reply, served_tier
+from .observability import build_observers, needs_events, notify
+from .observability.metrics import PrometheusMetrics
 from .pool.classify import scrub
-from .pool.decision import Action, Decision, FailureKind
+from .pool.decision import Decision
 from .pool.lease import Lease, Slot
 from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
 from .pool.selection import Filters
 from .settings import Settings
-from .observability import build_observers, needs_events, notify
-from .observability.metrics import PrometheusMetrics
-from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
+from .telemetry.events import CallEvent
 from .telemetry.writer import NullSink, open_telemetry
 from .tokens import TokenUsage
 from .validation import PreparedCall, validate_call
@@ -66,26 +61,6 @@ __all__ = ["IaProcessor", "GeminiServiceException"]
 logger = logging.getLogger(__name__)
 
 Keys = Union[str, Sequence[str], None]
-
-# Failures that end a call as GeminiRequestError: no other key can fix them.
-_REQUEST_ADVICE = {
-    FailureKind.BAD_REQUEST: "Retrying will not help; fix the request (model, file, size).",
-    FailureKind.MODEL_REFUSED: ("Every model this call may use refuses it; change the call (thinking "
-                                "level, input size, JSON mode) or configure a model that takes it."),
-    FailureKind.LOCATION_UNSUPPORTED: ("Gemini does not serve the place this process calls from (every key "
-                                       "goes out from here); call from a supported region."),
-}
-
-
-@dataclass(frozen=True)
-class _Served:
-    """A successful attempt: what the caller gets and what telemetry keeps."""
-
-    result: Any
-    text: str
-    usage: TokenUsage
-    response: Any
-    duration_s: float
 
 
 class IaProcessor:
@@ -324,7 +299,7 @@ class IaProcessor:
         """
         if self._closed:
             raise ConfigurationError("this IaProcessor is closed; create a new one.")
-        call = validate_call(
+        request = validate_call(
             input_text=input_text, prompt=prompt, file_base64=file_base64, task=task,
             return_json=return_json, event_id=event_id, mime_type=mime_type,
             model_variant=model_variant, exact_match=exact_match, family=family,
@@ -332,28 +307,22 @@ class IaProcessor:
             service_tier=service_tier, metadata=metadata, max_output_tokens=max_output_tokens,
             response_schema=response_schema, accept_truncation=accept_truncation,
         )
-        event_id = call.event_id or str(uuid.uuid4())
-        attempts: List[Optional[AttemptEvent]] = []
-        started_wall = self._clock.time()
-        started = time.perf_counter()
+        call = Call(request, request.event_id or str(uuid.uuid4()), clock=self._clock,
+                    max_retries=self._max_retries, recording=self._recording)
         try:
-            return self._run(call, event_id, attempts, started_wall, started)
+            return self._run(call)
         except (GeminiServiceException, InvalidInputError):
             raise  # already recorded with its attempts, or bad input (nothing was sent)
         except AiCoreError as exc:
             # Ours but not Gemini's (e.g. Redis down under policy "fail"): still audited.
-            self._record_failure(call, event_id, started_wall, started, attempts, None, exc)
+            self._record_failure(call, exc)
             raise
         except Exception as exc:
             # A bug of ours or of a dependency (not Gemini's answer): the call still
             # leaves its event, and the caller still gets one of our errors.
-            logger.exception("unexpected error in call %s", event_id)
-            error = GeminiServiceException(
-                f"internal error after {len(attempts)} request(s): {type(exc).__name__}: "
-                f"{scrub(exc)}. This is a bug in csctracker-ai-core or a dependency; please report it.",
-                last_error=exc, attempts=len(attempts), event_id=event_id,
-            )
-            self._record_failure(call, event_id, started_wall, started, attempts, None, error)
+            logger.exception("unexpected error in call %s", call.event_id)
+            error = call.internal_error(exc)
+            self._record_failure(call, error)
             raise error from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
@@ -377,90 +346,63 @@ class IaProcessor:
 
     # -- the attempt loop ---------------------------------------------------------
 
-    def _run(
-        self,
-        call: PreparedCall,
-        event_id: str,
-        attempts: List[Optional[AttemptEvent]],
-        started_wall: float,
-        started: float,
-    ) -> Tuple[Any, TokenUsage, str]:
-        avoid: set[Slot] = set()
-        needs = CallNeeds(call.thinking_level, call.return_json, call.response_schema is not None)
-        retries_left = self._max_retries
-        last_error: Optional[BaseException] = None
-        last_lease: Optional[Lease] = None
-        options = options_for(call, self._temperature, self._max_output_tokens)
-        truncation_retried = False
+    def _run(self, call: Call) -> Tuple[Any, TokenUsage, str]:
+        request = call.request
+        needs = CallNeeds(request.thinking_level, request.return_json, request.response_schema is not None)
+        call.options = options_for(request, self._temperature, self._max_output_tokens)
         # Slots a budget refused, and whether the call is down to free slots because of it.
         refused: Dict[Slot, BudgetRefusal] = {}
         only_free = False
         while True:
             try:
                 lease = self.rotator.acquire(
-                    model_variant=call.model_variant,
-                    exact_match=call.exact_match,
-                    family=call.family,
-                    forced_free=call.forced_free or only_free,
-                    forced_paid=call.forced_paid,
-                    estimated_input_tokens=call.estimated_input_tokens,
-                    avoid=frozenset(avoid.union(refused)) if refused else frozenset(avoid),
+                    model_variant=request.model_variant,
+                    exact_match=request.exact_match,
+                    family=request.family,
+                    forced_free=request.forced_free or only_free,
+                    forced_paid=request.forced_paid,
+                    estimated_input_tokens=request.estimated_input_tokens,
+                    avoid=frozenset(call.avoid.union(refused)) if refused else frozenset(call.avoid),
                     max_wait_s=self._max_wait_s,
                     needs=needs,
                 )
             except GeminiServiceException as exc:  # no slot, or every model known to refuse the call
                 if refused and isinstance(exc, QuotaExhaustedError):
-                    raise self._budget_error(
-                        call, event_id, started_wall, started, attempts, last_lease, refused, exc
-                    ) from exc
-                exc.event_id = event_id
-                exc.attempts = len(attempts)
-                if last_error is not None and exc.last_error is None:
-                    exc.last_error = last_error
-                self._record_failure(call, event_id, started_wall, started, attempts, last_lease, exc)
-                raise
+                    raise self._budget_error(call, refused, exc) from exc
+                ended = call.refused_by_pool(exc)
+                self._record_failure(call, ended)
+                raise ended from ended.__cause__
             hold: Optional[Hold] = None
             if refused and lease.slot in refused:
                 # The rotator had nothing else now but a slot a budget already refused.
                 self.rotator.release_unused(lease)
-                if not only_free and lease.slot.tier != "free" and self._free_can_serve(call):
+                if not only_free and lease.slot.tier != "free" and self._free_can_serve(request):
                     only_free = True  # wait for a free slot as any call would
                     continue
-                raise self._budget_error(call, event_id, started_wall, started, attempts, last_lease, refused, None)
+                raise self._budget_error(call, refused, None)
             if self.budgets is not None:
-                verdict = self._reserve(call, options, lease)
+                verdict = self._reserve(request, call.options, lease)
                 if isinstance(verdict, BudgetRefusal):
                     self.rotator.release_unused(lease)
                     refused[lease.slot] = verdict
                     continue
                 hold = verdict
-            last_lease = lease
-            outcome = self._attempt(call, options, lease, event_id, len(attempts) + 1, attempts, hold)
-            if isinstance(outcome, _Served):
-                self._record_success(call, event_id, started_wall, started, attempts, lease, outcome)
-                return outcome.result, outcome.usage, event_id
+            outcome = self._attempt(call, lease, hold)
+            if isinstance(outcome, Served):
+                self._record_success(call, outcome)
+                return outcome.result, outcome.usage, call.event_id
             decision, error = outcome
-            last_error = error
-            if isinstance(error, TruncatedResponseError):
+            if isinstance(error, TruncatedResponseError) and call.retry_truncated(lease.slot.model):
                 # MAX_TOKENS is not transient: one more request, and only with a change
                 # that can help (think less, allow the whole output limit).
-                better = None if truncation_retried else truncation_retry(lease.slot.model, options)
-                if better is None:
-                    raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
                 logger.info("attempt %d on %s stopped at MAX_TOKENS; one retry with thinking %s, output cap %s",
-                            len(attempts), lease.slot, better.thinking_level or "default",
-                            better.max_output_tokens or "default")
-                options, truncation_retried = better, True
+                            call.attempt_count, lease.slot, call.options.thinking_level or "default",
+                            call.options.max_output_tokens or "default")
                 continue
-            failure = decision.failure
-            if decision.action is Action.RAISE:
-                raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
-            if failure is not None and failure.kind in (FailureKind.TRANSIENT, FailureKind.INVALID_OUTPUT,
-                                                        FailureKind.UNKNOWN):
-                if retries_left <= 0:
-                    raise self._final_error(call, event_id, started_wall, started, attempts, lease, error, decision)
-                retries_left -= 1
-            avoid.add(lease.slot)
+            if decision.ends_call:
+                final = call.ended_by(decision, error)
+                self._record_failure(call, final)
+                raise final
             if decision.backoff_s > 0:
                 self._clock.sleep(decision.backoff_s)
 
@@ -510,58 +452,45 @@ class IaProcessor:
             # A budget counter we cannot update must not fail a served call.
             logger.exception("could not settle the budget reservation of an attempt on %s", slot)
 
-    def _budget_error(self, call, event_id, started_wall, started, attempts, lease, refused, cause) -> BudgetExceededError:
+    def _budget_error(self, call: Call, refused: Dict[Slot, BudgetRefusal],
+                      cause: Optional[BaseException]) -> BudgetExceededError:
         first = next(iter(refused.values()))
-        sent = len(attempts)
+        sent = call.attempt_count
         error = BudgetExceededError(
             f"no free slot could serve this call and a budget holds back every paid one: {first.describe()}. "
             f"{'Nothing was sent' if not sent else f'{sent} earlier attempt(s) were sent; none more'}. "
             "Wait for the reset, raise the limit, or add free keys.",
             rule=first.rule.name, spent=first.spent, reserved=first.reserved, limit=first.limit,
             currency=first.rule.currency, resets_at=first.resets_at, no_rate=first.no_rate,
-            last_error=cause, attempts=sent, event_id=event_id,
+            last_error=cause, attempts=sent, event_id=call.event_id,
         )
         if cause is not None:
             error.__cause__ = cause
-        self._record_failure(call, event_id, started_wall, started, attempts, lease, error)
+        self._record_failure(call, error)
         return error
 
     # -- one attempt ----------------------------------------------------------------
 
-    def _attempt(
-        self,
-        call: PreparedCall,
-        options: RequestOptions,
-        lease: Lease,
-        event_id: str,
-        number: int,
-        attempts: List[Optional[AttemptEvent]],
-        hold: Optional[Hold] = None,
-    ) -> Union[_Served, Tuple[Decision, BaseException]]:
+    def _attempt(self, call: Call, lease: Lease, hold: Optional[Hold] = None) -> Union[Served, Tuple[Decision, BaseException]]:
         """One upstream request on ``lease``. The lease is always released here, and
         the budget reservation ``hold`` always settled."""
         usage: Optional[TokenUsage] = None
-        served = call.service_tier
+        served = call.request.service_tier
         try:
-            outcome = self._attempt_on(call, options, lease, event_id, number, attempts)
-            if isinstance(outcome, _Served):
-                usage, served = outcome.usage, served_tier(outcome.response) or call.service_tier
+            outcome = self._send(call, lease)
+            if isinstance(outcome, Served):
+                usage, served = outcome.usage, served_tier(outcome.response) or call.request.service_tier
             elif isinstance(outcome[1], InvalidResponseError):
-                usage = outcome[1].usage  # type: ignore[attr-defined]
+                usage = getattr(outcome[1], "usage", None)  # billed all the same
             return outcome
         finally:
             self._settle(hold, lease.slot, served, usage)
 
-    def _attempt_on(
-        self,
-        call: PreparedCall,
-        options: RequestOptions,
-        lease: Lease,
-        event_id: str,
-        number: int,
-        attempts: List[Optional[AttemptEvent]],
-    ) -> Union[_Served, Tuple[Decision, BaseException]]:
+    def _send(self, call: Call, lease: Lease) -> Union[Served, Tuple[Decision, BaseException]]:
+        """One upstream request on ``lease``. The lease is always released here."""
+        request = call.request
         slot = lease.slot
+        number = call.attempt_count + 1
         started_wall = self._clock.time()
         t0 = time.perf_counter()
         with lease:
@@ -569,13 +498,13 @@ class IaProcessor:
                 client = self._clients.get(lease.api_key)
                 response = client.models.generate_content(
                     model=slot.model,
-                    contents=build_contents(call),
-                    config=build_config(slot.model, options),
+                    contents=build_contents(request),
+                    config=build_config(slot.model, call.options),
                 )
             except Exception as exc:
                 duration = time.perf_counter() - t0
-                decision = self.rotator.release(lease, error=exc, attempt=number)
-                attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, exc))
+                decision = self.rotator.release(lease, error=exc, attempt=number, retries_left=call.retries_left)
+                call.attempt_done(lease, started_wall, duration, decision, exc)
                 logger.info(
                     "attempt %d on %s failed (%s); pool: %s",
                     number, slot, decision.failure.kind.value if decision.failure else "error",
@@ -585,210 +514,39 @@ class IaProcessor:
             duration = time.perf_counter() - t0
             usage = TokenUsage.from_usage_metadata(response.usage_metadata)
             try:
-                reply = read_reply(response, return_json=call.return_json, schema=call.response_schema,
-                                   accept_truncation=call.accept_truncation)
-                text, result = reply.text, reply.result
+                reply = read_reply(response, return_json=request.return_json, schema=request.response_schema,
+                                   accept_truncation=request.accept_truncation)
             except ReplyProblem as problem:
                 # Gemini served the request (quota was spent), but the answer is unusable.
-                decision = self.rotator.release(lease, usage_input_tokens=usage.input, invalid_output=True)
-                error: InvalidResponseError
-                if problem.kind == "blocked":
-                    # Blocked on this key means blocked on every key: one request, no retry.
-                    decision = Decision(action=Action.RAISE, failure=decision.failure)
-                    error = BlockedResponseError(str(problem), reason=problem.reason, event_id=event_id)
-                elif problem.kind == "truncated":
-                    decision = Decision(action=Action.RAISE, failure=decision.failure)
-                    error = TruncatedResponseError(str(problem), partial_text=problem.partial_text,
-                                                   finish_reason=problem.reason or "MAX_TOKENS", event_id=event_id)
-                else:
-                    hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
-                            if call.return_json and problem.kind == "invalid_json" else "")
-                    error = InvalidResponseError(f"{problem}{hint}", event_id=event_id)
-                error.usage = usage  # type: ignore[attr-defined]  # billed all the same
-                attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, error))
+                error = _reply_error(problem, request.return_json, call.event_id)
+                error.usage = usage  # type: ignore[attr-defined]  # billed all the same (budgets settle it)
+                decision = self.rotator.release(
+                    lease, usage_input_tokens=usage.input, invalid_output=True,
+                    retryable=problem.retryable, retries_left=call.retries_left,
+                )
+                call.attempt_done(lease, started_wall, duration, decision, error)
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
-            attempts.append(self._attempt_event(event_id, number, started_wall, lease, duration, decision, None))
-            return _Served(result, text, usage, response, duration)
+            call.attempt_done(lease, started_wall, duration, decision)
+            return Served(reply.result, reply.text, usage, response, duration)
 
     # -- events -------------------------------------------------------------------
 
-    def _attempt_event(
-        self,
-        event_id: str,
-        number: int,
-        started_wall: float,
-        lease: Lease,
-        duration_s: float,
-        decision: Decision,
-        error: Optional[BaseException],
-    ) -> Optional[AttemptEvent]:
-        failure = decision.failure
-        if not self._recording:
-            return None  # only counted, never read
-        slot = lease.slot
-        return AttemptEvent(
-            event_id=event_id,
-            attempt=number,
-            timestamp=started_wall,
-            key_fingerprint=slot.key_fingerprint,
-            project=slot.project,
-            tier=slot.tier,
-            model_name=slot.model,
-            duration_ms=duration_s * 1000.0,
-            outcome=failure.kind if failure is not None else FailureKind.OK,
-            http_status=failure.http_status if failure is not None else 200,
-            error_type=type(error).__name__ if error is not None else "",
-            error_message=(failure.message if failure is not None and failure.message else scrub(error or "")),
-            quota_id=failure.quota_id if failure is not None else "",
-            retry_delay_s=(failure.retry_delay_s or 0.0) if failure is not None else 0.0,
-            decision=decision.label,
-            suspended_until=decision.suspended_until,
-        )
-
-    def _base_event(
-        self,
-        call: PreparedCall,
-        event_id: str,
-        started_wall: float,
-        started: float,
-        attempts: List[Optional[AttemptEvent]],
-        lease: Optional[Lease],
-    ) -> dict[str, Any]:
-        slot = lease.slot if lease is not None else None
-        return dict(
-            event_id=event_id,
-            timestamp=started_wall,
-            task=call.task,
-            model_name=slot.model if slot else "",
-            tier=slot.tier if slot else "",
-            service_tier=call.service_tier,
-            key_fingerprint=slot.key_fingerprint if slot else "",
-            project=slot.project if slot else "",
-            attempts=len(attempts),
-            total_duration_ms=(time.perf_counter() - started) * 1000.0,
-            payload=call.text,
-            image_sha256=call.image_sha256,
-            image_bytes=call.image_size,
-            image_mime=call.mime_type,
-            image_base64=call.image_base64,
-            return_json=call.return_json,
-            metadata=call.metadata,
-            attempt_events=tuple(attempts),
-        )
-
-    def _record_success(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> None:
+    def _record_success(self, call: Call, served: Served) -> None:
         if not self._recording:
             return
         try:
-            event = self._success_event(call, event_id, started_wall, started, attempts, lease, served)
+            event = call.success_event(served, pricing.get_prices(self._prices_file))
         except Exception:
             # The caller has its answer; a price file or a reply field we cannot read
             # must not take it away. Keep what is certain and say what was not.
-            logger.exception("could not build the full event %s; recording a reduced one", event_id)
-            usage = served.usage
-            event = CallEvent(
-                outcome=CallOutcome.OK, time_spent=served.duration_s, tokens_input=usage.input,
-                tokens_image=usage.image, tokens_output=usage.output,
-                tokens_reasoning=usage.reasoning, tokens_cached=usage.cached,
-                tokens_total=usage.total, result=served.text,
-                error_message="event built without cost and reply metadata (see logs)",
-                **self._base_event(call, event_id, started_wall, started, attempts, lease),
-            )
+            logger.exception("could not build the full event %s; recording a reduced one", call.event_id)
+            event = call.reduced_success_event(served)
         self._emit(event)
 
-    def _success_event(self, call, event_id, started_wall, started, attempts, lease, served: _Served) -> CallEvent:
-        usage, response = served.usage, served.response
-        fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
-        slot = lease.slot
-        cost, list_cost = pricing.estimate_cost(
-            slot.model, slot.tier, call.service_tier, usage.input, usage.output,
-            tokens_image=usage.image, tokens_cached=usage.cached,
-            prices=pricing.get_prices(self._prices_file),
-        )
-        return CallEvent(
-            outcome=CallOutcome.OK,
-            served_tier=served_tier(response),
-            time_spent=served.duration_s,
-            tokens_input=usage.input,
-            tokens_image=usage.image,
-            tokens_output=usage.output,
-            tokens_reasoning=usage.reasoning,
-            tokens_cached=usage.cached,
-            tokens_total=usage.total,
-            cost_usd=cost,
-            list_cost_usd=list_cost,
-            result=served.text,
-            finish_reason=finish_reason(response),
-            response_id=response.response_id or "",
-            model_version=response.model_version or "",
-            **fields,
-        )
-
-    def _record_failure(self, call, event_id, started_wall, started, attempts, lease, error) -> None:
-        if not self._recording:
-            return
-        fields = self._base_event(call, event_id, started_wall, started, attempts, lease)
-        last = attempts[-1] if attempts else None
-        self._emit(CallEvent(
-            outcome=CallOutcome.ERROR,
-            error_type=type(error).__name__,
-            error_message=scrub(error, limit=1000),
-            quota_id=last.quota_id if last else "",
-            **fields,
-        ))
-
-    def _final_error(self, call, event_id, started_wall, started, attempts, lease, error, decision) -> BaseException:
-        """Build the exception that ends a call (and record the failed event)."""
-        failure = decision.failure
-        count = len(attempts)
-        if isinstance(error, TruncatedResponseError):
-            final: GeminiServiceException = TruncatedResponseError(
-                f"{error} ({count} request(s))", partial_text=error.partial_text,
-                finish_reason=error.finish_reason, last_error=error, attempts=count, event_id=event_id,
-            )
-        elif isinstance(error, BlockedResponseError):
-            final = BlockedResponseError(str(error), reason=error.reason, last_error=error,
-                                         attempts=count, event_id=event_id)
-        elif isinstance(error, InvalidResponseError):
-            final = InvalidResponseError(
-                f"Gemini's reply could not be used after {count} attempt(s): {error}",
-                last_error=error, attempts=count, event_id=event_id,
-            )
-        elif failure is not None and failure.kind in _REQUEST_ADVICE:
-            final = GeminiRequestError(
-                f"Gemini refused the request (HTTP {failure.http_status} {failure.status}): "
-                f"{failure.message}. {_REQUEST_ADVICE[failure.kind]}",
-                status_code=failure.http_status, status=failure.status,
-                last_error=error, attempts=count, event_id=event_id,
-            )
-        else:
-            reason = failure.message if failure is not None and failure.message else type(error).__name__
-            kind = failure.kind if failure is not None else FailureKind.UNKNOWN
-            if kind is FailureKind.KEY_INVALID:
-                advice = ("Gemini refused every key that could serve this call (invalid, leaked or "
-                          "blocked); check them with `csc-ai keys` and replace them.")
-            elif kind is FailureKind.MODEL_NOT_FOUND:
-                advice = ("no configured model that matches this call exists for these keys; fix "
-                          "GOOGLE_MODEL_LIMITS or model_variant.")
-            elif kind is FailureKind.PERMISSION_DENIED:
-                advice = ("these keys have no access to the models this call may use; use another "
-                          "model or keys of a project with access.")
-            elif kind is FailureKind.TIER_UNAVAILABLE:
-                advice = ("the free tier is not available to these projects (region); enable billing "
-                          "and list their keys as paid, or add paid keys.")
-            elif kind in (FailureKind.TRANSIENT, FailureKind.INVALID_OUTPUT) or (
-                    failure is not None and failure.http_status >= 500):
-                advice = "Gemini kept failing; try again in a few minutes."
-            else:
-                advice = "retrying will not help; see the last error."
-            final = GeminiServiceException(
-                f"the call failed after {count} attempt(s); last: {reason}. {advice}",
-                last_error=error, attempts=count, event_id=event_id,
-            )
-        final.__cause__ = error
-        self._record_failure(call, event_id, started_wall, started, attempts, lease, final)
-        return final
+    def _record_failure(self, call: Call, error: BaseException) -> None:
+        if self._recording:
+            self._emit(call.failure_event(error))
 
     def _emit(self, event: CallEvent) -> None:
         # Telemetry must never fail a call; the sink is built not to raise, this is
@@ -799,3 +557,17 @@ class IaProcessor:
             logger.exception("telemetry refused event %s; the call itself is unaffected", event.event_id)
         if self._observers:
             notify(self._observers, event)
+
+
+def _reply_error(problem: ReplyProblem, return_json: bool, event_id: str) -> InvalidResponseError:
+    """The error of an attempt whose reply cannot be used."""
+    if problem.kind == "blocked":
+        # Blocked on this key means blocked on every key: one request, no retry.
+        return BlockedResponseError(str(problem), reason=problem.reason, event_id=event_id)
+    if problem.kind == "truncated":
+        return TruncatedResponseError(str(problem), partial_text=problem.partial_text,
+                                      finish_reason=problem.reason or "MAX_TOKENS", event_id=event_id)
+    hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
+            if return_json and problem.kind == "invalid_json" else "")
+    return InvalidResponseError(f"{problem}{hint}", event_id=event_id)
+

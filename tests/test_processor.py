@@ -247,10 +247,18 @@ def test_closed_processor_refuses_calls_and_close_is_idempotent(emu, sink):
     assert emu.total_requests == 0
 
 
-def test_one_sdk_client_per_key_is_reused(processor):
-    for _ in range(4):
+def test_one_sdk_client_per_key_is_reused(processor, emu):
+    """Seen from the wire: each key's requests all come over one kept-alive connection
+    (a client made per call would open a new one each time), one per key."""
+    for _ in range(6):
         processor.analisar_com_gemini(input_text="x", prompt="y")
-    assert len(processor._clients) <= len(FREE)
+    connections = {}
+    for request in emu.requests:
+        connections.setdefault(request.key_fingerprint, set()).add(request.connection)
+    assert set(connections) == {key_fingerprint(k) for k in FREE}
+    assert emu.count(key=FREE[0]) >= 2 and emu.count(key=FREE[1]) >= 2
+    assert all(len(c) == 1 for c in connections.values()), connections
+    assert len(set.union(*connections.values())) == len(FREE)  # a client per key, not one shared
 
 
 def test_no_key_in_logs_errors_or_reprs(emu, sink, caplog):

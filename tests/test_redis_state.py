@@ -251,23 +251,36 @@ def test_tokens_beyond_the_tpm_limit_never_fit(backend):
 
 
 def test_a_waiting_caller_gets_the_slot_when_a_lease_comes_back(backend):
-    """Real clock, two threads: the waiter is woken by the release, not by a timeout."""
-    rot = ApiKeyRotator(["AIzaA"], [], f"{FLASH}=1", clock=SystemClock(), state=backend())
+    """Two threads on a FakeClock: the waiter is woken by the release, not by a timeout.
+
+    A timed-out wait moves the clock by its timeout (the rotator sleeps it on the
+    clock); a waiter that gets the slot with the clock unmoved was woken by the release.
+    """
+    clock = FakeClock(T0)
+    state = backend()
+    rot = ApiKeyRotator(["AIzaA"], [], f"{FLASH}=1", clock=clock, state=state)
     held = rot.acquire()
+    waiting = threading.Event()
+    wait_for_change = state.wait_for_change
+
+    def spy(version, timeout):
+        waiting.set()
+        return wait_for_change(version, timeout)
+
+    state.wait_for_change = spy
     got = []
 
     def waiter():
-        t0 = time.monotonic()
         lease = rot.acquire(max_wait_s=10)
-        got.append(time.monotonic() - t0)
+        got.append(clock.time() - T0)
         rot.release(lease)
 
     t = threading.Thread(target=waiter)
     t.start()
-    time.sleep(0.2)
+    assert waiting.wait(10), "the waiter never waited"
     rot.release(held)
     t.join(10)
-    assert got and 0.15 < got[0] < 1.0
+    assert got == [0.0] and clock.slept == []
     assert rot.state.leased == 0
 
 

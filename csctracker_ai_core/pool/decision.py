@@ -3,22 +3,31 @@
 ``classify_failure`` (in ``pool/classify.py``) turns an exception into a
 :class:`Failure`; the rotator turns a failure into a :class:`Decision` and applies it
 to its state. The processor only reads the decision: retry (after ``backoff_s``) or
-raise.
+end the call with :meth:`Decision.final_error`.
 
-Every failure has a :class:`FailureScope`: what it tells us about, hence what the pool
-takes out (and nothing more). The table of what each scope does is in
-``pool/rotator.py`` (``ApiKeyRotator._apply``) and in the README ("Escopos de falha").
+Everything a failure kind means is one row of :data:`KIND_POLICIES`: whether it is a
+quota (429) kind, what it is about (its default :class:`FailureScope`: what the pool
+takes out, and nothing more), whether retrying it spends the call's retry budget, and
+which error ends a call on it with what advice. Adding a kind: a member of
+:class:`FailureKind`, its row here, and the rule in ``classify.py`` that recognises it.
+What the pool does for each scope is in ``pool/rotator.py`` (``ApiKeyRotator._apply``)
+and in the README ("Escopos de falha").
 """
 
 from __future__ import annotations
 
+import copy
 import enum
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional, Type
+
+from ..exceptions import GeminiRequestError, GeminiServiceException, InvalidResponseError
 
 __all__ = [
     "FailureKind",
     "FailureScope",
+    "KindPolicy",
+    "KIND_POLICIES",
     "Refusal",
     "Failure",
     "Action",
@@ -26,7 +35,6 @@ __all__ = [
     "Decision",
     "DEFAULT_SCOPE",
 ]
-
 
 class FailureKind(str, enum.Enum):
     """Classes of failure; the values are the ``outcome`` strings of ``ai_attempts``."""
@@ -47,6 +55,16 @@ class FailureKind(str, enum.Enum):
     INVALID_OUTPUT = "invalid_output"  # answered, but unusable (e.g. bad JSON)
     UNKNOWN = "error"  # anything else
 
+    @property
+    def policy(self) -> "KindPolicy":
+        """What this kind means (its row of :data:`KIND_POLICIES`)."""
+        return KIND_POLICIES[self]
+
+    @property
+    def is_quota(self) -> bool:
+        """A 429 quota kind: the pool suspends the quota's scope; counted as rate-limited."""
+        return KIND_POLICIES[self].quota
+
 
 class FailureScope(str, enum.Enum):
     """What a failure is about: the smallest part of the pool it says cannot serve."""
@@ -61,25 +79,60 @@ class FailureScope(str, enum.Enum):
     ATTEMPT = "attempt"  # nothing in the pool: only this attempt failed (5xx, timeouts, bad reply)
 
 
+_RETRY_LATER = "Gemini kept failing; try again in a few minutes."
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """What a :class:`FailureKind` means for the pool and for the call."""
+
+    scope: FailureScope  # what it is about, unless the classifier says otherwise
+    quota: bool = False  # a quota (429) kind: suspends its scope, counted as rate-limited
+    spends_retry: bool = False  # retrying after it spends the call's max_retries
+    ends_as: Type[GeminiServiceException] = GeminiServiceException  # the error that ends a call on it
+    advice: str = "retrying will not help; see the last error."  # said by that error
+
+
+_S = FailureScope
+_QUOTA = KindPolicy(_S.PROJECT_MODEL, quota=True)
+
+#: One row per kind. Quota and key failures do not spend the retry budget: each one
+#: takes a slot out of the pool, so they end by themselves (with QuotaExhaustedError).
+KIND_POLICIES: Mapping[FailureKind, KindPolicy] = {
+    FailureKind.OK: KindPolicy(_S.ATTEMPT),
+    FailureKind.QUOTA_PER_MINUTE: _QUOTA,
+    FailureKind.QUOTA_PER_DAY: _QUOTA,
+    FailureKind.QUOTA_NO_ACCESS: _QUOTA,
+    FailureKind.QUOTA_UNKNOWN: _QUOTA,
+    FailureKind.KEY_INVALID: KindPolicy(_S.KEY, advice=(
+        "Gemini refused every key that could serve this call (invalid, leaked or blocked); "
+        "check them with `csc-ai keys` and replace them.")),
+    FailureKind.PERMISSION_DENIED: KindPolicy(_S.KEY_MODEL, advice=(
+        "these keys have no access to the models this call may use; use another "
+        "model or keys of a project with access.")),
+    FailureKind.MODEL_NOT_FOUND: KindPolicy(_S.MODEL, advice=(
+        "no configured model that matches this call exists for these keys; fix "
+        "GOOGLE_MODEL_LIMITS or model_variant.")),
+    FailureKind.TIER_UNAVAILABLE: KindPolicy(_S.PROJECT_TIER, advice=(
+        "the free tier is not available to these projects (region); enable billing "
+        "and list their keys as paid, or add paid keys.")),
+    FailureKind.LOCATION_UNSUPPORTED: KindPolicy(_S.REQUEST, ends_as=GeminiRequestError, advice=(
+        "Gemini does not serve the place this process calls from (every key "
+        "goes out from here); call from a supported region.")),
+    FailureKind.MODEL_REFUSED: KindPolicy(_S.MODEL_REQUEST, ends_as=GeminiRequestError, advice=(
+        "Every model this call may use refuses it; change the call (thinking "
+        "level, input size, JSON mode) or configure a model that takes it.")),
+    FailureKind.TRANSIENT: KindPolicy(_S.ATTEMPT, spends_retry=True, advice=_RETRY_LATER),
+    FailureKind.BAD_REQUEST: KindPolicy(_S.REQUEST, ends_as=GeminiRequestError, advice=(
+        "Retrying will not help; fix the request (model, file, size).")),
+    FailureKind.INVALID_OUTPUT: KindPolicy(_S.ATTEMPT, spends_retry=True, ends_as=InvalidResponseError,
+                                           advice=_RETRY_LATER),
+    FailureKind.UNKNOWN: KindPolicy(_S.ATTEMPT, spends_retry=True),
+}
+
 #: The scope a failure kind has unless the classifier says otherwise (a 404 on a model
 #: that has already served elsewhere is narrowed to its project by the rotator).
-DEFAULT_SCOPE: dict["FailureKind", FailureScope] = {
-    FailureKind.OK: FailureScope.ATTEMPT,
-    FailureKind.QUOTA_PER_MINUTE: FailureScope.PROJECT_MODEL,
-    FailureKind.QUOTA_PER_DAY: FailureScope.PROJECT_MODEL,
-    FailureKind.QUOTA_NO_ACCESS: FailureScope.PROJECT_MODEL,
-    FailureKind.QUOTA_UNKNOWN: FailureScope.PROJECT_MODEL,
-    FailureKind.KEY_INVALID: FailureScope.KEY,
-    FailureKind.PERMISSION_DENIED: FailureScope.KEY_MODEL,
-    FailureKind.MODEL_NOT_FOUND: FailureScope.MODEL,
-    FailureKind.TIER_UNAVAILABLE: FailureScope.PROJECT_TIER,
-    FailureKind.LOCATION_UNSUPPORTED: FailureScope.REQUEST,
-    FailureKind.MODEL_REFUSED: FailureScope.MODEL_REQUEST,
-    FailureKind.TRANSIENT: FailureScope.ATTEMPT,
-    FailureKind.BAD_REQUEST: FailureScope.REQUEST,
-    FailureKind.INVALID_OUTPUT: FailureScope.ATTEMPT,
-    FailureKind.UNKNOWN: FailureScope.ATTEMPT,
-}
+DEFAULT_SCOPE: Mapping[FailureKind, FailureScope] = {k: p.scope for k, p in KIND_POLICIES.items()}
 
 
 @dataclass(frozen=True)
@@ -151,6 +204,57 @@ class Decision:
     backoff_s: float = 0.0  # wait before the next attempt (0: go at once)
     pool_change: PoolChange = PoolChange.NONE  # see ApiKeyRotator._apply
     suspended_until: Optional[float] = None  # Unix time, when pool_change suspended something
+    spends_retry: bool = False  # this retry spends one of the call's max_retries
+    budget_spent: bool = False  # the call's retry budget was spent: this decision ends the call
+
+    @property
+    def ends_call(self) -> bool:
+        """Stop here: the caller gets :meth:`final_error`."""
+        return self.action is Action.RAISE
+
+    def within_budget(self, retries_left: int) -> "Decision":
+        """This decision for a call that may still retry ``retries_left`` times.
+
+        A retry of a kind that spends the budget is marked ``spends_retry``; with no
+        retry left it becomes the call's end (``budget_spent``).
+        """
+        failure = self.failure
+        if self.action is not Action.RETRY or failure is None or not failure.kind.policy.spends_retry:
+            return self
+        if retries_left <= 0:
+            return replace(self, action=Action.RAISE, budget_spent=True)
+        return replace(self, spends_retry=True)
+
+    def final_error(self, error: BaseException, *, attempts: int, event_id: Optional[str]) -> GeminiServiceException:
+        """The error that ends a call on this decision; ``error`` is the attempt's own."""
+        failure = self.failure
+        kind = failure.kind if failure is not None else FailureKind.UNKNOWN
+        policy = kind.policy
+        if policy.ends_as is InvalidResponseError:
+            if isinstance(error, InvalidResponseError) and type(error) is not InvalidResponseError:
+                # A precise reply problem (truncated, blocked) ends the call as itself.
+                final = copy.copy(error)
+                final.args = (f"{error} ({attempts} request(s))",)
+                final.last_error, final.attempts, final.event_id = error, attempts, event_id
+                return final
+            return InvalidResponseError(
+                f"Gemini's reply could not be used after {attempts} attempt(s): {error}",
+                last_error=error, attempts=attempts, event_id=event_id,
+            )
+        if policy.ends_as is GeminiRequestError and failure is not None:
+            return GeminiRequestError(
+                f"Gemini refused the request (HTTP {failure.http_status} {failure.status}): "
+                f"{failure.message}. {policy.advice}",
+                status_code=failure.http_status, status=failure.status,
+                last_error=error, attempts=attempts, event_id=event_id,
+            )
+        reason = failure.message if failure is not None and failure.message else type(error).__name__
+        server_error = failure is not None and failure.http_status >= 500
+        advice = _RETRY_LATER if server_error else policy.advice
+        return GeminiServiceException(
+            f"the call failed after {attempts} attempt(s); last: {reason}. {advice}",
+            last_error=error, attempts=attempts, event_id=event_id,
+        )
 
     @property
     def label(self) -> "PoolChange | Action":

@@ -98,9 +98,12 @@ _WALK_CAP = 256
 _RECLAIM_PER_CALL = 32
 # wait_for_change re-reads the version this often in case a notification was lost.
 _POLL_S = 0.5
-_OUTCOME: dict[Optional[FailureKind], str] = {FailureKind.OK: "ok", None: "v"}  # None: taken back unused
-for _k in (FailureKind.QUOTA_PER_MINUTE, FailureKind.QUOTA_PER_DAY, FailureKind.QUOTA_NO_ACCESS, FailureKind.QUOTA_UNKNOWN):
-    _OUTCOME[_k] = "rl"
+# How the release script counts an outcome: ok, rate-limited (a quota kind), error, or
+# "v" (None: a lease taken back unused, not a request).
+_OUTCOME: dict[Optional[FailureKind], str] = {
+    k: "ok" if k is FailureKind.OK else "rl" if k.is_quota else "e" for k in FailureKind
+}
+_OUTCOME[None] = "v"
 
 
 

@@ -21,6 +21,7 @@ fingerprints only, in logs, errors and reprs.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 import random
 import threading
 from collections import defaultdict
@@ -58,14 +59,6 @@ _log = logging.getLogger(__name__)
 _DONE = Decision(Action.DONE)
 _NO_NEEDS = CallNeeds()
 _MAX_CACHED_PLANS = 256
-_QUOTA = frozenset(
-    {
-        FailureKind.QUOTA_PER_MINUTE,
-        FailureKind.QUOTA_PER_DAY,
-        FailureKind.QUOTA_NO_ACCESS,
-        FailureKind.QUOTA_UNKNOWN,
-    }
-)
 
 
 _PARKED = frozenset(
@@ -373,13 +366,19 @@ class ApiKeyRotator:
         invalid_output: bool = False,
         *,
         attempt: Optional[int] = None,
+        retryable: bool = True,
+        retries_left: Optional[int] = None,
     ) -> Decision:
         """Give a lease back and say what its outcome means.
 
         Always frees the slot; idempotent (a second call returns the first decision).
-        ``error``: the attempt's exception; ``invalid_output``: the reply was unusable;
-        neither: success. ``attempt`` (1-based, within the call) sizes the transient
-        backoff; by default the slot's run of consecutive transient failures does.
+        ``error``: the attempt's exception; ``invalid_output``: the reply was unusable
+        (``retryable=False``: asking again cannot help, the call ends); neither:
+        success. ``attempt`` (1-based, within the call) sizes the transient backoff; by
+        default the slot's run of consecutive transient failures does.
+        ``retries_left``: the call's remaining retry budget; the decision then says
+        whether this retry spends it and ends the call when it is spent (see
+        :meth:`Decision.within_budget`). ``None``: no budget (the caller counts).
         """
         with self._lock:  # `with lease:` in one thread may race a release() in another
             if lease.released:
@@ -403,6 +402,10 @@ class ApiKeyRotator:
                 # Applied before the slot is freed, so no other thread is handed a
                 # slot that is about to be suspended.
                 decision = self._apply(slot, failure, now, attempt, lease)
+                if invalid_output and not retryable and decision.action is Action.RETRY:
+                    decision = replace(decision, action=Action.RAISE)
+                if retries_left is not None:
+                    decision = decision.within_budget(retries_left)
             elif self._transient or self._quota_repeats:
                 with self._lock:
                     self._transient.pop((slot.key_fingerprint, slot.model), None)
@@ -448,7 +451,7 @@ class ApiKeyRotator:
         kind = failure.kind
         scope = failure.scope
         state = self._state
-        if kind in _QUOTA:
+        if kind.is_quota:
             repeats = 1
             if kind is FailureKind.QUOTA_UNKNOWN:
                 with self._lock:

@@ -113,14 +113,6 @@ __all__ = [
     "InMemoryPoolState",
 ]
 
-_QUOTA_KINDS = frozenset(
-    {
-        FailureKind.QUOTA_PER_MINUTE,
-        FailureKind.QUOTA_PER_DAY,
-        FailureKind.QUOTA_NO_ACCESS,
-        FailureKind.QUOTA_UNKNOWN,
-    }
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -501,7 +493,7 @@ class InMemoryPoolState:
                 rec.requests += 1
                 if outcome is FailureKind.OK:
                     rec.successes += 1
-                elif outcome in _QUOTA_KINDS:
+                elif outcome.is_quota:
                     rec.rate_limited += 1
                 else:
                     rec.errors += 1

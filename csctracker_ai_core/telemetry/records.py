@@ -21,7 +21,7 @@ import json
 import operator
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from .._version import __version__
 from .events import AttemptEvent, CallEvent

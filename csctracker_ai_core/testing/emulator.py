@@ -314,6 +314,7 @@ class RecordedRequest:
     status: int  # 0: connection dropped on purpose
     body: Optional[dict[str, Any]] = field(default=None, compare=False)
     at: float = 0.0
+    connection: str = field(default="", compare=False)  # the client's address: one per TCP connection
 
 
 class _Counters:
@@ -692,7 +693,8 @@ class GeminiEmulator:
 
     # --- serving --------------------------------------------------------------------
 
-    def _serve(self, version: str, model: str, method: str, key: Optional[str], raw_body: bytes) -> _Reply:
+    def _serve(self, version: str, model: str, method: str, key: Optional[str], raw_body: bytes,
+               connection: str = "") -> _Reply:
         """Answer one API request (called by the handler thread)."""
         fp = key_fingerprint(key) if key else NO_KEY
         slot = (fp, model)
@@ -711,7 +713,7 @@ class GeminiEmulator:
             logger.exception("emulator failed on %s:%s", model, method)
         finally:
             record = RecordedRequest(fp, model, method, version, 0 if reply.drop else reply.status,
-                                     body if isinstance(body, dict) else None, self.clock.time())
+                                     body if isinstance(body, dict) else None, self.clock.time(), connection)
             self._counters.leave(slot, record)
         return reply
 
@@ -946,7 +948,8 @@ class _Handler(BaseHTTPRequestHandler):
         version, model, method = match.groups()
         model = model.removeprefix("models/")
         key = _request_key(self.headers.get("x-goog-api-key"), url.query)
-        self._send(self.emulator._serve(version, model, method, key, raw))
+        peer = "%s:%s" % self.client_address[:2]
+        self._send(self.emulator._serve(version, model, method, key, raw, peer))
 
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)

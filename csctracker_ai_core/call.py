@@ -1,0 +1,247 @@
+"""One call of ``analisar_com_gemini``: what it accumulates, and the events it leaves.
+
+The processor drives the loop (acquire a slot, send, release it); a :class:`Call` owns
+everything the call gathers on the way (its attempts, its retry budget, the slots to
+avoid, its last failure) and is the only place that turns them into events. What a
+failure means and how it ends the call is the pool's answer
+(:class:`~csctracker_ai_core.pool.decision.Decision`), never decided here.
+
+Where to extend the call path:
+
+* **per-attempt usage and cost**: :meth:`Call.attempt_done` receives every attempt's
+  outcome; add the field to ``AttemptEvent`` and its column to
+  ``telemetry/schema.py``, and fill it in :meth:`Call._attempt_event`.
+* **truncation, structured output** (reading the reply): :attr:`Call.options` is what
+  is sent (``gemini/request.py``); the processor's ``_send`` reads the reply into a
+  :class:`Served`, a reply that cannot be used is a ``ReplyProblem`` there, and
+  :meth:`Call.retry_truncated` is the one retry after MAX_TOKENS. What the caller gets
+  is ``Served.result``; what is recorded about it is filled in
+  :meth:`Call.success_event`.
+* **budgets** (reserve before sending, settle after): the processor calls
+  :meth:`Call.attempt_done` after each attempt and :meth:`Call.success_event` /
+  :meth:`Call.failure_event` exactly once at the end; keep reservations on the call
+  (a field here) and settle them where those are called.
+* **hooks** (observers of attempts and events): the processor's ``_emit`` is the one
+  place events leave; attempts are in :attr:`Call.attempts` when the call ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Set
+
+from .clock import Clock
+from .exceptions import GeminiServiceException
+from .gemini.request import RequestOptions, truncation_retry
+from .gemini.response import finish_reason, served_tier
+from .pool.classify import scrub
+from .pool.decision import Decision, FailureKind
+from .pool.lease import Lease, Slot
+from .pricing import PriceTable, estimate_cost
+from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
+from .tokens import TokenUsage
+from .validation import PreparedCall
+
+__all__ = ["Call", "Served"]
+
+
+@dataclass(frozen=True)
+class Served:
+    """A successful attempt: what the caller gets and what telemetry keeps."""
+
+    result: Any
+    text: str
+    usage: TokenUsage
+    response: Any
+    duration_s: float
+
+
+class Call:
+    """The state of one call, from validation to its event.
+
+    ``recording=False`` (telemetry off): attempts are counted, no event is built.
+    """
+
+    __slots__ = (
+        "request", "event_id", "started_wall", "started", "retries_left", "recording",
+        "attempts", "attempt_count", "avoid", "last_lease", "last_error", "options", "truncation_retried",
+    )
+
+    def __init__(self, request: PreparedCall, event_id: str, *, clock: Clock, max_retries: int,
+                 recording: bool) -> None:
+        self.request = request
+        self.event_id = event_id
+        self.started_wall = clock.time()
+        self.started = time.perf_counter()
+        self.retries_left = max_retries  # transient retries still allowed (see Decision.spends_retry)
+        self.recording = recording
+        self.attempts: List[AttemptEvent] = []
+        self.attempt_count = 0
+        self.avoid: Set[Slot] = set()  # slots that failed this call: the pool skips them if it can
+        self.last_lease: Optional[Lease] = None
+        self.last_error: Optional[BaseException] = None
+        self.options: Optional[RequestOptions] = None  # what is sent (set by the processor)
+        self.truncation_retried = False
+
+    # -- attempts -------------------------------------------------------------------
+
+    def attempt_done(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
+                     error: Optional[BaseException] = None) -> None:
+        """Count one upstream request and what the pool decided about it."""
+        self.attempt_count += 1
+        self.last_lease = lease
+        if error is not None:
+            self.last_error = error
+            if not decision.ends_call:
+                self.avoid.add(lease.slot)
+            if decision.spends_retry:
+                self.retries_left -= 1
+        if self.recording:
+            self.attempts.append(self._attempt_event(lease, started_wall, duration_s, decision, error))
+
+    def _attempt_event(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
+                       error: Optional[BaseException]) -> AttemptEvent:
+        slot = lease.slot
+        failure = decision.failure
+        if failure is None:
+            return AttemptEvent(
+                event_id=self.event_id, attempt=self.attempt_count, timestamp=started_wall,
+                key_fingerprint=slot.key_fingerprint, project=slot.project, tier=slot.tier,
+                model_name=slot.model, duration_ms=duration_s * 1000.0, outcome=FailureKind.OK,
+                http_status=200, decision=decision.label,
+            )
+        return AttemptEvent(
+            event_id=self.event_id, attempt=self.attempt_count, timestamp=started_wall,
+            key_fingerprint=slot.key_fingerprint, project=slot.project, tier=slot.tier,
+            model_name=slot.model, duration_ms=duration_s * 1000.0, outcome=failure.kind,
+            http_status=failure.http_status,
+            error_type=type(error).__name__ if error is not None else "",
+            error_message=failure.message or scrub(error or ""),
+            quota_id=failure.quota_id, retry_delay_s=failure.retry_delay_s or 0.0,
+            decision=decision.label, suspended_until=decision.suspended_until,
+        )
+
+    def retry_truncated(self, model: str) -> bool:
+        """After a reply cut at MAX_TOKENS on ``model``: take the one change of
+        :attr:`options` that can help (think less, allow the model's whole output
+        limit), once. ``False``: nothing can, the call ends."""
+        if self.truncation_retried or self.options is None:
+            return False
+        better = truncation_retry(model, self.options)
+        if better is None:
+            return False
+        self.options, self.truncation_retried = better, True
+        return True
+
+    # -- how the call ends ----------------------------------------------------------
+
+    def refused_by_pool(self, exc: GeminiServiceException) -> GeminiServiceException:
+        """The error that ends this call when the pool has no slot for it.
+
+        ``exc`` is the pool's own (:class:`QuotaExhaustedError` with ``retry_at``, or
+        :class:`GeminiRequestError` when every model is known to refuse the call); the
+        caller gets a copy that carries this call's id, attempts and last failure. The
+        pool's object is left as it was.
+        """
+        error = copy.copy(exc)
+        error.event_id = self.event_id
+        error.attempts = self.attempt_count
+        if error.last_error is None and self.last_error is not None:
+            error.last_error = self.last_error
+            error.__cause__ = self.last_error
+        return error
+
+    def ended_by(self, decision: Decision, error: BaseException) -> GeminiServiceException:
+        """The error that ends this call on ``decision`` (the pool says which)."""
+        final = decision.final_error(error, attempts=self.attempt_count, event_id=self.event_id)
+        final.__cause__ = error
+        return final
+
+    def internal_error(self, exc: BaseException) -> GeminiServiceException:
+        """A bug of ours or of a dependency, as one of our errors."""
+        return GeminiServiceException(
+            f"internal error after {self.attempt_count} request(s): {type(exc).__name__}: "
+            f"{scrub(exc)}. This is a bug in csctracker-ai-core or a dependency; please report it.",
+            last_error=exc, attempts=self.attempt_count, event_id=self.event_id,
+        )
+
+    # -- events ---------------------------------------------------------------------
+
+    def _base(self, lease: Optional[Lease]) -> Dict[str, Any]:
+        request = self.request
+        slot = lease.slot if lease is not None else None
+        return dict(
+            event_id=self.event_id,
+            timestamp=self.started_wall,
+            task=request.task,
+            model_name=slot.model if slot else "",
+            tier=slot.tier if slot else "",
+            service_tier=request.service_tier,
+            key_fingerprint=slot.key_fingerprint if slot else "",
+            project=slot.project if slot else "",
+            attempts=self.attempt_count,
+            total_duration_ms=(time.perf_counter() - self.started) * 1000.0,
+            payload=request.text,
+            image_sha256=request.image_sha256,
+            image_bytes=request.image_size,
+            image_mime=request.mime_type,
+            image_base64=request.image_base64,
+            return_json=request.return_json,
+            metadata=request.metadata,
+            attempt_events=tuple(self.attempts),
+        )
+
+    def success_event(self, served: Served, prices: PriceTable) -> CallEvent:
+        """The ``ai_events`` row of a served call (cost from ``prices``)."""
+        lease = self.last_lease
+        assert lease is not None  # served: at least one attempt was made
+        slot = lease.slot
+        usage, response = served.usage, served.response
+        cost, list_cost = estimate_cost(
+            slot.model, slot.tier, self.request.service_tier, usage.input, usage.output,
+            tokens_image=usage.image, tokens_cached=usage.cached, prices=prices,
+        )
+        return CallEvent(
+            outcome=CallOutcome.OK,
+            served_tier=served_tier(response),
+            time_spent=served.duration_s,
+            tokens_input=usage.input,
+            tokens_image=usage.image,
+            tokens_output=usage.output,
+            tokens_reasoning=usage.reasoning,
+            tokens_cached=usage.cached,
+            tokens_total=usage.total,
+            cost_usd=cost,
+            list_cost_usd=list_cost,
+            result=served.text,
+            finish_reason=finish_reason(response),
+            response_id=response.response_id or "",
+            model_version=response.model_version or "",
+            **self._base(lease),
+        )
+
+    def reduced_success_event(self, served: Served) -> CallEvent:
+        """What is certain about a served call when the full event cannot be built."""
+        usage = served.usage
+        return CallEvent(
+            outcome=CallOutcome.OK, time_spent=served.duration_s, tokens_input=usage.input,
+            tokens_image=usage.image, tokens_output=usage.output, tokens_reasoning=usage.reasoning,
+            tokens_cached=usage.cached, tokens_total=usage.total, result=served.text,
+            cost_usd=Decimal(0), list_cost_usd=Decimal(0),
+            error_message="event built without cost and reply metadata (see logs)",
+            **self._base(self.last_lease),
+        )
+
+    def failure_event(self, error: BaseException) -> CallEvent:
+        """The ``ai_events`` row of a call that ends with ``error``."""
+        last = self.attempts[-1] if self.attempts else None
+        return CallEvent(
+            outcome=CallOutcome.ERROR,
+            error_type=type(error).__name__,
+            error_message=scrub(error, limit=1000),
+            quota_id=last.quota_id if last else "",
+            **self._base(self.last_lease),
+        )
