@@ -91,3 +91,39 @@ def test_decision_labels_are_the_documented_values():
     documented = {a.value for a in Action} | {p.value for p in PoolChange if p.value}
     assert documented == {"served", "retry", "raise", "suspend", "disable_key", "park_slot", "park_project",
                           "park_model", "park_tier", "skip_model", "cooldown"}
+
+
+def test_the_fast_encoder_writes_what_the_json_module_writes():
+    """orjson on the call path; the same bytes as the json module for a real record."""
+    import json
+
+    rec = event_to_record(make_event(ok=False, payload='ação "x"\n\t\x01 ☃ 😀', result="r\u2028"))
+    expected = (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+    assert encode_record(rec) == expected
+    assert rec["payload"] == json.dumps('ação "x"\n\t\x01 ☃ 😀', ensure_ascii=False)
+    assert decode_record(expected) == json.loads(expected)
+
+
+def test_a_record_the_fast_encoder_refuses_takes_the_json_module_path():
+    rec = event_to_record(make_event(payload="lone \ud800 surrogate"))
+    line = encode_record(rec)
+    assert line.endswith(b"\n") and line.decode("utf-8")  # still valid UTF-8 (sanitized)
+    assert decode_record(line)["payload"] == '"lone \ufffd surrogate"'
+
+
+def test_a_torn_line_is_a_value_error():
+    import pytest
+
+    line = encode_record(event_to_record(make_event()))
+    with pytest.raises(ValueError):
+        decode_record(line[: len(line) // 2])
+
+
+def test_records_spooled_before_a_column_existed_still_become_columns():
+    old = event_to_record(make_event(ok=False))
+    del old["served_tier"]  # as if written by a version without the column
+    new = event_to_record(make_event())
+    events, _ = records_to_columns([old, new])
+    by_name = dict(zip(EVENT_COLUMN_NAMES, events))
+    assert by_name["served_tier"] == ["", ""]  # the column's default
+    assert by_name["timestamp"] == [NOW, NOW]
