@@ -124,6 +124,6 @@ def test_records_spooled_before_a_column_existed_still_become_columns():
     del old["served_tier"]  # as if written by a version without the column
     new = event_to_record(make_event())
     events, _ = records_to_columns([old, new])
-    by_name = dict(zip(EVENT_COLUMN_NAMES, events))
+    by_name = dict(zip(EVENT_COLUMN_NAMES, events, strict=True))
     assert by_name["served_tier"] == ["", ""]  # the column's default
     assert by_name["timestamp"] == [NOW, NOW]

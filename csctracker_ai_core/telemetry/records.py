@@ -283,7 +283,7 @@ def _columns(rows: Sequence[Dict[str, Any]], names: Sequence[str], convert: Sequ
         return [[] for _ in names]
     try:
         # Transposed in C: this runs on the writer thread, which shares the GIL with calls.
-        cols = [list(col) for col in zip(*map(row_values, rows))]
+        cols = [list(col) for col in zip(*map(row_values, rows), strict=True)]
     except KeyError:  # a line of an older version, without a column added since
         cols = [[row.get(name) for row in rows] for name in names]
     for i, fn in enumerate(convert):
