@@ -65,8 +65,8 @@ def spool_dir(env: Mapping[str, str]) -> Path:
     return data_dir(env) / "spool"
 
 
-def _check_owned_private(path: Path, st: os.stat_result) -> None:
-    """Refuse a folder another user owns or others may write; make ours owner-only."""
+def _check_owned_private(path: Path, st: os.stat_result, narrow: bool) -> None:
+    """Refuse a folder another user owns or others may write; make ours owner-only if ``narrow``."""
     if not stat.S_ISDIR(st.st_mode):
         raise TelemetryError(f"{path} is not a folder; point CSCTRACKER_AI_DATA_DIR at a folder of your own.")
     euid = os.geteuid()
@@ -81,18 +81,21 @@ def _check_owned_private(path: Path, st: os.stat_result) -> None:
             f"the telemetry folder {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}): "
             f"another user could plant or swap files there. Fix it with: chmod 700 {path}"
         )
-    if stat.S_IMODE(st.st_mode) != DIR_MODE:
+    if narrow and stat.S_IMODE(st.st_mode) != DIR_MODE:
         # Ours but readable by others (as 0.1.0 left it): prompts live here, tighten it.
         os.chmod(path, DIR_MODE)
         logger.info("telemetry folder %s made private (mode %o -> 700)", path, stat.S_IMODE(st.st_mode))
 
 
-def private_dir(path: Path) -> Path:
+def private_dir(path: Path, *, narrow: bool = True) -> Path:
     """Create ``path`` (and missing parents) 0700, or check an existing one; returns it.
 
     Raises :class:`TelemetryError` when it cannot be created, is not a folder, belongs
     to another user or is writable by group or others. Parents that already exist are
-    left as they are (they are the user's); parents created here are 0700.
+    left as they are (they are the user's); parents created here are 0700. An existing
+    ``path`` wider than 0700 is narrowed when ``narrow`` (the library's own ``spool/``
+    and ``chdb/``); the data folder itself may be one the user chose, so it is only
+    checked.
     """
     path = Path(path)
     missing = []
@@ -127,7 +130,7 @@ def private_dir(path: Path) -> Path:
         st = os.stat(path)
     except OSError as exc:
         raise TelemetryError(f"cannot use the telemetry folder {path}: {exc}") from exc
-    _check_owned_private(path, st)
+    _check_owned_private(path, st, narrow)
     return path
 
 

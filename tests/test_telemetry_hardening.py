@@ -73,6 +73,21 @@ def test_surrogate_texts_are_sanitized_and_never_block_the_batch(tmp_path):
     assert attempts == [("t\ufffdx",)]
 
 
+def test_surrogate_task_over_the_wire_never_blocks_telemetry(make_gemini_emulator, tmp_path):
+    """The issue's case end to end: IaProcessor on the emulator, embedded store, a task from
+    os.fsdecode of a non-UTF-8 name. The call succeeds and every event (before, it, after) lands."""
+    free = ["AIzaFREE-one-0000000000000000000000"]
+    emu = make_gemini_emulator()
+    emu.add_keys(free, tier="free")
+    data = tmp_path / "data"
+    bad_task = os.fsdecode(b"lote-\xe9")  # 'lote-\udce9'
+    with IaProcessor(google_free_keys=free, base_url=emu.base_url, env={"CSCTRACKER_AI_DATA_DIR": str(data)}) as p:
+        ids = [p.analisar_com_gemini(input_text="oi", prompt="Responda.", task=t)[2] for t in ("antes", bad_task, "depois")]
+    rows = dict(_rows(embedded_settings(data), "SELECT event_id, task FROM ai_events FINAL"))
+    assert rows == {ids[0]: "antes", ids[1]: "lote-\ufffd", ids[2]: "depois"}
+    assert not list((data / "spool").glob("seg-*"))
+
+
 def _plant_segment(spool: Path, lines):
     spool.mkdir(parents=True, exist_ok=True)
     path = spool / f"seg-{1:020d}-999999-deadbeef.jsonl"
@@ -431,8 +446,10 @@ def test_every_created_path_is_private_even_with_a_permissive_umask(tmp_path):
     assert wrong == {}
 
 
-def test_an_existing_data_folder_of_ours_is_tightened(tmp_path):
-    """0.1.0 left the data folder and chdb/ 0755: they are narrowed at the next start."""
+def test_existing_spool_and_store_folders_of_ours_are_tightened(tmp_path):
+    """0.1.0 left spool/ and chdb/ 0755: they are narrowed at the next start. The data
+    folder itself is only checked (it may be a folder the user chose)."""
+    os.chmod(tmp_path, 0o755)
     settings = embedded_settings(tmp_path)
     settings.embedded_path.mkdir(mode=0o755)
     settings.spool_path.mkdir(mode=0o755)
@@ -442,6 +459,7 @@ def test_an_existing_data_folder_of_ours_is_tightened(tmp_path):
     w.close()
     assert stat.S_IMODE(os.stat(settings.spool_path).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(settings.embedded_path).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path).st_mode) == 0o755
 
 
 def test_planted_symlink_at_the_lock_file_is_refused_and_its_target_untouched(tmp_path):

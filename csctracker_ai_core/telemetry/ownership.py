@@ -38,7 +38,7 @@ def try_acquire(embedded_path: Path) -> bool:
         if held is not None:
             _registry[key] = (held[0], held[1] + 1)
             return True
-        private_dir(path.parent)
+        private_dir(path.parent, narrow=False)  # the data folder: checked, created 0700
         # Never through a planted symlink: the ftruncate below would empty its target.
         fd = open_private_file(path, os.O_RDWR | os.O_CREAT)
         try:

@@ -795,7 +795,7 @@ class TelemetryWriter:
 
 def _check_embedded_location(settings: ClickHouseSettings) -> None:
     """The embedded store's folders must be usable and private before we rely on them."""
-    private_dir(Path(settings.embedded_path).parent)
+    private_dir(Path(settings.embedded_path).parent, narrow=False)
     lock = ownership.lock_path(settings.embedded_path)
     if lock.is_symlink():
         raise TelemetryError(
