@@ -108,6 +108,11 @@ class IaProcessor:
     - ``otel`` (``"auto"``), ``metrics`` (off), ``observers``: OpenTelemetry spans,
       Prometheus metrics and other observers of every finished call; see
       ``docs/OBSERVABILITY.md``.
+    - ``spool_max_bytes`` [``CSCTRACKER_AI_SPOOL_MAX_BYTES``]: cap of the telemetry spool
+      (1 GiB); past it new events are dropped and counted.
+    - ``telemetry_best_effort`` [``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT``]: when the
+      telemetry store cannot be used, run on and count events as dropped instead of
+      raising :class:`TelemetryError` here.
     - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
     - ``env``: the environment mapping read instead of ``os.environ`` (``env={}`` reads
       nothing). Everything is read once, here, into :attr:`settings`
@@ -142,6 +147,8 @@ class IaProcessor:
         store_images: bool = False,
         budgets: Optional[Sequence[Any]] = None,
         on_budget: Optional[Callable[[BudgetAlert], Any]] = None,
+        spool_max_bytes: Optional[int] = None,
+        telemetry_best_effort: Optional[bool] = None,
         clock: Optional[Clock] = None,
         rotator: Optional[ApiKeyRotator] = None,
         telemetry_sink: Optional[Any] = None,
@@ -156,7 +163,8 @@ class IaProcessor:
             google_paid_keys=google_paid_keys, base_url=base_url, request_timeout_s=request_timeout_s,
             max_wait_s=max_wait_s, max_retries=max_retries, telemetry=telemetry,
             clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url, budgets=budgets,
-            max_output_tokens=max_output_tokens,
+            max_output_tokens=max_output_tokens, spool_max_bytes=spool_max_bytes,
+            telemetry_best_effort=telemetry_best_effort,
         )
         settings = self.settings
         self._clock: Clock = clock or SYSTEM_CLOCK

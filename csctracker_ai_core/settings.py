@@ -164,6 +164,8 @@ class Settings:
         catalog_file: Union[str, Path, None] = None,
         max_output_tokens: Optional[int] = None,
         budgets: Any = None,
+        spool_max_bytes: Optional[int] = None,
+        telemetry_best_effort: Optional[bool] = None,
     ) -> "Settings":
         """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
 
@@ -220,6 +222,7 @@ class Settings:
             telemetry=resolve_clickhouse_settings(
                 host, port, username, password,
                 database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
+                spool_max_bytes=spool_max_bytes, best_effort=telemetry_best_effort,
             ),
             budgets=rules,
         )

@@ -552,3 +552,13 @@ def test_best_effort_counts_every_dropped_event(tmp_path, caplog):
     s = sink.stats()
     assert s.dropped == 3 and s.role == "dropping" and "cannot create the telemetry folder" in s.last_error
     assert len([r for r in caplog.records if "best effort" in r.getMessage()]) == 1
+
+
+def test_processor_takes_the_cap_and_best_effort_as_arguments(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {"CSCTRACKER_AI_DATA_DIR": str(blocker / "data")}
+    with IaProcessor(google_free_keys=["AIzaFREE-one-0000000000000000000000"], env=env,
+                     telemetry_best_effort=True, spool_max_bytes=4096) as p:
+        assert isinstance(p.telemetry, DroppingSink)
+        assert p.settings.telemetry.spool_max_bytes == 4096
