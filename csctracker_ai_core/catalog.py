@@ -571,16 +571,22 @@ class ShutdownWatch:
     A model past its shutdown day is skipped, with one WARNING naming its successor; a
     model within :data:`SHUTDOWN_WARNING_DAYS` of its shutdown gets one WARNING. "Once"
     is per watch: the module's :data:`WATCH` lives as long as the process.
+
+    ``pinned_today`` makes the watch judge every model as on that day, whatever day it
+    is asked about: a test suite pins it so that the lineup's dates do not turn
+    yesterday's passing tests red; tests of shutdowns use a watch of their own.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pinned_today: Optional[date] = None) -> None:
         self._lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()
+        self.pinned_today = pinned_today
 
     def retired(self, models: Iterable[str], today: date, catalog: Optional[Catalog] = None) -> frozenset[str]:
         """The models of ``models`` that are shut down on ``today`` (warning once for each,
         and once for each model close to its shutdown)."""
         cat = catalog if catalog is not None else get_catalog()
+        today = self.pinned_today or today
         out = set()
         for model in models:
             info = cat.info(model, today)

@@ -1,12 +1,26 @@
 """Shared test setup: no test writes outside its temporary folder or reads real keys."""
 
+from datetime import date
+
 import pytest
 
+from csctracker_ai_core import catalog
 from csctracker_ai_core.settings import ENVIRONMENT_VARIABLES
+
+# The day the suite's model lineup was last reviewed (see _lineup_as_written).
+LINEUP_DAY = date(2026, 11, 25)
 
 # Read by the SDK itself when no key is given; we always give one, but a test must
 # never find a real key lying around.
 _SDK_KEY_VARIABLES = ("GOOGLE_API_KEY", "GEMINI_API_KEY")
+
+
+@pytest.fixture(autouse=True)
+def _lineup_as_written(monkeypatch):
+    """The model catalog dates shutdowns (gemini-2.5-flash: 2026-12-01). Tests that do not
+    test shutdowns judge the lineup as on the day they were written, so the calendar does
+    not turn them red; shutdown tests build a ShutdownWatch of their own."""
+    monkeypatch.setattr(catalog, "WATCH", catalog.ShutdownWatch(pinned_today=LINEUP_DAY))
 
 
 @pytest.fixture(autouse=True)

@@ -239,3 +239,9 @@ def test_processor_setting_and_variable_name_the_catalog_file(tmp_path, monkeypa
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         Settings.load(catalog_file=user, env={})
     monkeypatch.setattr(cat, "_user_file", None)
+
+
+def test_a_pinned_watch_judges_every_day_as_its_own():
+    watch = ShutdownWatch(pinned_today=date(2026, 11, 25))
+    assert watch.retired(["gemini-2.5-flash"], date(2027, 6, 1)) == set()
+    assert ShutdownWatch().retired(["gemini-2.5-flash"], date(2027, 6, 1)) == {"gemini-2.5-flash"}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 
-FLASH = "gemini-2.5-flash"
+FLASH = "gemini-2.5-flash-lite"  # no shutdown date: worker processes judge the lineup by the real calendar
 HERE = Path(__file__).resolve().parent
 
 

@@ -164,7 +164,8 @@ def test_temperature_is_left_to_gemini_3_and_kept_at_0_1_before(emu):
 
 @pytest.mark.parametrize("model, wish, sent", [(PRO, "minimal", "LOW"), ("gemini-3-pro-preview", "medium", "LOW"),
                                                 ("gemini-3.8-flash", "minimal", "LOW"), (PRO, "medium", "MEDIUM")])
-def test_thinking_level_is_mapped_to_one_the_model_takes(emu, model, wish, sent):
+def test_thinking_level_is_mapped_to_one_the_model_takes(emu, model, wish, sent, monkeypatch):
+    monkeypatch.setattr(cat, "WATCH", cat.ShutdownWatch())  # judged by the clock below
     clock = FakeClock(1_770_000_000)  # 2026-02-02: 3 Pro Preview still served
     with processor(emu, {model: 1}, clock=clock) as ia:
         ia.analisar_com_gemini(prompt="x", thinking_level=wish)
