@@ -28,9 +28,10 @@ Where to extend the call path:
 from __future__ import annotations
 
 import copy
+import logging
 import time
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional, Set
 
 from .clock import Clock
@@ -40,12 +41,20 @@ from .gemini.response import finish_reason, served_tier
 from .pool.classify import scrub
 from .pool.decision import Decision, FailureKind
 from .pool.lease import Lease, Slot
-from .pricing import PriceTable, estimate_cost
+from .pricing import COST_SCALE, PriceTable, billed_tier, cost_on_key, price_usage
 from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
 from .tokens import TokenUsage
 from .validation import PreparedCall
 
 __all__ = ["Call", "Served"]
+
+logger = logging.getLogger(__name__)
+
+_ZERO_COST = COST_SCALE * 0
+# Event fields that are sums over the call's attempts (with the sum's zero).
+_SUMMED = tuple((f"tokens_{kind}", 0) for kind in (
+    "input", "image", "audio", "video", "output", "reasoning", "cached", "total")) + (
+    ("cost_usd", _ZERO_COST), ("list_cost_usd", _ZERO_COST))
 
 
 @dataclass(frozen=True)
@@ -89,7 +98,8 @@ class Call:
     # -- attempts -------------------------------------------------------------------
 
     def attempt_done(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
-                     error: Optional[BaseException] = None) -> None:
+                     error: Optional[BaseException] = None, *, response: Any = None,
+                     usage: Optional[TokenUsage] = None, prices: Optional[PriceTable] = None) -> None:
         """Count one upstream request and what the pool decided about it."""
         self.attempt_count += 1
         self.last_lease = lease
@@ -100,7 +110,34 @@ class Call:
             if decision.spends_retry:
                 self.retries_left -= 1
         if self.recording:
-            self.attempts.append(self._attempt_event(lease, started_wall, duration_s, decision, error))
+            event = self._attempt_event(lease, started_wall, duration_s, decision, error)
+            self.attempts.append(replace(event, **self._ledger(lease, started_wall, response, usage, prices)))
+
+    def _ledger(self, lease: Lease, started_wall: float, response: Any, usage: Optional[TokenUsage],
+                prices: Optional[PriceTable]) -> Dict[str, Any]:
+        """What Gemini reported for one request and what it cost (zeros, usage_known=False, without a reply)."""
+        slot = lease.slot
+        served_as = served_tier(response) if response is not None else ""
+        known = response is not None and getattr(response, "usage_metadata", None) is not None
+        used = usage if usage is not None and known else TokenUsage()
+        try:
+            # One definition of cost: the tier Gemini served (else the one asked), the
+            # price in force when this request started.
+            list_cost = price_usage(slot.model, billed_tier(self.request.service_tier, served_as), used,
+                                    datetime.fromtimestamp(started_wall, tz=timezone.utc), prices=prices)
+        except Exception:
+            # The ledger must never fail a call: the tokens are kept, `csc-ai reprice` prices them later.
+            logger.exception("could not price attempt %d of %s; recorded at cost 0", self.attempt_count,
+                             self.event_id)
+            list_cost = _ZERO_COST
+        return dict(
+            service_tier=self.request.service_tier, served_tier=served_as, usage_known=known,
+            tokens_input=used.input, tokens_output=used.output, tokens_reasoning=used.reasoning,
+            tokens_cached=used.cached, tokens_image=used.image, tokens_audio=used.audio,
+            tokens_video=used.video, tokens_total=used.total,
+            cost_usd=cost_on_key(slot.tier, list_cost), list_cost_usd=list_cost,
+            finish_reason=finish_reason(response) if response is not None else "",
+        )
 
     def _attempt_event(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
                        error: Optional[BaseException]) -> AttemptEvent:
@@ -173,7 +210,12 @@ class Call:
     def _base(self, lease: Optional[Lease]) -> Dict[str, Any]:
         request = self.request
         slot = lease.slot if lease is not None else None
+        done = self.attempts
         return dict(
+            # The ledger: the event's tokens and cost are the sums over its attempts;
+            # the attempts that did not produce the result are the waste.
+            **{name: sum((getattr(a, name) for a in done), start) for name, start in _SUMMED},
+            cost_wasted_usd=sum((a.cost_usd for a in done if a.outcome != FailureKind.OK), _ZERO_COST),
             event_id=self.event_id,
             timestamp=self.started_wall,
             task=request.task,
@@ -195,27 +237,14 @@ class Call:
         )
 
     def success_event(self, served: Served, prices: PriceTable) -> CallEvent:
-        """The ``ai_events`` row of a served call (cost from ``prices``)."""
+        """The ``ai_events`` row of a served call (tokens and cost: sums over the attempts)."""
         lease = self.last_lease
         assert lease is not None  # served: at least one attempt was made
-        slot = lease.slot
-        usage, response = served.usage, served.response
-        cost, list_cost = estimate_cost(
-            slot.model, slot.tier, self.request.service_tier, usage.input, usage.output,
-            tokens_image=usage.image, tokens_cached=usage.cached, prices=prices,
-        )
+        response = served.response
         return CallEvent(
             outcome=CallOutcome.OK,
             served_tier=served_tier(response),
             time_spent=served.duration_s,
-            tokens_input=usage.input,
-            tokens_image=usage.image,
-            tokens_output=usage.output,
-            tokens_reasoning=usage.reasoning,
-            tokens_cached=usage.cached,
-            tokens_total=usage.total,
-            cost_usd=cost,
-            list_cost_usd=list_cost,
             result=served.text,
             finish_reason=finish_reason(response),
             response_id=response.response_id or "",
@@ -225,13 +254,9 @@ class Call:
 
     def reduced_success_event(self, served: Served) -> CallEvent:
         """What is certain about a served call when the full event cannot be built."""
-        usage = served.usage
         return CallEvent(
-            outcome=CallOutcome.OK, time_spent=served.duration_s, tokens_input=usage.input,
-            tokens_image=usage.image, tokens_output=usage.output, tokens_reasoning=usage.reasoning,
-            tokens_cached=usage.cached, tokens_total=usage.total, result=served.text,
-            cost_usd=Decimal(0), list_cost_usd=Decimal(0),
-            error_message="event built without cost and reply metadata (see logs)",
+            outcome=CallOutcome.OK, time_spent=served.duration_s, result=served.text,
+            error_message="event built without reply metadata (see logs)",
             **self._base(self.last_lease),
         )
 

@@ -26,7 +26,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, is_dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TextIO
@@ -301,6 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--set-rate", action="append", default=[], metavar="DATE=RATE",
                         help="store a USD->BRL exchange rate first (e.g. 2025-01-31=5.87); repeatable")
     report.add_argument("--prices-file", metavar="FILE", help="price file overriding the shipped prices (default: $CSCTRACKER_AI_PRICES_FILE)")
+
+    report.add_argument("--waste", action="store_true",
+                        help="instead: cost of attempts that did not produce the result, per task, model and failure kind")
+    report.add_argument("--tiers", action="store_true", help="instead: requests and cost per service tier billed (served)")
+
+    prices = sub.add_parser(
+        "prices", help="list prices in force (or on --date); 'prices check': configured models with no price",
+        description="The price table the ledger uses: the shipped prices, your price file and the model_prices "
+        "table of the store. USD per 1M tokens.",
+        epilog="examples:\n  csc-ai prices\n  csc-ai prices --date 2027-01-01\n  csc-ai prices check",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prices.add_argument("action", nargs="?", choices=("list", "check"), default="list",
+                        help="list (default) or check (configured models that have no price)")
+    prices.add_argument("--date", metavar="DATE", help="prices in force on this ISO date or datetime (default: now)")
+    prices.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
+    prices.add_argument("--model-limits", metavar="SPEC", help="models to check (default $GOOGLE_MODEL_LIMITS)")
+    prices.add_argument("--prices-file", metavar="FILE", help="price file overriding the shipped prices")
+    prices.add_argument("--no-store", action="store_true", help="ignore the store's model_prices table")
+
+    reprice = sub.add_parser(
+        "reprice", help="recompute the stored costs of a period after a price fix (idempotent, history kept)",
+        description="Price every event and attempt of PERIOD again with the current prices (price file and "
+        "model_prices), rewrite only the rows whose cost changed, and keep every old figure in "
+        "ai_cost_revisions. Running it twice changes nothing the second time.",
+        epilog="examples:\n  csc-ai reprice --period lastMonth\n  csc-ai reprice --period '2026-12-01|2027-01-31'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    reprice.add_argument("--period", required=True, help="time window, as in 'report' (max = everything)")
+    reprice.add_argument("--prices-file", metavar="FILE", help="price file overriding the shipped prices")
+    reprice.add_argument("--json", action="store_true", help="JSON instead of text")
 
     keys = sub.add_parser("keys", help="the pool's state: slots by key fingerprint and model",
                           description="Show every key x model slot of the pool (keys as fingerprints). "
@@ -709,6 +740,37 @@ def _make_telemetry(args: argparse.Namespace, **kwargs: Any) -> Any:
     return Telemetry(prices=prices, tz=getattr(args, "tz", "UTC"), **kwargs)
 
 
+_WASTE_COLUMNS = (
+    ("task", "task"),
+    ("model_name", "modelo"),
+    ("failure", "falha"),
+    ("attempts", "tentativas"),
+    ("tokens_input", "tokens entrada"),
+    ("tokens_output", "tokens saída"),
+    ("custo_usd", "custo US$"),
+    ("custo_lista_usd", "custo lista US$"),
+)
+_TIER_COLUMNS = (
+    ("service_tier", "nível"),
+    ("requests", "requisições"),
+    ("tokens_input", "tokens entrada"),
+    ("tokens_output", "tokens saída"),
+    ("custo_usd", "custo US$"),
+    ("custo_lista_usd", "custo lista US$"),
+)
+_PRICE_COLUMNS = (
+    ("model", "modelo"),
+    ("valid_from", "desde"),
+    ("valid_to", "até"),
+    ("input_price_less_200", "entrada"),
+    ("output_price_less_200", "saída"),
+    ("input_price_more_200", "entrada >200k"),
+    ("output_price_more_200", "saída >200k"),
+    ("cached_input_price_less_200", "cache"),
+    ("audio_input_price_less_200", "áudio"),
+)
+
+
 def _emit_rows(out: Output, rows: list[dict[str, Any]], fmt: str, columns: Sequence[tuple[str, str]]) -> None:
     if fmt == "json":
         out.print(to_json(rows, indent=2))
@@ -742,6 +804,10 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
             rows = telemetry.latency(args.period, by)
             col = "key_fingerprint" if by == "key" else ("model_name" if by == "model" else by)
             _emit_rows(out, rows, args.format, ((col, by),) + _LATENCY_COLUMNS)
+        elif args.waste:
+            _emit_rows(out, telemetry.waste(args.period), args.format, _WASTE_COLUMNS)
+        elif args.tiers:
+            _emit_rows(out, telemetry.cost_by_served_tier(args.period), args.format, _TIER_COLUMNS)
         elif args.by:
             rows = telemetry.usage_by(args.by, args.period)
             col = {"key": "key_fingerprint", "model": "model_name"}.get(args.by, args.by)
@@ -757,6 +823,68 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
 
             path = write_html_report(telemetry, args.html, args.period, None)
             out.info(f"HTML report written to {path}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- prices
+
+
+def _price_table(args: argparse.Namespace) -> Any:
+    from .pricing import get_prices
+    from .settings import prices_file_from
+
+    file = args.prices_file or prices_file_from(os.environ)
+    base = get_prices(file)
+    if getattr(args, "no_store", False):
+        return base
+    with _make_telemetry(args) as telemetry:
+        return telemetry.prices()
+
+
+def cmd_prices(args: argparse.Namespace, out: Output) -> int:
+    from .pool.keys import parse_model_limits
+    from .pricing import parse_instant
+
+    at = (parse_instant(args.date, "--date") if args.date else None) or datetime.now(timezone.utc)
+    table = _price_table(args)
+    if args.action == "check":
+        models = parse_model_limits(args.model_limits or os.environ.get("GOOGLE_MODEL_LIMITS"))
+        missing = [m for m in sorted(models) if table.price_at(m, at) is None]
+        for m in sorted(models):
+            if m not in missing:
+                out.info(f"ok       {m} (priced as {table.resolve(m)})")
+        for m in missing:
+            out.print(f"no price {m}: its calls are recorded at cost 0; add it to your price file "
+                      f"(CSCTRACKER_AI_PRICES_FILE) or with Telemetry.set_model_price")
+        return EXIT_FAILED if missing else EXIT_OK
+    rows = []
+    for model in sorted(table.models):
+        price = table.price_at(model, at)
+        if price is None:
+            continue
+        row = price.as_row()
+        row["valid_from"] = price.valid_from.isoformat() if price.valid_from else ""
+        row["valid_to"] = price.valid_to.isoformat() if price.valid_to else ""
+        rows.append(row)
+    _emit_rows(out, rows, args.format, _PRICE_COLUMNS)
+    if args.format == "table":
+        tiers = ", ".join(f"{k} x{v}" for k, v in sorted(table.service_tier_multipliers.items()))
+        out.info(f"prices in force at {at.isoformat()}, USD per 1M tokens; service tiers: {tiers}")
+    return EXIT_OK
+
+
+def cmd_reprice(args: argparse.Namespace, out: Output) -> int:
+    from .reports.periods import period_bounds
+
+    period_bounds(args.period)  # a typo must not wait for a connection
+    with _make_telemetry(args) as telemetry:
+        result = telemetry.reprice(args.period)
+    if args.json:
+        out.print(to_json({f: getattr(result, f) for f in result.__dataclass_fields__}, indent=2))
+    else:
+        out.print(f"events seen {result.events_seen}; changed: {result.events_changed} events, "
+                  f"{result.attempts_changed} attempts; cost USD {format(result.cost_before_usd, 'f')} -> "
+                  f"{format(result.cost_after_usd, 'f')} (old figures kept in ai_cost_revisions)")
     return EXIT_OK
 
 
@@ -919,6 +1047,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "ask": cmd_ask,
     "batch": cmd_batch,
     "report": cmd_report,
+    "prices": cmd_prices,
+    "reprice": cmd_reprice,
     "keys": cmd_keys,
     "budgets": cmd_budgets,
     "emulator": cmd_emulator,

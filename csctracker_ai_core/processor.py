@@ -532,10 +532,13 @@ class IaProcessor:
                     lease, usage_input_tokens=usage.input, invalid_output=True,
                     retryable=problem.retryable, retries_left=call.retries_left,
                 )
-                call.attempt_done(lease, started_wall, duration, decision, error)
+                # Gemini billed this reply even though we cannot use it: the attempt keeps its tokens.
+                call.attempt_done(lease, started_wall, duration, decision, error, response=response, usage=usage,
+                                  prices=pricing.get_prices(self._prices_file))
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
-            call.attempt_done(lease, started_wall, duration, decision)
+            call.attempt_done(lease, started_wall, duration, decision, response=response, usage=usage,
+                              prices=pricing.get_prices(self._prices_file))
             return Served(reply.result, reply.text, usage, response, duration)
 
     # -- events -------------------------------------------------------------------

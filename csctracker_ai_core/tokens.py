@@ -14,7 +14,8 @@ class TokenUsage:
 
     - ``input``: prompt tokens, every modality, cached ones included (Gemini's
       ``promptTokenCount``).
-    - ``image``: the part of ``input`` that came from images.
+    - ``image``, ``audio``, ``video``: the parts of ``input`` of those modalities
+      (``promptTokensDetails``); Google prices audio input apart on some models.
     - ``cached``: the part of ``input`` served from cache.
     - ``reasoning``: thinking tokens (``thoughtsTokenCount``).
     - ``output``: what Gemini bills as output: reply tokens **plus** thinking tokens,
@@ -31,6 +32,8 @@ class TokenUsage:
     image: int = 0
     cached: int = 0
     total: int = 0
+    audio: int = 0
+    video: int = 0
 
     def __int__(self) -> int:
         return self.input
@@ -49,11 +52,11 @@ class TokenUsage:
         prompt = usage.prompt_token_count or 0
         candidates = usage.candidates_token_count or 0
         thoughts = usage.thoughts_token_count or 0
-        image = 0
+        by_modality = {"IMAGE": 0, "AUDIO": 0, "VIDEO": 0}
         for detail in usage.prompt_tokens_details or ():
-            modality = getattr(detail.modality, "value", detail.modality)
-            if modality == "IMAGE":
-                image += detail.token_count or 0
+            modality = str(getattr(detail.modality, "value", detail.modality) or "").upper()
+            if modality in by_modality:
+                by_modality[modality] += detail.token_count or 0
         total = usage.total_token_count or (
             prompt + candidates + thoughts + (usage.tool_use_prompt_token_count or 0)
         )
@@ -61,7 +64,9 @@ class TokenUsage:
             input=prompt,
             output=candidates + thoughts,
             reasoning=thoughts,
-            image=image,
+            image=by_modality["IMAGE"],
             cached=usage.cached_content_token_count or 0,
             total=total,
+            audio=by_modality["AUDIO"],
+            video=by_modality["VIDEO"],
         )

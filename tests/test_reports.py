@@ -214,17 +214,18 @@ def test_bad_names_raise_report_error(report, group, period):
 def test_prices_seeded_from_the_file_and_updatable_in_the_table(store, report):
     insert_events(store, _events())
     assert int(store.command("SELECT count() FROM model_prices")) == 0
-    assert report.prices().models["gemini-2.5-flash"].input_price_less_200 == D("0.30")
-    # seeded on first use from the shipped price file
-    assert int(store.command("SELECT count() FROM model_prices")) >= 6
-    # a user raises the flash price with one insert: reports follow, no release needed
+    assert report.prices().models["gemini-2.5-flash"][0].input_price_less_200 == D("0.30")
+    # seeded on first use from the shipped price file, every dated period a row
+    seeded = int(store.command("SELECT count() FROM model_prices"))
+    assert seeded == sum(len(p) for p in report.prices().models.values())
+    assert int(store.command("SELECT count() FROM model_prices WHERE model = 'gemini-3.8-flash'")) == 2
+    # a user raises the flash price with one insert: the table keeps both rows (history)
     report.set_model_price("gemini-2.5-flash", "1.00", "3.00")
+    assert int(store.command("SELECT count() FROM model_prices")) == seeded + 1
+    assert report.prices().models["gemini-2.5-flash"][0].input_price_less_200 == D("1.00")
+    # reports read the stored cost: it changes only when re-priced (csc-ai reprice)
     by = _by(report.get_telemetry_data("day", "week"), "data", "task")
-    # 1000 x 1.00 + 500 x 3.00 = 0.0025; the free call would have cost 2000 + 3000 = 0.005
-    assert by[("2025-06-14", "notas")]["custo_total_usd"] == D("0.0025")
-    assert by[("2025-06-14", "notas")]["economia_usd"] == D("0.005")
-    # ...while the cost recorded at call time keeps the price of that day
-    assert by[("2025-06-14", "notas")]["custo_registrado_usd"] == D("0.00155")
+    assert by[("2025-06-14", "notas")]["custo_total_usd"] == D("0.00155")
 
 
 def test_existing_price_table_is_not_overwritten(store):
@@ -232,9 +233,9 @@ def test_existing_price_table_is_not_overwritten(store):
                  column_names=["timestamp", "model", "input_price_less_200", "output_price_less_200",
                                "input_price_more_200", "output_price_more_200", "source"])
     with Telemetry(client=store, now=NOW) as tel:
-        assert tel.prices().models["gemini-2.5-flash"].input_price_less_200 == D("9")
+        assert tel.prices().models["gemini-2.5-flash"][0].input_price_less_200 == D("9")
         # models the table lacks still have the file's price
-        assert tel.prices().models["gemini-2.5-pro"].input_price_less_200 == D("1.25")
+        assert tel.prices().models["gemini-2.5-pro"][0].input_price_less_200 == D("1.25")
     assert int(store.command("SELECT count() FROM model_prices")) == 1
 
 

@@ -50,7 +50,7 @@ def test_schema_created_with_expected_engines_and_keys(store):
     """Fresh store: all tables, ReplacingMergeTree keyed on fixed values, monthly partitions, versions recorded."""
     settings, client = store
     report = ensure_schema(client)
-    assert report.version == SCHEMA_VERSION and len(report.applied) == 4
+    assert report.version == SCHEMA_VERSION and len(report.applied) == SCHEMA_VERSION
     rows = {
         r[0]: r[1:]
         for r in client.query(
@@ -60,7 +60,7 @@ def test_schema_created_with_expected_engines_and_keys(store):
     assert rows["ai_events"] == ("ReplacingMergeTree", "toDate(timestamp), task, event_id", "toYYYYMM(timestamp)")
     assert rows["ai_attempts"][0] == "ReplacingMergeTree"
     assert rows["ai_attempts"][1] == "toDate(timestamp), event_id, attempt"
-    assert rows["model_prices"][:2] == ("ReplacingMergeTree", "model, timestamp")
+    assert rows["model_prices"][:2] == ("ReplacingMergeTree", "model, timestamp, valid_from")
     assert rows["daily_exchange_rates"][:2] == ("ReplacingMergeTree", "currency, date")
     assert rows["ai_events_rejected"][:2] == ("ReplacingMergeTree", "rejected_at, event_id, source_table")
     cols = dict(client.query("SELECT name, type FROM system.columns WHERE table = 'ai_events'").result_rows)
@@ -69,7 +69,7 @@ def test_schema_created_with_expected_engines_and_keys(store):
         assert original in cols
     assert cols["cost_usd"].startswith("Decimal(18, 12)")
     assert cols["metadata"].startswith("Map(")
-    assert client.command("SELECT count() FROM ai_schema_version") == 4
+    assert client.command("SELECT count() FROM ai_schema_version") == SCHEMA_VERSION
     # Idempotent: a second run applies nothing.
     assert ensure_schema(client).applied == ()
 

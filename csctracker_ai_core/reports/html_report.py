@@ -66,6 +66,8 @@ def build_report_data(
             "models": telemetry.usage_by("model", period),
             "keys": telemetry.usage_by("key", period),
             "budgets": [line.as_dict() for line in telemetry.get_budget_status(budgets)],
+            "waste": telemetry.waste(period),
+            "served_tiers": telemetry.cost_by_served_tier(period),
         }
     )
     return data
@@ -146,6 +148,8 @@ _TEMPLATE = r"""<!DOCTYPE html>
   <div class="panel"><h2>Por tarefa</h2><div id="table-tasks"></div></div>
   <div class="panel"><h2>Por modelo</h2><div id="table-models"></div></div>
   <div class="panel"><h2>Por chave (fingerprint)</h2><div id="table-keys"></div></div>
+  <div class="panel"><h2>Desperdício: tentativas que não produziram o resultado</h2><div id="table-waste"></div></div>
+  <div class="panel"><h2>Custo por nível de serviço cobrado</h2><div id="table-tiers"></div></div>
 </div>
 <div id="render-errors"></div>
 <footer id="footer"></footer>
@@ -377,9 +381,28 @@ _TEMPLATE = r"""<!DOCTYPE html>
       ["tokens", function (r) { return fmtInt(r.tokens_total); }],
       ["custo", function (r) { return fmtMoney(r.custo_usd); }]
     ]);
+    tableOf("table-waste", data.waste, [
+      ["tarefa", function (r) { return r.task; }],
+      ["modelo", function (r) { return r.model_name || "(nenhum)"; }],
+      ["falha", function (r) { return r.failure; }],
+      ["tentativas", function (r) { return fmtInt(r.attempts); }],
+      ["tokens entrada", function (r) { return fmtInt(r.tokens_input); }],
+      ["tokens saída", function (r) { return fmtInt(r.tokens_output); }],
+      ["custo", function (r) { return fmtMoney(r.custo_usd); }],
+      ["custo de tabela", function (r) { return fmtMoney(r.custo_lista_usd); }]
+    ]);
+    tableOf("table-tiers", data.served_tiers, [
+      ["nível", function (r) { return r.service_tier; }],
+      ["requisições", function (r) { return fmtInt(r.requests); }],
+      ["tokens entrada", function (r) { return fmtInt(r.tokens_input); }],
+      ["tokens saída", function (r) { return fmtInt(r.tokens_output); }],
+      ["custo", function (r) { return fmtMoney(r.custo_usd); }],
+      ["custo de tabela", function (r) { return fmtMoney(r.custo_lista_usd); }]
+    ]);
     document.getElementById("footer").textContent =
       "Gerado em " + data.generated_at + " por csctracker-ai-core " + data.version +
-      ". Custos pelos preços de tabela (model_prices); chamadas em chaves gratuitas custam 0.";
+      ". Custos registrados em cada tentativa, pelos preços em vigor no instante da chamada " +
+      "(csc-ai reprice recalcula); chamadas em chaves gratuitas custam 0.";
     document.body.setAttribute("data-charts", String(charts));
     if (!errors.length) document.body.setAttribute("data-render", "ok");
   } catch (e) {

@@ -17,17 +17,30 @@ own day, or of the latest earlier day that has one (ASOF), never an invented one
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
-from ..exceptions import ReportError
-from ..pricing import ModelPrice, PriceTable, normalize_model_name
+from ..exceptions import ConfigurationError, ReportError
+from ..pricing import (
+    MULTIPLIER_PLACES,
+    PRICE_FIELDS,
+    PRICE_PLACES,
+    SERVICE_TIERS,
+    ModelPrice,
+    PriceTable,
+    normalize_model_name,
+    order_periods,
+    parse_model_entry,
+)
 
 __all__ = [
-    "cost_select_sql",
+    "billed_tier_sql",
+    "cost_on_key_sql",
+    "list_cost_sql",
     "effective_prices",
     "seed_model_prices",
     "insert_model_price",
@@ -65,34 +78,75 @@ def _columns(client: Any, database: str, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+_MODEL_PRICE_COLUMNS = ("valid_from", "valid_to", "service_tier_multipliers") + PRICE_FIELDS
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _aware_or_none(value: Any) -> Optional[datetime]:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return None if value <= _EPOCH else value  # the column default: since always
+
+
 def effective_prices(client: Any, database: str, base: PriceTable) -> PriceTable:
-    """``base`` overlaid with the latest ``model_prices`` row of every model."""
+    """``base`` overlaid with the ``model_prices`` table, period by period.
+
+    The table keeps every price ever inserted; for each (model, ``valid_from``) the row
+    inserted last wins, and it replaces the price file's period that starts at the same
+    instant (an undated row replaces the undated price). Other periods of the file stay.
+    Rows of the original library's table (no ``valid_from``) are undated prices.
+    """
     cols = _columns(client, database, "model_prices")
     if not cols:
         return base
-    names = ["input_price_less_200", "output_price_less_200", "input_price_more_200", "output_price_more_200"]
-    optional: list[str] = [c for c in ("cached_input_price_less_200", "cached_input_price_more_200") if c in cols]
-    select = ", ".join(f"argMax({c}, timestamp) AS {c}" for c in names + optional)
+    present = [c for c in _MODEL_PRICE_COLUMNS if c in cols]
+    # argMax skips NULLs: wrapped in a tuple, a newer row's NULL (= "default") still wins.
+    select = ", ".join(f"argMax(tuple({c}), timestamp).1 AS {c}" for c in present if c != "valid_from")
+    start = "valid_from" if "valid_from" in cols else "toDateTime64(0, 3, 'UTC')"
     rows = client.query(
-        f"SELECT model, {select} FROM {_table(database, 'model_prices')} FINAL GROUP BY model"
+        f"SELECT model, {start} AS vf, {select} FROM {_table(database, 'model_prices')} FINAL "
+        f"GROUP BY model, vf"
     ).result_rows
     if not rows:
         return base
-    models = dict(base.models)
+    fields = [c for c in present if c != "valid_from"]
+    by_model: dict[str, dict[Optional[datetime], dict[str, Any]]] = {}
     for row in rows:
-        model = normalize_model_name(row[0])
-        values = dict(zip(names + optional, (Decimal(v) for v in row[1:]), strict=True))
-        previous = models.get(model)
-        kwargs: dict[str, Any] = {k: values[k] for k in names}
-        for c in ("cached_input_price_less_200", "cached_input_price_more_200"):
-            # the table has no cached price: keep the price file's, if it knows the model
-            kwargs[c] = values.get(c, getattr(previous, c) if previous else None)
-        models[model] = ModelPrice(model=model, **kwargs)
+        raw: dict[str, Any] = {"valid_from": _aware_or_none(row[1])}
+        for name, value in zip(fields, row[2:], strict=True):
+            if value is None or value == "":
+                continue
+            if name == "service_tier_multipliers":
+                raw[name] = json.loads(value)
+            elif name == "valid_to":
+                raw[name] = _aware_or_none(value)
+            else:
+                raw[name] = format(Decimal(value), "f")
+        by_model.setdefault(normalize_model_name(row[0]), {})[raw["valid_from"]] = raw
+    models = dict(base.models)
+    for model, periods in by_model.items():
+        merged: dict[Optional[datetime], ModelPrice] = {p.valid_from: _open(p) for p in models.get(model, ())}
+        for start_at, raw in periods.items():
+            merged[start_at] = _period_from_row(model, raw)
+        models[model] = order_periods(model, list(merged.values()), "model_prices")
     return replace(base, models=models, _resolved={})
 
 
+def _open(p: ModelPrice) -> ModelPrice:
+    # A derived end is the start of the next period: recomputed after merging.
+    return replace(p, valid_to=None, derived_end=False) if p.derived_end else p
+
+
+def _period_from_row(model: str, raw: dict[str, Any]) -> ModelPrice:
+    # A table row goes through the same parser as the price file: same defaults, same checks.
+    return parse_model_entry(model, {k: (v.isoformat() if isinstance(v, datetime) else v)
+                                for k, v in raw.items() if v is not None}, "model_prices")[0]
+
+
 def seed_model_prices(client: Any, database: str, prices: PriceTable, *, source: str = "csctracker-ai-core price file") -> int:
-    """Insert every model of ``prices`` into an empty ``model_prices``; returns rows written.
+    """Insert every period of ``prices`` into an empty ``model_prices``; returns rows written.
 
     Does nothing (returns 0) when the table already holds rows: the user's prices win.
     """
@@ -101,22 +155,25 @@ def seed_model_prices(client: Any, database: str, prices: PriceTable, *, source:
         return 0
     rows = prices.rows()
     _insert_prices(client, database, rows, source)
-    logger.info("seeded %s.model_prices with %d models from the price file", database, len(rows))
+    logger.info("seeded %s.model_prices with %d price periods from the price file", database, len(rows))
     return len(rows)
 
 
 def _insert_prices(client: Any, database: str, rows: Sequence[dict[str, Any]], source: str, when: Optional[datetime] = None) -> None:
     cols = _columns(client, database, "model_prices")
     stamp = (when or datetime.now(timezone.utc)).replace(microsecond=0, tzinfo=None)
-    names = ["timestamp", "model", "input_price_less_200", "output_price_less_200",
-             "input_price_more_200", "output_price_more_200"]
-    names += [c for c in ("cached_input_price_less_200", "cached_input_price_more_200") if c in cols]
-    if "source" in cols:
-        names.append("source")
+    names = ["timestamp", "model"] + [c for c in _MODEL_PRICE_COLUMNS + ("source",) if c in cols]
     data = []
     for row in rows:
         values = {**row, "timestamp": stamp, "source": source}
-        data.append([values[n] for n in names])
+        vf = values.get("valid_from")
+        # naive UTC, as clickhouse-connect takes DateTime64(3, 'UTC'); the epoch = undated
+        values["valid_from"] = (vf if vf else _EPOCH).astimezone(timezone.utc).replace(tzinfo=None)
+        vt = values.get("valid_to")
+        values["valid_to"] = vt.astimezone(timezone.utc).replace(tzinfo=None) if vt else None
+        mult = values.get("tier_multipliers") or values.get("service_tier_multipliers") or {}
+        values["service_tier_multipliers"] = json.dumps({k: format(v, "f") for k, v in mult.items()}) if mult else ""
+        data.append([values.get(n) for n in names])
     client.insert("model_prices", data, column_names=names, database=database)
 
 
@@ -131,30 +188,41 @@ def insert_model_price(
     *,
     source: str = "user",
     when: Optional[datetime] = None,
+    valid_from: Union[date, datetime, str, None] = None,
+    valid_to: Union[date, datetime, str, None] = None,
+    other_prices: Optional[Mapping[str, Union[Decimal, str, float, None]]] = None,
 ) -> None:
-    """Add a price row for ``model`` (USD per 1M tokens); the newest row wins in reports."""
-    def d(v: Any, what: str) -> Decimal:
-        try:
-            out = Decimal(str(v))
-        except (InvalidOperation, ValueError):
-            raise ReportError(f"{what} = {v!r} is not a number.") from None
-        if not out.is_finite() or out < 0:
-            raise ReportError(f"{what} = {v!r} must be a number >= 0.")
-        return out
+    """Add a price period for ``model`` (USD per 1M tokens) to ``model_prices``.
 
-    in_lt = d(input_price_less_200, "input_price_less_200")
-    out_lt = d(output_price_less_200, "output_price_less_200")
-    row = {
-        "model": normalize_model_name(model),
-        "input_price_less_200": in_lt,
-        "output_price_less_200": out_lt,
-        "input_price_more_200": in_lt if input_price_more_200 is None else d(input_price_more_200, "input_price_more_200"),
-        "output_price_more_200": out_lt if output_price_more_200 is None else d(output_price_more_200, "output_price_more_200"),
+    ``valid_from`` (default: since always) and ``valid_to`` date the price; the row
+    inserted last wins for a given (model, ``valid_from``). ``other_prices`` takes the
+    cached / per-modality fields of the price file (``cached_input_price_less_200``...).
+    Checked like the price file. Stored costs change only when re-priced
+    (``csc-ai reprice``).
+    """
+    raw: dict[str, Any] = {
+        "input_price_less_200": input_price_less_200,
+        "output_price_less_200": output_price_less_200,
+        "input_price_more_200": input_price_more_200,
+        "output_price_more_200": output_price_more_200,
+        **(other_prices or {}),
     }
-    row["cached_input_price_less_200"] = row["input_price_less_200"]
-    row["cached_input_price_more_200"] = row["input_price_more_200"]
-    if not row["model"]:
+    raw = {k: (format(v, "f") if isinstance(v, Decimal) else str(v)) for k, v in raw.items() if v is not None}
+    for key, value in (("valid_from", valid_from), ("valid_to", valid_to)):
+        if value is not None:
+            raw[key] = value.isoformat() if isinstance(value, (date, datetime)) else str(value)
+    name = normalize_model_name(model)
+    if not name:
         raise ReportError("model name is empty.")
+    try:
+        period = parse_model_entry(name, raw, "set_model_price")[0]
+    except ConfigurationError as exc:
+        raise ReportError(str(exc)) from None
+    # Store only what was given: a default follows the row's own input price on reading.
+    row: dict[str, Any] = {"model": name, "valid_from": period.valid_from, "valid_to": period.valid_to,
+                           "tier_multipliers": period.tier_multipliers}
+    for f in PRICE_FIELDS:
+        row[f] = getattr(period, f) if f in raw or f in ("input_price_more_200", "output_price_more_200") else None
     _insert_prices(client, database, [row], source, when)
 
 
@@ -192,54 +260,116 @@ def exchange_rates(client: Any, database: str, currency: str = "BRL") -> list[tu
     return [(r[0], Decimal(r[1])) for r in rows]
 
 
-def _array(values: Iterable[Decimal]) -> str:
-    return "[" + ", ".join(_dec(v, _PRICE_SCALE) for v in values) + "]"
+def _array(values: Iterable[Decimal], scale: int) -> str:
+    return "[" + ", ".join(_dec(v, scale) for v in values) + "]"
 
 
-def cost_select_sql(prices: PriceTable, model_names: Iterable[str]) -> tuple[str, str]:
-    """SQL expressions ``(list_cost_usd, cost_usd)`` of one ``ai_events`` row.
+_INT64_MIN = -(2 ** 63)
+_INT64_MAX = 2 ** 63 - 1
 
-    Same rules as :func:`~csctracker_ai_core.pricing.estimate_cost`: prompt size picks
-    the tier, cached tokens at the cached price, output includes thinking, service-tier
-    multiplier (the served tier when Gemini reported one), free keys cost 0. Both are
-    ``Decimal(38, 12)``; an unpriced model costs 0.
+
+def _millis(value: Optional[datetime], default: int) -> int:
+    if value is None:
+        return default
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def list_cost_sql(
+    prices: PriceTable,
+    model_names: Iterable[str],
+    *,
+    model: str = "model_name",
+    tier: str = "service_tier",
+    at: str = "timestamp",
+    tokens_input: str = "tokens_input",
+    tokens_output: str = "tokens_output",
+    tokens_cached: str = "tokens_cached",
+    tokens_image: str = "tokens_image",
+    tokens_audio: str = "tokens_audio",
+    tokens_video: str = "tokens_video",
+) -> str:
+    """A ClickHouse expression (``Decimal(38, 12)``) of one request's list cost.
+
+    The SQL twin of :func:`~csctracker_ai_core.pricing.price_usage`, generated from the
+    same table: model names are resolved in Python (``model_names``: the names the rows
+    hold), the period is picked by ``at`` (``valid_from <= at < valid_to``), the prompt
+    is split and clamped by the same steps as ``pricing.split_prompt``, and the result
+    is truncated to 12 places like the Python integer arithmetic. Arguments name the
+    columns (or expressions) to read; ``tier`` is the billed service tier. An unknown
+    model or a date without a price costs 0.
     """
     names: list[str] = []
-    priced: list[ModelPrice] = []
-    for name in sorted({n for n in model_names if n}):
-        p = prices.price_of(name)
-        if p is None:
-            logger.debug("report: no price for model %r; counted at cost 0", name)
+    keys: list[str] = []
+    for name in sorted({n for n in model_names if n is not None}):
+        key = prices.resolve(name)
+        if key is None:
+            logger.debug("no price for model %r; counted at cost 0", name)
             continue
         names.append(name)
-        priced.append(p)
+        keys.append(key)
+    zero = "toDecimal128(0, 12)"
     if not names:
-        zero = "toDecimal128(0, 12)"
-        return zero, zero
+        return zero
+    periods = [p for key in sorted(set(keys)) for p in prices.models[key]]
+    mk = (f"transform(toString({model}), [{', '.join(sql_string(n) for n in names)}], "
+          f"[{', '.join(sql_string(k) for k in keys)}], '')")
+    ms = f"toUnixTimestamp64Milli(toDateTime64({at}, 3, 'UTC'))"
+    idx = (f"arrayFirstIndex((k, f, t) -> k = {mk} AND f <= {ms} AND {ms} < t, "
+           f"[{', '.join(sql_string(p.model) for p in periods)}], "
+           f"[{', '.join(f'toInt64({_millis(p.valid_from, _INT64_MIN)})' for p in periods)}], "
+           f"[{', '.join(f'toInt64({_millis(p.valid_to, _INT64_MAX)})' for p in periods)}])")
 
-    def arr(attr: str, fallback: str) -> str:
-        return _array(
-            getattr(p, attr) if getattr(p, attr) is not None else getattr(p, fallback) for p in priced
-        )
+    def count(expr: str) -> str:
+        return f"greatest(toInt64({expr}), 0)"
 
-    idx = f"indexOf([{', '.join(sql_string(n) for n in names)}], toString(model_name))"
-    long = f"(tokens_input > {int(prices.long_context_threshold)})"
-    cached = "least(tokens_cached, tokens_input)"
-    in_p = f"arrayElement(if({long}, {arr('input_price_more_200', 'input_price_more_200')}, {arr('input_price_less_200', 'input_price_less_200')}), {idx})"
-    out_p = f"arrayElement(if({long}, {arr('output_price_more_200', 'output_price_more_200')}, {arr('output_price_less_200', 'output_price_less_200')}), {idx})"
-    cin_p = f"arrayElement(if({long}, {arr('cached_input_price_more_200', 'input_price_more_200')}, {arr('cached_input_price_less_200', 'input_price_less_200')}), {idx})"
-    served = "lower(toString(if(served_tier != '', served_tier, service_tier)))"
-    default_mult = prices.service_tier_multipliers.get("standard", Decimal(1))
+    prompt = count(tokens_input)
+    cached = f"least({count(tokens_cached)}, {prompt})"
+    audio = f"least({count(tokens_audio)}, {prompt})"
+    image = f"least({count(tokens_image)}, {prompt} - {audio})"
+    video = f"least({count(tokens_video)}, {prompt} - {audio} - {image})"
+    text = f"({prompt} - {audio} - {image} - {video})"
+    c_text = f"least({cached}, {text})"
+    rest1 = f"({cached} - {c_text})"
+    c_image = f"least({rest1}, {image})"
+    rest2 = f"({rest1} - {c_image})"
+    c_video = f"least({rest2}, {video})"
+    c_audio = f"({rest2} - {c_video})"
+    long = f"({prompt} > {int(prices.long_context_threshold)})"
+
+    def price(kind: str) -> str:
+        less = _array((getattr(p, f"{kind}_less_200") for p in periods), PRICE_PLACES)
+        more = _array((getattr(p, f"{kind}_more_200") for p in periods), PRICE_PLACES)
+        return f"arrayElement(if({long}, {more}, {less}), {idx})"
+
+    def tokens(expr: str) -> str:
+        return f"toDecimal128({expr}, 0)"
+
+    units = " + ".join((
+        f"{tokens(f'{text} - {c_text}')} * {price('input_price')}",
+        f"{tokens(f'{image} - {c_image}')} * {price('image_input_price')}",
+        f"{tokens(f'{video} - {c_video}')} * {price('video_input_price')}",
+        f"{tokens(f'{audio} - {c_audio}')} * {price('audio_input_price')}",
+        f"{tokens(f'{c_text} + {c_image} + {c_video}')} * {price('cached_input_price')}",
+        f"{tokens(c_audio)} * {price('cached_audio_input_price')}",
+        f"{tokens(count(tokens_output))} * {price('output_price')}",
+    ))
+    billed = f"lower(toString({tier}))"
     branches = ", ".join(
-        f"{served} = {sql_string(tier)}, {_dec(m, _MULT_SCALE)}"
-        for tier, m in sorted(prices.service_tier_multipliers.items())
+        f"{billed} = {sql_string(t)}, arrayElement({_array((prices.multiplier(t, p) for p in periods), MULTIPLIER_PLACES)}, {idx})"
+        for t in SERVICE_TIERS if t != "standard"
     )
-    mult = f"multiIf({branches}, {_dec(default_mult, _MULT_SCALE)})"
-    units = (
-        f"(toDecimal128(tokens_input - {cached}, 0) * {in_p}"
-        f" + toDecimal128({cached}, 0) * {cin_p}"
-        f" + toDecimal128(tokens_output, 0) * {out_p})"
-    )
-    list_cost = f"toDecimal128({units} * {mult} / {int(prices.per_tokens)}, 12)"
-    cost = f"if(tier = 'free', toDecimal128(0, 12), {list_cost})"
-    return list_cost, cost
+    mult = f"multiIf({branches}, arrayElement({_array((prices.multiplier('standard', p) for p in periods), MULTIPLIER_PLACES)}, {idx}))"
+    # (scale 9) * (scale 6) = scale 15; integer division and the cast to 12 both truncate.
+    return (f"if({idx} = 0, {zero}, toDecimal128(({units}) * {mult} / {int(prices.per_tokens)}, 12))")
+
+
+def billed_tier_sql(asked: str = "service_tier", served: str = "served_tier") -> str:
+    """SQL of :func:`~csctracker_ai_core.pricing.billed_tier`: served when known, else asked."""
+    known = ", ".join(sql_string(t) for t in SERVICE_TIERS)
+    chosen = f"lower(if(trimBoth(toString({served})) != '', trimBoth(toString({served})), trimBoth(toString({asked}))))"
+    return f"if({chosen} IN ({known}), {chosen}, 'standard')"
+
+
+def cost_on_key_sql(key_tier: str, list_cost: str) -> str:
+    """SQL of :func:`~csctracker_ai_core.pricing.cost_on_key`: 0 on free keys."""
+    return f"if(lower(toString({key_tier})) = 'free', toDecimal128(0, 12), {list_cost})"

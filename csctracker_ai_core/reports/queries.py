@@ -1,5 +1,5 @@
-"""SQL building blocks shared by the reports: the period filter, the per-event cost,
-the exchange-rate join and the time buckets.
+"""SQL building blocks shared by the reports: the period filter, the events with their
+stored cost, the exchange-rate join and the time buckets.
 
 Every value that comes from a user (task names, dates) is passed as a query
 parameter; the only literals spliced into SQL are ones this module generates
@@ -9,13 +9,12 @@ parameter; the only literals spliced into SQL are ones this module generates
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Optional
+from typing import Any
 
-from ..pricing import PriceTable
 from .periods import Period
-from .price_tables import cost_select_sql, sql_string
+from .price_tables import sql_string
 
-__all__ = ["events_cte", "period_parameters", "table", "model_names_in_period"]
+__all__ = ["events_cte", "period_parameters", "table"]
 
 
 def table(database: str, name: str, final: bool = True) -> str:
@@ -46,20 +45,8 @@ PERIOD_WHERE = (
 )
 
 
-def model_names_in_period(client: Any, database: str, period: Period, extra_where: str = "", params: Optional[dict[str, Any]] = None) -> list[str]:
-    """Distinct ``model_name`` values of the events in ``period``."""
-    rows = client.query(
-        f"SELECT DISTINCT toString(model_name) FROM {table(database, 'ai_events', final=False)} "
-        f"WHERE {PERIOD_WHERE}{extra_where}",
-        parameters={**period_parameters(period), **(params or {})},
-    ).result_rows
-    return [r[0] for r in rows]
-
-
 def events_cte(
     database: str,
-    prices: PriceTable,
-    model_names: Iterable[str],
     *,
     tz: str = "UTC",
     extra_where: str = "",
@@ -67,11 +54,13 @@ def events_cte(
 ) -> str:
     """A subquery of the period's events with computed columns.
 
-    Adds ``_list_cost`` and ``_cost`` (USD, Decimal(38, 12)), ``_rate`` (``currency``
+    Adds ``_list_cost`` and ``_cost`` (USD, Decimal(38, 12)): the costs stored with
+    each event, priced at call time by ``pricing.price_usage`` with the prices in force
+    then (``csc-ai reprice`` recomputes them after a price fix), ``_rate`` (``currency``
     per USD of the event's day or the latest earlier day, 0 when none) and
     ``_day`` (the event's date in ``tz``). Uses parameters ``start`` and ``end``.
     """
-    list_cost, cost = cost_select_sql(prices, model_names)
+    list_cost, cost = "toDecimal128(list_cost_usd, 12)", "toDecimal128(cost_usd, 12)"
     zone = sql_string(tz)
     return f"""(
     SELECT e.*, r._rate AS _rate

@@ -51,13 +51,16 @@ import threading
 import time
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
 
 from ..exceptions import TelemetryError
 from ..pricing import PriceTable, get_prices
 from . import price_tables, views
 from .periods import Period, group_format, period_bounds
-from .queries import events_cte, model_names_in_period, period_parameters
+from .queries import events_cte, period_parameters
+
+if TYPE_CHECKING:
+    from .reprice import RepriceResult
 from .rows import result_to_dicts
 
 __all__ = ["DateUtils", "Telemetry", "ORIGINAL_COLUMNS"]
@@ -214,12 +217,22 @@ class Telemetry:
         output_price_less_200: Union[Decimal, str, float],
         input_price_more_200: Union[Decimal, str, float, None] = None,
         output_price_more_200: Union[Decimal, str, float, None] = None,
+        *,
+        valid_from: Union[date, datetime, str, None] = None,
+        valid_to: Union[date, datetime, str, None] = None,
+        **other_prices: Union[Decimal, str, float, None],
     ) -> None:
-        """Store a new price of ``model`` (USD per 1M tokens); reports use the newest."""
+        """Store a price of ``model`` (USD per 1M tokens) from ``valid_from`` (default: since always).
+
+        ``model_prices`` keeps every row; for one (model, ``valid_from``) the newest wins.
+        ``other_prices``: cached / per-modality fields of the price file. Stored costs
+        follow after :meth:`reprice`.
+        """
         client, database = self._connect()
         price_tables.insert_model_price(
             client, database, model, input_price_less_200, output_price_less_200,
-            input_price_more_200, output_price_more_200,
+            input_price_more_200, output_price_more_200, valid_from=valid_from, valid_to=valid_to,
+            other_prices=other_prices,
         )
 
     def set_exchange_rate(self, day: Union[date, datetime, str], rate: Union[Decimal, str, float], currency: str = "BRL") -> None:
@@ -253,9 +266,7 @@ class Telemetry:
         fmt = group_format(group)
         resolved = self.period(period)
         client, database = self._connect()
-        prices = price_tables.effective_prices(client, database, self._file_prices())
-        names = model_names_in_period(client, database, resolved)
-        source = events_cte(database, prices, names, tz=self._tz)
+        source = events_cte(database, tz=self._tz)
         tz_lit = price_tables.sql_string(self._tz)
         bucket = f"formatDateTime(timestamp, {price_tables.sql_string(fmt)}, {tz_lit})" if fmt else "'group'"
         sql = f"""
@@ -331,8 +342,7 @@ ORDER BY data, task
         """
         resolved = self.period(period)
         client, database = self._connect()
-        prices = price_tables.effective_prices(client, database, self._file_prices())
-        return views.usage_by(client, database, prices, resolved, dimension, tz=self._tz)
+        return views.usage_by(client, database, resolved, dimension, tz=self._tz)
 
     def usage_by_key(self, period: str = "24h") -> list[dict[str, Any]]:
         """:meth:`usage_by` per key fingerprint."""
@@ -355,6 +365,26 @@ ORDER BY data, task
         resolved = self.period(period)
         client, database = self._connect()
         return views.quota_errors(client, database, resolved, by)
+
+    def waste(self, period: str = "24h") -> list[dict[str, Any]]:
+        """Cost of attempts that did not produce the result, per task, model and failure kind."""
+        resolved = self.period(period)
+        client, database = self._connect()
+        return views.waste(client, database, resolved)
+
+    def cost_by_served_tier(self, period: str = "24h") -> list[dict[str, Any]]:
+        """Requests and cost per service tier billed (served when known, else asked)."""
+        resolved = self.period(period)
+        client, database = self._connect()
+        return views.cost_by_served_tier(client, database, resolved)
+
+    def reprice(self, period: str = "max") -> RepriceResult:
+        """Recompute the stored costs of ``period`` with the current prices (see :mod:`.reprice`)."""
+        from .reprice import reprice
+
+        resolved = self.period(period)
+        client, database = self._connect()
+        return reprice(client, database, self.prices(), resolved)
 
     def latency(self, period: str = "24h", by: str = "model") -> list[dict[str, Any]]:
         """Latency percentiles (ms) of successful calls and of upstream requests, per ``by``."""
@@ -403,8 +433,7 @@ ORDER BY data, task
         """
         resolved = self.period(period)
         client, database = self._connect()
-        prices = price_tables.effective_prices(client, database, self._file_prices())
-        return views.timeseries(client, database, prices, resolved, group, by, tz=self._tz)
+        return views.timeseries(client, database, resolved, group, by, tz=self._tz)
 
 
 def _open_client(db: Any, owner: Telemetry) -> tuple[Any, str]:

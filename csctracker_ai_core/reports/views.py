@@ -13,15 +13,16 @@ from decimal import Decimal
 from typing import Any, Optional
 
 from ..exceptions import ReportError
-from ..pricing import PriceTable
 from .periods import Period, group_format
-from .price_tables import sql_string
-from .queries import PERIOD_WHERE, events_cte, model_names_in_period, period_parameters, table
+from .price_tables import billed_tier_sql, sql_string
+from .queries import PERIOD_WHERE, events_cte, period_parameters, table
 from .rows import result_to_dicts
 
 __all__ = [
     "DIMENSIONS",
     "auto_group",
+    "cost_by_served_tier",
+    "waste",
     "latency_percentiles",
     "quota_errors",
     "timeseries",
@@ -47,7 +48,7 @@ def _column(dimension: str) -> str:
         raise ReportError(f"unknown dimension {dimension!r}: use one of {', '.join(DIMENSIONS)}.") from None
 
 
-def usage_by(client: Any, database: str, prices: PriceTable, period: Period, dimension: str, *, tz: str = "UTC") -> list[dict[str, Any]]:
+def usage_by(client: Any, database: str, period: Period, dimension: str, *, tz: str = "UTC") -> list[dict[str, Any]]:
     """One row per value of ``dimension``: calls, outcomes, tokens, cost, 429s.
 
     Columns: the dimension's column (e.g. ``key_fingerprint``), ``calls``, ``ok``,
@@ -59,8 +60,7 @@ def usage_by(client: Any, database: str, prices: PriceTable, period: Period, dim
     attempts (a key that only met 429s) come last, with ``calls`` 0.
     """
     col = _column(dimension)
-    names = model_names_in_period(client, database, period)
-    source = events_cte(database, prices, names, tz=tz)
+    source = events_cte(database, tz=tz)
     params = period_parameters(period)
     result = client.query(
         f"""
@@ -213,7 +213,6 @@ def auto_group(period: Period) -> str:
 def timeseries(
     client: Any,
     database: str,
-    prices: PriceTable,
     period: Period,
     group: Optional[str],
     by: str = "task",
@@ -229,8 +228,7 @@ def timeseries(
     if fmt is None:
         raise ReportError("a time series needs a time group: year, month, day, datehour or minute.")
     col = _column(by)
-    names = model_names_in_period(client, database, period)
-    source = events_cte(database, prices, names, tz=tz)
+    source = events_cte(database, tz=tz)
     result = client.query(
         f"""
 SELECT formatDateTime(timestamp, {sql_string(fmt)}, {sql_string(tz)}) AS bucket,
@@ -244,6 +242,58 @@ SELECT formatDateTime(timestamp, {sql_string(fmt)}, {sql_string(tz)}) AS bucket,
 FROM {source}
 GROUP BY bucket, series
 ORDER BY bucket, series
+""",
+        parameters=period_parameters(period),
+    )
+    return result_to_dicts(result)
+
+
+def waste(client: Any, database: str, period: Period) -> list[dict[str, Any]]:
+    """What attempts that did not produce the result cost, per task, model and failure kind.
+
+    One row per (``task``, ``model_name``, ``failure``): ``failure`` is the attempt's
+    outcome (``invalid_output`` for invalid JSON, MAX_TOKENS or a blocked reply Gemini
+    billed; ``quota``, ``transient``... cost 0 since no usage came back). Columns
+    ``attempts``, ``tokens_input``, ``tokens_output``, ``custo_usd`` (spent: 0 on free
+    keys) and ``custo_lista_usd`` (at list price). Most expensive first.
+    """
+    result = client.query(
+        f"""
+SELECT toString(task) AS task, toString(model_name) AS model_name, toString(outcome) AS failure,
+       count() AS attempts,
+       sum(tokens_input) AS tokens_input,
+       sum(tokens_output) AS tokens_output,
+       toDecimal128(sum(cost_usd), 12) AS custo_usd,
+       toDecimal128(sum(list_cost_usd), 12) AS custo_lista_usd
+FROM {table(database, 'ai_attempts')}
+WHERE {PERIOD_WHERE} AND outcome != 'ok'
+GROUP BY task, model_name, failure
+ORDER BY custo_usd DESC, custo_lista_usd DESC, task, model_name, failure
+""",
+        parameters=period_parameters(period),
+    )
+    return result_to_dicts(result)
+
+
+def cost_by_served_tier(client: Any, database: str, period: Period) -> list[dict[str, Any]]:
+    """Requests, tokens and cost per service tier *billed* (served when Gemini said, else asked).
+
+    From ``ai_attempts`` rows that carry usage (``usage_known``): rows written before the
+    ledger (or migrated from the original library) have none. Columns ``service_tier``,
+    ``requests``, ``tokens_input``, ``tokens_output``, ``custo_usd``, ``custo_lista_usd``.
+    """
+    result = client.query(
+        f"""
+SELECT {billed_tier_sql('service_tier', 'served_tier')} AS service_tier,
+       count() AS requests,
+       sum(tokens_input) AS tokens_input,
+       sum(tokens_output) AS tokens_output,
+       toDecimal128(sum(cost_usd), 12) AS custo_usd,
+       toDecimal128(sum(list_cost_usd), 12) AS custo_lista_usd
+FROM {table(database, 'ai_attempts')}
+WHERE {PERIOD_WHERE} AND usage_known
+GROUP BY service_tier
+ORDER BY custo_lista_usd DESC, service_tier
 """,
         parameters=period_parameters(period),
     )

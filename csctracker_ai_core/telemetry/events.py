@@ -79,6 +79,22 @@ class AttemptEvent:
     retry_delay_s: float = 0.0  # RetryInfo.retryDelay, when present
     decision: Union[AttemptDecision, str] = ""  # see AttemptDecision
     suspended_until: Optional[float] = None  # epoch seconds, when the decision set a suspension
+    # What Gemini reported for this request (zeros and usage_known=False when nothing
+    # came back), and what it cost (pricing.price_usage at the served tier).
+    service_tier: str = ""  # asked
+    served_tier: str = ""
+    usage_known: bool = False
+    tokens_input: int = 0
+    tokens_output: int = 0  # candidates + thinking
+    tokens_reasoning: int = 0
+    tokens_cached: int = 0
+    tokens_image: int = 0
+    tokens_audio: int = 0
+    tokens_video: int = 0
+    tokens_total: int = 0
+    cost_usd: Decimal = Decimal(0)
+    list_cost_usd: Decimal = Decimal(0)
+    finish_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -104,8 +120,11 @@ class CallEvent:
     tokens_reasoning: int = 0
     tokens_cached: int = 0
     tokens_total: int = 0
-    cost_usd: Decimal = Decimal(0)  # what this call cost (0 on free keys)
+    tokens_audio: int = 0
+    tokens_video: int = 0
+    cost_usd: Decimal = Decimal(0)  # what this call cost (0 on free keys): the sum over its attempts
     list_cost_usd: Decimal = Decimal(0)  # what it would have cost on a paid key
+    cost_wasted_usd: Decimal = Decimal(0)  # cost of the attempts that did not produce the result
     payload: str = ""  # the prompt as sent (before capping)
     result: str = ""  # the reply text (before capping)
     finish_reason: str = ""

@@ -164,6 +164,10 @@ EVENT_COLUMNS: Tuple[Column, ...] = (
     # fields whose text was not valid UTF-8 (lone surrogates replaced by U+FFFD)
     Column("sanitized_fields", _LC, "''"),
     Column("library_version", _LC, "''"),
+    # --- the ledger (issue 11): sums over the call's attempts ------------------------
+    Column("tokens_audio", "UInt32", "0"),
+    Column("tokens_video", "UInt32", "0"),
+    Column("cost_wasted_usd", _MONEY, "0"),  # cost of the attempts that did not produce the result
     Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
@@ -186,6 +190,21 @@ ATTEMPT_COLUMNS: Tuple[Column, ...] = (
     Column("decision", _LC, "''"),
     Column("suspended_until", f"Nullable({_TS})"),
     Column("library_version", _LC, "''"),
+    # --- the ledger (issue 11): what Gemini reported for this request, and its cost ---
+    Column("service_tier", _LC, "''"),  # asked
+    Column("served_tier", _LC, "''"),  # x-gemini-service-tier of the reply
+    Column("usage_known", "Bool", "false"),  # false: no usage came back (never reached Gemini, HTTP error)
+    Column("tokens_input", "UInt32", "0"),
+    Column("tokens_output", "UInt32", "0"),  # candidates + thinking
+    Column("tokens_reasoning", "UInt32", "0"),
+    Column("tokens_cached", "UInt32", "0"),
+    Column("tokens_image", "UInt32", "0"),
+    Column("tokens_audio", "UInt32", "0"),
+    Column("tokens_video", "UInt32", "0"),
+    Column("tokens_total", "UInt32", "0"),
+    Column("cost_usd", _MONEY, "0"),
+    Column("list_cost_usd", _MONEY, "0"),
+    Column("finish_reason", _LC, "''"),
     Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
@@ -233,6 +252,23 @@ def _ai_events_rejected_ddl(database: str) -> str:
     )
 
 
+# model_prices keeps every price ever inserted: one row per (model, valid_from) and
+# insertion time; the reports' reader takes the last inserted per (model, valid_from).
+# NULL price columns follow the row's input price (the price file's defaults).
+_PRICE_COLUMNS_ADDED: Tuple[Column, ...] = (
+    # No DEFAULT expression (ClickHouse refuses one on a column joining the sorting key
+    # in place); the type's default, the epoch, means "since always" (undated).
+    Column("valid_from", _TS),
+    Column("valid_to", f"Nullable({_TS})"),
+    Column("service_tier_multipliers", "String", "''"),  # JSON {tier: multiplier}, '' = the table's
+) + tuple(
+    Column(f"{kind}_{band}", "Nullable(Decimal(18, 9))")
+    for kind in ("cached_input_price", "image_input_price", "video_input_price", "audio_input_price",
+                 "cached_audio_input_price")
+    for band in ("less_200", "more_200")
+)
+_MODEL_PRICES_ORDER_BY = "(model, timestamp, valid_from)"
+
 _MODEL_PRICES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
   `timestamp` DateTime,
   `model` String,
@@ -240,8 +276,11 @@ _MODEL_PRICES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
   `output_price_less_200` Decimal(18, 9),
   `input_price_more_200` Decimal(18, 9),
   `output_price_more_200` Decimal(18, 9),
-  `source` String DEFAULT ''
-) ENGINE = ReplacingMergeTree ORDER BY (model, timestamp)"""
+  `source` String DEFAULT '',
+  """ + ",\n  ".join(
+    c.sql() for c in _PRICE_COLUMNS_ADDED
+) + """
+) ENGINE = ReplacingMergeTree ORDER BY """ + _MODEL_PRICES_ORDER_BY + "\n"
 
 _EXCHANGE_RATES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
   `date` Date,
@@ -319,7 +358,8 @@ def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[
         ) from cause
 
 
-def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[str, str]:
+def _legacy_select(database: str, source: str, cols: Dict[str, str], model_names: Optional[List[str]] = None,
+                   prices_file: Any = None) -> Tuple[str, str]:
     """``(target column list, SELECT ...)`` copying an original-library table.
 
     Columns the original added late (``tokens_reasoning``, ``service_tier``) may be
@@ -366,6 +406,20 @@ def _legacy_select(database: str, source: str, cols: Dict[str, str]) -> Tuple[st
         ),
         ("library_version", "'legacy'"),
     ]
+    if model_names is not None:
+        # The original recorded no cost: price each row with the one cost function's
+        # SQL twin, at the price in force at its timestamp (tokens_output already
+        # includes thinking in the original's rows). Tier from the "-free"/"-paid" suffix.
+        from ..pricing import get_prices
+        from ..reports.price_tables import cost_on_key_sql, list_cost_sql
+
+        tier = dict(exprs)["tier"]
+        list_cost = list_cost_sql(
+            get_prices(prices_file), model_names, model=model, tier=dict(exprs)["service_tier"],
+            at="timestamp", tokens_input=dict(exprs)["tokens_input"], tokens_output=dict(exprs)["tokens_output"],
+            tokens_cached="0", tokens_image=dict(exprs)["tokens_image"], tokens_audio="0", tokens_video="0",
+        )
+        exprs += [("list_cost_usd", list_cost), ("cost_usd", cost_on_key_sql(tier, list_cost))]
     # result / payload / timestamp / task may be reserved-ish; quote the source columns
     target = ", ".join(f"`{n}`" for n, _ in exprs)
     select = (
@@ -406,7 +460,9 @@ def _m1_ai_events(client: Any, database: str) -> int:
     # Legacy layout: build beside it, copy, check, swap.
     client.command(f"DROP TABLE IF EXISTS {_q(database, _BUILD_TABLE)}")
     client.command(ai_events_ddl(database, _BUILD_TABLE))
-    target, select = _legacy_select(database, EVENTS_TABLE, info[1])
+    names = [r[0] for r in client.query(
+        f"SELECT DISTINCT toString(model) FROM {_q(database, EVENTS_TABLE)}").result_rows] if "model" in info[1] else []
+    target, select = _legacy_select(database, EVENTS_TABLE, info[1], names)
     client.command(f"INSERT INTO {_q(database, _BUILD_TABLE)} ({target}) {select}")
     copied, source_rows = _count(client, database, _BUILD_TABLE), _count(client, database, EVENTS_TABLE)
     if copied != source_rows:
@@ -450,11 +506,34 @@ def _m4_rejected(client: Any, database: str) -> int:
     return 0
 
 
+def _m5_price_history(client: Any, database: str) -> int:
+    """Dated prices in ``model_prices`` (the original's table or 0.1.0's): columns added, rows kept.
+
+    ``valid_from`` joins the sorting key in the same ALTER that adds it (the only key
+    change ClickHouse allows in place), so two periods of one model inserted in the
+    same second stay two rows. Re-running finds the columns there and does nothing.
+    """
+    table = _q(database, "model_prices")
+    info = _table_info(client, database, "model_prices")
+    if info is None:
+        client.command(_MODEL_PRICES_DDL.format(t=table))
+        return 0
+    missing = [c for c in _PRICE_COLUMNS_ADDED if c.name not in info[1]]
+    if not missing:
+        return 0
+    adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {c.sql()}" for c in missing)
+    if "valid_from" not in info[1]:
+        adds += f", MODIFY ORDER BY {_MODEL_PRICES_ORDER_BY}"
+    client.command(f"ALTER TABLE {table} {adds}")
+    return 0
+
+
 _MIGRATIONS: Tuple[Tuple[int, str, Callable[[Any, str], int]], ...] = (
     (1, "ai_events", _m1_ai_events),
     (2, "ai_attempts", _m2_ai_attempts),
     (3, "model_prices+daily_exchange_rates", _m3_prices),
     (4, "ai_events_rejected", _m4_rejected),
+    (5, "model_prices history (valid_from, valid_to, cached and modality prices)", _m5_price_history),
 )
 
 # Tables the writer inserts into, with their columns: drift repaired at every connection.

@@ -391,6 +391,11 @@ class GeminiEmulator:
         self._no_free_tier: set[str] = set(config.free_tier_unavailable)
         self.location_unsupported = config.location_unsupported
         self.check_models = config.check_models
+        # The ledger's cases. Gemini says which tier it served in x-gemini-service-tier
+        # (priority above its limit is served and billed as standard): asked -> served.
+        self.served_tiers: dict[str, str] = {}
+        # cachedContentTokenCount to report (implicit caching), capped at the prompt.
+        self.cached_tokens = 0
         self._server: Optional[ThreadingHTTPServer] = None
         self._thread: Optional[threading.Thread] = None
 
@@ -776,6 +781,7 @@ class GeminiEmulator:
             return _Reply(429, quota_exceeded_body(verdict, self.quotas.minute_s, self.config.legacy_error_order))
 
         tier = parsed.service_tier if parsed.service_tier in ("flex", "priority") else "standard"
+        tier = self.served_tiers.get(tier, tier)
         headers = {"x-gemini-service-tier": tier}
         rule = self._rule(parsed, model)
         text = self._reply_text(parsed, model, rule)
@@ -803,7 +809,13 @@ class GeminiEmulator:
                 error = wire.overloaded_body(fault.message or wire.OVERLOADED_2026) if fault else {}
                 events = events[:1] + [b"data: " + wire.dumps(error) + b"\r\n\r\n"]
             return _Reply(200, headers=headers, events=events)
+        self._add_cached(body["usageMetadata"])
         return _Reply(200, body, headers=headers)
+
+    def _add_cached(self, usage: dict[str, Any]) -> None:
+        # cachedContentTokenCount as implicit caching reports it: part of the prompt.
+        if self.cached_tokens:
+            usage["cachedContentTokenCount"] = min(self.cached_tokens, usage["promptTokenCount"])
 
     def _rule(self, parsed: wire.ParsedRequest, model: str) -> Optional[ReplyRule]:
         for rule in self.config.replies + BUILTIN_REPLIES:
