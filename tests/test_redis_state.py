@@ -23,6 +23,7 @@ from csctracker_ai_core.exceptions import ConfigurationError, QuotaExhaustedErro
 from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool import constants as C
 from csctracker_ai_core.pool.decision import FailureKind
+from csctracker_ai_core.pool.lease import Slot
 from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.redis_state import RedisPoolState, RedisUnavailableError
 from csctracker_ai_core.pool.selection import Filters
@@ -159,6 +160,31 @@ def test_avoid_prefers_another_slot_but_never_a_paid_one(backend):
     again = rot.acquire(avoid=frozenset({first.slot, other.slot}))
     assert again.slot.tier == "free"
     rot.release(again)
+
+
+def test_try_acquire_slot_leases_exactly_that_slot_or_nothing(backend):
+    """Pinning a slot (how the Redis fallback adopts its leases) never hands out another one."""
+    rot, _ = rotator(backend, ["p1:AIzaA", "p2:AIzaB"], ["AIzaP"], f"{FLASH}=1",
+                     known_limits={FLASH: {"free": {"rpm": 2}}})
+    st = rot.state
+    a, b, p = (slot_of(rot, key_fingerprint(k)) for k in ("AIzaA", "AIzaB", "AIzaP"))
+    slot = lambda s: Slot(s.key_fingerprint, s.tier, s.project, s.model)  # noqa: E731
+    got = st.try_acquire_slot(slot(b), T0)
+    assert got.grant is not None and got.grant.slot == slot(b)  # not AIzaA, first in the tier
+    full = st.try_acquire_slot(slot(b), T0)
+    assert full.grant is None and full.busy  # at its cap of 1
+    assert st.release(got.grant.lease_id, T0, FailureKind.OK) is True
+    again = st.try_acquire_slot(slot(b), T0 + 1)
+    assert st.release(again.grant.lease_id, T0 + 1, FailureKind.OK) is True
+    limited = st.try_acquire_slot(slot(b), T0 + 2)
+    assert limited.grant is None and not limited.busy  # p2's rpm of 2 is spent
+    st.suspend(Scope.slot(p.key_fingerprint, FLASH), T0 + 30, "x", T0)
+    assert st.try_acquire_slot(slot(p), T0 + 1).grant is None  # suspended
+    assert st.try_acquire_slot(slot(p), T0 + 30).grant is not None  # the suspension ended
+    st.disable_key(a.key_fingerprint, "bad key")
+    assert st.try_acquire_slot(slot(a), T0 + 30).grant is None
+    s = {x.key_fingerprint: x for x in rot.status().slots}
+    assert (s[b.key_fingerprint].requests, s[a.key_fingerprint].requests) == (2, 0)  # refusals count nothing
 
 
 def test_release_is_idempotent_and_counts_outcomes(backend):
@@ -327,7 +353,7 @@ def _slot_view(s):
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_redis_answers_exactly_like_memory(redis_url, seed):
-    """2,000 random operations (acquire with filters, avoid and tokens; release with any
+    """2,000 random operations (acquire with filters, avoid and tokens; pin one slot; release with any
     outcome; suspend one or many; disable; time jumps) give identical grants, retry_at, busy flags,
     reasons, deadlines, counts and snapshots on both backends."""
     limits = {FLASH: {"free": {"rpm": 3, "rpd": 12, "tpm": 2000}}, PRO: {"paid": {"rpm": 2}}, LITE: {"rpm": 4}}
@@ -340,13 +366,23 @@ def test_redis_answers_exactly_like_memory(redis_url, seed):
     filters = [Filters(), Filters(forced_free=True), Filters(forced_paid=True), Filters(family="flash"),
                Filters(model_variant=PRO, exact_match=True), Filters(model_variant="lite")]
     slots = [(s.key_fingerprint, s.project, s.model) for s in rm.status().slots]
+    pinnable = [Slot(s.key_fingerprint, s.tier, s.project, s.model) for s in rm.status().slots]
     kinds = list(FailureKind)
     rng = random.Random(seed)
     now = T0
     held: list = []
     for step in range(2000):
         op = rng.random()
-        if op < 0.45:
+        if op < 0.05:  # pin one slot, as the Redis fallback adopts its leases
+            slot = rng.choice(pinnable)
+            tokens = rng.choice([0, 700, 2500])
+            a = mem.try_acquire_slot(slot, now, tokens)
+            b = red.try_acquire_slot(slot, now, tokens)
+            assert (a.grant is None) == (b.grant is None) and a.busy == b.busy, step
+            if a.grant is not None:
+                assert a.grant.slot == b.grant.slot == slot, step
+                held.append((slot, a.grant.lease_id, b.grant.lease_id))
+        elif op < 0.45:
             plan = rm.plan(rng.choice(filters))
             avoid = frozenset(rng.sample([h[0] for h in held], min(len(held), rng.randint(0, 2))))
             tokens = rng.choice([0, 0, 150, 700, 2500])

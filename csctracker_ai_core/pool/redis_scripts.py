@@ -21,6 +21,7 @@ __all__ = [
     "PRELUDE",
     "CONFIGURE",
     "ACQUIRE",
+    "PIN",
     "RELEASE",
     "SUSPEND",
     "DISABLE_KEY",
@@ -208,6 +209,29 @@ local function reclaim(now, limit)
   if #dead > 0 then bump() end
   return #dead
 end
+
+-- Lease a slot the caller found acceptable (ACQUIRE's walk, PIN): count it in flight,
+-- reserve the request on its project x model's limits, move the tier's cursor past it.
+local function grant(sid, tier, now, tokens, ttl, gen)
+  local g, pos, pm, cap, k, lim = slotinfo(sid)
+  if redis.call('HINCRBY', P..'inf', sid, 1) >= cap then refresh(sid, now) end
+  -- The generation keeps ids unique across a Redis restart that reset the counter.
+  local id = 'r:'..gen..':'..redis.call('INCR', P..'seq')
+  local member = ''
+  if lim == '1' then
+    local L = lim_load(pm)
+    member = lim_reserve(L, now, tokens, id)
+    local bt, kind = lim_blocked(L, now)
+    lim_save(L)
+    -- Full until a request leaves the window: keep the whole project x model out of
+    -- the ready sets until then.
+    if bt then suspend_pm(pm, bt, 'local '..kind..' limit', now) end
+  end
+  redis.call('HSET', P..'cur', tier, pos + 1)
+  redis.call('ZADD', P..'leases', server_ms() + ttl, id)
+  redis.call('HSET', P..'lease', id, sid..' '..member)
+  return {1, tonumber(sid), id, tonumber(redis.call('GET', P..'ver') or '0')}
+end
 """
 
 # ARGV: digest, payload JSON, generation. Returns 2 when stored now, 1 when an equal
@@ -260,27 +284,6 @@ for _, g in ipairs(groups) do
   for _, sid in ipairs(redis.call('ZRANGEBYSCORE', P..'sus:'..g, '-inf', fmt(now))) do refresh(sid, now) end
 end
 
-local function grant(sid, tier)
-  local g, pos, pm, cap, k, lim = slotinfo(sid)
-  if redis.call('HINCRBY', P..'inf', sid, 1) >= cap then refresh(sid, now) end
-  -- The generation keeps ids unique across a Redis restart that reset the counter.
-  local id = 'r:'..GEN..':'..redis.call('INCR', P..'seq')
-  local member = ''
-  if lim == '1' then
-    local L = lim_load(pm)
-    member = lim_reserve(L, now, tokens, id)
-    local bt, kind = lim_blocked(L, now)
-    lim_save(L)
-    -- Full until a request leaves the window: keep the whole project x model out of
-    -- the ready sets until then.
-    if bt then suspend_pm(pm, bt, 'local '..kind..' limit', now) end
-  end
-  redis.call('HSET', P..'cur', tier, pos + 1)
-  redis.call('ZADD', P..'leases', server_ms() + ttl, id)
-  redis.call('HSET', P..'lease', id, sid..' '..member)
-  return {1, tonumber(sid), id, tonumber(redis.call('GET', P..'ver') or '0')}
-end
-
 -- 3. The walk: groups in plan order, keys round-robin from the tier's cursor.
 local busy, too_big = 0, 0
 local fb_sid, fb_tier = nil, nil
@@ -322,14 +325,14 @@ for _, g in ipairs(groups) do
           if avoid[sid] then
             if not fb_sid then fb_sid, fb_tier = sid, tier end
           else
-            return grant(sid, tier)
+            return grant(sid, tier, now, tokens, ttl, GEN)
           end
         end
       end
     end
   end
 end
-if fb_sid then return grant(fb_sid, fb_tier) end
+if fb_sid then return grant(fb_sid, fb_tier, now, tokens, ttl, GEN) end
 
 -- 4. Nothing can serve now: when will something?
 for _, g in ipairs(groups) do
@@ -346,6 +349,29 @@ end
 local ver = tonumber(redis.call('GET', P..'ver') or '0')
 if earliest == INF then return {0, '', '', '', busy, ver, too_big, GEN} end
 return {0, fmt(earliest), esid, ewhy, busy, ver, too_big, GEN}
+"""
+
+# ARGV: now, tokens, midnight, window, margin, ttl_ms, M, reclaim_max, sid
+# Leases exactly slot ``sid`` if it can serve now (PoolState.try_acquire_slot). Returns
+# {-1} (no layout), {1, sid, lease_id, version} or {0, busy, version, gen}.
+PIN = PRELUDE + r"""
+if redis.call('EXISTS', P..'cfg') == 0 then return {-1} end
+local now, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
+MIDNIGHT, WINDOW, MARGIN = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local ttl, M, RMAX, sid = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
+local GEN = redis.call('HGET', P..'cfg', 'gen') or '0'
+reclaim(now, RMAX)
+local g, _, pm, _, _, lim = slotinfo(sid)
+for _, s in ipairs(redis.call('ZRANGEBYSCORE', P..'sus:'..g, '-inf', fmt(now))) do refresh(s, now) end
+local st = redis.call('HGET', P..'st', sid)
+local ok = st == 'r'
+if ok and lim == '1' then
+  local L = lim_load(pm)
+  ok = lim_ready_at(L, now, tokens) <= now
+  lim_save(L)
+end
+if ok then return grant(sid, tostring(math.floor(tonumber(g) / M)), now, tokens, ttl, GEN) end
+return {0, st == 'f' and 1 or 0, tonumber(redis.call('GET', P..'ver') or '0'), GEN}
 """
 
 # ARGV: lease_id, now, outcome ('ok' | 'rl' | 'e' | 'v'), input tokens ('' = unknown), window.

@@ -32,6 +32,9 @@ disabled keys only move later, so merging is a max) and the requests it served
 meanwhile. ``policy="fail"`` raises :class:`RedisUnavailableError` instead. The full
 policy, the key layout and the timings are in ``docs/REDIS.md``.
 
+Parts in their own modules: the layout's ids and key names (``redis_layout.py``, pure),
+the Lua (``redis_scripts.py``), the two background threads (``redis_keeper.py``).
+
 Log lines (logger ``csctracker_ai_core.pool.redis_state``): WARNING once per outage,
 WARNING when Redis is back, INFO when a dead process's leases are handed back; never
 a key, never a password.
@@ -39,7 +42,6 @@ a key, never a password.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -47,9 +49,8 @@ import os
 import secrets
 import threading
 import time
-import weakref
 from collections import deque
-from typing import AbstractSet, Any, Optional, Sequence
+from typing import AbstractSet, Any, Callable, Optional, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, RedisUnavailableError
@@ -57,8 +58,9 @@ from . import redis_scripts as lua
 from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
 from .cooldown import next_pacific_midnight, previous_pacific_midnight
 from .decision import FailureKind
-from .keys import TIERS
 from .lease import Slot
+from .redis_keeper import Keeper
+from .redis_layout import RedisLayout, check_namespace, index_layout
 from .selection import Group
 from .state import AcquireResult, Grant, InMemoryPoolState, PoolLayout, Scope
 from .status import PoolStatus, SlotStatus
@@ -89,7 +91,6 @@ DEFAULT_PROBE_INTERVAL_S = 1.0
 #: ``fallback``: serve from local memory during an outage; ``fail``: raise.
 POLICIES = ("fallback", "fail")
 
-_SCHEMA = "csc-ai-pool/1"
 _WINDOW = LIMIT_WINDOW_S + LIMIT_WINDOW_SLACK_S
 # Per call, at most this many ready slots are looked at in one tier x model (only slots
 # skipped for ``avoid`` or a tpm limit cost a look; busy and suspended ones are not in
@@ -152,8 +153,7 @@ class RedisPoolState:
             raise ConfigurationError(f"lease_ttl_s must be > 0 seconds, got {lease_ttl_s!r}")
         if policy not in POLICIES:
             raise ConfigurationError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if namespace is not None and (not namespace or any(c in namespace for c in "{}\n\r ")):
-            raise ConfigurationError(f"namespace must be non-empty, without braces or whitespace: {namespace!r}")
+        check_namespace(namespace)
         self._r = client
         self._clock = clock
         self._ns_arg = namespace
@@ -173,8 +173,10 @@ class RedisPoolState:
         self._s_account = reg(lua.ACCOUNT)
         self._s_restore = reg(lua.RESTORE)
         self._s_poll = reg(lua.POLL)
+        self._s_pin = reg(lua.PIN)
 
         self._layout: Optional[PoolLayout] = None
+        self._ids: RedisLayout  # set by configure()
         self._local = InMemoryPoolState()  # mirror of what we know; serves during outages
         self._lock = threading.RLock()  # mode switches, journal, known state
         self._resync_lock = threading.Lock()
@@ -194,13 +196,11 @@ class RedisPoolState:
         self._pending_releases: list[tuple[str, float, str, str]] = []
         self._midnight = (math.inf, -math.inf)  # (previous, next) Pacific midnight cache
         self._plan_cache: dict[int, tuple[Sequence[Group], list[str]]] = {}
-        # wait_for_change: pub/sub listener state
+        # wait_for_change: woken by the keeper's pub/sub listener
         self._cond = threading.Condition(threading.Lock())
         self._notes = 0
         self._last_note: Optional[int] = None
-        self._listener: Optional[threading.Thread] = None
-        self._stop = threading.Event()
-        self._keeper: Optional[threading.Thread] = None
+        self._threads = Keeper(self)
         self._last_renew = 0.0
 
     @classmethod
@@ -270,108 +270,25 @@ class RedisPoolState:
                 if layout != self._layout:
                     raise ConfigurationError("this RedisPoolState is already configured with another layout")
                 return
-            self._index(layout)
+            self._ids = ids = index_layout(layout, self._ns_arg)
+            self.namespace = ids.namespace
+            self.prefix = ids.prefix
+            self._keys = [ids.prefix]
             self._local.configure(layout)
             self._layout = layout
         try:
             self._configure_redis()
         except self._errors as exc:
             self._outage(exc)
-        self._start_keeper()
-
-    def _index(self, layout: PoolLayout) -> None:
-        """Integer ids for everything, so Lua works with short numbers, never names."""
-        models = list(layout.caps)
-        m_of = {m: i for i, m in enumerate(models)}
-        present = {k.tier for k in layout.keys}
-        tiers = [t for t in TIERS if t in present] + sorted(present - set(TIERS))
-        t_of = {t: i for i, t in enumerate(tiers)}
-        M = max(1, len(models))
-        projects: dict[str, int] = {}
-        project_tier: dict[str, str] = {}
-        positions: dict[str, int] = {}
-        slots: list[Slot] = []
-        rows = []
-        pm_sids: dict[int, list[int]] = {}
-        for k, info in enumerate(layout.keys):
-            pos = positions.get(info.tier, 0)
-            positions[info.tier] = pos + 1
-            if info.project not in projects:
-                projects[info.project] = len(projects)
-                project_tier[info.project] = info.tier  # the pm's limits follow its first key
-            p = projects[info.project]
-            for model, cap in layout.caps.items():
-                m = m_of[model]
-                sid = k * M + m
-                pm = p * M + m
-                g = t_of[info.tier] * M + m
-                limited = layout.known_limits.get((model, project_tier[info.project])) is not None
-                slots.append(Slot(info.fingerprint, info.tier, info.project, model))
-                rows.append([sid, g, pos, pm, int(cap), k, 1 if limited else 0])
-                pm_sids.setdefault(pm, []).append(sid)
-        limits: list[tuple[int, str]] = []
-        for project, p in projects.items():
-            for model, m in m_of.items():
-                kl = layout.known_limits.get((model, project_tier[project]))
-                if kl is not None:
-                    spec = " ".join(str(-1 if v is None else int(v)) for v in (kl.rpm, kl.rpd, kl.tpm))
-                    limits.append((p * M + m, spec))
-        canon = {
-            "schema": _SCHEMA,
-            "keys": [[k.fingerprint, k.tier, k.project] for k in layout.keys],
-            "caps": [[m, int(c)] for m, c in layout.caps.items()],
-            "limits": sorted(
-                [m, t, kl.rpm, kl.rpd, kl.tpm] for (m, t), kl in layout.known_limits.items()
-            ),
-        }
-        text = json.dumps(canon, separators=(",", ":"), sort_keys=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        summary = (
-            f"{len(layout.keys)} keys ({', '.join(f'{positions[t]} {t}' for t in tiers)}) in "
-            f"{len(projects)} projects, models {', '.join(f'{m}={c}' for m, c in layout.caps.items())}, "
-            f"{len(layout.known_limits)} known limits"
-        )
-        self._M = M
-        self._models = models
-        self._slots = slots
-        self._sid = {s: i for i, s in enumerate(slots)}
-        # slots are listed key by key, model by model: sid == k * M + m, so the list
-        # index is the sid only when every key has every model, which the layout ensures.
-        assert all(r[0] == i for i, r in enumerate(rows))
-        self._kidx = {k.fingerprint: i for i, k in enumerate(layout.keys)}
-        self._m_of = m_of
-        self._pm_of = {(project, model): p * M + m_of[model] for project, p in projects.items() for model in models}
-        self._pm_of_sid = [r[3] for r in rows]
-        self._limited_pm = {pm for pm, _ in limits}
-        self._has_rpd = {
-            pm for pm, spec in limits if spec.split()[1] != "-1"
-        }
-        self._group_of = {(t, m): str(t_of[t] * M + m_of[m]) for t in tiers for m in models}
-        self._caps = [int(layout.caps[m]) for m in models]
-        self._digest = digest
-        self._payload = json.dumps(
-            {
-                "slots": rows,
-                "pms": [[pm, ",".join(map(str, sids))] for pm, sids in pm_sids.items()],
-                "limits": limits,
-                "summary": summary,
-                "layout": text,
-                "nkeys": len(layout.keys),
-            },
-            separators=(",", ":"),
-        )
-        self._summary = summary
-        self.namespace = self._ns_arg or digest[:16]
-        self.prefix = f"csc-ai:{{{self.namespace}}}:"
-        self._keys = [self.prefix]
+        self._threads.start_keeper()
 
     def _configure_redis(self) -> bool:
         """Store or check the layout; ``True`` when Redis holds data we have not seen."""
-        res = self._s_configure(keys=self._keys, args=[self._digest, self._payload, secrets.token_hex(6)])
+        res = self._s_configure(keys=self._keys, args=[self._ids.digest, self._ids.payload, secrets.token_hex(6)])
         if isinstance(res, list):
             raise ConfigurationError(
                 f"Redis namespace {self.namespace!r} at {self.where} already holds another pool "
-                f"({_text(res[2])}); this process has {self._summary}. Give every process the same "
+                f"({_text(res[2])}); this process has {self._ids.summary}. Give every process the same "
                 "keys, GOOGLE_MODEL_LIMITS and known limits, or use another namespace "
                 "(namespace=... / CSCTRACKER_AI_REDIS_NAMESPACE)."
             )
@@ -390,9 +307,33 @@ class RedisPoolState:
         avoid: AbstractSet[Slot] = frozenset(),
     ) -> AcquireResult:
         """Grant the best slot of ``plan`` in one Lua script (see ``state.py``)."""
+        return self._acquire(
+            lambda: self._acquire_redis(plan, now, tokens, avoid),
+            lambda: self._local.try_acquire(plan, now, tokens, avoid),
+            now,
+            tokens,
+        )
+
+    def try_acquire_slot(self, slot: Slot, now: float, tokens: int = 0) -> AcquireResult:
+        """Lease exactly ``slot`` if it can serve now, in one Lua script (see ``state.py``)."""
+        return self._acquire(
+            lambda: self._pin_redis(slot, now, tokens),
+            lambda: self._local.try_acquire_slot(slot, now, tokens),
+            now,
+            tokens,
+        )
+
+    def _acquire(
+        self,
+        on_redis: Callable[[], tuple[Optional[AcquireResult], Optional[str]]],
+        on_local: Callable[[], AcquireResult],
+        now: float,
+        tokens: int,
+    ) -> AcquireResult:
+        """Ask Redis (pushing what we know first when it lost its data), else local memory."""
         if not self._down:
             try:
-                res, gen = self._acquire_redis(plan, now, tokens, avoid)
+                res, gen = on_redis()
                 if gen != self._gen:
                     # Redis lost its data (a restart without persistence); another
                     # process may have configured it again already. A grant made before
@@ -403,19 +344,18 @@ class RedisPoolState:
                         self._my_leases.pop(lease_id, None)
                         self._s_release(keys=self._keys, args=[lease_id, repr(float(now)), "v", "", repr(_WINDOW)])
                     self._resync()
-                    res, _ = self._acquire_redis(plan, now, tokens, avoid)
+                    res, _ = on_redis()
                 if res is not None:
                     return res
             except self._errors as exc:
                 self._outage(exc)
-        return self._acquire_local(plan, now, tokens, avoid)
+        return self._acquire_local(on_redis, on_local, now, tokens)
 
     def _plan_args(self, plan: Sequence[Group]) -> list[str]:
         hit = self._plan_cache.get(id(plan))
         if hit is not None and hit[0] is plan:
             return hit[1]
-        groups = [self._group_of[(g.tier, g.model)] for g in plan if (g.tier, g.model) in self._group_of]
-        args = [str(len(groups)), *groups]
+        args = self._ids.plan_args(plan)
         if len(self._plan_cache) > 256:
             self._plan_cache.clear()
         self._plan_cache[id(plan)] = (plan, args)  # holding the plan keeps its id unique
@@ -433,7 +373,8 @@ class RedisPoolState:
     ) -> tuple[Optional[AcquireResult], Optional[str]]:
         """One ACQUIRE script; ``(None, None)`` when Redis holds no layout. The second
         item is the Redis data generation the answer came from."""
-        avoid_ids = [str(self._sid[s]) for s in avoid if s in self._sid] if avoid else []
+        sid_of = self._ids.sid
+        avoid_ids = [str(sid_of[s]) for s in avoid if s in sid_of] if avoid else []
         tokens = max(0, int(tokens))
         res = self._s_acquire(
             keys=self._keys,
@@ -444,7 +385,7 @@ class RedisPoolState:
                 repr(_WINDOW),
                 repr(DAILY_RESET_MARGIN_S),
                 int(self.lease_ttl_s * 1000),
-                self._M,
+                self._ids.n_models,
                 _WALK_CAP,
                 _RECLAIM_PER_CALL,
                 *self._plan_args(plan),
@@ -456,37 +397,69 @@ class RedisPoolState:
         if code == -1:
             return None, None
         if code == 1:
-            sid = int(res[1])
-            lease_id = _text(res[2])
-            gen = lease_id.split(":", 2)[1]
-            self._check_fork()
-            self._my_leases[lease_id] = sid
-            pm = self._pm_of_sid[sid]
-            if pm in self._limited_pm:
-                self._remember(pm, now, tokens, local=False)
-            return AcquireResult(Grant(self._slots[sid], lease_id, now, tokens), version=int(res[3])), gen
+            return self._granted(res, now, tokens)
         retry_at = float(_text(res[1])) if _text(res[1]) else None
         rsid, why = _text(res[2]), _text(res[3])
         if rsid:
-            reason = f"{self._slots[int(rsid)]}: {why}"
+            reason = f"{self._ids.slots[int(rsid)]}: {why}"
         elif retry_at is None and int(res[6]):
             reason = "the estimated input tokens exceed the tpm limit"
         else:
             reason = ""
         return AcquireResult(None, retry_at, reason, bool(int(res[4])), int(res[5])), _text(res[7])
 
+    def _pin_redis(self, slot: Slot, now: float, tokens: int) -> tuple[Optional[AcquireResult], Optional[str]]:
+        """One PIN script; answers as :meth:`_acquire_redis`."""
+        tokens = max(0, int(tokens))
+        res = self._s_pin(
+            keys=self._keys,
+            args=[
+                repr(float(now)),
+                tokens,
+                repr(self._next_midnight(now)),
+                repr(_WINDOW),
+                repr(DAILY_RESET_MARGIN_S),
+                int(self.lease_ttl_s * 1000),
+                self._ids.n_models,
+                _RECLAIM_PER_CALL,
+                self._ids.sid[slot],
+            ],
+        )
+        code = int(res[0])
+        if code == -1:
+            return None, None
+        if code == 1:
+            return self._granted(res, now, tokens)
+        return AcquireResult(None, busy=bool(int(res[1])), version=int(res[2])), _text(res[3])
+
+    def _granted(self, res: list[Any], now: float, tokens: int) -> tuple[AcquireResult, str]:
+        """A grant answer ``{1, sid, lease_id, version}``: hold the lease, remember the request."""
+        sid = int(res[1])
+        lease_id = _text(res[2])
+        gen = lease_id.split(":", 2)[1]
+        self._check_fork()
+        self._my_leases[lease_id] = sid
+        pm = self._ids.pm_of_sid[sid]
+        if pm in self._ids.limited_pm:
+            self._remember(pm, now, tokens, local=False)
+        return AcquireResult(Grant(self._ids.slots[sid], lease_id, now, tokens), version=int(res[3])), gen
+
     def _acquire_local(
-        self, plan: Sequence[Group], now: float, tokens: int, avoid: AbstractSet[Slot]
+        self,
+        on_redis: Callable[[], tuple[Optional[AcquireResult], Optional[str]]],
+        on_local: Callable[[], AcquireResult],
+        now: float,
+        tokens: int,
     ) -> AcquireResult:
         if self.policy == "fail":
             raise self._unavailable()
         with self._lock:
             if not self._down:  # Redis came back while we waited for the lock
-                return self.try_acquire(plan, now, tokens, avoid)
-            res = self._local.try_acquire(plan, now, tokens, avoid)
+                return self._acquire(on_redis, on_local, now, tokens)
+            res = on_local()
             if res.grant is not None:
-                pm = self._pm_of_sid[self._sid[res.grant.slot]]
-                if pm in self._limited_pm:
+                pm = self._ids.pm_of_sid[self._ids.sid[res.grant.slot]]
+                if pm in self._ids.limited_pm:
                     self._remember(pm, now, max(0, int(tokens)), local=True)
         # Local versions are told apart from Redis ones by their sign.
         return AcquireResult(res.grant, res.retry_at, res.reason, res.busy, -1 - res.version)
@@ -499,7 +472,7 @@ class RedisPoolState:
                 hist = self._history[pm] = deque()
             hist.append((now, tokens, local))
             keep_from = now - _WINDOW
-            if pm in self._has_rpd:
+            if pm in self._ids.rpd_pm:
                 keep_from = min(keep_from, previous_pacific_midnight(now))
             while hist and hist[0][0] <= keep_from:
                 hist.popleft()
@@ -528,18 +501,13 @@ class RedisPoolState:
             self._pending_releases.append((lease_id, now, code, tok))
         return True
 
-    def _target(self, scope: Scope) -> tuple[str, int]:
-        if scope.project is not None:
-            return ("p", self._pm_of[(scope.project, scope.model)])
-        return ("s", self._kidx[scope.key_fingerprint] * self._M + self._m_of[scope.model])  # type: ignore[index]
-
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float:
         """Suspend a project x model or a slot until ``until`` -- only ever later."""
         return self.suspend_many((scope,), until, reason, now)
 
     def suspend_many(self, scopes: Sequence[Scope], until: float, reason: str, now: float) -> float:
         """Suspend several project x models / slots in one script; the earliest deadline in force."""
-        targets = [self._target(scope) for scope in scopes]
+        targets = [self._ids.target(scope) for scope in scopes]
         with self._lock:
             for key in targets:
                 held = self._known_susp.get(key)
@@ -561,13 +529,13 @@ class RedisPoolState:
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int:
         """The key serves nothing more; returns how many keys remain enabled."""
-        k = self._kidx[key_fingerprint]
+        k = self._ids.key_index[key_fingerprint]
         with self._lock:
             self._known_dkeys.setdefault(k, reason)
         local = self._local.disable_key(key_fingerprint, reason)
         if not self._down:
             try:
-                sids = [k * self._M + m for m in range(len(self._models))]
+                sids = self._ids.key_sids(k)
                 return int(self._s_disable_key(keys=self._keys, args=[k, reason, repr(self._clock.time()), *sids]))
             except self._errors as exc:
                 self._outage(exc)
@@ -589,7 +557,7 @@ class RedisPoolState:
                 return True  # the version came from the other backend: look again now
             return self._local.wait_for_change(-1 - version, timeout)
         deadline = time.monotonic() + max(0.0, timeout)
-        self._start_listener()
+        self._threads.start_listener(self._r, self.prefix + "chg")
         while True:
             with self._cond:
                 seen = self._notes
@@ -636,10 +604,10 @@ class RedisPoolState:
             {_text(a): _text(b) for a, b in h.items()} for h in pipe.execute()
         )
         out = []
-        M = self._M
-        for sid, slot in enumerate(self._slots):
-            k, m = divmod(sid, M)
-            pm = str(self._pm_of_sid[sid])
+        ids = self._ids
+        for sid, slot in enumerate(ids.slots):
+            k, m = divmod(sid, ids.n_models)
+            pm = str(ids.pm_of_sid[sid])
             s = str(sid)
             kdis = dis.get(f"k{k}")
             disabled = kdis is not None
@@ -660,7 +628,7 @@ class RedisPoolState:
                     project=slot.project,
                     model=slot.model,
                     in_flight=int(inf.get(s, 0)),
-                    cap=self._caps[m],
+                    cap=ids.caps[m],
                     suspended_until=until,
                     reason=reason,
                     disabled=disabled,
@@ -699,7 +667,7 @@ class RedisPoolState:
 
     def close(self) -> None:
         """Stop the background threads (leases still held expire after ``lease_ttl_s``)."""
-        self._stop.set()
+        self._threads.stop()
         with self._cond:
             self._cond.notify_all()
 
@@ -730,7 +698,7 @@ class RedisPoolState:
             exc,
             self.probe_interval_s,
         )
-        self._start_keeper()
+        self._threads.start_keeper()
         with self._cond:  # waiters on Redis notifications: look again now
             self._notes += 1
             self._last_note = None
@@ -738,22 +706,13 @@ class RedisPoolState:
 
     def _adopt_leases(self) -> None:
         """Count our calls in flight on Redis leases in the local state too, so the local
-        state does not hand their slots out again during the outage.
-
-        ``InMemoryPoolState`` has no "lease this exact slot" call; asking for the slot's
-        group with every other slot of it in ``avoid`` gets exactly that slot, because an
-        acceptable slot not avoided always beats the avoided ones.
-        """
+        state does not hand their slots out again during the outage (a slot suspended or
+        full locally is simply not adopted)."""
         now = self._clock.time()
         for lease_id, sid in list(self._my_leases.items()):
-            slot = self._slots[sid]
-            group = (Group(slot.tier, slot.model),)
-            others = frozenset(s for s in self._slots if s.tier == slot.tier and s.model == slot.model and s != slot)
-            res = self._local.try_acquire(group, now, 0, others)
-            if res.grant is not None and res.grant.slot == slot:
+            res = self._local.try_acquire_slot(self._ids.slots[sid], now)
+            if res.grant is not None:
                 self._adopted[lease_id] = res.grant.lease_id
-            elif res.grant is not None:  # the slot is suspended or full locally: give it back
-                self._local.release(res.grant.lease_id, now, FailureKind.OK)
 
     def _resync(self) -> bool:
         """Bring Redis up to date with what this process knows; leave fallback mode.
@@ -781,7 +740,7 @@ class RedisPoolState:
                 for (kind, ident), (until, reason) in susp:
                     self._s_suspend(keys=self._keys, args=[repr(until), reason, repr(now), kind, ident])
                 for k, reason in dkeys:
-                    sids = [k * self._M + m for m in range(len(self._models))]
+                    sids = self._ids.key_sids(k)
                     self._s_disable_key(keys=self._keys, args=[k, reason, repr(now), *sids])
                 if fresh and mine:
                     args: list[Any] = [int(self.lease_ttl_s * 1000), repr(now)]
@@ -844,22 +803,10 @@ class RedisPoolState:
         if self._pid != os.getpid():  # a forked child owns none of its parent's leases
             self._pid = os.getpid()
             self._my_leases = {}
-            self._keeper = None
-            self._listener = None
-            self._start_keeper()
+            self._threads.after_fork()
 
-    def _start_keeper(self) -> None:
-        with self._lock:
-            if self._keeper is not None and self._keeper.is_alive():
-                return
-            t = threading.Thread(
-                target=_keeper_loop, args=(weakref.ref(self), self._stop), name="csc-ai-redis-keeper", daemon=True
-            )
-            self._keeper = t
-            t.start()
-
-    def _tick(self) -> None:
-        """One round of the keeper: probe Redis during an outage, renew our leases otherwise."""
+    def keeper_round(self) -> None:
+        """One round of the keeper thread: probe Redis during an outage, renew our leases otherwise."""
         if self._down:
             self._resync()
             return
@@ -879,25 +826,12 @@ class RedisPoolState:
             except RedisUnavailableError:
                 pass  # policy "fail": the next call raises; the keeper keeps renewing
 
-    def _keeper_interval(self) -> float:
+    def keeper_interval(self) -> float:
+        """Seconds between two keeper rounds."""
         return max(0.05, min(self.lease_ttl_s / 3, self.probe_interval_s))
 
-    def _start_listener(self) -> None:
-        if self._listener is not None and self._listener.is_alive():
-            return
-        with self._lock:
-            if self._listener is not None and self._listener.is_alive():
-                return
-            t = threading.Thread(
-                target=_listen_loop,
-                args=(weakref.ref(self), self._stop, self._r, self.prefix + "chg"),
-                name="csc-ai-redis-listener",
-                daemon=True,
-            )
-            self._listener = t
-            t.start()
-
-    def _note(self, version: Optional[int]) -> None:
+    def note(self, version: Optional[int]) -> None:
+        """A change notification from Redis (``None``: unreadable): wake local waiters."""
         with self._cond:
             self._notes += 1
             self._last_note = version
@@ -910,58 +844,3 @@ def _text(v: Any) -> str:
     if isinstance(v, bytes):
         return v.decode()
     return str(v)
-
-
-def _keeper_loop(ref: "weakref.ref[RedisPoolState]", stop: threading.Event) -> None:
-    """Renews leases and probes Redis; holds no strong reference between rounds."""
-    while True:
-        state = ref()
-        if state is None:
-            return
-        interval = state._keeper_interval()
-        del state
-        if stop.wait(interval):
-            return
-        state = ref()
-        if state is None:
-            return
-        try:
-            state._tick()
-        except Exception:  # never let the keeper die: it is what returns leases
-            _log.exception("Redis pool keeper round failed")
-        del state
-
-
-def _listen_loop(ref: "weakref.ref[RedisPoolState]", stop: threading.Event, client: Any, channel: str) -> None:
-    """Turns the pool's change notifications into wake-ups of local waiters."""
-    pubsub = None
-    while not stop.is_set():
-        try:
-            if pubsub is None:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(channel)
-            msg = pubsub.get_message(timeout=1.0)
-        except Exception:
-            try:
-                if pubsub is not None:
-                    pubsub.close()
-            except Exception:
-                pass
-            pubsub = None
-            if stop.wait(0.5):
-                break
-            continue
-        state = ref()
-        if state is None:
-            break
-        if msg is not None and msg.get("type") == "message":
-            try:
-                state._note(int(msg["data"]))
-            except (TypeError, ValueError):
-                state._note(None)
-        del state
-    try:
-        if pubsub is not None:
-            pubsub.close()
-    except Exception:
-        pass

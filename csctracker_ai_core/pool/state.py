@@ -43,6 +43,15 @@ Protocol
     ``wait_for_change``. ``retry_at is None and not busy``: nothing in the plan will
     ever serve (all disabled).
 
+``try_acquire_slot(slot, now, tokens=0) -> AcquireResult``
+    ONE atomic step: lease exactly ``slot`` if it can serve now (ended suspensions
+    lifted first; key and slot enabled, slot and pm not suspended, ``in_flight < cap``,
+    the pm's local limits take one more request of ``tokens``), with the same effects
+    as a grant of ``try_acquire`` (counters, limits, the tier's cursor). Otherwise
+    ``grant=None``; a refusal carries only ``busy`` (the slot was at its cap) and
+    ``version``. How a state takes over the leases of calls already in flight (the
+    Redis fallback adopts them into its local mirror during an outage).
+
 ``release(lease_id, now, outcome, input_tokens=None) -> bool``
     Gives the slot back (``in_flight -= 1``), counts the outcome on the slot
     (requests; successes for OK; rate_limited for the QUOTA_* kinds; errors for the
@@ -191,6 +200,8 @@ class PoolState(Protocol):
         tokens: int = 0,
         avoid: AbstractSet[Slot] = frozenset(),
     ) -> AcquireResult: ...
+
+    def try_acquire_slot(self, slot: Slot, now: float, tokens: int = 0) -> AcquireResult: ...
 
     def release(
         self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
@@ -479,6 +490,20 @@ class InMemoryPoolState:
                 reason = "the estimated input tokens exceed the tpm limit" if too_big else ""
                 return AcquireResult(None, None, reason, busy, self._version)
             return AcquireResult(None, earliest, earliest_reason, busy, self._version)
+
+    def try_acquire_slot(self, slot: Slot, now: float, tokens: int = 0) -> AcquireResult:
+        with self._cond:
+            if self._heap and self._heap[0][0] <= now:
+                self._expire(now)
+            rec = self._by_fp[slot.key_fingerprint].recs[slot.model]
+            if not rec.ready:  # disabled or suspended
+                return AcquireResult(None, version=self._version)
+            if rec.in_flight >= rec.cap:
+                return AcquireResult(None, busy=True, version=self._version)
+            limiter = rec.pm.limiter
+            if limiter is not None and limiter.ready_at(now, tokens) > now:
+                return AcquireResult(None, version=self._version)
+            return self._grant(rec, now, tokens)
 
     def release(
         self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None

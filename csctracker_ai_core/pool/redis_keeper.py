@@ -1,0 +1,132 @@
+"""The two background threads of a Redis pool state, in one small object.
+
+* the keeper: every :meth:`KeeperOwner.keeper_interval` seconds calls
+  :meth:`KeeperOwner.keeper_round` (renew this process's leases, or probe Redis during
+  an outage); it never dies of an exception, since it is what returns leases;
+* the listener: subscribes to the pool's change channel and turns each message into
+  :meth:`KeeperOwner.note` (wakes local waiters of ``wait_for_change``).
+
+Both hold only a weak reference to their owner between rounds, so a state nobody uses
+any more is collected and its threads end; :meth:`Keeper.stop` ends them at once. After
+a fork the child has no threads: :meth:`Keeper.after_fork` forgets the parent's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any, Callable, Optional, Protocol
+
+__all__ = ["Keeper", "KeeperOwner"]
+
+_log = logging.getLogger("csctracker_ai_core.pool.redis_state")
+
+
+class KeeperOwner(Protocol):
+    """What the keeper's threads call on the state they serve."""
+
+    def keeper_round(self) -> None: ...
+
+    def keeper_interval(self) -> float: ...
+
+    def note(self, version: Optional[int]) -> None: ...
+
+
+class Keeper:
+    """Starts (once, and again after a fork) and stops the keeper and listener threads."""
+
+    def __init__(self, owner: KeeperOwner) -> None:
+        self._ref: weakref.ref[KeeperOwner] = weakref.ref(owner)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._keeper: Optional[threading.Thread] = None
+        self._listener: Optional[threading.Thread] = None
+
+    def start_keeper(self) -> None:
+        """Start the keeper thread unless it runs."""
+        with self._lock:
+            if self._keeper is not None and self._keeper.is_alive():
+                return
+            self._keeper = self._spawn(_keeper_loop, (self._ref, self._stop), "csc-ai-redis-keeper")
+
+    def start_listener(self, client: Any, channel: str) -> None:
+        """Start the listener thread on ``channel`` unless it runs."""
+        if self._listener is not None and self._listener.is_alive():
+            return
+        with self._lock:
+            if self._listener is not None and self._listener.is_alive():
+                return
+            self._listener = self._spawn(_listen_loop, (self._ref, self._stop, client, channel), "csc-ai-redis-listener")
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's threads do not exist here; start the keeper again."""
+        self._lock = threading.Lock()
+        self._keeper = None
+        self._listener = None
+        self.start_keeper()
+
+    def stop(self) -> None:
+        """Ask both threads to end (they do within about a second)."""
+        self._stop.set()
+
+    @staticmethod
+    def _spawn(target: Callable[..., None], args: tuple[Any, ...], name: str) -> threading.Thread:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()
+        return t
+
+
+def _keeper_loop(ref: weakref.ref[KeeperOwner], stop: threading.Event) -> None:
+    """Renews leases and probes Redis; holds no strong reference between rounds."""
+    while True:
+        owner = ref()
+        if owner is None:
+            return
+        interval = owner.keeper_interval()
+        del owner
+        if stop.wait(interval):
+            return
+        owner = ref()
+        if owner is None:
+            return
+        try:
+            owner.keeper_round()
+        except Exception:  # never let the keeper die: it is what returns leases
+            _log.exception("Redis pool keeper round failed")
+        del owner
+
+
+def _listen_loop(ref: weakref.ref[KeeperOwner], stop: threading.Event, client: Any, channel: str) -> None:
+    """Turns the pool's change notifications into wake-ups of local waiters."""
+    pubsub = None
+    while not stop.is_set():
+        try:
+            if pubsub is None:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(channel)
+            msg = pubsub.get_message(timeout=1.0)
+        except Exception:
+            _close(pubsub)
+            pubsub = None
+            if stop.wait(0.5):
+                break
+            continue
+        owner = ref()
+        if owner is None:
+            break
+        if msg is not None and msg.get("type") == "message":
+            try:
+                owner.note(int(msg["data"]))
+            except (TypeError, ValueError):
+                owner.note(None)
+        del owner
+    _close(pubsub)
+
+
+def _close(pubsub: Any) -> None:
+    try:
+        if pubsub is not None:
+            pubsub.close()
+    except Exception:  # a dead connection: nothing left to close
+        _log.debug("closing the pub/sub connection failed", exc_info=True)
