@@ -33,7 +33,8 @@ meanwhile. ``policy="fail"`` raises :class:`RedisUnavailableError` instead. The 
 policy, the key layout and the timings are in ``docs/REDIS.md``.
 
 Parts in their own modules: the layout's ids and key names (``redis_layout.py``, pure),
-the Lua (``redis_scripts.py``), the two background threads (``redis_keeper.py``).
+the Lua (``redis_scripts.py``) and its driver (``redis_driver.py``), the two background
+threads (``redis_keeper.py``).
 
 Log lines (logger ``csctracker_ai_core.pool.redis_state``): WARNING once per outage,
 WARNING when Redis is back, INFO when a dead process's leases are handed back; never
@@ -42,11 +43,9 @@ a key, never a password.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import secrets
 import threading
 import time
 from collections import deque
@@ -54,11 +53,11 @@ from typing import AbstractSet, Any, Callable, Optional, Sequence
 
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, RedisUnavailableError
-from . import redis_scripts as lua
-from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
 from .cooldown import next_pacific_midnight, previous_pacific_midnight
 from .decision import FailureKind
 from .lease import Slot
+from .redis_driver import WINDOW_S, LuaDriver
+from .redis_driver import text as _text
 from .redis_keeper import Keeper
 from .redis_layout import RedisLayout, check_namespace, index_layout
 from .selection import Group
@@ -91,12 +90,6 @@ DEFAULT_PROBE_INTERVAL_S = 1.0
 #: ``fallback``: serve from local memory during an outage; ``fail``: raise.
 POLICIES = ("fallback", "fail")
 
-_WINDOW = LIMIT_WINDOW_S + LIMIT_WINDOW_SLACK_S
-# Per call, at most this many ready slots are looked at in one tier x model (only slots
-# skipped for ``avoid`` or a tpm limit cost a look; busy and suspended ones are not in
-# the ready set), and at most this many expired leases are handed back.
-_WALK_CAP = 256
-_RECLAIM_PER_CALL = 32
 # wait_for_change re-reads the version this often in case a notification was lost.
 _POLL_S = 0.5
 # How the release script counts an outcome: ok, rate-limited (a quota kind), error, or
@@ -154,7 +147,6 @@ class RedisPoolState:
         if policy not in POLICIES:
             raise ConfigurationError(f"policy must be one of {POLICIES}, got {policy!r}")
         check_namespace(namespace)
-        self._r = client
         self._clock = clock
         self._ns_arg = namespace
         self.lease_ttl_s = float(lease_ttl_s)
@@ -162,18 +154,7 @@ class RedisPoolState:
         self.probe_interval_s = float(probe_interval_s)
         self.where = _where(client)
         self._errors = _outage_errors()
-        reg = client.register_script
-        self._s_configure = reg(lua.CONFIGURE)
-        self._s_acquire = reg(lua.ACQUIRE)
-        self._s_release = reg(lua.RELEASE)
-        self._s_suspend = reg(lua.SUSPEND)
-        self._s_disable_key = reg(lua.DISABLE_KEY)
-        self._s_reclaim = reg(lua.RECLAIM)
-        self._s_renew = reg(lua.RENEW)
-        self._s_account = reg(lua.ACCOUNT)
-        self._s_restore = reg(lua.RESTORE)
-        self._s_poll = reg(lua.POLL)
-        self._s_pin = reg(lua.PIN)
+        self._lua = LuaDriver(client)
 
         self._layout: Optional[PoolLayout] = None
         self._ids: RedisLayout  # set by configure()
@@ -273,7 +254,7 @@ class RedisPoolState:
             self._ids = ids = index_layout(layout, self._ns_arg)
             self.namespace = ids.namespace
             self.prefix = ids.prefix
-            self._keys = [ids.prefix]
+            self._lua.bind(ids.prefix)
             self._local.configure(layout)
             self._layout = layout
         try:
@@ -284,7 +265,7 @@ class RedisPoolState:
 
     def _configure_redis(self) -> bool:
         """Store or check the layout; ``True`` when Redis holds data we have not seen."""
-        res = self._s_configure(keys=self._keys, args=[self._ids.digest, self._ids.payload, secrets.token_hex(6)])
+        res = self._lua.configure(self._ids.digest, self._ids.payload)
         if isinstance(res, list):
             raise ConfigurationError(
                 f"Redis namespace {self.namespace!r} at {self.where} already holds another pool "
@@ -292,7 +273,7 @@ class RedisPoolState:
                 "keys, GOOGLE_MODEL_LIMITS and known limits, or use another namespace "
                 "(namespace=... / CSCTRACKER_AI_REDIS_NAMESPACE)."
             )
-        gen = _text(self._r.hget(self.prefix + "cfg", "gen"))
+        gen = self._lua.generation()
         fresh = self._gen is not None and gen != self._gen
         self._gen = gen
         return fresh
@@ -342,7 +323,7 @@ class RedisPoolState:
                     if res is not None and res.grant is not None:
                         lease_id = res.grant.lease_id
                         self._my_leases.pop(lease_id, None)
-                        self._s_release(keys=self._keys, args=[lease_id, repr(float(now)), "v", "", repr(_WINDOW)])
+                        self._lua.release(lease_id, now, "v", "")
                     self._resync()
                     res, _ = on_redis()
                 if res is not None:
@@ -376,22 +357,8 @@ class RedisPoolState:
         sid_of = self._ids.sid
         avoid_ids = [str(sid_of[s]) for s in avoid if s in sid_of] if avoid else []
         tokens = max(0, int(tokens))
-        res = self._s_acquire(
-            keys=self._keys,
-            args=[
-                repr(float(now)),
-                tokens,
-                repr(self._next_midnight(now)),
-                repr(_WINDOW),
-                repr(DAILY_RESET_MARGIN_S),
-                int(self.lease_ttl_s * 1000),
-                self._ids.n_models,
-                _WALK_CAP,
-                _RECLAIM_PER_CALL,
-                *self._plan_args(plan),
-                len(avoid_ids),
-                *avoid_ids,
-            ],
+        res = self._lua.acquire(
+            now, tokens, self._next_midnight(now), self.lease_ttl_s, self._ids.n_models, self._plan_args(plan), avoid_ids
         )
         code = int(res[0])
         if code == -1:
@@ -411,19 +378,8 @@ class RedisPoolState:
     def _pin_redis(self, slot: Slot, now: float, tokens: int) -> tuple[Optional[AcquireResult], Optional[str]]:
         """One PIN script; answers as :meth:`_acquire_redis`."""
         tokens = max(0, int(tokens))
-        res = self._s_pin(
-            keys=self._keys,
-            args=[
-                repr(float(now)),
-                tokens,
-                repr(self._next_midnight(now)),
-                repr(_WINDOW),
-                repr(DAILY_RESET_MARGIN_S),
-                int(self.lease_ttl_s * 1000),
-                self._ids.n_models,
-                _RECLAIM_PER_CALL,
-                self._ids.sid[slot],
-            ],
+        res = self._lua.pin(
+            now, tokens, self._next_midnight(now), self.lease_ttl_s, self._ids.n_models, self._ids.sid[slot]
         )
         code = int(res[0])
         if code == -1:
@@ -471,7 +427,7 @@ class RedisPoolState:
             if hist is None:
                 hist = self._history[pm] = deque()
             hist.append((now, tokens, local))
-            keep_from = now - _WINDOW
+            keep_from = now - WINDOW_S
             if pm in self._ids.rpd_pm:
                 keep_from = min(keep_from, previous_pacific_midnight(now))
             while hist and hist[0][0] <= keep_from:
@@ -491,7 +447,7 @@ class RedisPoolState:
         tok = "" if input_tokens is None else str(max(0, int(input_tokens)))
         if not self._down:
             try:
-                return bool(self._s_release(keys=self._keys, args=[lease_id, repr(float(now)), code, tok, repr(_WINDOW)]))
+                return self._lua.release(lease_id, now, code, tok)
             except self._errors as exc:
                 self._outage(exc)
         if self.policy == "fail":
@@ -516,11 +472,7 @@ class RedisPoolState:
         local = self._local.suspend_many(scopes, until, reason, now)  # the mirror, for outages
         if not self._down:
             try:
-                args: list[Any] = [repr(float(until)), reason, repr(float(now))]
-                for kind, ident in targets:
-                    args += [kind, ident]
-                value = float(_text(self._s_suspend(keys=self._keys, args=args)))
-                return -math.inf if value <= -1e308 else value
+                return self._lua.suspend(until, reason, now, targets)
             except self._errors as exc:
                 self._outage(exc)
         if self.policy == "fail":
@@ -536,7 +488,7 @@ class RedisPoolState:
         if not self._down:
             try:
                 sids = self._ids.key_sids(k)
-                return int(self._s_disable_key(keys=self._keys, args=[k, reason, repr(self._clock.time()), *sids]))
+                return self._lua.disable_key(k, reason, self._clock.time(), sids)
             except self._errors as exc:
                 self._outage(exc)
         if self.policy == "fail":
@@ -557,14 +509,14 @@ class RedisPoolState:
                 return True  # the version came from the other backend: look again now
             return self._local.wait_for_change(-1 - version, timeout)
         deadline = time.monotonic() + max(0.0, timeout)
-        self._threads.start_listener(self._r, self.prefix + "chg")
+        self._threads.start_listener(self._lua.client, self.prefix + "chg")
         while True:
             with self._cond:
                 seen = self._notes
             try:
                 # Not a bare GET: the poll also hands back expired leases, so a waiter
                 # gets a dead process's slot within one poll of its ttl.
-                current = int(self._s_poll(keys=self._keys, args=[repr(self._clock.time()), _RECLAIM_PER_CALL]))
+                current = self._lua.poll(self._clock.time())
             except self._errors as exc:
                 self._outage(exc)
                 return True
@@ -590,19 +542,13 @@ class RedisPoolState:
 
     def _snapshot_redis(self, now: float) -> PoolStatus:
         for _ in range(1000):  # hand back expired leases first, so in_flight is true
-            n = int(self._s_reclaim(keys=self._keys, args=[repr(float(now)), 500]))
+            n = self._lua.reclaim(now, 500)
             if n == -1:
                 self._resync()
                 continue
             if n < 500:
                 break
-        p = self.prefix
-        pipe = self._r.pipeline(transaction=True)
-        for name in ("inf", "su", "sr", "pu", "pr", "dis", "cnt"):
-            pipe.hgetall(p + name)
-        inf, su, sr, pu, pr, dis, cnt = (
-            {_text(a): _text(b) for a, b in h.items()} for h in pipe.execute()
-        )
+        inf, su, sr, pu, pr, dis, cnt = self._lua.hashes(("inf", "su", "sr", "pu", "pr", "dis", "cnt"))
         out = []
         ids = self._ids
         for sid, slot in enumerate(ids.slots):
@@ -648,7 +594,7 @@ class RedisPoolState:
         n = self._local.leased
         if not self._down:
             try:
-                n += int(self._r.zcard(self.prefix + "leases"))
+                n += self._lua.lease_count()
             except self._errors as exc:
                 self._outage(exc)
         return n
@@ -660,10 +606,7 @@ class RedisPoolState:
 
     def purge(self) -> int:
         """Delete every Redis key of this pool's namespace (all processes lose the shared state)."""
-        n = 0
-        for name in self._r.scan_iter(match=self.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=500):
-            n += int(self._r.delete(name))
-        return n
+        return self._lua.purge()
 
     def close(self) -> None:
         """Stop the background threads (leases still held expire after ``lease_ttl_s``)."""
@@ -738,15 +681,11 @@ class RedisPoolState:
                         entries = [(pm, e) for pm, h in self._history.items() for e in h if e[2]]
                     mine = list(self._my_leases.items())
                 for (kind, ident), (until, reason) in susp:
-                    self._s_suspend(keys=self._keys, args=[repr(until), reason, repr(now), kind, ident])
+                    self._lua.suspend(until, reason, now, [(kind, ident)])
                 for k, reason in dkeys:
-                    sids = self._ids.key_sids(k)
-                    self._s_disable_key(keys=self._keys, args=[k, reason, repr(now), *sids])
+                    self._lua.disable_key(k, reason, now, self._ids.key_sids(k))
                 if fresh and mine:
-                    args: list[Any] = [int(self.lease_ttl_s * 1000), repr(now)]
-                    for lease_id, sid in mine:
-                        args += [lease_id, sid]
-                    self._s_restore(keys=self._keys, args=args)
+                    self._lua.restore(self.lease_ttl_s, now, mine)
                 self._account(entries, now)
                 while True:
                     with self._lock:
@@ -760,7 +699,7 @@ class RedisPoolState:
                             was_down, self._down = self._down, False
                             break
                     for lease_id, at, code, tok in pending:
-                        self._s_release(keys=self._keys, args=[lease_id, repr(at), code, tok, repr(_WINDOW)])
+                        self._lua.release(lease_id, at, code, tok)
             except self._errors:
                 return False
             except ConfigurationError as exc:
@@ -785,17 +724,7 @@ class RedisPoolState:
         if not entries:
             return
         rows = [[pm, at, tok, next_pacific_midnight(at)] for pm, (at, tok, _) in sorted(entries, key=lambda x: x[1][0])]
-        self._s_account(
-            keys=self._keys,
-            args=[
-                repr(now),
-                repr(next_pacific_midnight(now)),
-                repr(_WINDOW),
-                repr(DAILY_RESET_MARGIN_S),
-                f"{os.getpid():x}{secrets.token_hex(3)}",
-                json.dumps(rows),
-            ],
-        )
+        self._lua.account(now, next_pacific_midnight(now), rows)
 
     # -- background threads -----------------------------------------------------------
 
@@ -818,8 +747,7 @@ class RedisPoolState:
         self._last_renew = mono
         ids = list(self._my_leases)
         try:
-            for i in range(0, len(ids), 1000):
-                self._s_renew(keys=self._keys, args=[int(self.lease_ttl_s * 1000), *ids[i : i + 1000]])
+            self._lua.renew(self.lease_ttl_s, ids)
         except self._errors as exc:
             try:
                 self._outage(exc)
@@ -836,11 +764,3 @@ class RedisPoolState:
             self._notes += 1
             self._last_note = version
             self._cond.notify_all()
-
-
-def _text(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, bytes):
-        return v.decode()
-    return str(v)
