@@ -182,9 +182,12 @@ def test_redis_restarted_mid_run(make_gemini_emulator, redis_server, redis_url):
     cfg = base(emu, redis_url, free=["AIzaBAD", "AIzaA", "AIzaB"], paid=["AIzaP"], calls=60, threads=2,
                pause_s=0.01)
     procs = [spawn(cfg, namespace="restart") for _ in range(3)]
-    deadline = time.monotonic() + 20
+    # Wait for real work, however slow the workers are to start on a loaded machine: a
+    # restart before any worker reached Redis tests nothing (and logs nothing).
+    deadline = time.monotonic() + 120
     while emu.count(status=200) < 30 and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert emu.count(status=200) >= 30, "the workers did not start within 120 s"
     redis_server.stop()
     time.sleep(0.5)
     during = emu.count(status=200)
