@@ -6,6 +6,7 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
 
     AiCoreError
     ├── ConfigurationError          settings that cannot work (no keys, bad limits, bad URL)
+    │   └── ProcessorClosedError    a call on an IaProcessor after close(); nothing was sent
     ├── InvalidInputError           the arguments of a call are wrong; nothing was sent
     ├── GeminiServiceException      every attempt of a call failed (the original's name);
     │   │                           ``__cause__`` / ``last_error`` hold the last failure
@@ -34,6 +35,7 @@ from typing import Optional
 __all__ = [
     "AiCoreError",
     "ConfigurationError",
+    "ProcessorClosedError",
     "InvalidInputError",
     "GeminiServiceException",
     "QuotaExhaustedError",
@@ -54,6 +56,10 @@ class AiCoreError(Exception):
 
 class ConfigurationError(AiCoreError, ValueError):
     """The library was configured in a way that cannot work; fix the setting named."""
+
+
+class ProcessorClosedError(ConfigurationError):
+    """A call reached an ``IaProcessor`` after ``close()``: it was refused before anything was sent."""
 
 
 class InvalidInputError(AiCoreError, ValueError):

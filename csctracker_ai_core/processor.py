@@ -12,10 +12,12 @@ events it leaves by :class:`~csctracker_ai_core.call.Call`, and what is kept by
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import pricing
 from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
@@ -36,6 +38,7 @@ from .exceptions import (
     GeminiServiceException,
     InvalidInputError,
     InvalidResponseError,
+    ProcessorClosedError,
     QuotaExhaustedError,
     TruncatedResponseError,
 )
@@ -61,6 +64,33 @@ __all__ = ["IaProcessor", "GeminiServiceException"]
 logger = logging.getLogger(__name__)
 
 Keys = Union[str, Sequence[str], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _admitted(method: F) -> F:
+    """Count the call in flight, or refuse it with ProcessorClosedError once ``close()`` began.
+
+    ``close()`` waits for the calls counted here, so their events are recorded before it
+    delivers telemetry and releases the SDK clients.
+    """
+
+    @functools.wraps(method)
+    def admitted(self: "IaProcessor", *args: Any, **kwargs: Any) -> Any:
+        with self._calls:
+            if self._closed:
+                raise ProcessorClosedError("this IaProcessor is closed: the call was not sent; create a new one.")
+            self._in_flight += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            with self._calls:
+                self._in_flight -= 1
+                self._calls.notify_all()
+                last_out = self._closed and self._in_flight == 0
+            if last_out:  # close() timed out waiting for us: release what it left
+                self._clients.close()
+
+    return admitted  # type: ignore[return-value]
 
 
 class IaProcessor:
@@ -239,6 +269,8 @@ class IaProcessor:
         # do not build them.
         self._recording = not isinstance(telemetry_sink, NullSink) or needs_events(self._observers)
         self._closed = False
+        self._calls = threading.Condition()  # guards _closed and _in_flight
+        self._in_flight = 0
 
     # -- public API ---------------------------------------------------------------
 
@@ -252,6 +284,7 @@ class IaProcessor:
         """Where events go, in words (no password)."""
         return self._telemetry_location
 
+    @_admitted
     def analisar_com_gemini(
         self,
         input_text: str = "",
@@ -305,8 +338,6 @@ class IaProcessor:
         reply) or :class:`GeminiServiceException` (every attempt failed), all
         :class:`AiCoreError`.
         """
-        if self._closed:
-            raise ConfigurationError("this IaProcessor is closed; create a new one.")
         request = validate_call(
             input_text=input_text, prompt=prompt, file_base64=file_base64, task=task,
             return_json=return_json, event_id=event_id, mime_type=mime_type,
@@ -334,14 +365,29 @@ class IaProcessor:
             raise error from exc
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Deliver pending telemetry (bounded by ``timeout_s``) and release clients."""
-        if self._closed:
-            return
-        self._closed = True
+        """Refuse new calls, let calls in flight finish, deliver pending telemetry, release clients.
+
+        New calls raise :class:`ProcessorClosedError` before anything is sent. Calls in
+        flight finish normally and their events are delivered by this close; the whole
+        close is bounded by ``timeout_s`` (a call still running then keeps its request,
+        and its event is spooled for delivery by this process's writer or the next).
+        Safe to call from any thread, more than once.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._calls:
+            if self._closed:
+                return
+            self._closed = True
+            while self._in_flight and time.monotonic() < deadline:
+                self._calls.wait(deadline - time.monotonic())
+            still_running = self._in_flight
+        if still_running:
+            logger.warning("IaProcessor.close: %d call(s) still running after %.1fs", still_running, timeout_s)
         try:
-            self.telemetry.close(timeout_s)
+            self.telemetry.close(max(0.0, deadline - time.monotonic()))
         finally:
-            self._clients.close()
+            if not still_running:  # else the last call to finish closes them (never cut a running request)
+                self._clients.close()
 
     def __enter__(self) -> "IaProcessor":
         return self

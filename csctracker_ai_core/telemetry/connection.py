@@ -5,20 +5,96 @@ clients use ``autogenerate_session_id=False`` so a client can be shared by threa
 (a session can only run one query at a time). Embedded clients use
 clickhouse-connect's chDB backend (``chdb://<path>``); the caller must own the store
 (see ownership.py).
+
+The embedded engine and fork: chDB's engine cannot be inherited. A child forked
+while the engine runs hangs at exit (chDB's C++ exit handlers wait for engine threads
+that do not exist in the child), and a child forked from a process that ever opened
+the engine hangs if it opens it. So, before a fork, every chDB client made here is
+closed (the writer reopens its own after the fork), and a process forked from one
+that opened the engine never opens it: its events go to the store's owner
+(:func:`embedded_engine_usable`).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from typing import Any, Optional
 
+from .. import forking
 from ..exceptions import TelemetryError
 from ..paths import private_dir, tighten_tree
 from .settings import ClickHouseSettings
 
-__all__ = ["connect"]
+__all__ = ["connect", "embedded_engine_usable"]
 
 logger = logging.getLogger(__name__)
+
+_engine_lock = threading.Lock()  # held while a chDB client is being opened
+_engine_touched = False  # this process started chDB's engine (or began to)
+_engine_inherited = False  # forked from a process that had started it
+_embedded_clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_fork_hooks_registered = False
+
+
+def embedded_engine_usable() -> bool:
+    """False in a process forked from one that had started chDB's engine (it cannot run here)."""
+    return not _engine_inherited
+
+
+def _close_embedded_before_fork() -> None:
+    # Clients the writer did not close itself (query clients): a child would hang at
+    # exit if the engine were running when it was forked.
+    for client in list(_embedded_clients):
+        logger.warning("closing an embedded ClickHouse client before fork (chDB cannot be inherited)")
+        try:
+            client.close()
+        except Exception:
+            logger.debug("closing a chDB client before fork failed", exc_info=True)
+    _embedded_clients.clear()
+
+
+def _after_fork_in_child() -> None:
+    global _engine_lock, _engine_inherited, _embedded_clients
+    _engine_lock = threading.Lock()
+    _engine_inherited = _engine_inherited or _engine_touched
+    for client in list(_embedded_clients):
+        forking.abandon(client)
+    _embedded_clients = weakref.WeakSet()
+
+
+def _open_embedded(path: Any, database: Optional[str], own_lifetime: bool) -> Any:
+    global _engine_touched, _fork_hooks_registered
+    import clickhouse_connect
+
+    if _engine_inherited:
+        raise TelemetryError(
+            "this process was forked from one that had opened the embedded telemetry store; "
+            "chDB cannot run in it, so its events are handed to the store's owner process"
+        )
+    kwargs: dict[str, Any] = {"dsn": f"chdb://{path}"}
+    if database:
+        kwargs["database"] = database
+    from .shared import close_idle_embedded
+
+    close_idle_embedded(except_path=path)  # chDB runs one path per process
+    with _engine_lock:
+        if not _fork_hooks_registered:
+            forking.register(None, locks=lambda: (_engine_lock,), before=_close_embedded_before_fork,
+                             in_child=_after_fork_in_child)
+            _fork_hooks_registered = True
+        _engine_touched = True
+        client = clickhouse_connect.get_client(**kwargs)
+        if own_lifetime:
+            # clickhouse-connect closes leaked chDB handles from a weakref.finalize, which
+            # also runs at interpreter exit, possibly before our exit hook has delivered
+            # the last events. The writer closes its client itself (close() still works).
+            release = getattr(getattr(client, "_backend", None), "_release", None)
+            if release is not None:
+                release.atexit = False
+        _embedded_clients.add(client)
+    return client
 
 
 def preload_driver(settings: ClickHouseSettings) -> None:
@@ -50,12 +126,14 @@ def connect(
     database: Optional[str] = None,
     connect_timeout_s: float = 3.0,
     send_receive_timeout_s: float = 30.0,
+    own_lifetime: bool = False,
 ) -> Any:
     """A new clickhouse-connect client for ``settings`` (``mode`` server or embedded).
 
     ``database`` (default: none, i.e. the server's default) is the client's current
     database; the writer passes none and qualifies every table, so it works before
-    the database exists.
+    the database exists. ``own_lifetime`` (embedded): the caller closes the client
+    itself, also at interpreter exit; the driver's own exit-time close is disarmed.
     """
     try:
         import clickhouse_connect
@@ -70,10 +148,7 @@ def connect(
                 "or point CLICKHOUSE_HOST at a server, or set CSCTRACKER_AI_TELEMETRY=off"
             ) from exc
         path = private_dir(settings.embedded_path)  # 0700: it holds every prompt and reply
-        kwargs: dict[str, Any] = {"dsn": f"chdb://{path}"}
-        if database:
-            kwargs["database"] = database
-        client = clickhouse_connect.get_client(**kwargs)
+        client = _open_embedded(path, database, own_lifetime)
         tighten_tree(path)  # chDB creates its files with the process umask (0644)
         return client
     if settings.mode != "server":

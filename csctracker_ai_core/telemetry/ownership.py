@@ -5,6 +5,10 @@ holding an exclusive ``fcntl.flock`` on ``<chdb path>.lock`` (beside the data fo
 it writes its PID there so others can say who holds it. Inside one process the lock
 is shared by reference count (flock locks belong to an open file, so two opens of the
 same file in one process would exclude each other).
+
+Fork: a child does not own the store. It closes its copies of the inherited lock
+descriptors (never unlocking: the lock stays with the parent, whose descriptor is
+still open) and starts with an empty registry.
 """
 
 from __future__ import annotations
@@ -15,12 +19,27 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+from .. import forking
 from ..paths import open_private_file, private_dir
 
 __all__ = ["try_acquire", "release", "holder_pid", "lock_path"]
 
 _registry: Dict[str, Tuple[int, int]] = {}  # lock path -> (fd, references)
 _guard = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _guard
+    _guard = threading.Lock()
+    for fd, _refs in _registry.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _registry.clear()
+
+
+forking.register(None, locks=lambda: (_guard,), in_child=_after_fork_in_child)
 
 
 def lock_path(embedded_path: Path) -> Path:

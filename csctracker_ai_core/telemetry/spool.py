@@ -25,6 +25,11 @@ Layout (``settings.spool_path``, by default ``<data dir>/spool``)::
 * Files are 0600, folders 0700, never opened through a symlink (see paths.py).
 
 Names sort by creation time, so replay goes oldest first.
+
+Fork: a segment belongs to the process that created it. A forked child forgets the
+segments it inherited (closing only its copies of their descriptors: the flock
+stays with the parent) and starts its own, so the parent never delivers, then
+deletes, a file holding lines it did not write.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from ..paths import open_private_file, private_dir
 from .records import decode_record
 from .settings import DEFAULT_SPOOL_MAX_BYTES
 
-__all__ = ["Segment", "Spool", "SpoolFullError", "SEGMENT_PREFIX", "SEGMENT_SUFFIX", "DEFAULT_SPOOL_MAX_BYTES"]
+__all__ = [
+    "Segment", "Spool", "SpoolFullError", "SEGMENT_PREFIX", "SEGMENT_SUFFIX", "DEFAULT_SPOOL_MAX_BYTES", "forget_segment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ class Segment:
     offset: int = 0  # byte offset of the first record not yet acknowledged
     dirty: bool = False  # written since the last fsync
     torn: bool = False  # a short write left a partial last line (sealed at once)
+    pid: int = field(default_factory=os.getpid)  # the process that holds it
 
 
 class Spool:
@@ -96,10 +104,20 @@ class Spool:
         self._active: Optional[Segment] = None
         self._retired: List[Segment] = []  # sealed by a failed roll-back, for the writer to take
         self._mem_bytes = 0
+        self._pid = os.getpid()
         private_dir(self.directory)  # raises TelemetryError when it cannot be used
         self._disk_bytes = 0  # spool size: last measure() plus this process's appends since
         self._appended = 0  # bytes this process ever appended (measure() uses the difference)
         self.measure()
+
+    def forget_inherited(self) -> None:
+        """In a forked child: drop the parent's active segment (never written to here)."""
+        self._lock = threading.Lock()
+        seg, self._active = self._active, None
+        self._mem_bytes = 0
+        self._pid = os.getpid()
+        if seg is not None:
+            forget_segment(seg)
 
     # ------------------------------------------------------------------ writing
 
@@ -122,6 +140,8 @@ class Spool:
         ``record`` is kept in memory for the writer unless the memory bound is reached;
         past it the segment is read back from disk when delivered.
         """
+        if self._pid != os.getpid():  # forked without our hook having run: never share a file
+            self.forget_inherited()
         with self._lock:
             if self._disk_bytes + len(line) > self.max_bytes:
                 raise SpoolFullError(
@@ -352,3 +372,18 @@ class Spool:
         except OSError:
             pass
         seg.fd = -1
+
+
+def forget_segment(seg: Segment) -> None:
+    """In a forked child: close this process's copy of an inherited segment's descriptor.
+
+    The file and its lock stay the parent's (a flock belongs to the open file, which
+    the parent still holds); nothing is unlocked, deleted or flushed.
+    """
+    if seg.fd >= 0 and seg.pid != os.getpid():
+        try:
+            os.close(seg.fd)
+        except OSError:
+            pass
+    seg.fd = -1
+    seg.mem = None

@@ -18,6 +18,15 @@ Embedded mode with several processes: the process holding the store's lock (see
 ownership.py) opens chDB and delivers everyone's segments. The others only spool:
 every ``handoff_interval_s`` they seal their segment and release its lock so the
 owner claims it, and every ``ownership_retry_s`` they try to become the owner.
+
+Fork (see forking.py): before a fork the writer holds its locks, and an embedded
+writer closes its chDB client (the engine cannot be inherited; it reopens lazily
+after ``fork_reconnect_delay_s``, keeping the store's lock meanwhile). In the child
+the writer forgets what it inherited (spool segments, client, counters, thread) and
+starts again on the first event: its own segment, its own thread, its own client; an
+embedded child of a process that had opened chDB stays a spooler for good. At
+interpreter exit (and at the end of a ``multiprocessing`` child, which skips
+``atexit``) every writer makes a last delivery, bounded by ``close_timeout_s``.
 """
 
 from __future__ import annotations
@@ -34,8 +43,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from .. import forking
 from ..exceptions import ConfigurationError, TelemetryError
 from ..paths import private_dir, tighten_tree
+from . import connection
 from .connection import preload_driver
 from ..clock import SYSTEM_CLOCK, Clock
 from .events import CallEvent
@@ -45,7 +56,7 @@ from .quarantine import Quarantine, insert_batch
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
 from . import ownership
-from .spool import Segment, Spool, SpoolFullError
+from .spool import Segment, Spool, SpoolFullError, forget_segment
 
 __all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "WriterStats", "open_telemetry"]
 
@@ -189,6 +200,22 @@ def _register_atexit(writer: "TelemetryWriter") -> None:
             _atexit_registered = True
 
 
+def _after_fork_in_child() -> None:
+    global _atexit_guard
+    _atexit_guard = threading.Lock()
+    # A multiprocessing child ends with os._exit (no atexit), after running threading's
+    # exit hooks: deliver (or hand over) there too. close() is idempotent.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None and _live_writers:
+        try:
+            register(_close_all_at_exit)
+        except RuntimeError:  # pragma: no cover - already shutting down
+            pass
+
+
+forking.register(None, locks=lambda: (_atexit_guard,), in_child=_after_fork_in_child)
+
+
 class TelemetryWriter:
     """Durable, batched, never-blocking telemetry sink (see the module docstring)."""
 
@@ -213,6 +240,7 @@ class TelemetryWriter:
         ownership_retry_s: float = 5.0,
         connect_timeout_s: float = 3.0,
         spool_max_bytes: Optional[int] = None,
+        fork_reconnect_delay_s: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
         connect: Optional[Callable[[ClickHouseSettings], Any]] = None,
         start: bool = True,
@@ -241,6 +269,7 @@ class TelemetryWriter:
         self.handoff_interval_s = handoff_interval_s
         self.ownership_retry_s = ownership_retry_s
         self.connect_timeout_s = connect_timeout_s
+        self.fork_reconnect_delay_s = fork_reconnect_delay_s
         self._clock = clock
         self._connect_fn = connect
         self._embedded = settings.mode == "embedded"
@@ -283,9 +312,15 @@ class TelemetryWriter:
         self._close_deadline = 0.0
         self._closed = False
         self._thread: Optional[threading.Thread] = None
+        self._started = False
+        # Held around connecting and each insert, so a fork never happens mid-way.
+        self._delivery_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         if connect is None:
             preload_driver(settings)
         _register_atexit(self)
+        forking.register(self, locks=TelemetryWriter._fork_locks, before=TelemetryWriter._before_fork,
+                         in_child=TelemetryWriter._after_fork_in_child)
         if start:
             self.start()
 
@@ -293,11 +328,17 @@ class TelemetryWriter:
 
     def record(self, event: CallEvent) -> None:
         """Spool ``event`` (on disk when this returns) for delivery. Never raises."""
+        self.record_with(event, redact=self.redact, max_text_bytes=self.max_text_bytes, store_images=self.store_images)
+
+    def record_with(
+        self, event: CallEvent, *, redact: Optional[Redactor], max_text_bytes: int, store_images: bool
+    ) -> None:
+        """:meth:`record` with one user's options (writers are shared, see shared.py)."""
         try:
             redaction_failed = False
-            if self.redact is not None:
+            if redact is not None:
                 try:
-                    event = self.redact(event)
+                    event = redact(event)
                 except Exception:
                     # Never store what the hook was meant to hide: keep the event's
                     # numbers, withhold its texts.
@@ -311,7 +352,7 @@ class TelemetryWriter:
                         metadata={},
                     )
                     redaction_failed = True
-            rec = event_to_record(event, max_text_bytes=self.max_text_bytes, store_images=self.store_images)
+            rec = event_to_record(event, max_text_bytes=max_text_bytes, store_images=store_images)
             line = encode_record(rec)  # sanitizes rec in place when a text is not valid UTF-8
             now = self._clock.time()
             self._spool.append(line, rec, now)
@@ -331,6 +372,8 @@ class TelemetryWriter:
                 if seg is not None:
                     self._spool.release(seg)
                 return
+            if self._thread is None and self._started:
+                self._restart_after_fork()
             records, nbytes, _ = self._spool.active_info()
             if records >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
                 self._wake.set()
@@ -369,15 +412,23 @@ class TelemetryWriter:
 
     def start(self) -> None:
         """Start the background thread (done by the constructor unless ``start=False``)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
-            self._thread.start()
+        with self._start_lock:
+            if self._thread is None and not self._closed:
+                self._started = True
+                self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
+                self._thread.start()
+
+    def _restart_after_fork(self) -> None:
+        """First use in a forked child: this process's own thread (then client) starts."""
+        self.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
         """Deliver what is spooled now, ignoring batching and backoff; wait up to ``timeout_s``.
 
         Returns True when nothing this writer spooled is left pending.
         """
+        if self._thread is None and self._started and not self._closed:
+            self._restart_after_fork()
         if self._closed or self._thread is None or not self._thread.is_alive():
             return self._pending() == 0
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -454,6 +505,51 @@ class TelemetryWriter:
     def __repr__(self) -> str:
         s = self.stats()
         return f"TelemetryWriter(mode={self.settings.mode!r}, role={s.role!r}, pending={s.pending}, written={s.written})"
+
+    # ================================================================== fork
+
+    def _fork_locks(self) -> Tuple[Any, ...]:
+        locks: Tuple[Any, ...] = (self._start_lock, self._counters_lock, self._idle, self._spool._lock)
+        # Only an embedded writer waits for its insert to end: it must close chDB.
+        return ((self._delivery_lock,) if self._embedded else ()) + locks
+
+    def _before_fork(self) -> None:
+        """Holding the delivery lock: no chDB engine may run across a fork."""
+        if self._embedded and self._client is not None:
+            client, self._client = self._client, None
+            _close_quietly(client)  # the store's lock stays ours: we reopen it soon
+            self._next_connect_at = self._clock.time() + self.fork_reconnect_delay_s
+
+    def _after_fork_in_child(self) -> None:
+        """In the child: forget everything inherited; start again on the first event."""
+        self._counters_lock = threading.Lock()
+        self._delivery_lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._flush_requested = self._flush_served = 0
+        if self._closing:
+            self._closed = True
+        for seg in self._queue:
+            forget_segment(seg)
+        if self._inflight is not None:
+            for piece in self._inflight.pieces:
+                forget_segment(piece.segment)
+        self._queue = []
+        self._inflight = None
+        self._spool.forget_inherited()
+        forking.abandon(self._client)  # a copy of the parent's: never used, never closed
+        self._client = None
+        self._owner = False  # ownership.py forgot the inherited lock
+        self._written = self._spooled = self._replayed = self._dropped = 0
+        self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
+        self._own_delivered = 0
+        self._last_error = None
+        self._role = "closed" if self._closed else "starting"
+        self._consecutive_failures = 0
+        self._retry_at = self._next_connect_at = self._next_scan_at = self._next_fsync_at = 0.0
+        self._last_insert_at = -math.inf
+        self._thread = None
 
     # ================================================================== internals
 
@@ -581,6 +677,19 @@ class TelemetryWriter:
     # ------------------------------------------------------------------ connecting
 
     def _try_connect(self, now: float) -> None:
+        with self._delivery_lock:
+            self._try_connect_locked(now)
+
+    def _try_connect_locked(self, now: float) -> None:
+        if self._embedded and not connection.embedded_engine_usable():
+            if self._role != "spooler":
+                logger.info(
+                    "forked from the process that opened the embedded telemetry store %s: "
+                    "this process spools, the store's owner delivers", self.settings.embedded_path,
+                )
+            self._role = "spooler"
+            self._next_connect_at = math.inf
+            return
         if self._embedded and not self._owner:
             try:
                 acquired = ownership.try_acquire(self.settings.embedded_path)
@@ -604,7 +713,7 @@ class TelemetryWriter:
             else:
                 from .connection import connect
 
-                client = connect(self.settings, connect_timeout_s=self.connect_timeout_s)
+                client = connect(self.settings, connect_timeout_s=self.connect_timeout_s, own_lifetime=True)
             try:
                 ensure_schema(client, self.database)
             except BaseException:
@@ -707,9 +816,13 @@ class TelemetryWriter:
         # (other processes, other versions, hand edits) are checked first.
         screen = {id(r) for p in batch.pieces if p.from_disk for r in p.records}
         try:
-            delivery = insert_batch(
-                self._client, self.database, records, batch.token, self._quarantine, self._clock.time(), screen=screen,
-            )
+            with self._delivery_lock:
+                if records and self._client is None:  # closed for a fork meanwhile: retried later
+                    return False
+                delivery = insert_batch(
+                    self._client, self.database, records, batch.token, self._quarantine, self._clock.time(),
+                    screen=screen,
+                )
         except Exception as exc:
             self._note_failure(exc, "insert")
             self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
@@ -764,11 +877,20 @@ class TelemetryWriter:
                 if self._embedded:
                     self._hand_off(self._clock.time(), force=True)
                 return
+            reconnected = False
             while time.monotonic() < self._close_deadline:
                 if self._inflight is None and not self._has_waiting():
                     break
-                if not self._deliver_once(self._clock.time()):
-                    break
+                if self._client is None or not self._deliver_once(self._clock.time()):
+                    # One fresh connection, now (not at the backoff): a client closed
+                    # under us at exit or by a fork is not a reason to leave events behind.
+                    if reconnected:
+                        break
+                    reconnected = True
+                    if self._client is None:
+                        self._try_connect(self._clock.time())
+                    if self._client is None:
+                        break
         except Exception as exc:
             self._note_failure(exc, "final delivery")
         finally:
@@ -822,10 +944,13 @@ def open_telemetry(
     batch_interval_s: float = 1.0,
     **options: Any,
 ) -> "TelemetrySink":
-    """The sink for ``settings``: a :class:`TelemetryWriter`, or a :class:`NullSink` when off.
+    """The sink for ``settings``: a share of the process's writer for that store
+    (:class:`~.shared.SharedSink`), or a :class:`NullSink` when off.
 
     Never blocks on ClickHouse: connecting and creating the schema happen in the
-    writer's thread. Other ``options`` are :class:`TelemetryWriter` keyword arguments.
+    writer's thread. Other ``options`` are :class:`TelemetryWriter` keyword arguments,
+    used when this call opens the writer. With an injected ``connect`` the writer is
+    this caller's own.
 
     When the spool or the embedded store's folder cannot be used as configured (cannot
     be created, belongs to another user, writable by others, a symlink at the lock
@@ -836,7 +961,14 @@ def open_telemetry(
     if settings.mode == "off":
         return NullSink()
     try:
-        return TelemetryWriter(
+        if options.get("connect") is not None:
+            return TelemetryWriter(
+                settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
+                batch_interval_s=batch_interval_s, **options,
+            )
+        from .shared import open_shared
+
+        return open_shared(
             settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
             batch_interval_s=batch_interval_s, **options,
         )

@@ -1,0 +1,168 @@
+"""Fork safety: what the library does around ``os.fork()`` (gunicorn ``--preload``,
+Celery prefork, ``multiprocessing`` with the fork start method).
+
+A forked child is a copy of one thread of its parent: every other thread is gone, a
+lock another thread held stays held forever, and every socket and file is shared
+with the parent. So, with ``os.register_at_fork``:
+
+* **before** the fork, the forking thread takes each registered object's locks (the
+  short "leaf" locks that guard in-memory state), so the child never inherits a
+  lock held mid-update; a lock still busy after ``LOCK_TIMEOUT_S`` is skipped (the
+  fork is never blocked for long) and the child gets a fresh one anyway;
+* **in the parent** after the fork, those locks are released;
+* **in the child**, each registered object drops what it inherited and cannot share
+  (SDK clients and their kept-alive sockets, the telemetry thread and spool segment,
+  database clients, file locks) *without closing it under the parent*, and recreates
+  it lazily on first use.
+
+Objects register with :func:`register` (held weakly, in registration order).
+:func:`abandon` keeps an inherited object alive forever in the child: objects whose
+finalizer would act on the parent's resources (an SDK client closing its HTTP pool,
+whose lock may be held by a parent thread) must never be collected there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import logging
+import os
+import threading
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+__all__ = ["LOCK_TIMEOUT_S", "register", "abandon", "fork_generation"]
+
+logger = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 5.0
+
+LockLike = Any  # threading.Lock / RLock / Condition: acquire(timeout=) and release()
+_LocksOf = Callable[[Any], Iterable[LockLike]]
+_InChild = Callable[[Any], None]
+_BeforeFork = Callable[[Any], None]
+
+_order = itertools.count()
+# id -> (weak reference or None for module-level entries, locks_of, in_child, before)
+_entries: Dict[int, Tuple[Optional["weakref.ref[Any]"], Optional[_LocksOf], Optional[_InChild], Optional[_BeforeFork]]] = {}
+_entries_lock = threading.Lock()
+_held: List[LockLike] = []
+_generation = 0
+
+
+def fork_generation() -> int:
+    """How many forks separate this process from the one that imported this module."""
+    return _generation
+
+
+def register(
+    owner: Any,
+    *,
+    locks: Optional[_LocksOf] = None,
+    in_child: Optional[_InChild] = None,
+    before: Optional[_BeforeFork] = None,
+) -> None:
+    """Make ``owner`` fork-aware (held weakly; a module passes ``owner=None``).
+
+    ``locks(owner)`` lists the locks to hold across the fork; ``before(owner)`` then
+    runs in the forking thread, holding them (e.g. to close what a child could not
+    survive inheriting); ``in_child(owner)`` runs in the child, after the fork, and must drop
+    inherited resources without closing them and replace every lock ``locks`` named.
+    """
+    key = next(_order)
+    ref = None
+    if owner is not None:
+        ref = weakref.ref(owner, lambda _r, key=key: _forget(key))
+    with _entries_lock:
+        _entries[key] = (ref, locks, in_child, before)
+
+
+def _forget(key: int) -> None:
+    # Called by the garbage collector: never block (the lock may be ours already).
+    if _entries_lock.acquire(blocking=False):
+        try:
+            _entries.pop(key, None)
+        finally:
+            _entries_lock.release()
+
+
+def _live() -> List[Tuple[Any, Optional[_LocksOf], Optional[_InChild], Optional[_BeforeFork]]]:
+    with _entries_lock:
+        items = sorted(_entries.items())
+    out = []
+    for _key, (ref, locks, in_child, before) in items:
+        owner = ref() if ref is not None else None
+        if ref is not None and owner is None:
+            continue
+        out.append((owner, locks, in_child, before))
+    return out
+
+
+def _call(fn: Callable[..., Any], owner: Any) -> Any:
+    return fn(owner) if owner is not None else fn()
+
+
+def _before_fork() -> None:
+    _held.clear()
+    for owner, locks, _in_child, before in _live():
+        try:
+            if locks is not None:
+                for lock in _call(locks, owner):
+                    if lock.acquire(timeout=LOCK_TIMEOUT_S):
+                        _held.append(lock)
+                    else:  # the child replaces it; the parent goes on
+                        logger.warning("a lock of %r stayed busy for %.0fs at fork", owner, LOCK_TIMEOUT_S)
+            if before is not None:
+                _call(before, owner)
+        except Exception:  # a fork must never fail because of us
+            logger.exception("preparing %r for fork failed", owner)
+
+
+def _release_held() -> None:
+    while _held:
+        lock = _held.pop()
+        try:
+            lock.release()
+        except RuntimeError:
+            pass
+
+
+def _after_fork_in_parent() -> None:
+    _release_held()
+
+
+def _after_fork_in_child() -> None:
+    global _generation, _entries_lock
+    _generation += 1
+    _entries_lock = threading.Lock()
+    _release_held()  # the forking thread is the one that survives: these are its own
+    for owner, _locks, in_child, _before in _live():
+        if in_child is None:
+            continue
+        try:
+            _call(in_child, owner)
+        except Exception:
+            logger.exception("resetting %r after fork failed", owner)
+
+
+def abandon(obj: Any) -> None:
+    """Keep ``obj`` alive until the process ends (never collected, never finalized).
+
+    For inherited objects whose finalizer would touch the parent's resources. Their
+    memory is already there (a copy of the parent's); only their descriptors stay
+    open in the child.
+    """
+    if obj is None:
+        return
+    try:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    except Exception:  # pragma: no cover - not CPython: a module-level list is the fallback
+        _abandoned.append(obj)
+
+
+_abandoned: List[Any] = []
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+    )
