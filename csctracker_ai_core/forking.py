@@ -61,6 +61,7 @@ def register(
     locks: Optional[_LocksOf] = None,
     in_child: Optional[_InChild] = None,
     before: Optional[_BeforeFork] = None,
+    outer: bool = False,
 ) -> None:
     """Make ``owner`` fork-aware (held weakly; a module passes ``owner=None``).
 
@@ -68,8 +69,13 @@ def register(
     runs in the forking thread, holding them (e.g. to close what a child could not
     survive inheriting); ``in_child(owner)`` runs in the child, after the fork, and must drop
     inherited resources without closing them and replace every lock ``locks`` named.
+
+    Locks are taken in registration order, ``outer`` entries first: an entry whose
+    locks are held while other registered locks are taken (the telemetry writer's
+    delivery lock is held while it takes the store lock) must be ``outer``, so the
+    forking thread never waits for a lock held by a thread that waits for one of its own.
     """
-    key = next(_order)
+    key = next(_order) - (1 << 40 if outer else 0)
     ref = None
     if owner is not None:
         ref = weakref.ref(owner, lambda _r, key=key: _forget(key))

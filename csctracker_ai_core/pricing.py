@@ -46,6 +46,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import forking
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -414,6 +415,14 @@ def load_prices(path: Union[str, Path, None] = None) -> PriceTable:
 
 _cache_lock = threading.Lock()
 _cache: Dict[Tuple[Optional[str], Optional[int]], PriceTable] = {}
+
+
+def _after_fork_in_child() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+forking.register(None, locks=lambda: (_cache_lock,), in_child=_after_fork_in_child)
 
 
 def get_prices(path: Union[str, Path, None] = None) -> PriceTable:

@@ -19,7 +19,7 @@ import time
 import uuid
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
-from . import pricing
+from . import forking, pricing
 from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
 from .budgets.cost import (
     COUNT_TOKENS_ABOVE_BYTES,
@@ -271,6 +271,7 @@ class IaProcessor:
         self._closed = False
         self._calls = threading.Condition()  # guards _closed and _in_flight
         self._in_flight = 0
+        forking.register(self, locks=lambda p: (p._calls,), in_child=IaProcessor._after_fork_in_child)
 
     # -- public API ---------------------------------------------------------------
 
@@ -388,6 +389,11 @@ class IaProcessor:
         finally:
             if not still_running:  # else the last call to finish closes them (never cut a running request)
                 self._clients.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's calls in flight do not exist here (forking.py).
+        self._calls = threading.Condition()
+        self._in_flight = 0
 
     def __enter__(self) -> "IaProcessor":
         return self

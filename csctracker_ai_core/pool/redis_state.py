@@ -51,6 +51,7 @@ import time
 from collections import deque
 from typing import AbstractSet, Any, Callable, Optional, Sequence
 
+from .. import forking
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, RedisUnavailableError
 from .cooldown import next_pacific_midnight, previous_pacific_midnight
@@ -183,6 +184,16 @@ class RedisPoolState:
         self._last_note: Optional[int] = None
         self._threads = Keeper(self)
         self._last_renew = 0.0
+        # A fork never leaves a child with one of these held (see forking.py); the
+        # child's keeper, listener and leases are reset on its first acquire
+        # (_check_fork), and redis-py's pool opens new connections there by itself.
+        forking.register(self, locks=lambda st: (st._lock, st._resync_lock),
+                         in_child=RedisPoolState._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.RLock()
+        self._resync_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
 
     @classmethod
     def from_url(

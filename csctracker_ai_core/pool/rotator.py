@@ -28,7 +28,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
-from .. import catalog
+from .. import catalog, forking
 from ..catalog import utc_date
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, GeminiRequestError, InvalidInputError, QuotaExhaustedError
@@ -154,6 +154,7 @@ class ApiKeyRotator:
         self._plans_day: Optional[Any] = None  # the UTC day the cached plans were built for
         self._retired: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # guards the streak counters and the compat tables
+        forking.register(self, locks=lambda r: (r._lock,), in_child=ApiKeyRotator._after_fork_in_child)
         self._transient: dict[tuple[str, str], int] = {}  # (key fp, model) -> consecutive
         self._quota_repeats: dict[tuple[str, str], int] = {}  # (project, model) -> consecutive
         self._compat_leases: dict[tuple[str, str], list[Lease]] = defaultdict(list)
@@ -171,6 +172,9 @@ class ApiKeyRotator:
             ", ".join(f"{m}={c}" for m, c in caps.items()),
         )
 
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
     def __repr__(self) -> str:
         free = sum(1 for s in self._specs.values() if s.tier == "free")
         return (

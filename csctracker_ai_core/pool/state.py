@@ -104,6 +104,7 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass
 from typing import AbstractSet, Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
+from .. import forking
 from ..exceptions import ConfigurationError
 from .decision import FailureKind
 from .keys import KnownLimits
@@ -308,6 +309,16 @@ class InMemoryPoolState:
         self._version = 0
         self._waiting = 0
         self._enabled_keys = 0
+        forking.register(self, locks=lambda st: (st._cond,), in_child=InMemoryPoolState._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's calls in flight are not this process's: their slots are free here
+        (the requests they sent still count against the local rate limits)."""
+        self._cond = threading.Condition(threading.Lock())
+        for rec, _entry in self._leases.values():
+            rec.in_flight -= 1
+        self._leases = {}
+        self._waiting = 0
 
     def __repr__(self) -> str:
         return f"InMemoryPoolState(keys={len(self._keys)}, enabled={self._enabled_keys}, leased={len(self._leases)})"

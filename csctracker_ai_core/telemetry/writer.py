@@ -320,7 +320,7 @@ class TelemetryWriter:
             preload_driver(settings)
         _register_atexit(self)
         forking.register(self, locks=TelemetryWriter._fork_locks, before=TelemetryWriter._before_fork,
-                         in_child=TelemetryWriter._after_fork_in_child)
+                         in_child=TelemetryWriter._after_fork_in_child, outer=True)
         if start:
             self.start()
 
@@ -509,16 +509,21 @@ class TelemetryWriter:
     # ================================================================== fork
 
     def _fork_locks(self) -> Tuple[Any, ...]:
-        locks: Tuple[Any, ...] = (self._start_lock, self._counters_lock, self._idle, self._spool._lock)
-        # Only an embedded writer waits for its insert to end: it must close chDB.
-        return ((self._delivery_lock,) if self._embedded else ()) + locks
+        # The delivery lock first: a fork waits for the insert or connection in progress
+        # (an embedded writer must close chDB; and the driver imports modules lazily on
+        # first use, which a child must not inherit half done).
+        return (self._delivery_lock, self._start_lock, self._counters_lock, self._idle, self._spool._lock)
 
     def _before_fork(self) -> None:
         """Holding the delivery lock: no chDB engine may run across a fork."""
-        if self._embedded and self._client is not None:
+        if not self._embedded:
+            return
+        if self._client is not None:
             client, self._client = self._client, None
             _close_quietly(client)  # the store's lock stays ours: we reopen it soon
-            self._next_connect_at = self._clock.time() + self.fork_reconnect_delay_s
+        # Every fork of a burst (gunicorn spawning workers, a Pool starting) pushes the
+        # reopening out: the burst costs one reopening, not one per fork.
+        self._next_connect_at = max(self._next_connect_at, self._clock.time() + self.fork_reconnect_delay_s)
 
     def _after_fork_in_child(self) -> None:
         """In the child: forget everything inherited; start again on the first event."""
@@ -877,6 +882,10 @@ class TelemetryWriter:
                 if self._embedded:
                     self._hand_off(self._clock.time(), force=True)
                 return
+            # Segments handed over (or left by dead processes) until now: gunicorn's
+            # workers hand theirs to the master just before it exits.
+            self._queue.extend(self._spool.claim_orphans(exclude={s.path for s in self._queue}))
+            self._queue.sort(key=lambda s: s.path.name)
             reconnected = False
             while time.monotonic() < self._close_deadline:
                 if self._inflight is None and not self._has_waiting():

@@ -220,6 +220,9 @@ class EmulatorConfig:
     default_text: Optional[str] = None
     default_json: Any = None
     """Default JSON reply; ``None`` means ``{"resposta": ..., "modelo": <model>}``."""
+    echo_prompt: bool = False
+    """Reply with the prompt's own text (``{"resposta": <prompt>}`` in JSON mode), before any rule:
+    a test can check that each reply reached the process, thread or call that asked."""
     faults: tuple[Fault, ...] = ()
     record_bodies: int = 100
     """How many parsed request bodies to keep for :attr:`GeminiEmulator.requests` (0: none)."""
@@ -824,6 +827,9 @@ class GeminiEmulator:
         return None
 
     def _reply_text(self, parsed: wire.ParsedRequest, model: str, rule: Optional[ReplyRule]) -> str:
+        if self.config.echo_prompt:
+            text = parsed.prompt_text
+            return json.dumps({"resposta": text}, ensure_ascii=False) if parsed.json_mode else text
         if rule is not None:
             return rule.reply(parsed.json_mode)
         if parsed.json_mode:
