@@ -134,21 +134,19 @@ def fork_during_calls(args: Dict[str, Any]) -> Dict[str, Any]:
     """Threads call continuously while the main thread forks ``forks`` times; each child calls once."""
     p = _processor(args)
     stop = threading.Event()
-    wrong = [0]
-    calls = [0]
+    wrong = [0] * args["threads"]
+    calls = [0] * args["threads"]  # one counter per thread: += is not atomic across threads
 
     def caller(n: int) -> None:
-        i = 0
         while not stop.is_set():
-            if not _ask(p, f"thread-{n}-{i}"):
-                wrong[0] += 1
-            calls[0] += 1
-            i += 1
+            if not _ask(p, f"thread-{n}-{calls[n]}"):
+                wrong[n] += 1
+            calls[n] += 1
 
     threads = [threading.Thread(target=caller, args=(n,), daemon=True) for n in range(args["threads"])]
     for t in threads:
         t.start()
-    while calls[0] < args["threads"]:  # every thread is inside the library
+    while not all(calls):  # every thread is inside the library
         time.sleep(0.01)
     kids = []
     child_wrong = 0
@@ -169,23 +167,23 @@ def fork_during_calls(args: Dict[str, Any]) -> Dict[str, Any]:
         time.sleep(args.get("gap_s", 0.02))
     deadlocks = 0
     for pid, r in kids:
-        ready, _, _ = select.select([r], [], [], args.get("exit_bound_s", 90))
+        ready, _, _ = select.select([r], [], [], args.get("exit_bound_s", 180))
         answer = os.read(r, 600) if ready else b"0no answer"
         if answer != b"1":
             child_wrong += 1
             child_errors.append(answer[1:].decode(errors="replace"))
-        if not _wait_exit(pid, args.get("exit_bound_s", 90)):
+        if not _wait_exit(pid, args.get("exit_bound_s", 180)):
             deadlocks += 1
             os.kill(pid, 9)
             os.waitpid(pid, 0)
     stop.set()
     for t in threads:
         t.join(60)
-    thread_calls = calls[0]
+    thread_calls = sum(calls)
     expected = thread_calls + args["forks"]
     counted = _count_while(p, expected, args.get("wait_s", 90), lambda: True)
     p.close(30)
-    return {"expected": expected, "counted": counted, "wrong_replies": wrong[0], "child_failures": child_wrong,
+    return {"expected": expected, "counted": counted, "wrong_replies": sum(wrong), "child_failures": child_wrong,
             "child_errors": child_errors, "deadlocks": deadlocks}
 
 

@@ -105,17 +105,30 @@ class Spool:
         self._retired: List[Segment] = []  # sealed by a failed roll-back, for the writer to take
         self._mem_bytes = 0
         self._pid = os.getpid()
+        # Every segment descriptor this spool holds, opened and closed under _lock (which
+        # a fork waits for): a child closes its copies of exactly these.
+        self._fds: set[int] = set()
         private_dir(self.directory)  # raises TelemetryError when it cannot be used
         self._disk_bytes = 0  # spool size: last measure() plus this process's appends since
         self._appended = 0  # bytes this process ever appended (measure() uses the difference)
         self.measure()
 
     def forget_inherited(self) -> None:
-        """In a forked child: drop the parent's active segment (never written to here)."""
+        """In a forked child: let go of every segment inherited (never written or read here).
+
+        Only this process's copies of the descriptors are closed: the files and their
+        locks stay the parent's (a flock belongs to the open file, which the parent holds).
+        """
         self._lock = threading.Lock()
         seg, self._active = self._active, None
         self._mem_bytes = 0
         self._pid = os.getpid()
+        fds, self._fds = self._fds, set()
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
         if seg is not None:
             forget_segment(seg)
 
@@ -152,6 +165,7 @@ class Spool:
             seg = self._active
             if seg is None:
                 seg = self._active = self._new_segment(now)
+                self._fds.add(seg.fd)
             written = os.write(seg.fd, line)  # raises (nothing written) e.g. on ENOSPC
             if written != len(line):
                 self._roll_back(seg, written, len(line))
@@ -275,22 +289,24 @@ class Spool:
             path = self.directory / name
             if path in exclude:
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW)
-            except FileNotFoundError:
-                continue  # delivered and deleted meanwhile
-            except OSError as exc:  # a symlink planted in the spool, or unreadable
-                logger.error("ignoring spool entry %s: %s", path.name, exc)
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)  # a live process holds it
-                continue
-            st = os.fstat(fd)
-            if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):  # deleted meanwhile, or not a file
-                os.close(fd)
-                continue
+            with self._lock:  # a fork never sees a descriptor the spool does not know
+                try:
+                    fd = os.open(path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW)
+                except FileNotFoundError:
+                    continue  # delivered and deleted meanwhile
+                except OSError as exc:  # a symlink planted in the spool, or unreadable
+                    logger.error("ignoring spool entry %s: %s", path.name, exc)
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    os.close(fd)  # a live process holds it
+                    continue
+                st = os.fstat(fd)
+                if st.st_nlink == 0 or not stat.S_ISREG(st.st_mode):  # deleted meanwhile, or not a file
+                    os.close(fd)
+                    continue
+                self._fds.add(fd)
             claimed.append(Segment(path=path, fd=fd, own=False, records=-1, size=st.st_size, mem=None, sealed=True))
         return claimed
 
@@ -367,23 +383,17 @@ class Spool:
             if seg.mem is not None:
                 self._mem_bytes -= seg.mem_bytes
                 seg.mem, seg.mem_bytes = None, 0
-        try:
-            os.close(seg.fd)
-        except OSError:
-            pass
-        seg.fd = -1
+            if seg.fd in self._fds:  # else forgotten at a fork: not ours to close
+                self._fds.discard(seg.fd)
+                try:
+                    os.close(seg.fd)
+                except OSError:
+                    pass
+            seg.fd = -1
 
 
 def forget_segment(seg: Segment) -> None:
-    """In a forked child: close this process's copy of an inherited segment's descriptor.
-
-    The file and its lock stay the parent's (a flock belongs to the open file, which
-    the parent still holds); nothing is unlocked, deleted or flushed.
-    """
-    if seg.fd >= 0 and seg.pid != os.getpid():
-        try:
-            os.close(seg.fd)
-        except OSError:
-            pass
+    """In a forked child: forget an inherited segment (its descriptor copy is closed by
+    :meth:`Spool.forget_inherited`); nothing is unlocked, deleted or flushed."""
     seg.fd = -1
     seg.mem = None
