@@ -38,9 +38,9 @@ logger = logging.getLogger(__name__)
 LOCK_TIMEOUT_S = 5.0
 
 LockLike = Any  # threading.Lock / RLock / Condition: acquire(timeout=) and release()
-_LocksOf = Callable[[Any], Iterable[LockLike]]
-_InChild = Callable[[Any], None]
-_BeforeFork = Callable[[Any], None]
+_LocksOf = Callable[..., Iterable[LockLike]]
+_InChild = Callable[..., None]
+_BeforeFork = Callable[..., None]
 
 _order = itertools.count()
 # id -> (weak reference or None for module-level entries, locks_of, in_child, before)
@@ -78,7 +78,11 @@ def register(
     key = next(_order) - (1 << 40 if outer else 0)
     ref = None
     if owner is not None:
-        ref = weakref.ref(owner, lambda _r, key=key: _forget(key))
+
+        def gone(_ref: "weakref.ref[Any]", key: int = key) -> None:
+            _forget(key)
+
+        ref = weakref.ref(owner, gone)
     with _entries_lock:
         _entries[key] = (ref, locks, in_child, before)
 

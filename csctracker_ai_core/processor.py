@@ -86,7 +86,7 @@ def _admitted(method: F) -> F:
             with self._calls:
                 self._in_flight -= 1
                 self._calls.notify_all()
-                last_out = self._closed and self._in_flight == 0
+                last_out = self._in_flight == 0 and self._is_closed()
             if last_out:  # close() timed out waiting for us: release what it left
                 self._clients.close()
 
@@ -389,6 +389,9 @@ class IaProcessor:
         finally:
             if not still_running:  # else the last call to finish closes them (never cut a running request)
                 self._clients.close()
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     def _after_fork_in_child(self) -> None:
         # The parent's calls in flight do not exist here (forking.py).

@@ -153,7 +153,7 @@ def connect(
         return client
     if settings.mode != "server":
         raise TelemetryError(f"telemetry mode {settings.mode!r} has no ClickHouse to connect to")
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "autogenerate_session_id": False,
         "connect_timeout": max(1, int(round(connect_timeout_s))),
         "send_receive_timeout": max(1, int(round(send_receive_timeout_s))),
