@@ -187,6 +187,12 @@ def _close_all_at_exit() -> None:
     for writer in list(_live_writers):
         try:
             writer.close(writer.close_timeout_s)
+            # A daemon thread still inside chDB when the interpreter is torn down crashes
+            # it (SIGSEGV, seen under heavy load): give a slow last delivery one more
+            # close_timeout_s to end; its events are on disk either way.
+            thread = writer._thread
+            if thread is not None and thread.is_alive():
+                thread.join(writer.close_timeout_s)
         except Exception:  # never let telemetry break interpreter exit
             logger.exception("telemetry writer failed to close at exit")
 
@@ -316,7 +322,6 @@ class TelemetryWriter:
         # Held around connecting and each insert, so a fork never happens mid-way.
         self._delivery_lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._warm = False  # an insert went through: the driver's lazy imports are done
         if connect is None:
             preload_driver(settings)
         _register_atexit(self)
@@ -510,14 +515,10 @@ class TelemetryWriter:
     # ================================================================== fork
 
     def _fork_locks(self) -> Tuple[Any, ...]:
-        # The delivery lock first: a fork waits for the insert or connection in progress.
-        # An embedded writer must close chDB; a server writer only until its first insert
-        # is done (the driver imports modules lazily then, which a child must not inherit
-        # half done), so later forks never wait for a slow server.
-        leaves = (self._start_lock, self._counters_lock, self._idle, self._spool._lock)
-        if self._embedded or not self._warm:
-            return (self._delivery_lock,) + leaves
-        return leaves
+        # The delivery lock first: a fork waits for the insert or connection in progress
+        # (an embedded writer must close chDB; and a child must not inherit the driver's
+        # state mid-request: lazy imports half done, HTTP pool locks held).
+        return (self._delivery_lock, self._start_lock, self._counters_lock, self._idle, self._spool._lock)
 
     def _before_fork(self) -> None:
         """Holding the delivery lock: no chDB engine may run across a fork."""
@@ -833,7 +834,6 @@ class TelemetryWriter:
                     self._client, self.database, records, batch.token, self._quarantine, self._clock.time(),
                     screen=screen,
                 )
-                self._warm = self._warm or delivery.inserts > 0
         except Exception as exc:
             self._note_failure(exc, "insert")
             self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
