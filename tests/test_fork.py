@@ -81,7 +81,7 @@ def test_os_fork_children_calls_land_once_while_they_live(store, echo):
     parent keeps calling: every event in the store once (counted by the parent before the
     children exit), every reply the caller's own, every child exits (sys.exit) in time."""
     kind, env, count, data = store
-    report = run_scenario(env, "os_fork", emulator=echo.base_url, children=3, calls=8, parent_calls=4)
+    report = run_scenario(env, "os_fork", emulator=echo.base_url, children=3, calls=8, parent_calls=4, wait_s=120)
     assert report["wrong_replies"] == 0, report
     assert report["hangs"] == 0, report
     assert report["counted_while_alive"] == report["expected"] == 1 + 4 + 3 * 8, report
