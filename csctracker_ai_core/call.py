@@ -42,6 +42,7 @@ from .pool.classify import scrub
 from .pool.decision import Decision, FailureKind
 from .pool.lease import Lease, Slot
 from .pricing import COST_SCALE, PriceTable, billed_tier, cost_on_key, price_usage
+from .redaction import redact_exception
 from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
 from .tokens import TokenUsage
 from .validation import PreparedCall
@@ -104,7 +105,8 @@ class Call:
         self.attempt_count += 1
         self.last_lease = lease
         if error is not None:
-            self.last_error = error
+            # What the caller may keep: no key the SDK's error echoes, no HTTP response.
+            self.last_error = redact_exception(error)
             if not decision.ends_call:
                 self.avoid.add(lease.slot)
             if decision.spends_retry:
@@ -193,6 +195,7 @@ class Call:
 
     def ended_by(self, decision: Decision, error: BaseException) -> GeminiServiceException:
         """The error that ends this call on ``decision`` (the pool says which)."""
+        error = redact_exception(error) or error
         final = decision.final_error(error, attempts=self.attempt_count, event_id=self.event_id)
         final.__cause__ = error
         return final
@@ -202,7 +205,7 @@ class Call:
         return GeminiServiceException(
             f"internal error after {self.attempt_count} request(s): {type(exc).__name__}: "
             f"{scrub(exc)}. This is a bug in csctracker-ai-core or a dependency; please report it.",
-            last_error=exc, attempts=self.attempt_count, event_id=self.event_id,
+            last_error=redact_exception(exc), attempts=self.attempt_count, event_id=self.event_id,
         )
 
     # -- events ---------------------------------------------------------------------

@@ -40,8 +40,9 @@ from .exceptions import (
     QuotaExhaustedError,
     ReportError,
 )
-from .fingerprint import key_fingerprint
+from . import redaction
 from .pool.keys import parse_key_list
+from .reports.safe_text import csv_cell, escape_controls
 
 __all__ = ["main", "build_parser"]
 
@@ -67,25 +68,17 @@ class UsageError(Exception):
 
 
 class Output:
-    """Where the CLI writes, with every key it knows scrubbed from what it prints."""
+    """Where the CLI writes, with every configured key hidden (see :mod:`.redaction`)."""
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out = out
         self.err = err
-        self._secrets: list[str] = []
 
     def add_secrets(self, keys: Iterable[str]) -> None:
-        for k in keys:
-            k = k.strip()
-            if len(k) >= 4 and k not in self._secrets:
-                self._secrets.append(k)
-        self._secrets.sort(key=len, reverse=True)  # longest first: a key inside another
+        redaction.register_keys(keys, owner=self)
 
     def scrub(self, text: str) -> str:
-        for k in self._secrets:
-            if k in text:
-                text = text.replace(k, key_fingerprint(k))
-        return text
+        return redaction.redact(text)
 
     def print(self, text: str = "") -> None:
         self.out.write(self.scrub(text) + "\n")
@@ -127,8 +120,8 @@ def _cell(value: Any) -> str:
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S")
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in sorted(value.items())) or "-"
-    return str(value)
+        return escape_controls(", ".join(f"{k}: {v}" for k, v in sorted(value.items()))) or "-"
+    return escape_controls(str(value))
 
 
 def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -146,21 +139,29 @@ def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str,
     return "\n".join(out)
 
 
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return to_json(value)
+    if isinstance(value, (Decimal, datetime, date)):
+        return _json_default(value)
+    return value
+
+
 def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """CSV of every column of ``rows`` (header from the first row)."""
+    """CSV of every column of ``rows`` (header from the first row); text cells that a
+    spreadsheet would run as a formula are neutralised (see :mod:`.reports.safe_text`)."""
     buf = io.StringIO()
     if not rows:
         return ""
-    writer = csv.writer(buf, lineterminator="\n")
+    # RFC 4180 line ends: the writer quotes a field holding any character of the line
+    # terminator, so with "\r\n" a bare carriage return inside a cell is quoted too.
+    writer = csv.writer(buf, lineterminator="\r\n")
     columns = list(rows[0].keys())
-    writer.writerow(columns)
+    writer.writerow([csv_cell(c) for c in columns])
     for r in rows:
-        writer.writerow(
-            [
-                "" if r.get(c) is None else (to_json(r[c]) if isinstance(r.get(c), dict) else _json_default(r[c]) if isinstance(r.get(c), (Decimal, datetime, date)) else r[c])
-                for c in columns
-            ]
-        )
+        writer.writerow([csv_cell(_csv_value(r.get(c))) for c in columns])
     return buf.getvalue()
 
 
@@ -543,7 +544,8 @@ def _read_done(out_path: Path, retry_errors: bool) -> tuple[dict[str, dict[str, 
     broken = 0
     if not out_path.exists():
         return done, 0
-    with out_path.open(encoding="utf-8") as fh:
+    # errors="replace": a damaged line fails to parse and its input runs again.
+    with out_path.open(encoding="utf-8", errors="replace") as fh:
         for raw in fh:
             raw = raw.strip()
             if not raw:
@@ -577,11 +579,18 @@ def _load_inputs(in_path: Path) -> list[tuple[int, str, Any]]:
     items: list[tuple[int, str, Any]] = []
     seen: set[str] = set()
     try:
-        fh = in_path.open(encoding="utf-8")
+        fh = in_path.open("rb")
     except OSError as exc:
         raise UsageError(f"cannot read {in_path}: {exc.strerror or exc}") from None
     with fh:
-        for number, raw in enumerate(fh, start=1):
+        for number, raw_bytes in enumerate(fh, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(
+                    f"{in_path} is not UTF-8 text: line {number} has the byte 0x{raw_bytes[exc.start]:02x} "
+                    f"at column {exc.start + 1}. Save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                ) from None
             if not raw.strip():
                 continue
             try:
@@ -821,7 +830,13 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
         if args.html:
             from .reports.html_report import write_html_report
 
-            path = write_html_report(telemetry, args.html, args.period, None)
+            try:
+                path = write_html_report(telemetry, args.html, args.period, None)
+            except OSError as exc:
+                raise UsageError(
+                    f"--html {args.html}: cannot write the report ({exc.strerror or type(exc).__name__}); "
+                    "choose a path in a folder you can write to."
+                ) from None
             out.info(f"HTML report written to {path}")
     return EXIT_OK
 
@@ -1097,3 +1112,9 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `csc-ai report | head`
         return EXIT_OK
+    except Exception as exc:
+        # A bug (ours or a dependency's): one line for the user, the traceback at -vv.
+        logger.debug("unexpected error", exc_info=True)
+        out.error(f"unexpected {type(exc).__name__}: {redaction.scrub(exc, 300)}. Run with -vv for the "
+                  "traceback, and please report it.")
+        return EXIT_FAILED

@@ -363,7 +363,9 @@ class IaProcessor:
             logger.exception("unexpected error in call %s", call.event_id)
             error = call.internal_error(exc)
             self._record_failure(call, error)
-            raise error from exc
+        # Raised outside the except block: there, the raw exception (whose text may
+        # hold a key) would ride along as __context__.
+        raise error from error.last_error
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Refuse new calls, let calls in flight finish, deliver pending telemetry, release clients.

@@ -25,6 +25,7 @@ from .exceptions import ConfigurationError
 from .paths import data_dir
 from .pool.keys import parse_model_limits
 from .telemetry.settings import ClickHouseSettings, resolve_clickhouse_settings
+from .validation import MIN_TIMEOUT_S, check_base_url, count_setting, seconds_setting
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -174,21 +175,28 @@ class Settings:
         env = process_environment(env)
         # Rules first: a bad budget is a configuration error before anything is opened.
         rules = parse_budgets(budgets if budgets is not None else env_text(env, BUDGETS_ENV))
-        timeout = request_timeout_s if request_timeout_s is not None else env_number(
-            env, "CSCTRACKER_AI_TIMEOUT_S", DEFAULT_TIMEOUT_S
+        timeout = seconds_setting(
+            "request_timeout_s",
+            request_timeout_s if request_timeout_s is not None
+            else env_number(env, "CSCTRACKER_AI_TIMEOUT_S", DEFAULT_TIMEOUT_S),
+            minimum=MIN_TIMEOUT_S,
         )
-        if timeout is None or not timeout > 0:
-            raise ConfigurationError("request_timeout_s must be a positive number of seconds.")
-        retries = max_retries if max_retries is not None else env_number(
-            env, "CSCTRACKER_AI_MAX_RETRIES", DEFAULT_MAX_RETRIES
+        retries = count_setting(
+            "max_retries",
+            max_retries if max_retries is not None
+            else env_number(env, "CSCTRACKER_AI_MAX_RETRIES", DEFAULT_MAX_RETRIES),
         )
-        if retries is None or isinstance(retries, bool) or retries < 0 or int(retries) != retries:
-            raise ConfigurationError("max_retries must be a whole number, 0 or more.")
         wait = max_wait_s if max_wait_s is not None else env_number(env, "CSCTRACKER_AI_MAX_WAIT_S", None)
-        if wait is not None and not wait >= 0:
-            raise ConfigurationError(
-                f"max_wait_s={wait!r}: use 0 (never wait) or a positive number of seconds."
-            )
+        if wait is not None:
+            wait = seconds_setting("max_wait_s", wait)
+        endpoint = next(
+            (check_base_url(url, name) for name, url in (
+                ("base_url", base_url),
+                ("CSCTRACKER_AI_BASE_URL", env_text(env, "CSCTRACKER_AI_BASE_URL")),
+                ("GOOGLE_GEMINI_BASE_URL", env_text(env, "GOOGLE_GEMINI_BASE_URL")),
+            ) if url),
+            DEFAULT_BASE_URL,
+        )
         limits = google_models_limits if google_models_limits is not None else env.get("GOOGLE_MODEL_LIMITS")
         prices = prices_file if prices_file is not None else env_text(env, "CSCTRACKER_AI_PRICES_FILE")
         catalog_path = catalog_file if catalog_file is not None else env_text(env, "CSCTRACKER_AI_CATALOG_FILE")
@@ -209,11 +217,10 @@ class Settings:
             free_keys=google_free_keys if google_free_keys is not None else env.get("GOOGLE_FREE_KEYS"),
             paid_keys=google_paid_keys if google_paid_keys is not None else env.get("GOOGLE_PAID_KEYS"),
             model_limits=parse_model_limits(limits),
-            base_url=(base_url or env_text(env, "CSCTRACKER_AI_BASE_URL")
-                      or env_text(env, "GOOGLE_GEMINI_BASE_URL") or DEFAULT_BASE_URL),
-            request_timeout_s=float(timeout),
+            base_url=endpoint,
+            request_timeout_s=timeout,
             max_wait_s=wait,
-            max_retries=int(retries),
+            max_retries=retries,
             prices_file=Path(prices).expanduser() if prices else None,
             catalog_file=catalog_path,
             max_output_tokens=int(max_output) if max_output is not None else None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .catalog import THINKING_LEVELS
-from .exceptions import InvalidInputError
+from .exceptions import ConfigurationError, InvalidInputError
 from .gemini.structured import ResponseSchema, response_schema_from
 
 __all__ = [
@@ -27,6 +27,15 @@ __all__ = [
     "THINKING_LEVELS",
     "SERVICE_TIERS",
     "FAMILIES",
+    "MIN_TIMEOUT_S",
+    "MAX_SECONDS",
+    "METADATA_MAX_ENTRIES",
+    "METADATA_MAX_KEY_CHARS",
+    "METADATA_MAX_VALUE_CHARS",
+    "METADATA_MAX_TOTAL_CHARS",
+    "seconds_setting",
+    "count_setting",
+    "check_base_url",
 ]
 
 # Gemini rejects an inline request over 20 MB; larger files must go through the Files
@@ -48,6 +57,19 @@ FAMILIES = ("pro", "flash", "lite", "flash-lite", "ultra")
 SERVICE_TIERS = ("standard", "flex", "priority")
 
 _MAX_LABEL = 256
+
+# The SDK takes its timeout in whole milliseconds and reads 0 as "no timeout": a
+# shorter one would silently turn the timeout off.
+MIN_TIMEOUT_S = 0.001
+# Longer than any sensible wait or timeout, and short enough for every sleep and
+# socket call (a huge float overflows them).
+MAX_SECONDS = 7 * 24 * 3600.0
+
+# Metadata is stored with every event: keep it to labels, not documents.
+METADATA_MAX_ENTRIES = 64
+METADATA_MAX_KEY_CHARS = 128
+METADATA_MAX_VALUE_CHARS = 4096
+METADATA_MAX_TOTAL_CHARS = 16384
 
 
 @dataclass(frozen=True)
@@ -78,6 +100,71 @@ class PreparedCall:
     @property
     def image_size(self) -> int:
         return len(self.image_bytes) if self.image_bytes is not None else 0
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"{name}={value!r}: expected a number of seconds, not {type(value).__name__}"
+            + (f"; pass float({value!r})" if isinstance(value, str) else "")
+            + "."
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise ConfigurationError(f"{name}={value!r}: use a finite number of seconds (at most {MAX_SECONDS:g}).")
+    return number
+
+
+def seconds_setting(name: str, value: Any, *, minimum: float = 0.0) -> float:
+    """``value`` as seconds between ``minimum`` and :data:`MAX_SECONDS`, else
+    :class:`ConfigurationError` naming the setting (strings, NaN and infinity included)."""
+    number = _real(name, value)
+    if number < minimum or number > MAX_SECONDS:
+        low = "0" if minimum == 0 else f"{minimum:g}"
+        hint = (" (the SDK counts whole milliseconds and takes 0 as no timeout)"
+                if minimum == MIN_TIMEOUT_S else "")
+        raise ConfigurationError(f"{name}={value!r}: use {low} to {MAX_SECONDS:g} seconds{hint}.")
+    return number
+
+
+def count_setting(name: str, value: Any) -> int:
+    """``value`` as a whole number >= 0 (an integral float from the environment is fine)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(
+            f"{name}={value!r}: use a whole number, 0 or more"
+            + (f"; pass int({value!r})" if isinstance(value, str) else "")
+            + "."
+        )
+    return value
+
+
+def check_base_url(url: Optional[str], source: str) -> Optional[str]:
+    """Refuse a Gemini endpoint that would carry a secret: a query string (``?key=``)
+    or user information; the HTTP library logs the URL at INFO.
+
+    Keys travel in the ``x-goog-api-key`` header, never in a URL.
+    """
+    if url is None:
+        return None
+    if not isinstance(url, str):
+        raise ConfigurationError(f"{source} must be a URL string, not {type(url).__name__}.")
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"{source} is not a URL ({exc}).") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigurationError(f"{source} must be an http:// or https:// URL with a host.")
+    if parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigurationError(
+            f"{source} must not carry a query string, fragment or user:password@ (a key in "
+            "a URL ends up in logs): give the endpoint only, e.g. https://host:port; the "
+            "library sends each key in the x-goog-api-key header."
+        )
+    return url.strip()
 
 
 def _optional_str(name: str, value: Any) -> Optional[str]:
@@ -154,6 +241,48 @@ def _decode_image(file_base64: Any, mime_type: str) -> tuple[bytes, str, str]:
     return data, compact, mime_type
 
 
+def _encodable(name: str, text: str) -> None:
+    """Text sent upstream must be valid UTF-8: a lone surrogate cannot be encoded."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{name} holds a lone surrogate {text[exc.start]!r} at position {exc.start}, which is "
+            "not valid Unicode (it comes from bytes decoded with errors='surrogateescape', e.g. "
+            "os.fsdecode of a file name). Decode the source with errors='replace', or fix it."
+        ) from None
+
+
+def _metadata(metadata: Any) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    if metadata is None:
+        return meta
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError("metadata must be a mapping of strings to strings, or None.")
+    if len(metadata) > METADATA_MAX_ENTRIES:
+        raise InvalidInputError(
+            f"metadata has {len(metadata)} entries; keep it to {METADATA_MAX_ENTRIES} (labels, not documents)."
+        )
+    total = 0
+    for k, v in metadata.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise InvalidInputError(
+                f"metadata must map strings to strings; {k!r}: {type(v).__name__} is not."
+            )
+        if len(k) > METADATA_MAX_KEY_CHARS or len(v) > METADATA_MAX_VALUE_CHARS:
+            raise InvalidInputError(
+                f"metadata entry {k[:40]!r} is too long: keys up to {METADATA_MAX_KEY_CHARS} and values "
+                f"up to {METADATA_MAX_VALUE_CHARS} characters."
+            )
+        total += len(k) + len(v)
+        meta[k] = v
+    if total > METADATA_MAX_TOTAL_CHARS:
+        raise InvalidInputError(
+            f"metadata holds {total} characters; keep keys and values under {METADATA_MAX_TOTAL_CHARS} in all."
+        )
+    return meta
+
+
 def validate_call(
     *,
     input_text: Any = "",
@@ -220,18 +349,11 @@ def validate_call(
         raise InvalidInputError(
             f"service_tier {service_tier!r} is unknown: use one of {', '.join(SERVICE_TIERS)}."
         )
-    meta: dict[str, str] = {}
-    if metadata is not None:
-        if not isinstance(metadata, Mapping):
-            raise InvalidInputError("metadata must be a mapping of strings to strings, or None.")
-        for k, v in metadata.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                raise InvalidInputError(
-                    f"metadata must map strings to strings; {k!r}: {type(v).__name__} is not."
-                )
-            meta[k] = v
+    meta = _metadata(metadata)
 
     text = f"{prompt}\n{input_text}" if prompt and input_text else (prompt or input_text)
+    _encodable("prompt", prompt)
+    _encodable("input_text", input_text)
 
     image_bytes: Optional[bytes] = None
     image_b64 = ""

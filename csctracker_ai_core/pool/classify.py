@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Optional
 
+from .. import redaction
 from .constants import MESSAGE_MAX_CHARS
 from .decision import Failure, FailureKind, Refusal
 
@@ -54,8 +55,6 @@ _KEY_REASONS = frozenset(
 )
 _TRANSIENT_CODES = frozenset({408, 409, 499, 500, 502, 503, 504})
 
-# A key (AIza + 35 characters) or a ``key=`` query parameter in any text we keep.
-_KEY_PATTERN = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?<=key=)[^&\s'\"]+")
 _LIMIT_ZERO = re.compile(r"\blimit:\s*0\b")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*s\s*$")
 
@@ -82,10 +81,8 @@ _HTTP_TRANSIENT = _http_transient_types()
 
 
 def scrub(text: Any, limit: int = MESSAGE_MAX_CHARS) -> str:
-    """``text`` as a short single-line string with anything key-like replaced by ``[key]``."""
-    s = " ".join(str(text).split())
-    s = _KEY_PATTERN.sub("[key]", s)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    """``text`` on one short line, with every configured key hidden (see :mod:`..redaction`)."""
+    return redaction.scrub(text, limit)
 
 
 def parse_retry_delay(value: Any) -> Optional[float]:

@@ -28,7 +28,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
-from .. import catalog, forking
+from .. import catalog, forking, redaction
 from ..catalog import utc_date
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, GeminiRequestError, InvalidInputError, QuotaExhaustedError
@@ -136,6 +136,8 @@ class ApiKeyRotator:
             raise ConfigurationError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self._specs: dict[str, KeySpec] = {s.fingerprint: s for s in specs}
         self._api_keys: dict[str, str] = {s.fingerprint: s.api_key for s in specs}
+        # Hidden by value in every text the library lets out, for as long as this pool lives.
+        redaction.register_keys(self._api_keys.values(), owner=self)
         self._caps = caps
         self._order = resolve_model_order(list(caps), model_order)
         self._tiers = tuple(t for t in TIERS if any(s.tier == t for s in specs))

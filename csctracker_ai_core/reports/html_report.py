@@ -8,7 +8,8 @@ sets ``data-render="error"`` and lists the messages in ``#render-errors`` (the
 headless-browser test reads those).
 
 Texts that come from the data (task names...) are inserted with ``textContent`` only,
-and the JSON is escaped for ``<script>``, so a task named ``</script>`` stays a name.
+and the JSON is escaped for ``<script>``, so a task named ``</script>`` stays a name;
+task names longer than :data:`~.safe_text.LABEL_MAX_CHARS` are cut.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from .._version import __version__
+from .safe_text import cut_label
 from .views import auto_group
 
 __all__ = ["build_report_data", "render_html", "write_html_report"]
@@ -49,7 +51,8 @@ def build_report_data(
     """
     resolved = telemetry.period(period)
     bucket = group or auto_group(resolved)
-    summary = telemetry.get_telemetry_data("group", period)
+    summary = [dict(r, task=cut_label(r.get("task"))) for r in telemetry.get_telemetry_data("group", period)]
+    by_task = [dict(r, series=cut_label(r.get("series"))) for r in telemetry.timeseries(period, bucket, "task")]
     data: dict[str, Any] = _jsonable(
         {
             "title": "csctracker-ai-core: uso e custo do Gemini",
@@ -59,7 +62,7 @@ def build_report_data(
             "group": bucket,
             "generated_at": datetime.now(timezone.utc).replace(microsecond=0),
             "version": __version__,
-            "by_task": telemetry.timeseries(period, bucket, "task"),
+            "by_task": by_task,
             "by_model": telemetry.timeseries(period, bucket, "model"),
             "by_tier": telemetry.timeseries(period, bucket, "tier"),
             "summary": summary,

@@ -162,9 +162,20 @@ def _parse_point(text: str, tz: tzinfo, *, is_end: bool, original: str) -> datet
         raise ReportError(
             f"period {original!r}: {raw!r} is not an ISO date or datetime (e.g. 2025-01-31 or 2025-01-31T12:00)."
         ) from None
+    except OverflowError:
+        return _open_side(raw)
     if value.tzinfo is None:
         value = value.replace(tzinfo=tz)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return _open_side(raw)
+
+
+def _open_side(raw: str) -> datetime:
+    # Year 1 or 9999 moved by a day or a time zone leaves what datetime can hold: the
+    # period is then open on that side (and clamped to the stored range below).
+    return _FAR_FUTURE if int(raw[:4]) >= 5000 else _EPOCH
 
 
 def period_bounds(
@@ -190,10 +201,13 @@ def period_bounds(
     name = (period or "").strip()
     if "|" in name:
         left, _, right = name.partition("|")
-        start = _parse_point(left, zone, is_end=False, original=period)
-        end = _parse_point(right, zone, is_end=True, original=period)
+        # Nothing is stored outside "max" (1970..2200): wider bounds mean "everything".
+        start = max(_parse_point(left, zone, is_end=False, original=period), _EPOCH)
+        end = min(_parse_point(right, zone, is_end=True, original=period), _FAR_FUTURE)
         if end <= start:
-            raise ReportError(f"period {period!r} ends before it starts.")
+            raise ReportError(
+                f"period {period!r} ends before it starts, or lies outside 1970-01-01..2200-01-01."
+            )
         return Period(name, start, end)
     if name in _ROLLING:
         end = current.astimezone(UTC)

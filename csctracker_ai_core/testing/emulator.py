@@ -215,6 +215,11 @@ class EmulatorConfig:
     """Added to every request (real sleep)."""
     legacy_error_order: bool = False
     """429 details with QuotaFailure first (pre-2026 bodies) instead of Help first."""
+    echo_key: bool = False
+    """Error bodies repeat the request's key, as Google does in some of them: a 403
+    CONSUMER_SUSPENDED says "Permission denied: Consumer 'api_key:<the key>' has been
+    suspended." and names it again in ErrorInfo metadata (continuedev/continue#10902).
+    For tests that a key never leaks out of the client."""
     replies: tuple[ReplyRule, ...] = ()
     """Checked in order, before the built-in ones."""
     default_text: Optional[str] = None
@@ -381,6 +386,7 @@ class GeminiEmulator:
         self.config = config
         self.clock = clock or SYSTEM_CLOCK
         self.latency_s = config.latency_s
+        self.echo_key = config.echo_key
         self.models: set[str] = set(config.models)
         self._lock = threading.Lock()
         self._keys: dict[str, KeySpec] = {k.key: k for k in config.keys}
@@ -717,6 +723,8 @@ class GeminiEmulator:
             except ValueError:
                 body = None
             reply = self._answer(version, model, method, key, body if isinstance(body, dict) else None, raw_body)
+            if self.echo_key and key and reply.status >= 400 and isinstance(reply.body, dict):
+                reply.body = _with_key_echo(reply.body, key)
         except Exception:  # a bug here must still answer like a server, and be visible
             logger.exception("emulator failed on %s:%s", model, method)
         finally:
@@ -850,6 +858,23 @@ class GeminiEmulator:
         if model in self.models or "*" in self.models:
             return _Reply(200, describe(model))
         return _Reply(404, wire.model_not_found_body(model, version, "get"))
+
+
+def _with_key_echo(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """``body`` naming ``key`` as the consumer, in the message and in a detail entry."""
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return body
+    consumer = f"api_key:{key}"
+    error["message"] = f"{error.get('message', '')} Consumer '{consumer}'.".strip()
+    details = error.setdefault("details", [])
+    if isinstance(details, list):
+        details.append({"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+                        "message": f"Consumer '{consumer}': {error['message']}"})
+        for item in details:
+            if isinstance(item, dict) and item.get("@type", "").endswith("google.rpc.ErrorInfo"):
+                item.setdefault("metadata", {})["containerInfo"] = consumer
+    return body
 
 
 def _with_message(body: dict[str, Any], message: Optional[str]) -> dict[str, Any]:

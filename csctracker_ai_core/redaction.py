@@ -1,0 +1,292 @@
+"""API keys hidden by value in every text that leaves the library.
+
+Keys are not recognised by their shape (AI Studio keys start with ``AIza``, newer ones
+with ``AQ.``, and a proxy may hand out anything): the keys the library was given are
+registered here, process-wide, and every exit path replaces each of them by its
+fingerprint (:func:`~csctracker_ai_core.fingerprint.key_fingerprint`):
+
+* :func:`redact` / :func:`scrub`: any text (exception messages, telemetry columns,
+  CLI output);
+* :func:`redact_exception`: an exception and its ``__cause__`` / ``__context__`` chain,
+  as a copy that keeps the SDK's type, ``code``, ``status`` and ``details`` (minus keys)
+  and drops the HTTP response (whose request headers hold the key);
+* a log-record hook (:func:`logging.setLogRecordFactory`), installed while at least one
+  key is registered, that hides keys in every log record of the process: ours, the
+  SDK's (``google_genai.*``) and the HTTP libraries' (``httpx``, ``httpcore``,
+  ``urllib3``...). A hook rather than a filter on those loggers, because a logger's
+  filters do not see the records of its child loggers (``google_genai._api_client``).
+
+Registrations are tied to an owner object (the rotator that holds the keys) and end
+when it is garbage collected, so a long-running service that builds and drops
+processors does not grow the registry. Text that may carry a key we were never given
+(``?key=...`` in a URL, an ``AIza`` key from the environment) is masked by shape too.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import re
+import threading
+import traceback
+import weakref
+from collections import Counter
+from typing import Any, Iterable, Optional
+
+from .fingerprint import key_fingerprint
+
+__all__ = [
+    "register_keys",
+    "unregister_keys",
+    "registered_count",
+    "redact",
+    "scrub",
+    "redact_value",
+    "redact_exception",
+    "RedactedError",
+]
+
+# Keys at least this long are hidden wherever they occur; shorter ones (toy keys in
+# tests and demos, such as "k1") only as a whole word, so that "task1" keeps its "k1".
+_ANYWHERE_MIN_LEN = 16
+# Keys we were not given but that text may still carry: Google's AIza shape, and the
+# value of a ``key=`` query parameter.
+_SHAPED = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?<=[?&]key=)[^&\s'\"]+")
+
+_lock = threading.Lock()
+_counts: Counter = Counter()  # key -> live registrations
+_handles: dict[int, tuple[str, ...]] = {}
+_next_handle = itertools.count(1)
+# Rebuilt on every change; read without the lock (a tuple swap is atomic).
+_compiled: Optional[tuple[re.Pattern, dict[str, str], tuple[str, ...]]] = None
+_previous_factory: Optional[Any] = None
+_hook_installed = False
+
+
+def _rebuild() -> None:
+    global _compiled
+    keys = sorted(_counts, key=len, reverse=True)  # longest first: a key inside another
+    if not keys:
+        _compiled = None
+        return
+    parts = []
+    for k in keys:
+        escaped = re.escape(k)
+        parts.append(escaped if len(k) >= _ANYWHERE_MIN_LEN else rf"(?<![0-9A-Za-z]){escaped}(?![0-9A-Za-z])")
+    _compiled = (re.compile("|".join(parts)), {k: key_fingerprint(k) for k in keys}, tuple(keys))
+
+
+def register_keys(keys: Iterable[str], owner: Any = None) -> int:
+    """Hide ``keys`` from now on; returns a handle for :func:`unregister_keys`.
+
+    With ``owner``, the registration ends by itself when ``owner`` is garbage
+    collected. Blank entries are ignored.
+    """
+    clean = tuple(dict.fromkeys(k.strip() for k in keys if isinstance(k, str) and k.strip()))
+    with _lock:
+        handle = next(_next_handle)
+        _handles[handle] = clean
+        _counts.update(clean)
+        _rebuild()
+        _install_hook()
+    if owner is not None:
+        weakref.finalize(owner, unregister_keys, handle)
+    return handle
+
+
+def unregister_keys(handle: int) -> None:
+    """End a registration (idempotent). A key stays hidden while any registration holds it."""
+    with _lock:
+        keys = _handles.pop(handle, None)
+        if keys is None:
+            return
+        _counts.subtract(keys)
+        for k in keys:
+            if _counts[k] <= 0:
+                del _counts[k]
+        _rebuild()
+        if not _counts:
+            _uninstall_hook()
+
+
+def registered_count() -> int:
+    """How many distinct keys are hidden right now."""
+    return len(_counts)
+
+
+def redact(text: Any) -> str:
+    """``str(text)`` with every registered key replaced by its fingerprint, and any
+    other key-shaped text (``AIza...``, ``?key=...``) by ``[key]``."""
+    s = text if isinstance(text, str) else str(text)
+    compiled = _compiled
+    if compiled is not None:
+        pattern, fingerprints, keys = compiled
+        # `in` is a fast substring search; the regex runs only when a key is there.
+        if any(k in s for k in keys):
+            s = pattern.sub(lambda m: fingerprints[m.group(0)], s)
+    if "AIza" in s or "key=" in s:
+        s = _SHAPED.sub("[key]", s)
+    return s
+
+
+def scrub(text: Any, limit: int) -> str:
+    """:func:`redact`, on one line, cut to ``limit`` characters (for messages and rows)."""
+    s = redact(" ".join(str(text).split()))
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def redact_value(value: Any) -> Any:
+    """``value`` with keys hidden in every string inside it (dicts, lists, tuples)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact_value(k): redact_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redact_value(v) for v in value)
+    return value
+
+
+# ----------------------------------------------------------------------------- exceptions
+
+
+class RedactedError(Exception):
+    """Stands in for an exception whose text held a key and that cannot be copied.
+
+    ``original_type`` names the class of the exception it replaces.
+    """
+
+    def __init__(self, original_type: str, message: str) -> None:
+        super().__init__(f"{original_type}: {message}")
+        self.original_type = original_type
+
+
+def _text_of(exc: BaseException) -> str:
+    return f"{exc!s}\n{exc!r}"
+
+
+def _copy_api_error(exc: BaseException) -> Optional[BaseException]:
+    """A copy of a google-genai ``APIError`` built from the redacted body, no response."""
+    try:
+        from google.genai import errors
+    except ImportError:  # pragma: no cover - the SDK is a core dependency
+        return None
+    if not isinstance(exc, errors.APIError):
+        return None
+    details = redact_value(getattr(exc, "details", None))
+    try:
+        clone = type(exc)(exc.code, details if isinstance(details, dict) else {}, None)
+    except Exception:
+        return None
+    # The body may be non-JSON text: the SDK then keeps it as message/status.
+    for attr in ("status", "message"):
+        value = getattr(exc, attr, None)
+        if isinstance(value, str):
+            setattr(clone, attr, redact(value))
+    clone.args = tuple(redact_value(a) for a in clone.args)
+    return clone
+
+
+def _holds_key(text: str) -> bool:
+    return redact(text) != text
+
+
+def _copy_generic(exc: BaseException) -> BaseException:
+    if not _holds_key(_text_of(exc)):
+        return exc  # nothing to hide: keep the very object (isinstance, attributes)
+    try:
+        clone = copy.copy(exc)
+        clone.args = tuple(redact_value(a) for a in exc.args)
+        if not _holds_key(_text_of(clone)):
+            return clone
+    except Exception:  # an exception class that cannot be rebuilt from its args
+        pass
+    return RedactedError(type(exc).__name__, redact(str(exc)))
+
+
+def redact_exception(exc: Optional[BaseException], _seen: Optional[dict[int, BaseException]] = None) -> Optional[BaseException]:
+    """``exc`` with keys hidden in its text and in its ``__cause__`` / ``__context__`` chain.
+
+    An SDK ``APIError`` becomes a copy of the same class with ``code``, ``status`` and
+    ``details`` redacted and no ``response`` (its request headers carry the key). Other
+    exceptions are kept as they are when their text holds no key, else copied with
+    redacted ``args`` (or replaced by :class:`RedactedError`). The traceback is kept.
+    """
+    if exc is None:
+        return None
+    seen = {} if _seen is None else _seen
+    if id(exc) in seen:
+        return seen[id(exc)]
+    clone = _copy_api_error(exc) or _copy_generic(exc)
+    seen[id(exc)] = clone
+    cause = redact_exception(exc.__cause__, seen)
+    context = redact_exception(exc.__context__, seen)
+    if clone is exc and cause is exc.__cause__ and context is exc.__context__:
+        return exc
+    if clone is exc:
+        # Its own text is clean but its chain is not: copy it to cut the raw chain.
+        try:
+            clone = copy.copy(exc)
+        except Exception:
+            clone = RedactedError(type(exc).__name__, redact(str(exc)))
+        seen[id(exc)] = clone
+    clone.__cause__ = cause
+    clone.__context__ = context
+    clone.__suppress_context__ = exc.__suppress_context__
+    if exc.__traceback__ is not None:
+        clone.__traceback__ = exc.__traceback__
+    return clone
+
+
+# ----------------------------------------------------------------------------- logging
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    compiled = _compiled
+    if compiled is None:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # a bad format string: logging reports it at emit time
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, ()
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
+        clean = redact(text)
+        if clean != text:
+            # Formatters use exc_text when it is set, instead of formatting exc_info.
+            record.exc_text = clean
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def _factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    previous = _previous_factory or logging.LogRecord
+    record = previous(*args, **kwargs)
+    _redact_record(record)
+    return record
+
+
+def _install_hook() -> None:
+    global _previous_factory, _hook_installed
+    if _hook_installed or not _counts:
+        return
+    current = logging.getLogRecordFactory()
+    if current is not _factory:
+        _previous_factory = current
+        logging.setLogRecordFactory(_factory)
+    _hook_installed = True
+
+
+def _uninstall_hook() -> None:
+    global _previous_factory, _hook_installed
+    if not _hook_installed:
+        return
+    # Only undo our own hook; if someone wrapped it since, it stays in their chain,
+    # inert while nothing is registered, and counts as installed.
+    if logging.getLogRecordFactory() is _factory:
+        logging.setLogRecordFactory(_previous_factory or logging.LogRecord)
+        _previous_factory = None
+        _hook_installed = False

@@ -1,0 +1,205 @@
+"""Keys hidden by value: no configured key, whatever its shape, leaves the library.
+
+The emulator repeats the request's key in its error bodies (``echo_key``), as Google
+does in a 403 CONSUMER_SUSPENDED ("Permission denied: Consumer 'api_key:<key>' has
+been suspended.", continuedev/continue#10902). Newer Gemini keys start with ``AQ.``
+(shared notes, gemini-errors.md), a shape no regex of ours knows.
+"""
+
+import gc
+import io
+import logging
+import traceback
+
+import pytest
+
+from csctracker_ai_core import (
+    ConfigurationError,
+    GeminiServiceException,
+    IaProcessor,
+    QuotaExhaustedError,
+    redaction,
+)
+from csctracker_ai_core.cli import main
+from csctracker_ai_core.fingerprint import key_fingerprint
+from csctracker_ai_core.pool.rotator import ApiKeyRotator
+
+# Shaped like the newer keys: no "AIza", dots and underscores inside.
+AQ_KEY = "AQ.Ab8RN6LkQ_3xVtP9wZ2mYc4dE7fGhJ1kLmNoPq"
+MODEL = "gemini-2.5-flash"
+
+
+def _chain(exc):
+    """Every exception reachable from ``exc`` (cause, context, last_error)."""
+    seen, todo = [], [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo += [e.__cause__, e.__context__, getattr(e, "last_error", None)]
+    return seen
+
+
+def _exception_texts(exc):
+    texts = ["".join(traceback.format_exception(type(exc), exc, exc.__traceback__))]
+    for e in _chain(exc):
+        texts += [str(e), repr(e), repr(getattr(e, "details", None)), str(getattr(e, "args", ""))]
+    return "\n".join(texts)
+
+
+# ----------------------------------------------------------------------------- the registry
+
+
+def test_a_registered_key_of_any_shape_becomes_its_fingerprint():
+    rot = ApiKeyRotator([AQ_KEY], model_limits=f"{MODEL}=1")
+    text = f"Consumer 'api_key:{AQ_KEY}' has been suspended; again {AQ_KEY}."
+    out = redaction.redact(text)
+    assert AQ_KEY not in out
+    assert out.count(key_fingerprint(AQ_KEY)) == 2
+    del rot
+
+
+def test_registration_ends_with_its_owner():
+    before = redaction.registered_count()
+    rot = ApiKeyRotator(["zz-owner-bound-key-000000000001"], model_limits=f"{MODEL}=1")
+    assert redaction.registered_count() == before + 1
+    assert "zz-owner-bound-key-000000000001" not in redaction.redact("x zz-owner-bound-key-000000000001 y")
+    del rot
+    gc.collect()
+    assert redaction.registered_count() == before
+    assert redaction.redact("x zz-owner-bound-key-000000000001 y") == "x zz-owner-bound-key-000000000001 y"
+
+
+def test_a_key_held_twice_stays_hidden_until_both_let_go():
+    a = redaction.register_keys(["shared-key-value-1234567890"])
+    b = redaction.register_keys(["shared-key-value-1234567890"])
+    redaction.unregister_keys(a)
+    assert "shared-key-value-1234567890" not in redaction.redact("shared-key-value-1234567890")
+    redaction.unregister_keys(b)
+    redaction.unregister_keys(b)  # idempotent
+    assert redaction.redact("shared-key-value-1234567890") == "shared-key-value-1234567890"
+
+
+def test_short_demo_keys_are_hidden_only_as_whole_words():
+    handle = redaction.register_keys(["k1"])
+    try:
+        assert redaction.redact("task1 used k1 (key k1)") == f"task1 used {key_fingerprint('k1')} (key {key_fingerprint('k1')})"
+    finally:
+        redaction.unregister_keys(handle)
+
+
+def test_unconfigured_google_shaped_keys_and_url_keys_are_masked():
+    assert redaction.redact("AIzaSyAbm-_oW12aAAxNc8FEEh-84QT7o-9r1Ak") == "[key]"
+    assert redaction.redact("GET /v1/models?alt=sse&key=secret-value&x=1") == "GET /v1/models?alt=sse&key=[key]&x=1"
+
+
+def test_log_records_of_every_logger_are_redacted(caplog):
+    handle = redaction.register_keys([AQ_KEY])
+    try:
+        with caplog.at_level(logging.DEBUG):
+            logging.getLogger("google_genai._api_client").debug("body %s", {"key": AQ_KEY})
+            logging.getLogger("httpx").info("HTTP Request: POST http://h/?key=%s", AQ_KEY)
+            try:
+                raise RuntimeError(f"boom {AQ_KEY}")
+            except RuntimeError:
+                logging.getLogger("some.app").exception("failed")
+        assert AQ_KEY not in caplog.text
+        assert key_fingerprint(AQ_KEY) in caplog.text
+        assert len(caplog.records) == 3
+    finally:
+        redaction.unregister_keys(handle)
+
+
+# ----------------------------------------------------------------------------- over the wire
+
+_STATUSES = {
+    400: dict(state="invalid"),
+    403: dict(state="leaked"),
+    429: dict(no_quota=True),
+    500: dict(fault="500"),
+}
+
+
+def _prepare(emu, status):
+    how = _STATUSES[status]
+    emu.add_key(AQ_KEY, tier="free", **({"state": how["state"]} if "state" in how else {}))
+    if how.get("no_quota"):
+        emu.no_quota(MODEL, tier="free")
+    if "fault" in how:
+        emu.inject(how["fault"], count=10)
+
+
+@pytest.mark.parametrize("status", sorted(_STATUSES))
+def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp_path):
+    """Logs at DEBUG (every logger), the exception and its whole chain, telemetry rows
+    in chDB: the key is nowhere, its fingerprint is where the key was."""
+    emu = make_gemini_emulator(models=[MODEL], echo_key=True)
+    _prepare(emu, status)
+    caplog.set_level(logging.DEBUG)
+    fp = key_fingerprint(AQ_KEY)
+    with IaProcessor(google_free_keys=[AQ_KEY], google_models_limits=f"{MODEL}=1", base_url=emu.base_url,
+                     max_retries=0, max_wait_s=0, telemetry="embedded") as ia:
+        with pytest.raises(GeminiServiceException) as info:
+            ia.analisar_com_gemini(input_text="olá", task="leak-check")
+    assert emu.count(key=AQ_KEY) >= 1
+    exc = info.value
+    if status == 429:
+        assert isinstance(exc, QuotaExhaustedError)
+    assert exc.last_error is not None
+    texts = _exception_texts(exc)
+    assert AQ_KEY not in texts
+    assert fp in texts  # the echo was there, and became the fingerprint
+    # the SDK's error keeps what callers read, minus the key
+    last = exc.last_error
+    assert getattr(last, "code", None) == status and getattr(last, "response", "absent") is None
+    assert AQ_KEY not in caplog.text
+
+    from csctracker_ai_core.telemetry.clickhouse_db import ClickHouseDb
+
+    db = ClickHouseDb(telemetry="embedded")
+    client = db.get_ch_client()
+    try:
+        events = client.query("SELECT * FROM ai_events").result_rows
+        attempts = client.query("SELECT * FROM ai_attempts").result_rows
+    finally:
+        client.close()
+        db.close()
+    assert events and attempts
+    rows = repr(events) + repr(attempts)
+    assert AQ_KEY not in rows
+    assert fp in rows
+
+
+def test_cli_output_hides_an_echoed_key(make_gemini_emulator, monkeypatch):
+    emu = make_gemini_emulator(models=[MODEL], echo_key=True)
+    emu.add_key(AQ_KEY, tier="free", state="leaked")
+    monkeypatch.setenv("GOOGLE_FREE_KEYS", AQ_KEY)
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["-vv", "ask", "--base-url", emu.base_url, "--model-limits", f"{MODEL}=1",
+                 "--telemetry", "off", "--text", "olá"], stdout=out, stderr=err)
+    assert code == 1
+    text = out.getvalue() + err.getvalue()
+    assert AQ_KEY not in text
+    assert key_fingerprint(AQ_KEY) in text
+
+
+# ----------------------------------------------------------------------------- keys never in URLs
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/?key=AQ.secret",
+    "https://user:pass@gemini.example",
+    "https://gemini.example/#frag",
+    "ftp://gemini.example",
+    "not a url",
+])
+def test_a_base_url_that_would_carry_a_secret_is_refused(url):
+    with pytest.raises(ConfigurationError, match="base_url"):
+        IaProcessor(google_free_keys=[AQ_KEY], base_url=url, telemetry="off")
+
+
+def test_the_sdk_environment_endpoint_is_checked_too(monkeypatch):
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9/?key=AQ.secret")
+    with pytest.raises(ConfigurationError, match="GOOGLE_GEMINI_BASE_URL"):
+        IaProcessor(google_free_keys=[AQ_KEY], telemetry="off")
