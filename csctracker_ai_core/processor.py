@@ -30,6 +30,7 @@ from .budgets.cost import (
 )
 from .call import Call, Served
 from .clock import SYSTEM_CLOCK, Clock
+from .compat import APIKeyRotator
 from .exceptions import (
     AiCoreError,
     BlockedResponseError,
@@ -54,9 +55,10 @@ from .pool.refusals import CallNeeds
 from .pool.rotator import ApiKeyRotator
 from .pool.selection import Filters
 from .settings import Settings
+from .telemetry.clickhouse_db import ClickHouseDb
 from .telemetry.events import CallEvent
 from .telemetry.writer import NullSink, open_telemetry
-from .tokens import TokenUsage
+from .tokens import TokenUsage, estimate_text_tokens
 from .validation import PreparedCall, validate_call
 
 __all__ = ["IaProcessor", "GeminiServiceException"]
@@ -180,7 +182,7 @@ class IaProcessor:
         spool_max_bytes: Optional[int] = None,
         telemetry_best_effort: Optional[bool] = None,
         clock: Optional[Clock] = None,
-        rotator: Optional[ApiKeyRotator] = None,
+        rotator: Union[ApiKeyRotator, APIKeyRotator, None] = None,
         telemetry_sink: Optional[Any] = None,
         env: Optional[Mapping[str, str]] = None,
         otel: Any = "auto",
@@ -211,6 +213,9 @@ class IaProcessor:
                 f"temperature={temperature!r}: Gemini takes a number from 0.0 to 2.0, or None for the model's default."
             )
 
+        compat_rotator = None
+        if isinstance(rotator, APIKeyRotator):  # the original's class: drive the pool it wraps
+            compat_rotator, rotator = rotator, rotator.rotator
         if rotator is None:
             state = None
             if settings.redis is not None:
@@ -237,6 +242,7 @@ class IaProcessor:
                 state=state,
             )
         self.rotator: ApiKeyRotator = rotator
+        self._compat_rotator = compat_rotator or APIKeyRotator(rotator=rotator)
         # A broken CSCTRACKER_AI_PRICES_FILE is a configuration error: say so now, not
         # in the middle of the first call.
         self._prices_file = settings.prices_file
@@ -261,6 +267,7 @@ class IaProcessor:
                 on_budget=on_budget, hold_ttl_s=settings.request_timeout_s + 30.0,
             )
         self.telemetry = telemetry_sink
+        self._click_house = ClickHouseDb(settings=settings.telemetry, sink=telemetry_sink)
         self._observers = build_observers(otel, metrics, observers, redact=redact)
         for observer in self._observers:
             if isinstance(observer, PrometheusMetrics):
@@ -276,9 +283,21 @@ class IaProcessor:
     # -- public API ---------------------------------------------------------------
 
     @property
-    def api_key_rotator(self) -> ApiKeyRotator:
-        """The original library's name for :attr:`rotator`."""
-        return self.rotator
+    def api_key_rotator(self) -> APIKeyRotator:
+        """The original library's ``api_key_rotator``: this processor's pool, with the
+        original's methods (``select_and_reserve_best_slot``...) and the new ones."""
+        return self._compat_rotator
+
+    @property
+    def click_house(self) -> ClickHouseDb:
+        """The original library's ``click_house``: a :class:`ClickHouseDb` on this
+        processor's store, whose ``log_event_telemetry`` goes through its writer."""
+        return self._click_house
+
+    def estimate_tokens_rough(self, text: str) -> int:
+        """The original's rough token estimate of ``text`` (it only logged it; this
+        returns it): about 4 characters a token, as the pool's own estimate."""
+        return estimate_text_tokens(text or "")
 
     @property
     def telemetry_location(self) -> str:

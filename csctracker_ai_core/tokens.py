@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TokenUsage"]
+__all__ = ["TokenUsage", "estimate_text_tokens", "IMAGE_TOKENS"]
+
+# Gemini's rule of thumb: about 4 characters a token; an image costs 258 tokens.
+CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 258
+
+
+def estimate_text_tokens(text: str) -> int:
+    """A rough token count of ``text`` before sending it (no request made)."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN) if text else 0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 from .catalog import THINKING_LEVELS
 from .exceptions import ConfigurationError, InvalidInputError
 from .gemini.structured import ResponseSchema, response_schema_from
+from .tokens import IMAGE_TOKENS, estimate_text_tokens
 
 __all__ = [
     "PreparedCall",
@@ -377,8 +378,7 @@ def validate_call(
             f"the request would be about {request_bytes / 1e6:.1f} MB; Gemini takes at most "
             f"{MAX_REQUEST_BYTES / 1e6:.0f} MB inline. Shrink the image or send it through the Files API."
         )
-    # Gemini's rule of thumb: about 4 characters a token; an image costs 258 tokens.
-    estimated = math.ceil(len(text) / 4) + (258 if image_bytes is not None else 0)
+    estimated = estimate_text_tokens(text) + (IMAGE_TOKENS if image_bytes is not None else 0)
     return PreparedCall(
         text=text,
         return_json=return_json,

@@ -18,7 +18,7 @@ from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool import constants as C
 from csctracker_ai_core.pool.cooldown import next_pacific_midnight
 from csctracker_ai_core.pool.decision import Action, FailureKind
-from csctracker_ai_core.pool.rotator import APIKeyRotator, ApiKeyRotator
+from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.state import InMemoryPoolState, Scope
 
 from test_pool_classify import BAD_KEY, BAD_SCHEMA, BARE_429, LEAKED, LIMIT_ZERO, OVERLOADED, PER_DAY_2026, PER_MINUTE
@@ -361,20 +361,6 @@ def test_status_and_reprs_never_show_keys(caplog):
     levels = {r.levelname for r in caplog.records}
     assert {"DEBUG", "INFO", "WARNING"} <= levels
     assert "suspended" in str(rot.status()) and "disabled" in str(rot.status())
-
-
-def test_compat_shim_with_original_method_names():
-    rot, _ = make(free=(P1A,), paid=(PAID,))
-    assert APIKeyRotator is ApiKeyRotator
-    key, model, tier = rot.select_and_reserve_best_slot()
-    assert (key, model, tier) == ("AIzaP1A", FLASH, "free")
-    rot.processar_exception(key, model, err(429, PER_MINUTE))
-    rot.liberar_slot_model(key, model)
-    assert rot.state.leased == 0
-    key2, _, tier2 = rot.select_and_reserve_best_slot()
-    assert tier2 == "paid"
-    rot.liberar_slot_model(key2, model)
-    assert rot.state.leased == 0
 
 
 def test_state_is_pluggable():

@@ -24,7 +24,10 @@ def test_original_import_paths_resolve_to_the_same_objects():
 
     assert IaProcessor is csctracker_ai_core.IaProcessor
     assert GeminiServiceException is csctracker_ai_core.GeminiServiceException
-    assert ApiKeyRotator is APIKeyRotator is csctracker_ai_core.ApiKeyRotator
+    assert ApiKeyRotator is csctracker_ai_core.ApiKeyRotator
+    from csctracker_ai_core import compat
+
+    assert APIKeyRotator is compat.APIKeyRotator  # the original's signature, over ApiKeyRotator
     assert ClickHouseDb is csctracker_ai_core.ClickHouseDb
     assert Telemetry is csctracker_ai_core.Telemetry
     assert callable(DateUtils.get_period_dates)

@@ -203,3 +203,20 @@ def test_the_sdk_environment_endpoint_is_checked_too(monkeypatch):
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", "http://127.0.0.1:9/?key=AQ.secret")
     with pytest.raises(ConfigurationError, match="GOOGLE_GEMINI_BASE_URL"):
         IaProcessor(google_free_keys=[AQ_KEY], telemetry="off")
+
+
+def test_telemetry_records_hide_keys_in_every_text_column():
+    from csctracker_ai_core.telemetry.events import CallEvent, CallOutcome
+    from csctracker_ai_core.telemetry.records import event_to_record
+
+    handle = redaction.register_keys([AQ_KEY])
+    try:
+        event = CallEvent(event_id="e1", timestamp=1_800_000_000.0, task=f"t {AQ_KEY}", outcome=CallOutcome.OK,
+                          payload=f"my key is {AQ_KEY}", result=f"you said {AQ_KEY}",
+                          error_message=f"Consumer 'api_key:{AQ_KEY}'", metadata={"k": AQ_KEY})
+        record = event_to_record(event)
+    finally:
+        redaction.unregister_keys(handle)
+    text = repr(record)
+    assert AQ_KEY not in text
+    assert text.count(key_fingerprint(AQ_KEY)) == 5

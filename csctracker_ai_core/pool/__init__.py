@@ -2,12 +2,11 @@
 
 from .decision import Action, Decision, Failure, FailureKind
 from .lease import Lease, Slot
-from .rotator import APIKeyRotator, ApiKeyRotator
+from .rotator import ApiKeyRotator
 from .status import PoolStatus, SlotStatus
 
 __all__ = [
     "ApiKeyRotator",
-    "APIKeyRotator",
     "Lease",
     "Slot",
     "Decision",

@@ -24,7 +24,6 @@ import logging
 from dataclasses import replace
 import random
 import threading
-from collections import defaultdict
 from datetime import datetime, timezone
 from typing import AbstractSet, Any, Mapping, Optional, Union
 
@@ -52,7 +51,7 @@ from .selection import Filters, Group, ModelOrderInput, build_plan, resolve_mode
 from .state import AcquireResult, InMemoryPoolState, KeyInfo, PoolLayout, PoolState, Scope
 from .status import PoolStatus
 
-__all__ = ["ApiKeyRotator", "APIKeyRotator"]
+__all__ = ["ApiKeyRotator"]
 
 _log = logging.getLogger(__name__)
 
@@ -155,12 +154,10 @@ class ApiKeyRotator:
         self._plans: dict[Filters, tuple[Group, ...]] = {}
         self._plans_day: Optional[Any] = None  # the UTC day the cached plans were built for
         self._retired: frozenset[str] = frozenset()
-        self._lock = threading.Lock()  # guards the streak counters and the compat tables
+        self._lock = threading.Lock()  # guards the streak counters
         forking.register(self, locks=lambda r: (r._lock,), in_child=ApiKeyRotator._after_fork_in_child)
         self._transient: dict[tuple[str, str], int] = {}  # (key fp, model) -> consecutive
         self._quota_repeats: dict[tuple[str, str], int] = {}  # (project, model) -> consecutive
-        self._compat_leases: dict[tuple[str, str], list[Lease]] = defaultdict(list)
-        self._compat_done: dict[tuple[str, str], int] = defaultdict(int)
         self._refusals = ModelRefusals()
         # Models that have served at least once here: a 404 on one of them concerns the
         # project that got it ("no longer available to new users"), not the model.
@@ -577,67 +574,21 @@ class ApiKeyRotator:
         """A snapshot of every slot (fingerprints only)."""
         return self._state.snapshot(self._clock.time())
 
-    # -- compatibility with the original library's method names --
+    # -- outside a lease (the original library's calls; see ``compat.py``) --
 
-    def select_and_reserve_best_slot(
-        self,
-        model_variant: Optional[str] = None,
-        forced_free: bool = False,
-        forced_paid: bool = False,
-        exact_match: bool = False,
-        family: Optional[str] = None,
-    ) -> tuple[str, str, str]:
-        """Original API: reserve a slot and return ``(api_key, model, tier)``.
-
-        Give it back with :meth:`liberar_slot_model`. New code: use :meth:`acquire`.
-        """
-        lease = self.acquire(
-            model_variant=model_variant,
-            exact_match=exact_match,
-            family=family,
-            forced_free=forced_free,
-            forced_paid=forced_paid,
-        )
-        with self._lock:
-            self._compat_leases[(lease.api_key, lease.slot.model)].append(lease)
-        return lease.api_key, lease.slot.model, lease.slot.tier
-
-    def _compat_pop(self, api_key: str, model: str) -> Optional[Lease]:
-        with self._lock:
-            leases = self._compat_leases.get((api_key, model))
-            if not leases:
-                return None
-            lease = leases.pop()
-            if not leases:
-                del self._compat_leases[(api_key, model)]
-            return lease
-
-    def processar_exception(self, api_key: str, model: str, exc: BaseException) -> Decision:
-        """Original API: apply what ``exc`` means to the slot (and give it back)."""
-        lease = self._compat_pop(api_key, model)
-        if lease is not None:
-            with self._lock:
-                # The original caller frees the slot afterwards in ``finally``.
-                self._compat_done[(api_key, model)] += 1
-            return self.release(lease, error=exc)
-        spec = self._specs.get(key_fingerprint(api_key))
+    def slot_for(self, api_key: str, model: str) -> Optional[Slot]:
+        """The slot of ``api_key`` x ``model``, or ``None`` when either is not configured."""
+        spec = self._specs.get(key_fingerprint(api_key)) if isinstance(api_key, str) else None
         if spec is None or model not in self._caps:
-            return Decision(Action.RAISE, classify_failure(exc))
-        slot = Slot(spec.fingerprint, spec.tier, spec.project, model)
-        return self._apply(slot, classify_failure(exc), self._clock.time(), None)
+            return None
+        return Slot(spec.fingerprint, spec.tier, spec.project, model)
 
-    def liberar_slot_model(self, api_key: str, model: str) -> None:
-        """Original API: give back a slot reserved by :meth:`select_and_reserve_best_slot`."""
-        with self._lock:
-            if self._compat_done.get((api_key, model)):
-                self._compat_done[(api_key, model)] -= 1
-                if not self._compat_done[(api_key, model)]:
-                    del self._compat_done[(api_key, model)]
-                return
-        lease = self._compat_pop(api_key, model)
-        if lease is not None:
-            self.release(lease)
+    def report(self, slot: Slot, error: BaseException) -> Decision:
+        """Apply what ``error`` means to ``slot`` when no lease is held for it."""
+        return self._apply(slot, classify_failure(error), self._clock.time(), None)
 
-
-#: The original library's spelling.
-APIKeyRotator = ApiKeyRotator
+    def suspend(self, slot: Slot, seconds: float, reason: str) -> float:
+        """``slot`` serves nothing for ``seconds`` (a later suspension already set stays);
+        returns when it will serve again."""
+        now = self._clock.time()
+        return self._state.suspend(Scope.slot(slot.key_fingerprint, slot.model), now + seconds, reason, now)  # type: ignore[arg-type]

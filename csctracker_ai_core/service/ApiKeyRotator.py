@@ -1,1 +1,1 @@
-from csctracker_ai_core.pool.rotator import ApiKeyRotator, APIKeyRotator  # noqa: F401
+from csctracker_ai_core.compat import APIKeyRotator, ApiKeyRotator  # noqa: F401

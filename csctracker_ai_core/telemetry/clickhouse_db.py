@@ -170,6 +170,30 @@ class ClickHouseDb:
             self._own_sink = True
         sink.record(event)
 
+    # ------------------------------------------------------------------ schema
+
+    def init_db(self) -> bool:
+        """The original's first step: create (or repair) the tables now.
+
+        Like the original it never raises: on failure it logs one ERROR saying what
+        went wrong and returns ``False``; ``True`` when the tables are ready. Optional:
+        the writer and :meth:`get_ch_client` ensure the schema themselves. On the
+        embedded store, the store is let go again unless this object held it before.
+        """
+        if self.settings.mode == "off":
+            logger.error("init_db: telemetry is off (CSCTRACKER_AI_TELEMETRY=off); there are no tables to create")
+            return False
+        held = self._holds_store
+        try:
+            self.get_ch_client().close()
+        except TelemetryError as exc:
+            logger.error("init_db: %s", exc)
+            return False
+        if not held and self._holds_store:
+            ownership.release(self.settings.embedded_path)
+            self._holds_store = False
+        return True
+
     # ------------------------------------------------------------------ reading
 
     def get_ch_client(self, wait_s: float = 0.0) -> Any:

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import orjson
 
 from .._version import __version__
+from ..redaction import redact
 from .events import AttemptEvent, CallEvent
 from .schema import ATTEMPT_COLUMNS, EVENT_COLUMNS, Column, Encoding
 
@@ -100,6 +101,7 @@ def _attempt_record(a: AttemptEvent, task: str) -> Dict[str, Any]:
     for name in ATTEMPT_DECIMALS:
         rec[name] = str(getattr(a, name))
     rec["task"] = task
+    rec["error_message"] = redact(a.error_message)
     rec["library_version"] = __version__
     return rec
 
@@ -113,21 +115,22 @@ def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_
     rec = dict(zip(EVENT_COPIED, _event_values(event), strict=True))
     for name in EVENT_DECIMALS:
         rec[name] = str(getattr(event, name))
-    prompt, rec["payload_bytes"] = cap_text(event.payload, max_text_bytes)
+    # No configured API key is stored, whoever wrote it (a prompt, an echoed error).
+    rec["task"] = redact(event.task)
+    prompt, rec["payload_bytes"] = cap_text(redact(event.payload), max_text_bytes)
     # The original stored json.dumps(prompt): keep that meaning for old queries.
     rec["payload"] = _json_text(prompt)
-    rec["result"], rec["result_bytes"] = cap_text(event.result, max_text_bytes)
-    rec["error_message"] = cap_text(event.error_message, 16 * 1024)[0]
+    rec["result"], rec["result_bytes"] = cap_text(redact(event.result), max_text_bytes)
+    rec["error_message"] = cap_text(redact(event.error_message), 16 * 1024)[0]
     rec["model"] = event.model
     rec["image_base64"] = event.image_base64 if store_images else ""
-    rec["metadata"] = {str(k): str(v) for k, v in event.metadata.items()} if event.metadata else {}
+    rec["metadata"] = {redact(str(k)): redact(str(v)) for k, v in event.metadata.items()} if event.metadata else {}
     rec["operation"] = "generate_content"
     rec["provider"] = "gcp.gemini"
     rec["library_version"] = __version__
     rec["sanitized_fields"] = ""  # filled by encode_record when a text is not valid UTF-8
     rec["_v"] = RECORD_FORMAT_VERSION
-    task = event.task
-    rec["_a"] = [_attempt_record(a, task) for a in event.attempt_events]
+    rec["_a"] = [_attempt_record(a, rec["task"]) for a in event.attempt_events]
     return rec
 
 
