@@ -55,11 +55,11 @@ _ANYWHERE_MIN_LEN = 16
 _SHAPED = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?<=[?&]key=)[^&\s'\"]+")
 
 _lock = threading.Lock()
-_counts: Counter = Counter()  # key -> live registrations
+_counts: Counter[str] = Counter()  # key -> live registrations
 _handles: dict[int, tuple[str, ...]] = {}
 _next_handle = itertools.count(1)
 # Rebuilt on every change; read without the lock (a tuple swap is atomic).
-_compiled: Optional[tuple[re.Pattern, dict[str, str], tuple[str, ...]]] = None
+_compiled: Optional[tuple[re.Pattern[str], dict[str, str], tuple[str, ...]]] = None
 _previous_factory: Optional[Any] = None
 _hook_installed = False
 

@@ -141,14 +141,12 @@ def count_setting(name: str, value: Any) -> int:
     return value
 
 
-def check_base_url(url: Optional[str], source: str) -> Optional[str]:
+def check_base_url(url: str, source: str) -> str:
     """Refuse a Gemini endpoint that would carry a secret: a query string (``?key=``)
     or user information; the HTTP library logs the URL at INFO.
 
     Keys travel in the ``x-goog-api-key`` header, never in a URL.
     """
-    if url is None:
-        return None
     if not isinstance(url, str):
         raise ConfigurationError(f"{source} must be a URL string, not {type(url).__name__}.")
     from urllib.parse import urlsplit
