@@ -125,7 +125,7 @@ def test_keys_and_limits_from_the_environment(monkeypatch):
 
 
 def test_processar_exception_says_whether_to_switch_slots():
-    clock = FakeClock(1_800_000_000.0)
+    clock = FakeClock(1_790_000_000.0)
     rotator = APIKeyRotator(None, "gemini-2.5-flash=1", FREE[0], None, clock=clock)
     key, model, _ = rotator.select_and_reserve_best_slot()
     rotator.liberar_slot_model(key, model)  # the original frees first...
@@ -142,7 +142,7 @@ def test_processar_exception_says_whether_to_switch_slots():
 
 
 def test_suspender_modelo_and_remove_key():
-    clock = FakeClock(1_800_000_000.0)
+    clock = FakeClock(1_790_000_000.0)
     rotator = APIKeyRotator(None, LIMITS, ",".join(FREE), None, clock=clock)
     for key in FREE:
         rotator.suspender_modelo(key, "gemini-2.5-pro", 60)
@@ -204,8 +204,8 @@ def test_original_style_rotator_drives_a_processor(make_gemini_emulator):
 
 
 def test_a_reservation_never_waits():
-    clock = FakeClock(1_800_000_000.0)
+    clock = FakeClock(1_790_000_000.0)
     rotator = APIKeyRotator(None, "gemini-2.5-flash=1", FREE[0], None, clock=clock)
     rotator.select_and_reserve_best_slot()
     assert rotator.select_and_reserve_best_slot() == (None, None, None)
-    assert clock.time() == 1_800_000_000.0  # a FakeClock moves only when someone sleeps
+    assert clock.time() == 1_790_000_000.0  # a FakeClock moves only when someone sleeps
