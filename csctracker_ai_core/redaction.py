@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import deque
 import logging
 import re
 import threading
@@ -58,6 +59,10 @@ _SHAPED = re.compile(r"AIza[0-9A-Za-z_\-]{20,}|(?<=[?&]key=)[^&\s'\"]+")
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()  # key -> live registrations
 _handles: dict[int, tuple[str, ...]] = {}
+# Registrations whose owner was collected. A finalizer may run inside any allocation,
+# also in a thread that holds _lock: it only appends here (no lock), and the next
+# register / unregister / count drains the queue under the lock.
+_ended: deque[int] = deque()
 _next_handle = itertools.count(1)
 # Rebuilt on every change; read without the lock (a tuple swap is atomic).
 _compiled: Optional[tuple[re.Pattern[str], dict[str, str], tuple[str, ...]]] = None
@@ -93,31 +98,48 @@ def register_keys(keys: Iterable[str], owner: Any = None) -> int:
         handle = next(_next_handle)
         _handles[handle] = clean
         _counts.update(clean)
+        _drain_ended()
         _rebuild()
         _install_hook()
     if owner is not None:
-        weakref.finalize(owner, unregister_keys, handle)
+        weakref.finalize(owner, _ended.append, handle)
     return handle
 
 
 def unregister_keys(handle: int) -> None:
     """End a registration (idempotent). A key stays hidden while any registration holds it."""
     with _lock:
-        keys = _handles.pop(handle, None)
-        if keys is None:
-            return
-        _counts.subtract(keys)
-        for k in keys:
-            if _counts[k] <= 0:
-                del _counts[k]
+        _drop(handle)
+        _drain_ended()
         _rebuild()
         if not _counts:
             _uninstall_hook()
 
 
+def _drop(handle: int) -> None:
+    keys = _handles.pop(handle, None)
+    if keys is None:
+        return
+    _counts.subtract(keys)
+    for k in keys:
+        if _counts[k] <= 0:
+            del _counts[k]
+
+
+def _drain_ended() -> None:
+    while _ended:
+        _drop(_ended.popleft())
+
+
 def registered_count() -> int:
-    """How many distinct keys are hidden right now."""
-    return len(_counts)
+    """How many distinct keys are hidden right now (ended registrations are let go first)."""
+    with _lock:
+        if _ended:
+            _drain_ended()
+            _rebuild()
+            if not _counts:
+                _uninstall_hook()
+        return len(_counts)
 
 
 def redact(text: Any) -> str:

@@ -224,3 +224,30 @@ def test_telemetry_records_hide_keys_in_every_text_column():
     text = repr(record)
     assert AQ_KEY not in text
     assert text.count(key_fingerprint(AQ_KEY)) == 5
+
+
+def test_owners_collected_inside_a_registration_do_not_deadlock():
+    """A finalizer may run inside any allocation, also while this thread registers keys:
+    it must not wait for the registry's lock (a non-reentrant lock would hang here)."""
+    import threading
+
+    class Owner:
+        def __init__(self):
+            self.me = self  # a cycle: only the cyclic collector frees it, at any allocation
+
+    def churn():
+        for i in range(300):
+            redaction.register_keys([f"churn-key-{i:04d}-0000000000000"], owner=Owner())
+
+    old = gc.get_threshold()
+    gc.set_threshold(1, 1, 1)  # collect at nearly every allocation
+    try:
+        worker = threading.Thread(target=churn, daemon=True)
+        worker.start()
+        worker.join(120)
+        assert not worker.is_alive(), "registration deadlocked with a finalizer"
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    redaction.registered_count()  # lets go of the ended registrations
+    assert redaction.redact("churn-key-0001-0000000000000") == "churn-key-0001-0000000000000"
