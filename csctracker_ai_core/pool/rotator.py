@@ -591,4 +591,4 @@ class ApiKeyRotator:
         """``slot`` serves nothing for ``seconds`` (a later suspension already set stays);
         returns when it will serve again."""
         now = self._clock.time()
-        return self._state.suspend(Scope.slot(slot.key_fingerprint, slot.model), now + seconds, reason, now)  # type: ignore[arg-type]
+        return self._state.suspend(Scope.slot(slot.key_fingerprint, slot.model), now + seconds, reason, now)
