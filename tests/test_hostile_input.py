@@ -201,6 +201,9 @@ class _FakeTelemetry:
     def usage_by(self, by, period):
         return []
 
+    def get_budget_status(self, budgets):
+        return []
+
 
 def test_html_report_cuts_long_task_names():
     name = "t" * 5000
