@@ -1,3 +1,3 @@
 """The library's version, kept in one place for pyproject.toml and telemetry rows."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

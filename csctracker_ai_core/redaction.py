@@ -35,6 +35,7 @@ import weakref
 from collections import Counter
 from typing import Any, Iterable, Optional
 
+from . import forking
 from .fingerprint import key_fingerprint
 
 __all__ = [
@@ -68,6 +69,10 @@ _next_handle = itertools.count(1)
 _compiled: Optional[tuple[re.Pattern[str], dict[str, str], tuple[str, ...]]] = None
 _previous_factory: Optional[Any] = None
 _hook_installed = False
+
+# A fork while another thread registers keys must not leave the child's registry lock
+# held forever: the forking thread holds it across the fork (released on both sides).
+forking.register(None, locks=lambda: (_lock,))
 
 
 def _rebuild() -> None:

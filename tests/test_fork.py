@@ -239,3 +239,43 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     rows, ids = count()
     assert rows == ids  # probes included: nothing twice
     assert spooled_lines(data) == 0
+
+
+def test_fork_while_another_thread_holds_the_key_registry_lock_does_not_deadlock_the_child():
+    """The key registry's lock is held across fork by the forking thread, so a child forked
+    while another thread registers keys can still register (and redact) its own."""
+    import threading
+    import time
+
+    from csctracker_ai_core import redaction
+
+    taken, release = threading.Event(), threading.Event()
+
+    def hold():
+        with redaction._lock:
+            taken.set()
+            release.wait(0.3)  # the fork waits for the lock up to this long
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert taken.wait(10)
+    pid = os.fork()
+    if pid == 0:  # child: must not hang on the inherited lock
+        try:
+            redaction.register_keys(["AQ.child-key-0000000000000000"])
+            os._exit(0 if "AQ.child" not in redaction.redact("x AQ.child-key-0000000000000000") else 3)
+        except BaseException:
+            os._exit(4)
+    release.set()
+    t.join()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise AssertionError("child hung on the registry lock")
+    assert os.waitstatus_to_exitcode(status) == 0
