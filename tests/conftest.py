@@ -6,6 +6,7 @@ import pytest
 
 from csctracker_ai_core import catalog
 from csctracker_ai_core.settings import ENVIRONMENT_VARIABLES
+from csctracker_ai_core.telemetry.shared import close_idle_embedded
 
 # The day the suite's model lineup was last reviewed (see _lineup_as_written).
 LINEUP_DAY = date(2026, 11, 25)
@@ -32,6 +33,11 @@ def _isolated_environment(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("CSCTRACKER_AI_DATA_DIR", str(data))
     monkeypatch.setenv("XDG_DATA_HOME", str(data / "xdg"))
     yield data
+    # A process runs one chDB path at a time, and the library keeps an idle embedded
+    # writer open until another path is asked for (telemetry/shared.py). Tests that open
+    # a store directly (clickhouse_connect.get_client) would meet the previous test's:
+    # close it here, as the library does before opening another path.
+    close_idle_embedded()
 
 
 # The real redis-server fixtures (tests/redis_server.py), for every test module that asks.
