@@ -67,8 +67,12 @@ def measure_pool(n: int) -> tuple[list[float], float]:
     from csctracker_ai_core.clock import FakeClock
     from csctracker_ai_core.pool.rotator import ApiKeyRotator
 
-    rot = ApiKeyRotator([f"AIzaFREE{i:06d}" for i in range(4)], ["AIzaPAID000000"],
-                        {"gemini-2.5-flash": 1, "gemini-2.5-pro": 1}, clock=FakeClock())
+    rot = ApiKeyRotator(
+        [f"AIzaFREE{i:06d}" for i in range(4)],
+        ["AIzaPAID000000"],
+        {"gemini-2.5-flash": 1, "gemini-2.5-pro": 1},
+        clock=FakeClock(),
+    )
     out = []
     cpu0 = time.process_time()
     for _ in range(n):
@@ -79,8 +83,9 @@ def measure_pool(n: int) -> tuple[list[float], float]:
 
 
 def make(rules, redis_url=None) -> IaProcessor:
-    p = IaProcessor(google_paid_keys=["AIzaPAID-bench-000000000000000000000"], telemetry="off",
-                    budgets=rules, redis_url=redis_url)
+    p = IaProcessor(
+        google_paid_keys=["AIzaPAID-bench-000000000000000000000"], telemetry="off", budgets=rules, redis_url=redis_url
+    )
     if p.budgets is not None:
         p.budgets._rates = ExchangeRates([(date(2000, 1, 1), "5.5")])
     return p
@@ -91,9 +96,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=20000, help="measured attempts per row")
     args = ap.parse_args()
     rows = []
-    cases = [("no rule covers", [{"limit": "1", "tier": "free"}], "resumo", None),
-             ("1 rule", RULES_1, "resumo", None),
-             ("3 rules (day, task, BRL month)", RULES_3, "resumo", None)]
+    cases = [
+        ("no rule covers", [{"limit": "1", "tier": "free"}], "resumo", None),
+        ("1 rule", RULES_1, "resumo", None),
+        ("3 rules (day, task, BRL month)", RULES_3, "resumo", None),
+    ]
     server = None
     if shutil.which("redis-server"):
         from redis_server import RedisServer
@@ -112,8 +119,16 @@ def main() -> None:
         measure_pool(2000)
         times, cpu = measure_pool(args.n)
         times.sort()
-        rows.append(("reference: pool acquire + release, 10 slots", args.n, times[len(times) // 2],
-                     times[int(len(times) * 0.99)], statistics.fmean(times), cpu))
+        rows.append(
+            (
+                "reference: pool acquire + release, 10 slots",
+                args.n,
+                times[len(times) // 2],
+                times[int(len(times) * 0.99)],
+                statistics.fmean(times),
+                cpu,
+            )
+        )
     finally:
         if server is not None:
             server.stop()

@@ -85,11 +85,14 @@ def main() -> None:
         for name, _, _ in procs:
             s = common.summarize(pooled[name])
             ratios = sorted(a / b for a, b in zip(p50s[name], p50s[base], strict=True))
-            print(f"| {name} | {s['p50_ms'] * 1e3:.0f} | {s['p99_ms'] * 1e3:.0f} | "
-                  f"x{statistics.median(ratios):.3f} (x{ratios[0]:.3f}-x{ratios[-1]:.3f}) |")
+            print(
+                f"| {name} | {s['p50_ms'] * 1e3:.0f} | {s['p99_ms'] * 1e3:.0f} | "
+                f"x{statistics.median(ratios):.3f} (x{ratios[0]:.3f}-x{ratios[-1]:.3f}) |"
+            )
         # on_call alone, on a real finished event (two attempts: a 429 then a success).
-        from csctracker_ai_core.observability import GenAITracer, PrometheusMetrics
         from prometheus_client import CollectorRegistry
+
+        from csctracker_ai_core.observability import GenAITracer, PrometheusMetrics
 
         events = []
 
@@ -97,16 +100,19 @@ def main() -> None:
             def on_call(self, event):
                 events.append(event)
 
-        with IaProcessor(google_free_keys=[KEY], base_url=emu.base_url, telemetry="off", otel=False,
-                         observers=[Keep()]) as p:
+        with IaProcessor(
+            google_free_keys=[KEY], base_url=emu.base_url, telemetry="off", otel=False, observers=[Keep()]
+        ) as p:
             p.analisar_com_gemini(input_text="oi", prompt="responda")
         event = events[0]
         print()
         print("| observer | on_call p50 µs | p99 µs |")
         print("|---|---|---|")
-        for name, obs in (("GenAITracer, provider not configured", GenAITracer()),
-                          ("GenAITracer, exporting to memory", GenAITracer(specs[2][1]["otel"])),
-                          ("PrometheusMetrics", PrometheusMetrics(CollectorRegistry()))):
+        for name, obs in (
+            ("GenAITracer, provider not configured", GenAITracer()),
+            ("GenAITracer, exporting to memory", GenAITracer(specs[2][1]["otel"])),
+            ("PrometheusMetrics", PrometheusMetrics(CollectorRegistry())),
+        ):
             times = []
             for _ in range(5000):
                 t0 = time.perf_counter()

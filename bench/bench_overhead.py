@@ -61,8 +61,7 @@ def contenders(ready: dict) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=500, help="measured calls per run")
-    ap.add_argument("--n-original", type=int, default=100,
-                    help="measured calls per run for the original (~50 ms each)")
+    ap.add_argument("--n-original", type=int, default=100, help="measured calls per run for the original (~50 ms each)")
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="n=300, n-original=60, 3 rounds")
@@ -84,8 +83,16 @@ def main() -> None:
         for rnd in range(args.rounds):
             for name, peer, script, extra_args, needs_ch in contenders(ready):
                 n = args.n_original if script == "original.py" else args.n
-                argv = list(extra_args) + ["--base-url", emu.base_url, "--key", KEY,
-                                           "-n", str(n), "--warmup", str(args.warmup)]
+                argv = list(extra_args) + [
+                    "--base-url",
+                    emu.base_url,
+                    "--key",
+                    KEY,
+                    "-n",
+                    str(n),
+                    "--warmup",
+                    str(args.warmup),
+                ]
                 if needs_ch:
                     calls[peer] = calls.get(peer, 0) + n + args.warmup
                 if peer == "ours" and "--telemetry" in extra_args:
@@ -106,14 +113,16 @@ def main() -> None:
                 finally:
                     if ch is not None:
                         ch.stop()
-                common.log(f"  {time.perf_counter() - t0:.1f}s, p50 "
-                           f"{common.percentile(result['times_s'], 50) * 1e3:.3f} ms")
+                common.log(
+                    f"  {time.perf_counter() - t0:.1f}s, p50 {common.percentile(result['times_s'], 50) * 1e3:.3f} ms"
+                )
                 pooled.setdefault(name, []).extend(result["times_s"])
                 round_p50.setdefault(name, []).append(common.percentile(result["times_s"], 50))
                 cpu.setdefault(name, []).append(result["cpu_s"] / result["n"])
                 if "telemetry" in result:
-                    extra.setdefault(name, []).append({"close_s": result.get("close_s"),
-                                                       "telemetry": result["telemetry"]})
+                    extra.setdefault(name, []).append(
+                        {"close_s": result.get("close_s"), "telemetry": result["telemetry"]}
+                    )
 
     raw_name = "raw SDK (google-genai 3.x, reused client)"
     raw_170_name = "raw SDK (google-genai 1.70, original's venv)"
@@ -130,8 +139,11 @@ def main() -> None:
         s["name"] = name
         ratios = paired(name, raw_name)
         s["round_p50_ms"] = [x * 1e3 for x in round_p50[name]]
-        s["ratio_p50_median"] = ratios[len(ratios) // 2] if len(ratios) % 2 else \
-            (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        s["ratio_p50_median"] = (
+            ratios[len(ratios) // 2]
+            if len(ratios) % 2
+            else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+        )
         s["ratio_p50_range"] = [ratios[0], ratios[-1]]
         if name.startswith("original") and raw_170_name in round_p50:
             own = paired(name, raw_170_name)
@@ -144,20 +156,30 @@ def main() -> None:
             s["runs"] = extra[name]
         results.append(s)
     data = {
-        "config": {"n": args.n, "n_original": args.n_original, "warmup": args.warmup, "rounds": args.rounds, "emulator_latency_s": 0.0,
-                   "model": "gemini-2.5-flash"},
+        "config": {
+            "n": args.n,
+            "n_original": args.n_original,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "emulator_latency_s": 0.0,
+            "model": "gemini-2.5-flash",
+        },
         "results": results,
         "rows_in_clickhouse": {
-            "ours_server": rows_ch["ours"], "ours_server_expected": calls.get("ours", 0),
-            "original": rows_ch["original"], "original_expected": calls.get("original", 0),
+            "ours_server": rows_ch["ours"],
+            "ours_server_expected": calls.get("ours", 0),
+            "original": rows_ch["original"],
+            "original_expected": calls.get("original", 0),
         },
         "emulator_requests": emu.total_requests,
     }
     path = common.write_json("overhead.json", data)
     common.log(f"wrote {path}")
     for r in results:
-        print(f"{r['name']:48s} p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
-              f"x{r['ratio_p50_median']:.3f} [{r['ratio_p50_range'][0]:.3f}-{r['ratio_p50_range'][1]:.3f}]")
+        print(
+            f"{r['name']:48s} p50 {r['p50_ms']:8.3f} ms  p99 {r['p99_ms']:8.3f} ms  "
+            f"x{r['ratio_p50_median']:.3f} [{r['ratio_p50_range'][0]:.3f}-{r['ratio_p50_range'][1]:.3f}]"
+        )
     shutil.rmtree(work, ignore_errors=True)
 
 

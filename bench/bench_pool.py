@@ -82,7 +82,9 @@ def main() -> None:
                 share = len(projects) // 2 if scenario == "half suspended" else len(projects)
                 for project in projects[:share]:
                     for model in rot.models:
-                        rot.state.suspend(Scope.project_model(project, model), clock.time() + 3600, "bench", clock.time())
+                        rot.state.suspend(
+                            Scope.project_model(project, model), clock.time() + 3600, "bench", clock.time()
+                        )
             measure(rot, 2_000)  # warm up
             samples = measure(rot, args.n)
             for lease in held:

@@ -43,8 +43,9 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
-import common  # noqa: E402
 from _runner import ScaledClock  # noqa: E402
+
+import common  # noqa: E402
 
 MODEL = "gemini-2.5-flash"
 FREE = [("k-free-1", "proj-a"), ("k-free-2", "proj-a"), ("k-free-3", "proj-b"), ("k-free-4", "proj-c")]
@@ -100,8 +101,10 @@ def run_contender(name: str, peer: str, script: str, extra: list, args) -> dict:
         for k in ("in_flight_at_end", "cooldown_time_s", "suspensions_by_kind"):
             if k in result:
                 out[k] = result[k]
-        common.log(f"  ok {out['succeeded']}/{args.n}, 429s {free_429}+{paid_429}, paid {out['paid_200']}, "
-                   f"wall {out['wall_s']:.1f}s")
+        common.log(
+            f"  ok {out['succeeded']}/{args.n}, 429s {free_429}+{paid_429}, paid {out['paid_200']}, "
+            f"wall {out['wall_s']:.1f}s"
+        )
         return out
     finally:
         emu.stop()
@@ -129,20 +132,66 @@ def main() -> None:
     ready = common.peers_ready()
 
     contenders = [
-        ("ours (projects, no known_limits)", "ours", "ours.py",
-         lambda c: ["--free", free_ours, "--paid", PAID, "--limits", limits, "--clock", c.to_arg()]),
-        ("ours (projects + known_limits)", "ours", "ours.py",
-         lambda c: ["--free", free_ours, "--paid", PAID, "--limits", limits, "--clock", c.to_arg(),
-                    "--known-limits", known]),
+        (
+            "ours (projects, no known_limits)",
+            "ours",
+            "ours.py",
+            lambda c: ["--free", free_ours, "--paid", PAID, "--limits", limits, "--clock", c.to_arg()],
+        ),
+        (
+            "ours (projects + known_limits)",
+            "ours",
+            "ours.py",
+            lambda c: [
+                "--free",
+                free_ours,
+                "--paid",
+                PAID,
+                "--limits",
+                limits,
+                "--clock",
+                c.to_arg(),
+                "--known-limits",
+                known,
+            ],
+        ),
     ]
     if ready.get("original"):
-        contenders.append(("original 26.37.1", "original", "original.py",
-                           lambda c: ["--free", free_plain, "--paid", PAID, "--limits", limits,
-                                      "--time-scale", repr(1.0 / args.time_factor)]))
+        contenders.append(
+            (
+                "original 26.37.1",
+                "original",
+                "original.py",
+                lambda c: [
+                    "--free",
+                    free_plain,
+                    "--paid",
+                    PAID,
+                    "--limits",
+                    limits,
+                    "--time-scale",
+                    repr(1.0 / args.time_factor),
+                ],
+            )
+        )
     if ready.get("litellm"):
-        contenders.append(("LiteLLM Router", "litellm", "litellm_router.py",
-                           lambda c: ["--free", free_plain, "--paid", PAID, "--model", MODEL,
-                                      "--time-factor", repr(args.time_factor)]))
+        contenders.append(
+            (
+                "LiteLLM Router",
+                "litellm",
+                "litellm_router.py",
+                lambda c: [
+                    "--free",
+                    free_plain,
+                    "--paid",
+                    PAID,
+                    "--model",
+                    MODEL,
+                    "--time-factor",
+                    repr(args.time_factor),
+                ],
+            )
+        )
 
     results = []
     for name, peer, script, extra in contenders:
@@ -157,14 +206,24 @@ def main() -> None:
     projects = sorted({p for _, p in FREE})
     data = {
         "config": {
-            "n": args.n, "threads": args.threads, "model": MODEL,
-            "free_keys": len(FREE), "projects": len(projects), "paid_keys": 1,
-            "free_rpm_per_project": args.rpm, "free_rpd_per_project": args.rpd, "paid_limits": "none",
-            "latency_s": args.latency_s, "time_factor": args.time_factor,
+            "n": args.n,
+            "threads": args.threads,
+            "model": MODEL,
+            "free_keys": len(FREE),
+            "projects": len(projects),
+            "paid_keys": 1,
+            "free_rpm_per_project": args.rpm,
+            "free_rpd_per_project": args.rpd,
+            "paid_limits": "none",
+            "latency_s": args.latency_s,
+            "time_factor": args.time_factor,
             "minute_real_s": 60.0 / args.time_factor,
         },
-        "optimum": {"rate_limited": 0, "paid_floor": max(0, args.n - args.rpd * len(projects)),
-                    "free_capacity_per_day": args.rpd * len(projects)},
+        "optimum": {
+            "rate_limited": 0,
+            "paid_floor": max(0, args.n - args.rpd * len(projects)),
+            "free_capacity_per_day": args.rpd * len(projects),
+        },
         "results": results,
     }
     path = common.write_json(args.out, data)

@@ -30,12 +30,20 @@ from csctracker_ai_core.clock import FakeClock  # noqa: E402
 from csctracker_ai_core.pool.redis_state import RedisPoolState  # noqa: E402
 from csctracker_ai_core.pool.rotator import ApiKeyRotator  # noqa: E402
 from csctracker_ai_core.pool.state import InMemoryPoolState, Scope  # noqa: E402
+
 from redis_server import RedisServer  # noqa: E402
 
 MODELS = [
-    "gemini-3.1-pro-preview", "gemini-3-flash-preview", "gemini-3-flash-lite-preview", "gemini-2.5-pro",
-    "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash", "gemini-2.0-flash-lite",
-    "gemini-1.5-pro", "gemini-1.5-flash",
+    "gemini-3.1-pro-preview",
+    "gemini-3-flash-preview",
+    "gemini-3-flash-lite-preview",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash",
+    "gemini-2.5-flash-lite",
+    "gemini-2.0-flash",
+    "gemini-2.0-flash-lite",
+    "gemini-1.5-pro",
+    "gemini-1.5-flash",
 ]
 
 
@@ -97,17 +105,32 @@ def bench_throughput(url: str, calls: int, procs: int = 4, threads: int = 4) -> 
     from csctracker_ai_core.testing.emulator import GeminiEmulator, KeySpec
 
     keys = [f"AIzaK{i:02d}" for i in range(8)]
-    rows = ["| processes x threads | keys x models (cap) | calls | wall s | calls/s | 429s | max in flight/slot |",
-            "|---|---|---:|---:|---:|---:|---:|"]
+    rows = [
+        "| processes x threads | keys x models (cap) | calls | wall s | calls/s | 429s | max in flight/slot |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     with GeminiEmulator(keys=[KeySpec(k, tier="free") for k in keys] + [KeySpec("AIzaPAID", tier="paid")]) as emu:
         cfg = {
-            "redis_url": url, "base_url": emu.base_url, "limits": "gemini-2.5-flash=2,gemini-2.5-flash-lite=2",
-            "free": keys, "paid": ["AIzaPAID"], "calls": calls, "threads": threads,
+            "redis_url": url,
+            "base_url": emu.base_url,
+            "limits": "gemini-2.5-flash=2,gemini-2.5-flash-lite=2",
+            "free": keys,
+            "paid": ["AIzaPAID"],
+            "calls": calls,
+            "threads": threads,
         }
         env = dict(os.environ, CSCTRACKER_AI_REDIS_NAMESPACE="bench-tp", PYTHONPATH=str(ROOT))
         worker = ROOT / "tests" / "test_redis_processes.py"
-        ps = [subprocess.Popen([sys.executable, str(worker), json.dumps(cfg)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(procs)]
+        ps = [
+            subprocess.Popen(
+                [sys.executable, str(worker), json.dumps(cfg)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(procs)
+        ]
         # Count from the moment every worker is ready (imports take a while).
         starts = [json.loads(p.stdout.readline()) for p in ps]
         assert all("started" in s for s in starts)

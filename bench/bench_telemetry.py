@@ -33,13 +33,37 @@ def _event(i: int, payload: str) -> CallEvent:
     eid = str(uuid.uuid4())
     now = time.time()
     return CallEvent(
-        event_id=eid, timestamp=now, task="bench", outcome="ok", model_name="gemini-2.5-flash", tier="free",
-        key_fingerprint="k-0123456789", project="p", attempts=1, tokens_input=500, tokens_output=100,
-        tokens_total=600, cost_usd=Decimal("0.000123"), payload=payload, result='{"answer": %d}' % i,
+        event_id=eid,
+        timestamp=now,
+        task="bench",
+        outcome="ok",
+        model_name="gemini-2.5-flash",
+        tier="free",
+        key_fingerprint="k-0123456789",
+        project="p",
+        attempts=1,
+        tokens_input=500,
+        tokens_output=100,
+        tokens_total=600,
+        cost_usd=Decimal("0.000123"),
+        payload=payload,
+        result='{"answer": %d}' % i,
         metadata={"bench": "1"},
-        attempt_events=(AttemptEvent(event_id=eid, attempt=1, timestamp=now, key_fingerprint="k-0123456789",
-                                     project="p", tier="free", model_name="gemini-2.5-flash", duration_ms=321.0,
-                                     outcome="ok", http_status=200, decision="served"),),
+        attempt_events=(
+            AttemptEvent(
+                event_id=eid,
+                attempt=1,
+                timestamp=now,
+                key_fingerprint="k-0123456789",
+                project="p",
+                tier="free",
+                model_name="gemini-2.5-flash",
+                duration_ms=321.0,
+                outcome="ok",
+                http_status=200,
+                decision="served",
+            ),
+        ),
     )
 
 
@@ -102,10 +126,15 @@ def main(argv=None) -> int:
             ("recording rate (call-path only)", f"{args.events / record_wall:,.0f} events/s"),
             ("sustained into chDB (record -> all acknowledged)", f"{s.written / total_s:,.0f} events/s"),
             ("all delivered", f"{ok} (written {s.written}, dropped {s.dropped}) in {total_s:.2f} s"),
-            ("inserts (ai_events + ai_attempts statements)", f"{s.inserts} ({s.inserts / total_s:.1f}/s; "
-                                                             f"{inserts_before} during recording)"),
+            (
+                "inserts (ai_events + ai_attempts statements)",
+                f"{s.inserts} ({s.inserts / total_s:.1f}/s; {inserts_before} during recording)",
+            ),
             ("peak RSS growth", f"{(rss1 - rss0) / 1024:.1f} MiB (max RSS {rss1 / 1024:.0f} MiB)"),
-            (f"Python heap peak, {args.events}-event backlog in memory", f"{peak / 2**20:.1f} MiB (bounded by memory_limit_bytes=32 MiB)"),
+            (
+                f"Python heap peak, {args.events}-event backlog in memory",
+                f"{peak / 2**20:.1f} MiB (bounded by memory_limit_bytes=32 MiB)",
+            ),
         ]
         print("| measure | value |\n|---|---|")
         for k, v in rows:

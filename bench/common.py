@@ -16,8 +16,9 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -39,7 +40,7 @@ def python_for(peer: str) -> Path:
     return {"ours": OURS_PY, "original": ORIGINAL_PY, "litellm": LITELLM_PY}[peer]
 
 
-def peers_ready() -> Dict[str, bool]:
+def peers_ready() -> dict[str, bool]:
     """Which peer venvs exist (``bench/peers.sh`` makes them)."""
     return {name: python_for(name).exists() for name in ("original", "litellm")}
 
@@ -56,7 +57,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def summarize(times_s: Sequence[float]) -> Dict[str, float]:
+def summarize(times_s: Sequence[float]) -> dict[str, float]:
     """p50 / p90 / p99 / mean / min in milliseconds, and n."""
     if not times_s:
         return {"n": 0}
@@ -77,8 +78,9 @@ class RunnerError(RuntimeError):
     pass
 
 
-def run_runner(peer: str, script: str, args: Sequence[str], *, env: Optional[Dict[str, str]] = None,
-               timeout_s: float = 900.0) -> Dict[str, Any]:
+def run_runner(
+    peer: str, script: str, args: Sequence[str], *, env: dict[str, str] | None = None, timeout_s: float = 900.0
+) -> dict[str, Any]:
     """Run ``bench/peers/<script>`` with the interpreter of ``peer``; return its JSON stdout.
 
     The runner's stderr is kept in ``bench/out/logs/`` (the original library logs a lot).
@@ -97,8 +99,15 @@ def run_runner(peer: str, script: str, args: Sequence[str], *, env: Optional[Dic
     tag = f"{peer}-{Path(script).stem}-{int(time.time() * 1000)}"
     err_path = logs / f"{tag}.stderr"
     with open(err_path, "w") as err:
-        proc = subprocess.run([str(py), str(PEERS_DIR / script), *args], stdout=subprocess.PIPE,
-                              stderr=err, text=True, env=full_env, cwd=str(PEERS_DIR), timeout=timeout_s)
+        proc = subprocess.run(
+            [str(py), str(PEERS_DIR / script), *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=full_env,
+            cwd=str(PEERS_DIR),
+            timeout=timeout_s,
+        )
     if proc.returncode != 0:
         tail = err_path.read_text(errors="replace")[-3000:]
         raise RunnerError(f"{peer} {script} exited {proc.returncode}; stderr tail:\n{tail}")
@@ -137,7 +146,7 @@ def count_rows_http(port: int, table: str, where: str = "1") -> int:
 # -- facts for RESULTS.md ------------------------------------------------------------------
 
 
-def machine_info() -> Dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -162,7 +171,7 @@ def machine_info() -> Dict[str, Any]:
     }
 
 
-def _dist_versions(py: Path, names: Iterable[str]) -> Dict[str, Optional[str]]:
+def _dist_versions(py: Path, names: Iterable[str]) -> dict[str, str | None]:
     code = (
         "import json,sys\nfrom importlib import metadata\nout={}\n"
         "for n in sys.argv[1:]:\n"
@@ -173,20 +182,38 @@ def _dist_versions(py: Path, names: Iterable[str]) -> Dict[str, Optional[str]]:
     if not py.exists():
         return {}
     try:
-        proc = subprocess.run([str(py), "-c", code, *names], capture_output=True, text=True, timeout=60,
-                              cwd=str(PEERS_DIR), env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        proc = subprocess.run(
+            [str(py), "-c", code, *names],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=str(PEERS_DIR),
+            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        )
         return json.loads(proc.stdout)
     except Exception:  # noqa: BLE001 - facts are best effort
         return {}
 
 
-def versions() -> Dict[str, Dict[str, Optional[str]]]:
+def versions() -> dict[str, dict[str, str | None]]:
     """Package versions per environment (ours, original, litellm)."""
     return {
-        "ours": _dist_versions(OURS_PY, ["csctracker-ai-core", "google-genai", "clickhouse-connect", "chdb",
-                                         "chdb-core", "httpx2", "httpx", "redis"]),
-        "original": _dist_versions(ORIGINAL_PY, ["csctracker-ai-core", "google-genai", "clickhouse-connect",
-                                                 "csctracker-py-core", "httpx"]),
+        "ours": _dist_versions(
+            OURS_PY,
+            [
+                "csctracker-ai-core",
+                "google-genai",
+                "clickhouse-connect",
+                "chdb",
+                "chdb-core",
+                "httpx2",
+                "httpx",
+                "redis",
+            ],
+        ),
+        "original": _dist_versions(
+            ORIGINAL_PY, ["csctracker-ai-core", "google-genai", "clickhouse-connect", "csctracker-py-core", "httpx"]
+        ),
         "litellm": _dist_versions(LITELLM_PY, ["litellm", "httpx", "aiohttp", "openai"]),
     }
 
@@ -198,7 +225,7 @@ def write_json(name: str, data: Any) -> Path:
     return path
 
 
-def read_json(name: str) -> Optional[Any]:
+def read_json(name: str) -> Any | None:
     path = OUT / name
     if not path.exists():
         return None
@@ -212,17 +239,20 @@ def log(msg: str) -> None:
 class ClickHouseServer:
     """``bench/ch_server.py`` as a child process; stoppable and restartable on the same port."""
 
-    def __init__(self, path: Path, port: Optional[int] = None) -> None:
+    def __init__(self, path: Path, port: int | None = None) -> None:
         self.path = Path(path)
         self.port = port or free_port()
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 60.0) -> "ClickHouseServer":
+    def start(self, timeout_s: float = 60.0) -> ClickHouseServer:
         self.path.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         self.proc = subprocess.Popen(
             [str(OURS_PY), str(BENCH / "ch_server.py"), "--path", str(self.path), "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("READY"):
@@ -244,7 +274,7 @@ class ClickHouseServer:
             self.proc.stdout.close()
         self.proc = None
 
-    def __enter__(self) -> "ClickHouseServer":
+    def __enter__(self) -> ClickHouseServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -22,20 +22,20 @@ RAW = "raw SDK (google-genai 3.x, reused client)"
 RAW_170 = "raw SDK (google-genai 1.70, original's venv)"
 
 
-def fmt(x: Optional[float], digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
     if x is None:
         return "-"
     return f"{x:.{digits}f}"
 
 
-def table(header: List[str], rows: List[List[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         out.append("| " + " | ".join(str(c) for c in r) + " |")
     return "\n".join(out)
 
 
-def section_machine(meta: Dict[str, Any]) -> str:
+def section_machine(meta: dict[str, Any]) -> str:
     m = meta["machine"]
     v = meta["versions"]
     ours, orig, lite = v.get("ours", {}), v.get("original", {}), v.get("litellm", {})
@@ -49,14 +49,18 @@ def section_machine(meta: Dict[str, Any]) -> str:
         f"(chdb-core {ours.get('chdb-core')}).",
         f"- Original: csctracker-ai-core {orig.get('csctracker-ai-core')} from PyPI, google-genai "
         f"{orig.get('google-genai')}, clickhouse-connect {orig.get('clickhouse-connect')}, csctracker-py-core "
-        f"{orig.get('csctracker-py-core')} (venv bench/.venvs/original)." if orig else "- Original: venv missing.",
+        f"{orig.get('csctracker-py-core')} (venv bench/.venvs/original)."
+        if orig
+        else "- Original: venv missing.",
         f"- LiteLLM {lite.get('litellm')} from PyPI (httpx {lite.get('httpx')}, aiohttp {lite.get('aiohttp')}; "
-        f"venv bench/.venvs/litellm)." if lite else "- LiteLLM: venv missing.",
+        f"venv bench/.venvs/litellm)."
+        if lite
+        else "- LiteLLM: venv missing.",
     ]
     return "\n".join(lines)
 
 
-def section_overhead(data: Optional[Dict[str, Any]]) -> str:
+def section_overhead(data: dict[str, Any] | None) -> str:
     if not data:
         return "_Not run: `.venv/bin/python bench/bench_overhead.py`._"
     cfg = data["config"]
@@ -65,9 +69,19 @@ def section_overhead(data: Optional[Dict[str, Any]]) -> str:
     for r in data["results"]:
         own = f" (x{r['ratio_p50_own_sdk']:.2f} of its own SDK)" if "ratio_p50_own_sdk" in r else ""
         lo, hi = r["ratio_p50_range"]
-        rows.append([r["name"], r["n"], fmt(r["p50_ms"]), fmt(r["p99_ms"]), fmt(r["mean_ms"]),
-                     fmt(r["cpu_ms_per_call"]), f"x{r['ratio_p50_median']:.3f}{own}", f"{lo:.3f}-{hi:.3f}",
-                     f"x{r['ratio_p99']:.2f}"])
+        rows.append(
+            [
+                r["name"],
+                r["n"],
+                fmt(r["p50_ms"]),
+                fmt(r["p99_ms"]),
+                fmt(r["mean_ms"]),
+                fmt(r["cpu_ms_per_call"]),
+                f"x{r['ratio_p50_median']:.3f}{own}",
+                f"{lo:.3f}-{hi:.3f}",
+                f"x{r['ratio_p99']:.2f}",
+            ]
+        )
     out = [
         f"{cfg['n']} measured calls per run ({cfg.get('n_original', cfg['n'])} for the original) after "
         f"{cfg['warmup']} warm-up calls, {cfg['rounds']} interleaved rounds; model {cfg['model']}, emulator "
@@ -76,8 +90,20 @@ def section_overhead(data: Optional[Dict[str, Any]]) -> str:
         "the p50 of a ~1 ms call drifts by several percent between runs, so a single ratio would over-state "
         "its precision. CPU = process CPU time per call (all threads).",
         "",
-        table(["contender", "calls", "p50 ms", "p99 ms", "mean ms", "CPU ms/call", "p50 vs raw (median)",
-               "range over rounds", "p99 vs raw"], rows),
+        table(
+            [
+                "contender",
+                "calls",
+                "p50 ms",
+                "p99 ms",
+                "mean ms",
+                "CPU ms/call",
+                "p50 vs raw (median)",
+                "range over rounds",
+                "p99 vs raw",
+            ],
+            rows,
+        ),
         "",
     ]
     raw = res.get(RAW)
@@ -113,8 +139,12 @@ def section_overhead(data: Optional[Dict[str, Any]]) -> str:
                 f"Against the original (both with a ClickHouse server): p50 {o_http['p50_ms']:.1f} ms vs "
                 f"{ours_http['p50_ms']:.3f} ms, **{o_http['p50_ms'] / ours_http['p50_ms']:.0f}x faster** per call; "
                 f"CPU per call {o_http['cpu_ms_per_call']:.1f} ms vs {ours_http['cpu_ms_per_call']:.2f} ms."
-                + (f" With its ClickHouse unreachable the original still takes {o_off['p50_ms']:.1f} ms p50 "
-                   f"(a new genai.Client per attempt plus a refused connect per call)." if o_off else "")
+                + (
+                    f" With its ClickHouse unreachable the original still takes {o_off['p50_ms']:.1f} ms p50 "
+                    f"(a new genai.Client per attempt plus a refused connect per call)."
+                    if o_off
+                    else ""
+                )
             )
     lite = res.get("LiteLLM Router (1 deployment)")
     ours_off = res.get("ours, telemetry off")
@@ -144,7 +174,7 @@ def section_overhead(data: Optional[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def section_quota(data: Optional[Dict[str, Any]]) -> str:
+def section_quota(data: dict[str, Any] | None) -> str:
     if not data:
         return "_Not run: `.venv/bin/python bench/bench_quota.py`._"
     c = data["config"]
@@ -162,10 +192,33 @@ def section_quota(data: Optional[Dict[str, Any]]) -> str:
             rows.append([r["name"], "run failed", "", "", "", "", "", ""])
             continue
         errs = ", ".join(f"{k} {v}" for k, v in r["errors"].items()) or "-"
-        rows.append([r["name"], r["succeeded"], r["rate_limited_free"], r["rate_limited_paid"], r["paid_200"],
-                     r["optimum_paid_at_its_speed"], r["upstream_requests"], fmt(r["wall_s"], 1) + f" ({errs})"])
-    out.append(table(["contender", "succeeded", "429s free", "429s paid", "paid calls",
-                      "least paid possible at its speed", "upstream requests", "wall s (failures)"], rows))
+        rows.append(
+            [
+                r["name"],
+                r["succeeded"],
+                r["rate_limited_free"],
+                r["rate_limited_paid"],
+                r["paid_200"],
+                r["optimum_paid_at_its_speed"],
+                r["upstream_requests"],
+                fmt(r["wall_s"], 1) + f" ({errs})",
+            ]
+        )
+    out.append(
+        table(
+            [
+                "contender",
+                "succeeded",
+                "429s free",
+                "429s paid",
+                "paid calls",
+                "least paid possible at its speed",
+                "upstream requests",
+                "wall s (failures)",
+            ],
+            rows,
+        )
+    )
     out.append("")
     out.append(
         f"The floor ({opt['paid_floor']}) is {c['n']} minus the free tier's {opt['free_capacity_per_day']} "
@@ -175,13 +228,16 @@ def section_quota(data: Optional[Dict[str, Any]]) -> str:
     )
     good = [r for r in data["results"] if "error" not in r]
     if good:
-        def names(rows: List[Dict[str, Any]], value) -> str:
+
+        def names(rows: list[dict[str, Any]], value) -> str:
             return ", ".join(r["name"] for r in rows if value(r) == min(value(x) for x in rows))
 
         n429 = lambda r: r["rate_limited_free"] + r["rate_limited_paid"]  # noqa: E731
         out.append("")
-        out.append(f"Fewest 429s ({min(n429(r) for r in good)}): {names(good, n429)}. "
-                   f"Fewest paid calls ({min(r['paid_200'] for r in good)}): {names(good, lambda r: r['paid_200'])}.")
+        out.append(
+            f"Fewest 429s ({min(n429(r) for r in good)}): {names(good, n429)}. "
+            f"Fewest paid calls ({min(r['paid_200'] for r in good)}): {names(good, lambda r: r['paid_200'])}."
+        )
         fastest = min(good, key=lambda r: r["wall_s"])
         by = {r["name"]: r for r in good}
         plain, orig = by.get("ours (projects, no known_limits)"), by.get("original 26.37.1")
@@ -200,7 +256,7 @@ def section_quota(data: Optional[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def section_soak(data: Optional[Dict[str, Any]]) -> str:
+def section_soak(data: dict[str, Any] | None) -> str:
     if not data:
         return "_Not run: `.venv/bin/python bench/soak.py`._"
     c = data["config"]
@@ -210,24 +266,40 @@ def section_soak(data: Optional[Dict[str, Any]]) -> str:
     ups = ", ".join(f"{k}: {v}" for k, v in sorted(data["upstream_by_status"].items()))
     rows = [
         ["calls", f"{c['n']} ({c['threads']} threads, {c['free_keys']} free + {c['paid_keys']} paid keys)"],
-        ["faults injected", ", ".join(f"{k}: {v}" for k, v in data["faults_injected"].items())
-         + f" ({c['fault_rate']:.0%} of upstream requests; status 0 = dropped connection)"],
+        [
+            "faults injected",
+            ", ".join(f"{k}: {v}" for k, v in data["faults_injected"].items())
+            + f" ({c['fault_rate']:.0%} of upstream requests; status 0 = dropped connection)",
+        ],
         ["upstream requests by status", ups],
-        ["ClickHouse outage", f"stopped at call {o['stopped_at_call']}, back at call {o['restarted_at_call']} "
-                              f"({fmt(o['seconds'], 1)} s)"],
+        [
+            "ClickHouse outage",
+            f"stopped at call {o['stopped_at_call']}, back at call {o['restarted_at_call']} ({fmt(o['seconds'], 1)} s)",
+        ],
         ["succeeded", f"{data['succeeded']} ({data['success_rate']:.2%})"],
         ["failed, by class", errs],
         ["errors not derived from AiCoreError", untyped],
-        ["events in ClickHouse after close()", f"{data['events_in_clickhouse_after_close']} "
-                                               f"(close took {data['close_s']:.2f} s)"],
-        ["events lost", str(data["events_lost"]) + (" (after a second processor replayed the spool)"
-                                                    if data.get("replay_stats") else "")],
+        [
+            "events in ClickHouse after close()",
+            f"{data['events_in_clickhouse_after_close']} (close took {data['close_s']:.2f} s)",
+        ],
+        [
+            "events lost",
+            str(data["events_lost"])
+            + (" (after a second processor replayed the spool)" if data.get("replay_stats") else ""),
+        ],
         ["duplicate event rows", data["duplicate_rows"]],
         ["attempt rows", data["attempt_rows"]],
         ["slots in flight after the run (leaked)", data["slots_in_flight_at_end"]],
         ["wall time", f"{data['wall_s']:.1f} s"],
-        ["writer", ", ".join(f"{k} {v}" for k, v in data["writer_stats"].items()
-                             if k in ("written", "spooled", "dropped", "pending", "inserts", "failures"))],
+        [
+            "writer",
+            ", ".join(
+                f"{k} {v}"
+                for k, v in data["writer_stats"].items()
+                if k in ("written", "spooled", "dropped", "pending", "inserts", "failures")
+            ),
+        ],
     ]
     return table(["measure", "value"], rows)
 
@@ -342,8 +414,12 @@ def main() -> None:
     ]
     harsh = common.read_json("soak-harsh.json")
     if harsh:
-        parts += [f"The same soak at {harsh['config']['fault_rate']:.0%} faults (retries run out for some calls):",
-                  "", section_soak(harsh), ""]
+        parts += [
+            f"The same soak at {harsh['config']['fault_rate']:.0%} faults (retries run out for some calls):",
+            "",
+            section_soak(harsh),
+            "",
+        ]
     parts += budgets
     path = common.BENCH / "RESULTS.md"
     path.write_text("\n".join(parts))

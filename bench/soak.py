@@ -71,9 +71,17 @@ def main() -> None:
     limits = f"{MODEL}=4"
 
     def processor() -> IaProcessor:
-        return IaProcessor(host="127.0.0.1", port=ch.port, username="default", password="",
-                           google_free_keys=FREE, google_paid_keys=[PAID], google_models_limits=limits,
-                           base_url=emu.base_url, telemetry="server")
+        return IaProcessor(
+            host="127.0.0.1",
+            port=ch.port,
+            username="default",
+            password="",
+            google_free_keys=FREE,
+            google_paid_keys=[PAID],
+            google_models_limits=limits,
+            base_url=emu.base_url,
+            telemetry="server",
+        )
 
     proc = processor()
     lock = threading.Lock()
@@ -104,8 +112,9 @@ def main() -> None:
                 return
             event_id = f"soak-{i:06d}"
             try:
-                proc.analisar_com_gemini(input_text=f"Pergunta {i}", prompt="Responda em JSON.", task="soak",
-                                         event_id=event_id)
+                proc.analisar_com_gemini(
+                    input_text=f"Pergunta {i}", prompt="Responda em JSON.", task="soak", event_id=event_id
+                )
                 what = "ok"
             except AiCoreError as exc:
                 what = type(exc).__name__
@@ -178,8 +187,14 @@ def main() -> None:
     for (_, _, s), c in emu.calls().items():
         by_status[str(s)] += c
     data = {
-        "config": {"n": args.n, "threads": args.threads, "fault_rate": args.fault_rate,
-                   "free_keys": len(FREE), "paid_keys": 1, "model_limits": limits},
+        "config": {
+            "n": args.n,
+            "threads": args.threads,
+            "fault_rate": args.fault_rate,
+            "free_keys": len(FREE),
+            "paid_keys": 1,
+            "model_limits": limits,
+        },
         "wall_s": wall,
         "succeeded": outcomes.get("ok", 0),
         "success_rate": outcomes.get("ok", 0) / args.n,
@@ -205,8 +220,17 @@ def main() -> None:
     emu.stop()
     path = common.write_json(args.out, data)
     common.log(f"wrote {path}")
-    for k in ("succeeded", "success_rate", "errors_by_class", "untyped_errors", "events_lost", "duplicate_rows",
-              "slots_in_flight_at_end", "wall_s", "close_s"):
+    for k in (
+        "succeeded",
+        "success_rate",
+        "errors_by_class",
+        "untyped_errors",
+        "events_lost",
+        "duplicate_rows",
+        "slots_in_flight_at_end",
+        "wall_s",
+        "close_s",
+    ):
         print(f"{k}: {data[k]}")
     shutil.rmtree(work, ignore_errors=True)
 

@@ -14,12 +14,12 @@ from .budgets import Budget, BudgetAlert, BudgetLine
 from .clock import Clock, FakeClock, SystemClock
 from .exceptions import (
     AiCoreError,
+    BlockedResponseError,
     BudgetExceededError,
     ConfigurationError,
     GeminiRequestError,
     GeminiServiceException,
     InvalidInputError,
-    BlockedResponseError,
     InvalidResponseError,
     QuotaExhaustedError,
     RedisUnavailableError,

@@ -32,7 +32,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Set
+from typing import Any
 
 from .clock import Clock
 from .exceptions import GeminiServiceException
@@ -53,9 +53,9 @@ logger = logging.getLogger(__name__)
 
 _ZERO_COST = COST_SCALE * 0
 # Event fields that are sums over the call's attempts (with the sum's zero).
-_SUMMED = tuple((f"tokens_{kind}", 0) for kind in (
-    "input", "image", "audio", "video", "output", "reasoning", "cached", "total")) + (
-    ("cost_usd", _ZERO_COST), ("list_cost_usd", _ZERO_COST))
+_SUMMED = tuple(
+    (f"tokens_{kind}", 0) for kind in ("input", "image", "audio", "video", "output", "reasoning", "cached", "total")
+) + (("cost_usd", _ZERO_COST), ("list_cost_usd", _ZERO_COST))
 
 
 @dataclass(frozen=True)
@@ -76,31 +76,52 @@ class Call:
     """
 
     __slots__ = (
-        "request", "event_id", "started_wall", "started", "retries_left", "recording",
-        "attempts", "attempt_count", "avoid", "last_lease", "last_error", "options", "truncation_retried",
+        "request",
+        "event_id",
+        "started_wall",
+        "started",
+        "retries_left",
+        "recording",
+        "attempts",
+        "attempt_count",
+        "avoid",
+        "last_lease",
+        "last_error",
+        "options",
+        "truncation_retried",
     )
 
-    def __init__(self, request: PreparedCall, event_id: str, *, clock: Clock, max_retries: int,
-                 recording: bool) -> None:
+    def __init__(
+        self, request: PreparedCall, event_id: str, *, clock: Clock, max_retries: int, recording: bool
+    ) -> None:
         self.request = request
         self.event_id = event_id
         self.started_wall = clock.time()
         self.started = time.perf_counter()
         self.retries_left = max_retries  # transient retries still allowed (see Decision.spends_retry)
         self.recording = recording
-        self.attempts: List[AttemptEvent] = []
+        self.attempts: list[AttemptEvent] = []
         self.attempt_count = 0
-        self.avoid: Set[Slot] = set()  # slots that failed this call: the pool skips them if it can
-        self.last_lease: Optional[Lease] = None
-        self.last_error: Optional[BaseException] = None
-        self.options: Optional[RequestOptions] = None  # what is sent (set by the processor)
+        self.avoid: set[Slot] = set()  # slots that failed this call: the pool skips them if it can
+        self.last_lease: Lease | None = None
+        self.last_error: BaseException | None = None
+        self.options: RequestOptions | None = None  # what is sent (set by the processor)
         self.truncation_retried = False
 
     # -- attempts -------------------------------------------------------------------
 
-    def attempt_done(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
-                     error: Optional[BaseException] = None, *, response: Any = None,
-                     usage: Optional[TokenUsage] = None, prices: Optional[PriceTable] = None) -> None:
+    def attempt_done(
+        self,
+        lease: Lease,
+        started_wall: float,
+        duration_s: float,
+        decision: Decision,
+        error: BaseException | None = None,
+        *,
+        response: Any = None,
+        usage: TokenUsage | None = None,
+        prices: PriceTable | None = None,
+    ) -> None:
         """Count one upstream request and what the pool decided about it."""
         self.attempt_count += 1
         self.last_lease = lease
@@ -115,8 +136,9 @@ class Call:
             event = self._attempt_event(lease, started_wall, duration_s, decision, error)
             self.attempts.append(replace(event, **self._ledger(lease, started_wall, response, usage, prices)))
 
-    def _ledger(self, lease: Lease, started_wall: float, response: Any, usage: Optional[TokenUsage],
-                prices: Optional[PriceTable]) -> Dict[str, Any]:
+    def _ledger(
+        self, lease: Lease, started_wall: float, response: Any, usage: TokenUsage | None, prices: PriceTable | None
+    ) -> dict[str, Any]:
         """What Gemini reported for one request and what it cost (zeros, usage_known=False, without a reply)."""
         slot = lease.slot
         served_as = served_tier(response) if response is not None else ""
@@ -125,42 +147,70 @@ class Call:
         try:
             # One definition of cost: the tier Gemini served (else the one asked), the
             # price in force when this request started.
-            list_cost = price_usage(slot.model, billed_tier(self.request.service_tier, served_as), used,
-                                    datetime.fromtimestamp(started_wall, tz=timezone.utc), prices=prices)
+            list_cost = price_usage(
+                slot.model,
+                billed_tier(self.request.service_tier, served_as),
+                used,
+                datetime.fromtimestamp(started_wall, tz=timezone.utc),
+                prices=prices,
+            )
         except Exception:
             # The ledger must never fail a call: the tokens are kept, `csc-ai reprice` prices them later.
-            logger.exception("could not price attempt %d of %s; recorded at cost 0", self.attempt_count,
-                             self.event_id)
+            logger.exception("could not price attempt %d of %s; recorded at cost 0", self.attempt_count, self.event_id)
             list_cost = _ZERO_COST
         return dict(
-            service_tier=self.request.service_tier, served_tier=served_as, usage_known=known,
-            tokens_input=used.input, tokens_output=used.output, tokens_reasoning=used.reasoning,
-            tokens_cached=used.cached, tokens_image=used.image, tokens_audio=used.audio,
-            tokens_video=used.video, tokens_total=used.total,
-            cost_usd=cost_on_key(slot.tier, list_cost), list_cost_usd=list_cost,
+            service_tier=self.request.service_tier,
+            served_tier=served_as,
+            usage_known=known,
+            tokens_input=used.input,
+            tokens_output=used.output,
+            tokens_reasoning=used.reasoning,
+            tokens_cached=used.cached,
+            tokens_image=used.image,
+            tokens_audio=used.audio,
+            tokens_video=used.video,
+            tokens_total=used.total,
+            cost_usd=cost_on_key(slot.tier, list_cost),
+            list_cost_usd=list_cost,
             finish_reason=finish_reason(response) if response is not None else "",
         )
 
-    def _attempt_event(self, lease: Lease, started_wall: float, duration_s: float, decision: Decision,
-                       error: Optional[BaseException]) -> AttemptEvent:
+    def _attempt_event(
+        self, lease: Lease, started_wall: float, duration_s: float, decision: Decision, error: BaseException | None
+    ) -> AttemptEvent:
         slot = lease.slot
         failure = decision.failure
         if failure is None:
             return AttemptEvent(
-                event_id=self.event_id, attempt=self.attempt_count, timestamp=started_wall,
-                key_fingerprint=slot.key_fingerprint, project=slot.project, tier=slot.tier,
-                model_name=slot.model, duration_ms=duration_s * 1000.0, outcome=FailureKind.OK,
-                http_status=200, decision=decision.label,
+                event_id=self.event_id,
+                attempt=self.attempt_count,
+                timestamp=started_wall,
+                key_fingerprint=slot.key_fingerprint,
+                project=slot.project,
+                tier=slot.tier,
+                model_name=slot.model,
+                duration_ms=duration_s * 1000.0,
+                outcome=FailureKind.OK,
+                http_status=200,
+                decision=decision.label,
             )
         return AttemptEvent(
-            event_id=self.event_id, attempt=self.attempt_count, timestamp=started_wall,
-            key_fingerprint=slot.key_fingerprint, project=slot.project, tier=slot.tier,
-            model_name=slot.model, duration_ms=duration_s * 1000.0, outcome=failure.kind,
+            event_id=self.event_id,
+            attempt=self.attempt_count,
+            timestamp=started_wall,
+            key_fingerprint=slot.key_fingerprint,
+            project=slot.project,
+            tier=slot.tier,
+            model_name=slot.model,
+            duration_ms=duration_s * 1000.0,
+            outcome=failure.kind,
             http_status=failure.http_status,
             error_type=type(error).__name__ if error is not None else "",
             error_message=failure.message or scrub(error or ""),
-            quota_id=failure.quota_id, retry_delay_s=failure.retry_delay_s or 0.0,
-            decision=decision.label, suspended_until=decision.suspended_until,
+            quota_id=failure.quota_id,
+            retry_delay_s=failure.retry_delay_s or 0.0,
+            decision=decision.label,
+            suspended_until=decision.suspended_until,
         )
 
     def retry_truncated(self, model: str) -> bool:
@@ -205,12 +255,14 @@ class Call:
         return GeminiServiceException(
             f"internal error after {self.attempt_count} request(s): {type(exc).__name__}: "
             f"{scrub(exc)}. This is a bug in csctracker-ai-core or a dependency; please report it.",
-            last_error=redact_exception(exc), attempts=self.attempt_count, event_id=self.event_id,
+            last_error=redact_exception(exc),
+            attempts=self.attempt_count,
+            event_id=self.event_id,
         )
 
     # -- events ---------------------------------------------------------------------
 
-    def _base(self, lease: Optional[Lease]) -> Dict[str, Any]:
+    def _base(self, lease: Lease | None) -> dict[str, Any]:
         request = self.request
         slot = lease.slot if lease is not None else None
         done = self.attempts
@@ -258,7 +310,9 @@ class Call:
     def reduced_success_event(self, served: Served) -> CallEvent:
         """What is certain about a served call when the full event cannot be built."""
         return CallEvent(
-            outcome=CallOutcome.OK, time_spent=served.duration_s, result=served.text,
+            outcome=CallOutcome.OK,
+            time_spent=served.duration_s,
+            result=served.text,
             error_message="event built without reply metadata (see logs)",
             **self._base(self.last_lease),
         )

@@ -29,10 +29,11 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
 
@@ -94,7 +95,7 @@ class Thinking:
 
     style: str = "none"
     levels: tuple[str, ...] = ()
-    default: Optional[str] = None
+    default: str | None = None
     budget_min: int = 0
     budget_max: int = 0
     can_disable: bool = False
@@ -109,8 +110,8 @@ class Thinking:
 class ThinkingChoice:
     """What is sent for one thinking wish on one model: a level, a budget, or nothing."""
 
-    level: Optional[str] = None  # upper case, as the API spells it
-    budget: Optional[int] = None
+    level: str | None = None  # upper case, as the API spells it
+    budget: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,12 +129,12 @@ class ModelInfo:
     input_token_limit: int
     output_token_limit: int
     json_mode: bool = True
-    released: Optional[date] = None
-    shutdown: Optional[date] = None
-    successor: Optional[str] = None
+    released: date | None = None
+    shutdown: date | None = None
+    successor: str | None = None
     sources: tuple[str, ...] = ()
     known: bool = True
-    alias_of: Optional[str] = None
+    alias_of: str | None = None
 
     @property
     def keeps_model_temperature(self) -> bool:
@@ -145,7 +146,7 @@ class ModelInfo:
         """True on and after the shutdown day."""
         return self.shutdown is not None and today >= self.shutdown
 
-    def days_to_shutdown(self, today: date) -> Optional[int]:
+    def days_to_shutdown(self, today: date) -> int | None:
         """Days left before the shutdown day (0 or less: shut down), ``None`` if none announced."""
         return (self.shutdown - today).days if self.shutdown is not None else None
 
@@ -154,7 +155,7 @@ class ModelInfo:
         released = self.released is None or self.released <= today
         return released and not self.is_shut_down(today) and self.successor is None
 
-    def list_price(self) -> Optional["ModelPrice"]:
+    def list_price(self) -> ModelPrice | None:
         """The model's paid list price, from the price table (the one place prices live)."""
         from .pricing import get_prices
 
@@ -165,7 +166,7 @@ def _level_rank(level: str) -> int:
     return THINKING_LEVELS.index(level)
 
 
-def thinking_for(info: ModelInfo, level: Optional[str]) -> ThinkingChoice:
+def thinking_for(info: ModelInfo, level: str | None) -> ThinkingChoice:
     """The thinking config for a wish (``minimal`` .. ``high``, ``"floor"``, or ``None``).
 
     ``None`` sends nothing (the model's default). ``"floor"`` asks for the least thinking
@@ -194,7 +195,7 @@ def thinking_for(info: ModelInfo, level: Optional[str]) -> ThinkingChoice:
     return ThinkingChoice(budget=budget)
 
 
-def thinking_can_go_lower(info: ModelInfo, level: Optional[str]) -> bool:
+def thinking_can_go_lower(info: ModelInfo, level: str | None) -> bool:
     """Whether asking for ``"floor"`` thinks less than ``level`` (None: the model default)."""
     t = info.thinking
     if t.style == "none":
@@ -214,7 +215,7 @@ def thinking_can_go_lower(info: ModelInfo, level: Optional[str]) -> bool:
 # -- loading -------------------------------------------------------------------------
 
 
-def _parse_date(value: Any, where: str) -> Optional[date]:
+def _parse_date(value: Any, where: str) -> date | None:
     if value is None:
         return None
     try:
@@ -253,8 +254,16 @@ def _parse_thinking(raw: Any, where: str) -> Thinking:
 
 
 _MODEL_FIELDS = {
-    "family", "generation", "thinking", "input_token_limit", "output_token_limit", "json_mode",
-    "released", "shutdown", "successor", "sources",
+    "family",
+    "generation",
+    "thinking",
+    "input_token_limit",
+    "output_token_limit",
+    "json_mode",
+    "released",
+    "shutdown",
+    "successor",
+    "sources",
 }
 
 
@@ -265,8 +274,9 @@ def _parse_model(name: str, raw: Any, source: str) -> ModelInfo:
     unknown = {k for k in raw if k not in _MODEL_FIELDS and not k.startswith("_")}
     if unknown:
         raise ConfigurationError(f"{where} has unknown fields {sorted(unknown)}; known: {sorted(_MODEL_FIELDS)}.")
-    missing = [k for k in ("family", "generation", "thinking", "input_token_limit", "output_token_limit")
-               if k not in raw]
+    missing = [
+        k for k in ("family", "generation", "thinking", "input_token_limit", "output_token_limit") if k not in raw
+    ]
     if missing:
         raise ConfigurationError(f"{where} lacks {', '.join(missing)}.")
     family = str(raw["family"]).lower()
@@ -292,7 +302,7 @@ def _parse_model(name: str, raw: Any, source: str) -> ModelInfo:
 
 def _normalize(model: str) -> str:
     name = (model or "").strip().lower()
-    return name[len("models/"):] if name.startswith("models/") else name
+    return name[len("models/") :] if name.startswith("models/") else name
 
 
 @dataclass(frozen=True)
@@ -304,9 +314,9 @@ class Catalog:
     default_families: tuple[str, ...] = ("flash", "lite")
     as_of: str = ""
     sources: tuple[str, ...] = ()
-    _resolved: dict[tuple[str, Optional[date]], ModelInfo] = field(default_factory=dict, repr=False, compare=False)
+    _resolved: dict[tuple[str, date | None], ModelInfo] = field(default_factory=dict, repr=False, compare=False)
 
-    def info(self, model: str, today: Optional[date] = None) -> ModelInfo:
+    def info(self, model: str, today: date | None = None) -> ModelInfo:
         """The facts for ``model``; never raises (unknown names are read by their shape).
 
         ``today`` picks what an alias points at (the newest current model of its
@@ -349,23 +359,39 @@ class Catalog:
         same = [m for m in self.models.values() if m.family == family and m.generation <= generation]
         if same and version:
             base = max(same, key=lambda m: (m.generation, m.released or date.min))
-            return replace(base, name=name, generation=generation, alias_of=base.name, known=False,
-                           released=None, shutdown=None, successor=None, sources=())
+            return replace(
+                base,
+                name=name,
+                generation=generation,
+                alias_of=base.name,
+                known=False,
+                released=None,
+                shutdown=None,
+                successor=None,
+                sources=(),
+            )
         if generation >= 3:
             thinking = Thinking(style="level", levels=THINKING_LEVELS)
         elif generation >= 2.5:
             thinking = Thinking(style="budget", budget_min=0, budget_max=24576, can_disable=True)
         else:
             thinking = Thinking()
-        return ModelInfo(name=name, family=family, generation=generation, thinking=thinking,
-                         input_token_limit=1_048_576, output_token_limit=65_536, known=False)
+        return ModelInfo(
+            name=name,
+            family=family,
+            generation=generation,
+            thinking=thinking,
+            input_token_limit=1_048_576,
+            output_token_limit=65_536,
+            known=False,
+        )
 
-    def newest(self, family: str, today: date) -> Optional[ModelInfo]:
+    def newest(self, family: str, today: date) -> ModelInfo | None:
         """The most recently released current model of ``family``, or ``None``."""
         current = [m for m in self.models.values() if m.family == family and m.is_current(today)]
         return max(current, key=lambda m: (m.released or date.min, m.generation), default=None)
 
-    def current_successor(self, model: str, today: date) -> Optional[str]:
+    def current_successor(self, model: str, today: date) -> str | None:
         """Follow ``successor`` links from ``model`` to the first model still current."""
         seen: set[str] = set()
         name = self.info(model, today).successor
@@ -408,7 +434,7 @@ def _family_by_shape(model: str) -> str:
     return "other"
 
 
-def _read_json(source: Union[str, Path], text: str) -> Mapping[str, Any]:
+def _read_json(source: str | Path, text: str) -> Mapping[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -418,7 +444,7 @@ def _read_json(source: Union[str, Path], text: str) -> Mapping[str, Any]:
     return data
 
 
-def _merge(base: Optional[Catalog], data: Mapping[str, Any], source: str) -> Catalog:
+def _merge(base: Catalog | None, data: Mapping[str, Any], source: str) -> Catalog:
     models: dict[str, ModelInfo] = dict(base.models) if base else {}
     raw_models = data.get("models", {})
     if not isinstance(raw_models, Mapping):
@@ -449,7 +475,7 @@ def _merge(base: Optional[Catalog], data: Mapping[str, Any], source: str) -> Cat
     )
 
 
-def load_catalog(path: Union[str, Path, None] = None) -> Catalog:
+def load_catalog(path: str | Path | None = None) -> Catalog:
     """The shipped catalog, overlaid with the user's file ``path`` if given.
 
     The facades read ``CSCTRACKER_AI_CATALOG_FILE`` into ``Settings.catalog_file``. Not
@@ -457,8 +483,9 @@ def load_catalog(path: Union[str, Path, None] = None) -> Catalog:
     :class:`~csctracker_ai_core.exceptions.ConfigurationError` on an unreadable or
     malformed file.
     """
-    catalog = _merge(None, _read_json("<shipped model_catalog.json>",
-                                      SHIPPED_CATALOG_FILE.read_text(encoding="utf-8")), "shipped")
+    catalog = _merge(
+        None, _read_json("<shipped model_catalog.json>", SHIPPED_CATALOG_FILE.read_text(encoding="utf-8")), "shipped"
+    )
     user = path
     if user:
         user_path = Path(user).expanduser()
@@ -474,11 +501,11 @@ def load_catalog(path: Union[str, Path, None] = None) -> Catalog:
 
 
 _cache_lock = threading.Lock()
-_cache: dict[tuple[Optional[str], Optional[int]], Catalog] = {}
-_user_file: Optional[Path] = None
+_cache: dict[tuple[str | None, int | None], Catalog] = {}
+_user_file: Path | None = None
 
 
-def use_catalog_file(path: Union[str, Path, None]) -> None:
+def use_catalog_file(path: str | Path | None) -> None:
     """Make ``path`` the user's catalog file for this process (``None``: shipped only).
 
     Checked at once (a broken file is a :class:`ConfigurationError` now, not at the first
@@ -491,12 +518,12 @@ def use_catalog_file(path: Union[str, Path, None]) -> None:
     _user_file = Path(path).expanduser() if path is not None else None
 
 
-def get_catalog(path: Union[str, Path, None] = None) -> Catalog:
+def get_catalog(path: str | Path | None = None) -> Catalog:
     """The catalog (``path``, else the file set by :func:`use_catalog_file`), cached per
     (file, modification time): an edited user file takes effect on the next call; an
     unchanged one costs one ``stat``."""
     user = path if path is not None else _user_file
-    mtime: Optional[int] = None
+    mtime: int | None = None
     if user:
         try:
             mtime = Path(user).expanduser().stat().st_mtime_ns
@@ -517,7 +544,7 @@ def get_catalog(path: Union[str, Path, None] = None) -> Catalog:
 # -- the name-level helpers the pool uses ---------------------------------------------
 
 
-def model_info(model: str, today: Optional[date] = None) -> ModelInfo:
+def model_info(model: str, today: date | None = None) -> ModelInfo:
     """``get_catalog().info(model, today)``."""
     return get_catalog().info(model, today)
 
@@ -551,13 +578,13 @@ def matches_family(model: str, family: str) -> bool:
     return f in model.lower()
 
 
-def thinking_style(model: str) -> Optional[str]:
+def thinking_style(model: str) -> str | None:
     """``"level"``, ``"budget"`` or ``None`` (send no thinking config)."""
     style = model_info(model).thinking.style
     return None if style == "none" else style
 
 
-def default_model_limits(today: Optional[date] = None) -> dict[str, int]:
+def default_model_limits(today: date | None = None) -> dict[str, int]:
     """The pool's models when ``GOOGLE_MODEL_LIMITS`` is unset (see :meth:`Catalog.default_model_limits`)."""
     return get_catalog().default_model_limits(today or utc_date(datetime.now(timezone.utc).timestamp()))
 
@@ -577,12 +604,12 @@ class ShutdownWatch:
     yesterday's passing tests red; tests of shutdowns use a watch of their own.
     """
 
-    def __init__(self, pinned_today: Optional[date] = None) -> None:
+    def __init__(self, pinned_today: date | None = None) -> None:
         self._lock = threading.Lock()
         self._warned: set[tuple[str, str]] = set()
         self.pinned_today = pinned_today
 
-    def retired(self, models: Iterable[str], today: date, catalog: Optional[Catalog] = None) -> frozenset[str]:
+    def retired(self, models: Iterable[str], today: date, catalog: Catalog | None = None) -> frozenset[str]:
         """The models of ``models`` that are shut down on ``today`` (warning once for each,
         and once for each model close to its shutdown)."""
         cat = catalog if catalog is not None else get_catalog()
@@ -595,15 +622,24 @@ class ShutdownWatch:
                 continue
             if days <= 0:
                 out.add(model)
-                self._warn_once(model, "retired",
-                                "model %s was shut down on %s; it is skipped. Replace it with %s in "
-                                "GOOGLE_MODEL_LIMITS.", model, info.shutdown,
-                                cat.current_successor(model, today) or "a current model of the catalog")
+                self._warn_once(
+                    model,
+                    "retired",
+                    "model %s was shut down on %s; it is skipped. Replace it with %s in GOOGLE_MODEL_LIMITS.",
+                    model,
+                    info.shutdown,
+                    cat.current_successor(model, today) or "a current model of the catalog",
+                )
             elif days <= SHUTDOWN_WARNING_DAYS:
-                self._warn_once(model, "soon",
-                                "model %s shuts down on %s (in %d day(s)); move to %s before then.",
-                                model, info.shutdown, days,
-                                cat.current_successor(model, today) or "a current model")
+                self._warn_once(
+                    model,
+                    "soon",
+                    "model %s shuts down on %s (in %d day(s)); move to %s before then.",
+                    model,
+                    info.shutdown,
+                    days,
+                    cat.current_successor(model, today) or "a current model",
+                )
         return frozenset(out)
 
     def _warn_once(self, model: str, what: str, message: str, *args: Any) -> None:

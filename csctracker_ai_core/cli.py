@@ -24,13 +24,15 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, is_dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TextIO
+from typing import Any, TextIO
 
+from . import redaction
 from ._version import __version__
 from .exceptions import (
     AiCoreError,
@@ -40,7 +42,6 @@ from .exceptions import (
     QuotaExhaustedError,
     ReportError,
 )
-from . import redaction
 from .pool.keys import parse_key_list
 from .reports.safe_text import csv_cell, escape_controls
 
@@ -105,7 +106,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def to_json(value: Any, *, indent: Optional[int] = None) -> str:
+def to_json(value: Any, *, indent: int | None = None) -> str:
     """JSON text of CLI output (Decimal as exact strings, datetimes as ISO)."""
     return json.dumps(value, ensure_ascii=False, indent=indent, default=_json_default)
 
@@ -188,16 +189,30 @@ CSCTRACKER_AI_DATA_DIR (default ~/.local/share/csctracker-ai-core).
 def _add_pool_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("keys and endpoint")
     g.add_argument("--free-keys", metavar="K1,K2", help="free-tier API keys (default: $GOOGLE_FREE_KEYS)")
-    g.add_argument("--paid-keys", metavar="K1,K2", help="paid API keys, used when no free slot can serve (default: $GOOGLE_PAID_KEYS)")
-    g.add_argument("--model-limits", metavar="SPEC",
-                   help='models and requests in flight per key, e.g. "gemini-2.5-flash=1,gemini-2.5-pro=1" (default: $GOOGLE_MODEL_LIMITS)')
-    g.add_argument("--base-url", metavar="URL", help="Gemini endpoint, e.g. an emulator (default: the SDK's, or $GOOGLE_GEMINI_BASE_URL)")
+    g.add_argument(
+        "--paid-keys",
+        metavar="K1,K2",
+        help="paid API keys, used when no free slot can serve (default: $GOOGLE_PAID_KEYS)",
+    )
+    g.add_argument(
+        "--model-limits",
+        metavar="SPEC",
+        help='models and requests in flight per key, e.g. "gemini-2.5-flash=1,gemini-2.5-pro=1" (default: $GOOGLE_MODEL_LIMITS)',
+    )
+    g.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="Gemini endpoint, e.g. an emulator (default: the SDK's, or $GOOGLE_GEMINI_BASE_URL)",
+    )
     g.add_argument("--max-wait", type=float, metavar="SECONDS", help="longest wait for a free slot before giving up")
 
 
 def _add_telemetry_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--telemetry", choices=("server", "embedded", "off"),
-                   help="where calls are recorded (default: server if CLICKHOUSE_HOST is set, else embedded)")
+    p.add_argument(
+        "--telemetry",
+        choices=("server", "embedded", "off"),
+        help="where calls are recorded (default: server if CLICKHOUSE_HOST is set, else embedded)",
+    )
 
 
 def _add_call_options(p: argparse.ArgumentParser, *, defaults: bool = False) -> None:
@@ -206,14 +221,29 @@ def _add_call_options(p: argparse.ArgumentParser, *, defaults: bool = False) -> 
     g.add_argument("-p", "--prompt", default=None, help=f"{prefix}instructions sent with the input")
     g.add_argument("--task", default=None, help=f"{prefix}task label recorded in telemetry (reports group by it)")
     mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--json", dest="return_json", action="store_true", default=None,
-                      help=f"{prefix}ask for a JSON reply (the library's default)")
+    mode.add_argument(
+        "--json",
+        dest="return_json",
+        action="store_true",
+        default=None,
+        help=f"{prefix}ask for a JSON reply (the library's default)",
+    )
     mode.add_argument("--text", dest="return_json", action="store_false", help=f"{prefix}ask for plain text")
-    g.add_argument("--model-variant", metavar="NAME", help=f"{prefix}only models whose name contains NAME (e.g. flash, 2.5-pro)")
-    g.add_argument("--thinking", dest="thinking_level", choices=("minimal", "low", "medium", "high"),
-                   help=f"{prefix}thinking level")
-    g.add_argument("--service-tier", choices=("standard", "flex", "priority"), default=None,
-                   help=f"{prefix}Gemini service tier (flex: half price, slower)")
+    g.add_argument(
+        "--model-variant", metavar="NAME", help=f"{prefix}only models whose name contains NAME (e.g. flash, 2.5-pro)"
+    )
+    g.add_argument(
+        "--thinking",
+        dest="thinking_level",
+        choices=("minimal", "low", "medium", "high"),
+        help=f"{prefix}thinking level",
+    )
+    g.add_argument(
+        "--service-tier",
+        choices=("standard", "flex", "priority"),
+        default=None,
+        help=f"{prefix}Gemini service tier (flex: half price, slower)",
+    )
     tier = g.add_mutually_exclusive_group()
     tier.add_argument("--free-only", dest="forced_free", action="store_true", help="use free keys only")
     tier.add_argument("--paid-only", dest="forced_paid", action="store_true", help="use paid keys only")
@@ -232,11 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug) to stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    ask = sub.add_parser("ask", help="one analysis: prompt + text or image -> result, tokens, event id",
-                         description="Send one request through the pool and print the result (stdout), "
-                         "then the tokens used and the event id (stderr).")
-    ask.add_argument("input_text", nargs="?", default=None, metavar="TEXT",
-                     help='the input text ("-" reads stdin); optional with --image')
+    ask = sub.add_parser(
+        "ask",
+        help="one analysis: prompt + text or image -> result, tokens, event id",
+        description="Send one request through the pool and print the result (stdout), "
+        "then the tokens used and the event id (stderr).",
+    )
+    ask.add_argument(
+        "input_text",
+        nargs="?",
+        default=None,
+        metavar="TEXT",
+        help='the input text ("-" reads stdin); optional with --image',
+    )
     ask.add_argument("--image", metavar="FILE", help="an image (or PDF...) to send with the prompt")
     ask.add_argument("--mime-type", metavar="TYPE", help="type of --image (default: guessed from its name)")
     ask.add_argument("--event-id", metavar="ID", help="record the call under this id (default: a new UUID)")
@@ -245,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_telemetry_options(ask)
 
     batch = sub.add_parser(
-        "batch", help="run a JSONL file of inputs through the pool (resumable)",
+        "batch",
+        help="run a JSONL file of inputs through the pool (resumable)",
         description=(
             "Run every line of IN (one JSON object per line) through one processor with N threads.\n\n"
             "Each line may set: input_text, prompt, task, file (a path, relative to IN), file_base64,\n"
@@ -264,14 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", required=True, metavar="OUT.jsonl", help="results file (created, or resumed)")
     batch.add_argument("--workers", type=int, default=4, metavar="N", help="parallel calls (default 4)")
     batch.add_argument("--limit", type=int, metavar="N", help="process at most N pending inputs this run")
-    batch.add_argument("--skip-errors", action="store_true", help="on resume, keep earlier errors instead of retrying them")
+    batch.add_argument(
+        "--skip-errors", action="store_true", help="on resume, keep earlier errors instead of retrying them"
+    )
     batch.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_call_options(batch, defaults=True)
     _add_pool_options(batch)
     _add_telemetry_options(batch)
 
     report = sub.add_parser(
-        "report", help="usage and cost per task and period (table, JSON, CSV or HTML)",
+        "report",
+        help="usage and cost per task and period (table, JSON, CSV or HTML)",
         description=(
             "Read the telemetry store and show, per task and time bucket: calls (free ones included),\n"
             "tokens, cost in USD and BRL, the free keys' saving, and latency."
@@ -293,29 +335,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--period", default="24h", help="time window (default 24h)")
     report.add_argument("--group", default="day", help="time bucket (default day)")
-    report.add_argument("--by", choices=("task", "key", "project", "model", "tier", "service_tier"),
-                        help="instead of per task and bucket: totals per key fingerprint, project, model...")
+    report.add_argument(
+        "--by",
+        choices=("task", "key", "project", "model", "tier", "service_tier"),
+        help="instead of per task and bucket: totals per key fingerprint, project, model...",
+    )
     report.add_argument("--latency", action="store_true", help="latency percentiles per model (or per --by)")
-    report.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format (default table)")
+    report.add_argument(
+        "--format", choices=("table", "json", "csv"), default="table", help="output format (default table)"
+    )
     report.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with charts to FILE")
     report.add_argument("--tz", default="UTC", help="time zone of days and buckets (default UTC, as the original)")
-    report.add_argument("--set-rate", action="append", default=[], metavar="DATE=RATE",
-                        help="store a USD->BRL exchange rate first (e.g. 2025-01-31=5.87); repeatable")
-    report.add_argument("--prices-file", metavar="FILE", help="price file overriding the shipped prices (default: $CSCTRACKER_AI_PRICES_FILE)")
+    report.add_argument(
+        "--set-rate",
+        action="append",
+        default=[],
+        metavar="DATE=RATE",
+        help="store a USD->BRL exchange rate first (e.g. 2025-01-31=5.87); repeatable",
+    )
+    report.add_argument(
+        "--prices-file",
+        metavar="FILE",
+        help="price file overriding the shipped prices (default: $CSCTRACKER_AI_PRICES_FILE)",
+    )
 
-    report.add_argument("--waste", action="store_true",
-                        help="instead: cost of attempts that did not produce the result, per task, model and failure kind")
-    report.add_argument("--tiers", action="store_true", help="instead: requests and cost per service tier billed (served)")
+    report.add_argument(
+        "--waste",
+        action="store_true",
+        help="instead: cost of attempts that did not produce the result, per task, model and failure kind",
+    )
+    report.add_argument(
+        "--tiers", action="store_true", help="instead: requests and cost per service tier billed (served)"
+    )
 
     prices = sub.add_parser(
-        "prices", help="list prices in force (or on --date); 'prices check': configured models with no price",
+        "prices",
+        help="list prices in force (or on --date); 'prices check': configured models with no price",
         description="The price table the ledger uses: the shipped prices, your price file and the model_prices "
         "table of the store. USD per 1M tokens.",
         epilog="examples:\n  csc-ai prices\n  csc-ai prices --date 2027-01-01\n  csc-ai prices check",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    prices.add_argument("action", nargs="?", choices=("list", "check"), default="list",
-                        help="list (default) or check (configured models that have no price)")
+    prices.add_argument(
+        "action",
+        nargs="?",
+        choices=("list", "check"),
+        default="list",
+        help="list (default) or check (configured models that have no price)",
+    )
     prices.add_argument("--date", metavar="DATE", help="prices in force on this ISO date or datetime (default: now)")
     prices.add_argument("--format", choices=("table", "json", "csv"), default="table", help="output format")
     prices.add_argument("--model-limits", metavar="SPEC", help="models to check (default $GOOGLE_MODEL_LIMITS)")
@@ -323,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--no-store", action="store_true", help="ignore the store's model_prices table")
 
     reprice = sub.add_parser(
-        "reprice", help="recompute the stored costs of a period after a price fix (idempotent, history kept)",
+        "reprice",
+        help="recompute the stored costs of a period after a price fix (idempotent, history kept)",
         description="Price every event and attempt of PERIOD again with the current prices (price file and "
         "model_prices), rewrite only the rows whose cost changed, and keep every old figure in "
         "ai_cost_revisions. Running it twice changes nothing the second time.",
@@ -334,47 +402,74 @@ def build_parser() -> argparse.ArgumentParser:
     reprice.add_argument("--prices-file", metavar="FILE", help="price file overriding the shipped prices")
     reprice.add_argument("--json", action="store_true", help="JSON instead of text")
 
-    keys = sub.add_parser("keys", help="the pool's state: slots by key fingerprint and model",
-                          description="Show every key x model slot of the pool (keys as fingerprints). "
-                          "With CSCTRACKER_AI_REDIS_URL set, this is the state shared by every process.")
+    keys = sub.add_parser(
+        "keys",
+        help="the pool's state: slots by key fingerprint and model",
+        description="Show every key x model slot of the pool (keys as fingerprints). "
+        "With CSCTRACKER_AI_REDIS_URL set, this is the state shared by every process.",
+    )
     keys.add_argument("--json", action="store_true", help="JSON instead of a table")
     _add_pool_options(keys)
 
     budgets = sub.add_parser(
-        "budgets", help="spending caps: each rule's spend, reservations and limit this period",
+        "budgets",
+        help="spending caps: each rule's spend, reservations and limit this period",
         description="Show every budget rule (CSCTRACKER_AI_BUDGETS or --budgets): spent this period per the "
         "telemetry store, reserved by calls in flight (with CSCTRACKER_AI_REDIS_URL), limit, remaining, "
-        "and when the period resets.")
-    budgets.add_argument("--budgets", metavar="JSON", help='rules, e.g. \'[{"limit": "10", "period": "day"}]\' '
-                         "(default: $CSCTRACKER_AI_BUDGETS)")
+        "and when the period resets.",
+    )
+    budgets.add_argument(
+        "--budgets",
+        metavar="JSON",
+        help='rules, e.g. \'[{"limit": "10", "period": "day"}]\' (default: $CSCTRACKER_AI_BUDGETS)',
+    )
     budgets.add_argument("--json", action="store_true", help="JSON instead of a table")
 
-    emu = sub.add_parser("emulator", help="run the Gemini API emulator for local development",
-                         description="Serve Gemini's REST API on loopback until Ctrl-C. Point the library at it "
-                         "with --base-url or GOOGLE_GEMINI_BASE_URL.")
+    emu = sub.add_parser(
+        "emulator",
+        help="run the Gemini API emulator for local development",
+        description="Serve Gemini's REST API on loopback until Ctrl-C. Point the library at it "
+        "with --base-url or GOOGLE_GEMINI_BASE_URL.",
+    )
     emu.add_argument("--config", metavar="FILE", help="emulator JSON config (keys, quotas, replies, faults)")
     emu.add_argument("--port", type=int, help="port (default: from the config, else a free one)")
     emu.add_argument("--host", help="address to bind (default 127.0.0.1)")
 
-    demo = sub.add_parser("demo", help="the README example end to end, with no keys (emulator + embedded store)",
-                          description="Start the emulator in this process, send the README's example through an "
-                          "IaProcessor with two fake free keys and one fake paid key, record it, and print "
-                          "the answer and today's report.")
-    demo.add_argument("--data-dir", metavar="DIR", help="where the embedded store lives (default: $CSCTRACKER_AI_DATA_DIR or ~/.local/share/csctracker-ai-core)")
+    demo = sub.add_parser(
+        "demo",
+        help="the README example end to end, with no keys (emulator + embedded store)",
+        description="Start the emulator in this process, send the README's example through an "
+        "IaProcessor with two fake free keys and one fake paid key, record it, and print "
+        "the answer and today's report.",
+    )
+    demo.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="where the embedded store lives (default: $CSCTRACKER_AI_DATA_DIR or ~/.local/share/csctracker-ai-core)",
+    )
 
-    graf = sub.add_parser("grafana-dashboard", help="print the Grafana dashboard (ClickHouse data source) as JSON",
-                          description="Print a dashboard for Grafana's ClickHouse data source plugin over the "
-                          "ai_events / ai_attempts tables: cost by day, tier and model, free-tier savings, 429s by "
-                          "quota kind and project, latency p50/p95, failed attempts, daily budget use. "
-                          "Usage: csc-ai grafana-dashboard > dash.json, then import it in Grafana.")
-    graf.add_argument("--datasource-uid", metavar="UID",
-                      help="uid of your ClickHouse data source (default: asked by Grafana on import)")
+    graf = sub.add_parser(
+        "grafana-dashboard",
+        help="print the Grafana dashboard (ClickHouse data source) as JSON",
+        description="Print a dashboard for Grafana's ClickHouse data source plugin over the "
+        "ai_events / ai_attempts tables: cost by day, tier and model, free-tier savings, 429s by "
+        "quota kind and project, latency p50/p95, failed attempts, daily budget use. "
+        "Usage: csc-ai grafana-dashboard > dash.json, then import it in Grafana.",
+    )
+    graf.add_argument(
+        "--datasource-uid",
+        metavar="UID",
+        help="uid of your ClickHouse data source (default: asked by Grafana on import)",
+    )
 
-    met = sub.add_parser("metrics", help="serve the pool's Prometheus metrics over HTTP",
-                         description="Serve Prometheus metrics of the key pool (slots free, busy, suspended, "
-                         "disabled, by tier and model) for a process that has no metrics endpoint of its own. "
-                         "With CSCTRACKER_AI_REDIS_URL set, that is the state every process shares. Needs the "
-                         "'prometheus' extra.")
+    met = sub.add_parser(
+        "metrics",
+        help="serve the pool's Prometheus metrics over HTTP",
+        description="Serve Prometheus metrics of the key pool (slots free, busy, suspended, "
+        "disabled, by tier and model) for a process that has no metrics endpoint of its own. "
+        "With CSCTRACKER_AI_REDIS_URL set, that is the state every process shares. Needs the "
+        "'prometheus' extra.",
+    )
     met.add_argument("--port", type=int, default=9464, help="HTTP port (default 9464)")
     met.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     met.add_argument("--once", action="store_true", help="print the metrics once (exposition format) and exit")
@@ -393,8 +488,10 @@ def _pool_kwargs(args: argparse.Namespace, out: Output) -> dict[str, Any]:
     keys = [key for value in (free, paid) for _, key in parse_key_list(value)]
     out.add_secrets(keys)
     if not keys:
-        raise UsageError("no API keys: pass --free-keys/--paid-keys or set GOOGLE_FREE_KEYS/GOOGLE_PAID_KEYS "
-                         "(or try `csc-ai demo`, which needs none).")
+        raise UsageError(
+            "no API keys: pass --free-keys/--paid-keys or set GOOGLE_FREE_KEYS/GOOGLE_PAID_KEYS "
+            "(or try `csc-ai demo`, which needs none)."
+        )
     kwargs: dict[str, Any] = {"google_free_keys": free or None, "google_paid_keys": paid or None}
     if getattr(args, "model_limits", None):
         kwargs["google_models_limits"] = args.model_limits
@@ -427,7 +524,10 @@ def _call_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _tokens_dict(tokens: Any) -> dict[str, int]:
-    return {name: int(getattr(tokens, name, 0) or 0) for name in ("input", "output", "reasoning", "image", "cached", "total")}
+    return {
+        name: int(getattr(tokens, name, 0) or 0)
+        for name in ("input", "output", "reasoning", "image", "cached", "total")
+    }
 
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
@@ -529,8 +629,10 @@ class _Progress:
         width = 30
         filled = int(width * self.done / self.total) if self.total else width
         rate = self.done / max(time.monotonic() - self.started, 1e-9)
-        return (f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
-                f"ok={self.ok} erro={self.failed} {rate:.1f}/s")
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"ok={self.ok} erro={self.failed} {rate:.1f}/s"
+        )
 
     def finish(self) -> None:
         if self.enabled and self.tty:
@@ -608,8 +710,21 @@ def _load_inputs(in_path: Path) -> list[tuple[int, str, Any]]:
     return items
 
 
-_LINE_FIELDS = ("input_text", "prompt", "task", "return_json", "event_id", "mime_type", "model_variant",
-                "forced_free", "forced_paid", "thinking_level", "service_tier", "metadata", "file_base64")
+_LINE_FIELDS = (
+    "input_text",
+    "prompt",
+    "task",
+    "return_json",
+    "event_id",
+    "mime_type",
+    "model_variant",
+    "forced_free",
+    "forced_paid",
+    "thinking_level",
+    "service_tier",
+    "metadata",
+    "file_base64",
+)
 
 
 def _line_call(obj: Mapping[str, Any], defaults: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
@@ -643,8 +758,10 @@ def cmd_batch(args: argparse.Namespace, out: Output) -> int:
     if args.limit is not None:
         pending = pending[: args.limit]
     skipped = len(items) - len([it for it in items if it[1] not in done])
-    out.info(f"{len(items)} inputs: {skipped} already done, {len(pending)} to run"
-             + (f" ({broken} unreadable lines in {out_path.name} ignored)" if broken else ""))
+    out.info(
+        f"{len(items)} inputs: {skipped} already done, {len(pending)} to run"
+        + (f" ({broken} unreadable lines in {out_path.name} ignored)" if broken else "")
+    )
     if out_path.exists():
         _compact(out_path, done)  # one line per input, the retried errors dropped
     if not pending:
@@ -825,8 +942,9 @@ def cmd_report(args: argparse.Namespace, out: Output) -> int:
             rows = telemetry.get_telemetry_data(args.group, args.period)
             _emit_rows(out, rows, args.format, _REPORT_COLUMNS)
             if args.format == "table" and any(r.get("taxa_cambio_ausente") for r in rows):
-                out.info("note: some days have no USD->BRL rate (custo R$ shows '-'); "
-                         "add one with --set-rate DATE=RATE.")
+                out.info(
+                    "note: some days have no USD->BRL rate (custo R$ shows '-'); add one with --set-rate DATE=RATE."
+                )
         if args.html:
             from .reports.html_report import write_html_report
 
@@ -869,8 +987,10 @@ def cmd_prices(args: argparse.Namespace, out: Output) -> int:
             if m not in missing:
                 out.info(f"ok       {m} (priced as {table.resolve(m)})")
         for m in missing:
-            out.print(f"no price {m}: its calls are recorded at cost 0; add it to your price file "
-                      f"(CSCTRACKER_AI_PRICES_FILE) or with Telemetry.set_model_price")
+            out.print(
+                f"no price {m}: its calls are recorded at cost 0; add it to your price file "
+                f"(CSCTRACKER_AI_PRICES_FILE) or with Telemetry.set_model_price"
+            )
         return EXIT_FAILED if missing else EXIT_OK
     rows = []
     for model in sorted(table.models):
@@ -897,9 +1017,11 @@ def cmd_reprice(args: argparse.Namespace, out: Output) -> int:
     if args.json:
         out.print(to_json({f: getattr(result, f) for f in result.__dataclass_fields__}, indent=2))
     else:
-        out.print(f"events seen {result.events_seen}; changed: {result.events_changed} events, "
-                  f"{result.attempts_changed} attempts; cost USD {format(result.cost_before_usd, 'f')} -> "
-                  f"{format(result.cost_after_usd, 'f')} (old figures kept in ai_cost_revisions)")
+        out.print(
+            f"events seen {result.events_seen}; changed: {result.events_changed} events, "
+            f"{result.attempts_changed} attempts; cost USD {format(result.cost_before_usd, 'f')} -> "
+            f"{format(result.cost_after_usd, 'f')} (old figures kept in ai_cost_revisions)"
+        )
     return EXIT_OK
 
 
@@ -926,8 +1048,14 @@ def cmd_keys(args: argparse.Namespace, out: Output) -> int:
 # ----------------------------------------------------------------------------- budgets
 
 _BUDGET_COLUMNS = (
-    ("rule", "rule"), ("period_key", "period"), ("currency", "cur"), ("spent", "spent"),
-    ("reserved", "reserved"), ("limit", "limit"), ("remaining", "remaining"), ("used_pct", "used %"),
+    ("rule", "rule"),
+    ("period_key", "period"),
+    ("currency", "cur"),
+    ("spent", "spent"),
+    ("reserved", "reserved"),
+    ("limit", "limit"),
+    ("remaining", "remaining"),
+    ("used_pct", "used %"),
     ("resets_at", "resets at"),
 )
 
@@ -961,9 +1089,11 @@ def cmd_emulator(args: argparse.Namespace, out: Output) -> int:
 
     def announce(emu: Any) -> None:
         out.print(emu.base_url)
-        out.info(f"Gemini emulator on {emu.base_url} (Ctrl-C to stop). Use it with:\n"
-                 f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}\n"
-                 f"  csc-ai ask --base-url {emu.base_url} --free-keys any-key \"Olá\"")
+        out.info(
+            f"Gemini emulator on {emu.base_url} (Ctrl-C to stop). Use it with:\n"
+            f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}\n"
+            f'  csc-ai ask --base-url {emu.base_url} --free-keys any-key "Olá"'
+        )
 
     serve_until_stopped(config, announce)
     return EXIT_OK
@@ -1006,12 +1136,21 @@ def cmd_demo(args: argparse.Namespace, out: Output) -> int:
     out.print("")
     out.print("Relatório de hoje (csc-ai report --period today --group group):")
     if rows:
-        out.print(render_table(rows, (
-            ("task", "tarefa"), ("total_events", "chamadas"), ("free_events", "gratuitas"),
-            ("total_input_tokens", "tokens entrada"), ("total_output_tokens", "tokens saída"),
-            ("custo_total_usd", "custo US$"), ("custo_lista_usd", "custo de tabela US$"),
-            ("economia_usd", "economia US$"),
-        )))
+        out.print(
+            render_table(
+                rows,
+                (
+                    ("task", "tarefa"),
+                    ("total_events", "chamadas"),
+                    ("free_events", "gratuitas"),
+                    ("total_input_tokens", "tokens entrada"),
+                    ("total_output_tokens", "tokens saída"),
+                    ("custo_total_usd", "custo US$"),
+                    ("custo_lista_usd", "custo de tabela US$"),
+                    ("economia_usd", "economia US$"),
+                ),
+            )
+        )
     else:
         out.print("(the event has not reached the store yet; run `csc-ai report --period today` in a moment)")
     return EXIT_OK
@@ -1033,7 +1172,9 @@ def cmd_metrics(args: argparse.Namespace, out: Output) -> int:
     try:
         import prometheus_client
     except ImportError:
-        raise UsageError("csc-ai metrics needs prometheus_client: pip install 'csctracker-ai-core[prometheus]'.") from None
+        raise UsageError(
+            "csc-ai metrics needs prometheus_client: pip install 'csctracker-ai-core[prometheus]'."
+        ) from None
     from .observability.metrics import PrometheusMetrics
 
     kwargs = _pool_kwargs(args, out)
@@ -1084,7 +1225,7 @@ def _configure_logging(verbosity: int, err: TextIO) -> None:
     root.setLevel(level)
 
 
-def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = None, stderr: Optional[TextIO] = None) -> int:
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run ``csc-ai`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     out = Output(stdout or sys.stdout, stderr or sys.stderr)
     parser = build_parser()
@@ -1115,6 +1256,8 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
     except Exception as exc:
         # A bug (ours or a dependency's): one line for the user, the traceback at -vv.
         logger.debug("unexpected error", exc_info=True)
-        out.error(f"unexpected {type(exc).__name__}: {redaction.scrub(exc, 300)}. Run with -vv for the "
-                  "traceback, and please report it.")
+        out.error(
+            f"unexpected {type(exc).__name__}: {redaction.scrub(exc, 300)}. Run with -vv for the "
+            "traceback, and please report it."
+        )
         return EXIT_FAILED

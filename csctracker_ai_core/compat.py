@@ -46,7 +46,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from typing import Any, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .exceptions import ConfigurationError, InvalidInputError, QuotaExhaustedError
 from .fingerprint import key_fingerprint
@@ -74,7 +75,7 @@ _SLOT_TAKEN_OUT = frozenset(
     }
 )
 
-Keys = Union[str, Sequence[str], None]
+Keys = str | Sequence[str] | None
 
 
 class APIKeyRotator:
@@ -88,20 +89,23 @@ class APIKeyRotator:
 
     def __init__(
         self,
-        logger: Optional[logging.Logger] = None,
-        google_models_limits: Union[str, Mapping[str, int], None] = None,
+        logger: logging.Logger | None = None,
+        google_models_limits: str | Mapping[str, int] | None = None,
         google_free_keys: Keys = None,
         google_paid_keys: Keys = None,
         *,
-        rotator: Optional[ApiKeyRotator] = None,
-        env: Optional[Mapping[str, str]] = None,
+        rotator: ApiKeyRotator | None = None,
+        env: Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
         self.logger = logger
         if rotator is None:
             settings = Settings.load(
-                env=env, google_models_limits=google_models_limits,
-                google_free_keys=google_free_keys, google_paid_keys=google_paid_keys, telemetry="off",
+                env=env,
+                google_models_limits=google_models_limits,
+                google_free_keys=google_free_keys,
+                google_paid_keys=google_paid_keys,
+                telemetry="off",
             )
             rotator = ApiKeyRotator(settings.free_keys, settings.paid_keys, dict(settings.model_limits), **options)
         self.rotator = rotator
@@ -122,18 +126,22 @@ class APIKeyRotator:
 
     def select_and_reserve_best_slot(
         self,
-        model_variant: Optional[str] = None,
-        variant_family: Optional[str] = None,
+        model_variant: str | None = None,
+        variant_family: str | None = None,
         forced_paid: bool = False,
         forced_free: bool = False,
         exact_match: bool = False,
-    ) -> tuple[Optional[str], Optional[str], Optional[str]]:
+    ) -> tuple[str | None, str | None, str | None]:
         """Reserve the best free slot now: ``(key, model, tier)``, or ``(None, None, None)``
         when none can serve (busy, suspended, or no model matches). Never waits."""
         try:
             lease = self.rotator.acquire(
-                model_variant=model_variant, exact_match=exact_match, family=variant_family,
-                forced_free=forced_free, forced_paid=forced_paid, max_wait_s=0,
+                model_variant=model_variant,
+                exact_match=exact_match,
+                family=variant_family,
+                forced_free=forced_free,
+                forced_paid=forced_paid,
+                max_wait_s=0,
             )
         except (QuotaExhaustedError, InvalidInputError) as exc:
             _log.debug("no slot for the original API's reservation: %s", exc)
@@ -142,7 +150,7 @@ class APIKeyRotator:
             self._reserved[(lease.api_key, lease.slot.model)].append(lease)
         return lease.api_key, lease.slot.model, lease.slot.tier
 
-    def _pop(self, key: str, model: str) -> Optional[Lease]:
+    def _pop(self, key: str, model: str) -> Lease | None:
         with self._lock:
             leases = self._reserved.get((key, model))
             if not leases:
@@ -194,9 +202,7 @@ class APIKeyRotator:
         """Take ``key_to_remove`` out for the life of the process; ``True`` if it was in."""
         fp = key_fingerprint(key_to_remove)
         with self._lock:
-            if fp in self._removed or not any(
-                s.key_fingerprint == fp for s in self.rotator.status().slots
-            ):
+            if fp in self._removed or not any(s.key_fingerprint == fp for s in self.rotator.status().slots):
                 return False
             self._removed.add(fp)
         self.rotator.state.disable_key(fp, "removed by remove_key()")

@@ -30,7 +30,6 @@ what to do about it, and never contains an API key (keys are shown as fingerprin
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Optional
 
 __all__ = [
     "AiCoreError",
@@ -78,9 +77,9 @@ class GeminiServiceException(AiCoreError):
         self,
         message: str,
         *,
-        last_error: Optional[BaseException] = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.last_error = last_error
@@ -100,10 +99,10 @@ class QuotaExhaustedError(GeminiServiceException):
         self,
         message: str,
         *,
-        retry_at: Optional[float] = None,
-        last_error: Optional[BaseException] = None,
+        retry_at: float | None = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.retry_at = retry_at
@@ -120,11 +119,11 @@ class GeminiRequestError(GeminiServiceException):
         self,
         message: str,
         *,
-        status_code: Optional[int] = None,
-        status: Optional[str] = None,
-        last_error: Optional[BaseException] = None,
+        status_code: int | None = None,
+        status: str | None = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.status_code = status_code
@@ -150,9 +149,9 @@ class TruncatedResponseError(InvalidResponseError):
         *,
         partial_text: str = "",
         finish_reason: str = "MAX_TOKENS",
-        last_error: Optional[BaseException] = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.partial_text = partial_text
@@ -173,9 +172,9 @@ class BlockedResponseError(InvalidResponseError):
         message: str,
         *,
         reason: str = "",
-        last_error: Optional[BaseException] = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.reason = reason
@@ -195,15 +194,15 @@ class BudgetExceededError(GeminiServiceException):
         message: str,
         *,
         rule: str = "",
-        spent: Optional[Decimal] = None,
-        reserved: Optional[Decimal] = None,
-        limit: Optional[Decimal] = None,
+        spent: Decimal | None = None,
+        reserved: Decimal | None = None,
+        limit: Decimal | None = None,
         currency: str = "USD",
-        resets_at: Optional[float] = None,
+        resets_at: float | None = None,
         no_rate: bool = False,
-        last_error: Optional[BaseException] = None,
+        last_error: BaseException | None = None,
         attempts: int = 0,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
     ) -> None:
         super().__init__(message, last_error=last_error, attempts=attempts, event_id=event_id)
         self.rule = rule

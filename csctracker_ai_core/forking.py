@@ -29,7 +29,8 @@ import logging
 import os
 import threading
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = ["LOCK_TIMEOUT_S", "register", "abandon", "fork_generation"]
 
@@ -44,9 +45,9 @@ _BeforeFork = Callable[..., None]
 
 _order = itertools.count()
 # id -> (weak reference or None for module-level entries, locks_of, in_child, before)
-_entries: Dict[int, Tuple[Optional["weakref.ref[Any]"], Optional[_LocksOf], Optional[_InChild], Optional[_BeforeFork]]] = {}
+_entries: dict[int, tuple[weakref.ref[Any] | None, _LocksOf | None, _InChild | None, _BeforeFork | None]] = {}
 _entries_lock = threading.Lock()
-_held: List[LockLike] = []
+_held: list[LockLike] = []
 _generation = 0
 
 
@@ -58,9 +59,9 @@ def fork_generation() -> int:
 def register(
     owner: Any,
     *,
-    locks: Optional[_LocksOf] = None,
-    in_child: Optional[_InChild] = None,
-    before: Optional[_BeforeFork] = None,
+    locks: _LocksOf | None = None,
+    in_child: _InChild | None = None,
+    before: _BeforeFork | None = None,
     outer: bool = False,
 ) -> None:
     """Make ``owner`` fork-aware (held weakly; a module passes ``owner=None``).
@@ -79,7 +80,7 @@ def register(
     ref = None
     if owner is not None:
 
-        def gone(_ref: "weakref.ref[Any]", key: int = key) -> None:
+        def gone(_ref: weakref.ref[Any], key: int = key) -> None:
             _forget(key)
 
         ref = weakref.ref(owner, gone)
@@ -96,7 +97,7 @@ def _forget(key: int) -> None:
             _entries_lock.release()
 
 
-def _live() -> List[Tuple[Any, Optional[_LocksOf], Optional[_InChild], Optional[_BeforeFork]]]:
+def _live() -> list[tuple[Any, _LocksOf | None, _InChild | None, _BeforeFork | None]]:
     with _entries_lock:
         items = sorted(_entries.items())
     out = []
@@ -170,9 +171,7 @@ def abandon(obj: Any) -> None:
         _abandoned.append(obj)
 
 
-_abandoned: List[Any] = []
+_abandoned: list[Any] = []
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(
-        before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-    )
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

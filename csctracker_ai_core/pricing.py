@@ -40,11 +40,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from . import forking
 from .exceptions import ConfigurationError
@@ -77,7 +78,7 @@ SHIPPED_PRICES_FILE = Path(__file__).resolve().parent / "data" / "model_prices.j
 COST_SCALE = Decimal("1e-12")  # costs are kept to the pico-dollar, the scale of the telemetry columns
 PRICE_PLACES = 9  # decimal places a price may have: the scale of model_prices' columns
 MULTIPLIER_PLACES = 6
-SERVICE_TIERS: Tuple[str, ...] = ("standard", "flex", "batch", "priority")
+SERVICE_TIERS: tuple[str, ...] = ("standard", "flex", "batch", "priority")
 
 _UTC = timezone.utc
 _ZERO = Decimal(0)
@@ -85,10 +86,17 @@ _COST_ZERO = _ZERO.quantize(COST_SCALE)
 
 # Price fields of one period. The two required ones, then what derives from them.
 REQUIRED_FIELDS = ("input_price_less_200", "output_price_less_200")
-PRICE_FIELDS: Tuple[str, ...] = tuple(
+PRICE_FIELDS: tuple[str, ...] = tuple(
     f"{kind}_{band}"
-    for kind in ("input_price", "output_price", "cached_input_price", "image_input_price",
-                 "video_input_price", "audio_input_price", "cached_audio_input_price")
+    for kind in (
+        "input_price",
+        "output_price",
+        "cached_input_price",
+        "image_input_price",
+        "video_input_price",
+        "audio_input_price",
+        "cached_audio_input_price",
+    )
     for band in ("less_200", "more_200")
 )
 _PERIOD_KEYS = ("valid_from", "valid_to", "service_tier_multipliers")
@@ -102,7 +110,7 @@ def normalize_model_name(model: str) -> str:
     """
     name = (model or "").strip().lower()
     if name.startswith("models/"):
-        name = name[len("models/"):]
+        name = name[len("models/") :]
     for suffix in ("-free", "-paid"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
@@ -116,7 +124,7 @@ def billed_tier(asked: str, served: str = "") -> str:
     return tier if tier in SERVICE_TIERS else "standard"
 
 
-def parse_instant(value: Union[str, date, datetime, None], where: str = "date") -> Optional[datetime]:
+def parse_instant(value: str | date | datetime | None, where: str = "date") -> datetime | None:
     """An aware UTC datetime from an ISO date (00:00 UTC) or datetime; ``None`` stays ``None``."""
     if value is None or value == "":
         return None
@@ -157,31 +165,43 @@ class ModelPrice:
     audio_input_price_more_200: Decimal
     cached_audio_input_price_less_200: Decimal
     cached_audio_input_price_more_200: Decimal
-    valid_from: Optional[datetime] = None  # None: since always
-    valid_to: Optional[datetime] = None  # None: until further notice
+    valid_from: datetime | None = None  # None: since always
+    valid_to: datetime | None = None  # None: until further notice
     tier_multipliers: Mapping[str, Decimal] = field(default_factory=dict)
     derived_end: bool = False  # valid_to is the next period's start, not a date someone set
     # (<=200k band, >200k band) as integers scaled by 10**PRICE_PLACES: the hot path's form.
-    scaled_bands: Tuple[Tuple[int, ...], Tuple[int, ...]] = field(init=False, repr=False, compare=False)
+    scaled_bands: tuple[tuple[int, ...], tuple[int, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "scaled_bands", tuple(
-            tuple(_scaled(v, PRICE_PLACES) for v in self.band(long)) for long in (False, True)))
+        object.__setattr__(
+            self,
+            "scaled_bands",
+            tuple(tuple(_scaled(v, PRICE_PLACES) for v in self.band(long)) for long in (False, True)),
+        )
 
     def in_force(self, at: datetime) -> bool:
         """Whether this period covers the instant ``at`` (aware)."""
         return (self.valid_from is None or self.valid_from <= at) and (self.valid_to is None or at < self.valid_to)
 
-    def band(self, long_context: bool) -> Tuple[Decimal, ...]:
+    def band(self, long_context: bool) -> tuple[Decimal, ...]:
         """``(input, output, cached, image, video, audio, cached_audio)`` of one prompt-size band."""
         suffix = "more_200" if long_context else "less_200"
-        return tuple(getattr(self, f"{kind}_{suffix}") for kind in (
-            "input_price", "output_price", "cached_input_price", "image_input_price",
-            "video_input_price", "audio_input_price", "cached_audio_input_price"))
+        return tuple(
+            getattr(self, f"{kind}_{suffix}")
+            for kind in (
+                "input_price",
+                "output_price",
+                "cached_input_price",
+                "image_input_price",
+                "video_input_price",
+                "audio_input_price",
+                "cached_audio_input_price",
+            )
+        )
 
-    def as_row(self) -> Dict[str, Any]:
+    def as_row(self) -> dict[str, Any]:
         """This period as a ``model_prices`` row (``valid_from``/``valid_to`` as naive UTC or None)."""
-        row: Dict[str, Any] = {"model": self.model}
+        row: dict[str, Any] = {"model": self.model}
         row.update({f: getattr(self, f) for f in PRICE_FIELDS})
         row["valid_from"] = self.valid_from
         row["valid_to"] = self.valid_to
@@ -195,16 +215,16 @@ class PriceTable:
     ``models`` maps a model name to its periods, oldest first.
     """
 
-    models: Mapping[str, Tuple[ModelPrice, ...]]
+    models: Mapping[str, tuple[ModelPrice, ...]]
     service_tier_multipliers: Mapping[str, Decimal]
     long_context_threshold: int = 200_000
     per_tokens: int = 1_000_000
     as_of: str = ""
-    sources: Tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
     # model name -> price key (or None); filled lazily, shared by threads (dict ops are atomic)
-    _resolved: dict[str, Optional[str]] = field(default_factory=dict, repr=False, compare=False)
+    _resolved: dict[str, str | None] = field(default_factory=dict, repr=False, compare=False)
 
-    def resolve(self, model: str) -> Optional[str]:
+    def resolve(self, model: str) -> str | None:
         """The table key that prices ``model``, or ``None`` when it is unknown.
 
         Exact match first (after :func:`normalize_model_name`), else the longest key
@@ -216,14 +236,14 @@ class PriceTable:
         except KeyError:
             pass
         name = normalize_model_name(model)
-        key: Optional[str] = name if name in self.models else None
+        key: str | None = name if name in self.models else None
         if key is None and name:
             candidates = [k for k in self.models if name.startswith(k + "-")]
             key = max(candidates, key=len) if candidates else None
         self._resolved[model] = key
         return key
 
-    def price_at(self, model: str, at: datetime) -> Optional[ModelPrice]:
+    def price_at(self, model: str, at: datetime) -> ModelPrice | None:
         """The period of ``model`` in force at ``at``, or ``None`` (unknown model, or a gap)."""
         key = self.resolve(model)
         if key is None:
@@ -236,18 +256,18 @@ class PriceTable:
                 return period
         return None
 
-    def price_of(self, model: str, at: Optional[datetime] = None) -> Optional[ModelPrice]:
+    def price_of(self, model: str, at: datetime | None = None) -> ModelPrice | None:
         """The price of ``model`` in force at ``at`` (default: now), or ``None``."""
         return self.price_at(model, at if at is not None else datetime.now(_UTC))
 
-    def multiplier(self, service_tier: str, price: Optional[ModelPrice] = None) -> Decimal:
+    def multiplier(self, service_tier: str, price: ModelPrice | None = None) -> Decimal:
         """Price multiplier of a service tier (the model's own when it sets one); unknown: standard."""
         tier = billed_tier(service_tier)
         if price is not None and tier in price.tier_multipliers:
             return price.tier_multipliers[tier]
         return self.service_tier_multipliers.get(tier, Decimal(1))
 
-    def rows(self) -> List[Dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         """Every period of every model as a ``model_prices`` row, sorted by model then date."""
         return [p.as_row() for k in sorted(self.models) for p in self.models[k]]
 
@@ -265,14 +285,15 @@ def _decimal(value: Any, where: str, places: int = PRICE_PLACES) -> Decimal:
         raise ConfigurationError(f"price {where} = {value!r} must be a finite number >= 0.")
     if result != result.quantize(Decimal(1).scaleb(-places)) or result >= Decimal(10) ** 9:
         raise ConfigurationError(
-            f"price {where} = {value!r} must have at most {places} decimal places and be below 1e9.")
+            f"price {where} = {value!r} must have at most {places} decimal places and be below 1e9."
+        )
     return result
 
 
-def _multipliers(raw: Any, where: str) -> Dict[str, Decimal]:
+def _multipliers(raw: Any, where: str) -> dict[str, Decimal]:
     if not isinstance(raw, Mapping):
         raise ConfigurationError(f"{where} must be an object of service tier -> multiplier.")
-    out: Dict[str, Decimal] = {}
+    out: dict[str, Decimal] = {}
     for tier, value in raw.items():
         name = str(tier).strip().lower()
         if name not in SERVICE_TIERS:
@@ -289,20 +310,25 @@ def _parse_period(name: str, raw: Any, where: str) -> ModelPrice:
     unknown = {k for k in raw if not str(k).startswith("_")} - set(PRICE_FIELDS) - set(_PERIOD_KEYS)
     if unknown:
         raise ConfigurationError(
-            f"{where} has unknown fields {sorted(unknown)}; known: {', '.join(PRICE_FIELDS + _PERIOD_KEYS)}.")
+            f"{where} has unknown fields {sorted(unknown)}; known: {', '.join(PRICE_FIELDS + _PERIOD_KEYS)}."
+        )
     given = {f: _decimal(raw[f], f"{where}.{f}") for f in PRICE_FIELDS if raw.get(f) is not None}
     missing = [f for f in REQUIRED_FIELDS if f not in given]
     if missing:
         raise ConfigurationError(f"{where} lacks {', '.join(missing)}.")
-    v: Dict[str, Decimal] = dict(given)
+    v: dict[str, Decimal] = dict(given)
     # A model priced only below 200k (most flash models) costs the same above it.
     v.setdefault("input_price_more_200", v["input_price_less_200"])
     v.setdefault("output_price_more_200", v["output_price_less_200"])
     # Cached and per-modality prices: a band left out follows the same price of the
     # other band when that one is given, else the input price of its own band.
-    for kind, fallback in (("cached_input_price", "input_price"), ("image_input_price", "input_price"),
-                           ("video_input_price", "input_price"), ("audio_input_price", "input_price"),
-                           ("cached_audio_input_price", "cached_input_price")):
+    for kind, fallback in (
+        ("cached_input_price", "input_price"),
+        ("image_input_price", "input_price"),
+        ("video_input_price", "input_price"),
+        ("audio_input_price", "input_price"),
+        ("cached_audio_input_price", "cached_input_price"),
+    ):
         less, more = f"{kind}_less_200", f"{kind}_more_200"
         v.setdefault(less, v[f"{fallback}_less_200"])
         v.setdefault(more, given[less] if less in given else v[f"{fallback}_more_200"])
@@ -315,10 +341,10 @@ def _parse_period(name: str, raw: Any, where: str) -> ModelPrice:
     )
 
 
-def order_periods(name: str, periods: Sequence[ModelPrice], where: str) -> Tuple[ModelPrice, ...]:
+def order_periods(name: str, periods: Sequence[ModelPrice], where: str) -> tuple[ModelPrice, ...]:
     """Sort a model's periods, close each open one at the next start, reject overlaps."""
     ordered = sorted(periods, key=lambda p: p.valid_from or datetime.min.replace(tzinfo=_UTC))
-    out: List[ModelPrice] = []
+    out: list[ModelPrice] = []
     for i, p in enumerate(ordered):
         nxt = ordered[i + 1].valid_from if i + 1 < len(ordered) else None
         if i + 1 < len(ordered) and nxt is None:
@@ -328,14 +354,15 @@ def order_periods(name: str, periods: Sequence[ModelPrice], where: str) -> Tuple
             end = nxt
         if nxt is not None and end is not None and end > nxt:
             raise ConfigurationError(
-                f"{where}: models.{name}: the period from {p.valid_from or 'the start'} overlaps the one from {nxt}.")
+                f"{where}: models.{name}: the period from {p.valid_from or 'the start'} overlaps the one from {nxt}."
+            )
         if p.valid_from is not None and end is not None and end <= p.valid_from:
             raise ConfigurationError(f"{where}: models.{name}: valid_to {end} is not after valid_from {p.valid_from}.")
         out.append(p if end == p.valid_to else replace(p, valid_to=end, derived_end=True))
     return tuple(out)
 
 
-def parse_model_entry(name: str, raw: Any, source: str) -> Tuple[ModelPrice, ...]:
+def parse_model_entry(name: str, raw: Any, source: str) -> tuple[ModelPrice, ...]:
     """The periods of one model's entry (a price object or a list of dated ones), checked."""
     # An entry replaces the model's whole history: mixing a user's new price with an
     # old period from another file would be a price nobody set.
@@ -346,12 +373,13 @@ def parse_model_entry(name: str, raw: Any, source: str) -> Tuple[ModelPrice, ...
         raw_periods = raw
     else:
         raise ConfigurationError(f"{where} must be an object of prices or a non-empty list of dated ones.")
-    periods = [_parse_period(name, r, f"{where}[{i}]" if len(raw_periods) > 1 else where)
-               for i, r in enumerate(raw_periods)]
+    periods = [
+        _parse_period(name, r, f"{where}[{i}]" if len(raw_periods) > 1 else where) for i, r in enumerate(raw_periods)
+    ]
     return order_periods(name, periods, source)
 
 
-def _read_json(source: Union[str, Path], text: str) -> Mapping[str, Any]:
+def _read_json(source: str | Path, text: str) -> Mapping[str, Any]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -361,15 +389,15 @@ def _read_json(source: Union[str, Path], text: str) -> Mapping[str, Any]:
     return data
 
 
-def _merge(base: Optional[PriceTable], data: Mapping[str, Any], source: str) -> PriceTable:
-    models: Dict[str, Tuple[ModelPrice, ...]] = dict(base.models) if base else {}
+def _merge(base: PriceTable | None, data: Mapping[str, Any], source: str) -> PriceTable:
+    models: dict[str, tuple[ModelPrice, ...]] = dict(base.models) if base else {}
     raw_models = data.get("models", {})
     if not isinstance(raw_models, Mapping):
         raise ConfigurationError(f"{source}: 'models' must be an object keyed by model name.")
     for raw_name, raw in raw_models.items():
         name = normalize_model_name(str(raw_name))
         models[name] = parse_model_entry(name, raw, source)
-    multipliers: Dict[str, Decimal] = dict(base.service_tier_multipliers) if base else {}
+    multipliers: dict[str, Decimal] = dict(base.service_tier_multipliers) if base else {}
     multipliers.update(_multipliers(data.get("service_tier_multipliers", {}), f"{source}: service_tier_multipliers"))
     multipliers.setdefault("standard", Decimal(1))
     threshold = int(data.get("long_context_threshold", base.long_context_threshold if base else 200_000))
@@ -390,7 +418,7 @@ def _shipped_text() -> str:
     return SHIPPED_PRICES_FILE.read_text(encoding="utf-8")
 
 
-def load_prices(path: Union[str, Path, None] = None) -> PriceTable:
+def load_prices(path: str | Path | None = None) -> PriceTable:
     """Load the shipped price table, overlaid with the user's file ``path`` if given.
 
     The facades read ``CSCTRACKER_AI_PRICES_FILE`` into ``Settings.prices_file`` and
@@ -414,7 +442,7 @@ def load_prices(path: Union[str, Path, None] = None) -> PriceTable:
 
 
 _cache_lock = threading.Lock()
-_cache: Dict[Tuple[Optional[str], Optional[int]], PriceTable] = {}
+_cache: dict[tuple[str | None, int | None], PriceTable] = {}
 
 
 def _after_fork_in_child() -> None:
@@ -425,7 +453,7 @@ def _after_fork_in_child() -> None:
 forking.register(None, locks=lambda: (_cache_lock,), in_child=_after_fork_in_child)
 
 
-def get_prices(path: Union[str, Path, None] = None) -> PriceTable:
+def get_prices(path: str | Path | None = None) -> PriceTable:
     """The price table (shipped, overlaid with ``path`` when given), cached per (file, modification time).
 
     Editing the user's price file takes effect on the next call without a restart;
@@ -467,7 +495,7 @@ def _count(usage: Any, name: str) -> int:
         return 0
 
 
-def split_prompt(usage: Any) -> Tuple[int, int, int, int, int, int, int, int, int]:
+def split_prompt(usage: Any) -> tuple[int, int, int, int, int, int, int, int, int]:
     """The billing split of a prompt, every part clamped into it.
 
     ``(text, image, video, audio, cached_text, cached_image, cached_video, cached_audio,
@@ -487,8 +515,17 @@ def split_prompt(usage: Any) -> Tuple[int, int, int, int, int, int, int, int, in
     rest -= c_image
     c_video = min(rest, video)
     c_audio = rest - c_video
-    return (text - c_text, image - c_image, video - c_video, audio - c_audio,
-            c_text, c_image, c_video, c_audio, _count(usage, "output"))
+    return (
+        text - c_text,
+        image - c_image,
+        video - c_video,
+        audio - c_audio,
+        c_text,
+        c_image,
+        c_video,
+        c_audio,
+        _count(usage, "output"),
+    )
 
 
 def _scaled(value: Decimal, places: int) -> int:
@@ -504,7 +541,7 @@ def price_usage(
     usage: Any,
     at: datetime,
     *,
-    prices: Optional[PriceTable] = None,
+    prices: PriceTable | None = None,
 ) -> Decimal:
     """The list cost in USD of one Gemini request: what it costs on a paid key.
 
@@ -532,8 +569,15 @@ def _list_cost(table: PriceTable, price: ModelPrice, served_tier: str, usage: An
     text, image, video, audio, c_text, c_image, c_video, c_audio, output = parts
     long_context = text + image + video + audio + c_text + c_image + c_video + c_audio > table.long_context_threshold
     in_p, out_p, cached_p, image_p, video_p, audio_p, cached_audio_p = price.scaled_bands[long_context]
-    units = (text * in_p + image * image_p + video * video_p + audio * audio_p
-             + (c_text + c_image + c_video) * cached_p + c_audio * cached_audio_p + output * out_p)
+    units = (
+        text * in_p
+        + image * image_p
+        + video * video_p
+        + audio * audio_p
+        + (c_text + c_image + c_video) * cached_p
+        + c_audio * cached_audio_p
+        + output * out_p
+    )
     mult = _scaled(table.multiplier(served_tier, price), MULTIPLIER_PLACES)
     # units * mult has PRICE_PLACES + MULTIPLIER_PLACES decimals; keep 12, truncated.
     pico = units * mult // (table.per_tokens * 10 ** (PRICE_PLACES + MULTIPLIER_PLACES - 12))
@@ -548,20 +592,26 @@ def estimate_cost(
     tokens_output: int,
     tokens_image: int = 0,
     tokens_cached: int = 0,
-    prices: Optional[PriceTable] = None,
+    prices: PriceTable | None = None,
     *,
-    at: Optional[datetime] = None,
+    at: datetime | None = None,
     served_tier: str = "",
     tokens_audio: int = 0,
     tokens_video: int = 0,
-) -> Tuple[Decimal, Decimal]:
+) -> tuple[Decimal, Decimal]:
     """Return ``(cost_usd, list_cost_usd)`` of one request: :func:`price_usage` plus the key tier.
 
     ``cost_usd`` is the list cost on a paid key and 0 on a ``"free"`` one. The tier
     billed is ``served_tier`` when known, else ``service_tier``. ``at`` defaults to now.
     """
-    usage = {"input": tokens_input, "output": tokens_output, "image": tokens_image,
-             "cached": tokens_cached, "audio": tokens_audio, "video": tokens_video}
+    usage = {
+        "input": tokens_input,
+        "output": tokens_output,
+        "image": tokens_image,
+        "cached": tokens_cached,
+        "audio": tokens_audio,
+        "video": tokens_video,
+    }
     when = at if at is not None else datetime.now(_UTC)
     list_cost = price_usage(model, billed_tier(service_tier, served_tier), usage, when, prices=prices)
     return cost_on_key(tier, list_cost), list_cost

@@ -9,7 +9,6 @@ events it leaves by :class:`~csctracker_ai_core.call.Call`, and what is kept by
 ``telemetry/``.
 """
 
-
 from __future__ import annotations
 
 import functools
@@ -17,7 +16,8 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from . import forking, pricing
 from .budgets import AttemptScope, BudgetAlert, BudgetGuard, BudgetRefusal, Hold
@@ -65,7 +65,7 @@ __all__ = ["IaProcessor", "GeminiServiceException"]
 
 logger = logging.getLogger(__name__)
 
-Keys = Union[str, Sequence[str], None]
+Keys = str | Sequence[str] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -77,7 +77,7 @@ def _admitted(method: F) -> F:
     """
 
     @functools.wraps(method)
-    def admitted(self: "IaProcessor", *args: Any, **kwargs: Any) -> Any:
+    def admitted(self: IaProcessor, *args: Any, **kwargs: Any) -> Any:
         with self._calls:
             if self._closed:
                 raise ProcessorClosedError("this IaProcessor is closed: the call was not sent; create a new one.")
@@ -154,48 +154,61 @@ class IaProcessor:
 
     def __init__(
         self,
-        host: Optional[str] = None,
-        port: Optional[int] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        google_models_limits: Optional[Union[str, Mapping[str, int]]] = None,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        google_models_limits: str | Mapping[str, int] | None = None,
         google_free_keys: Keys = None,
         google_paid_keys: Keys = None,
         *,
-        base_url: Optional[str] = None,
-        request_timeout_s: Optional[float] = None,
-        max_wait_s: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        telemetry: Optional[str] = None,
-        clickhouse_dsn: Optional[str] = None,
-        database: Optional[str] = None,
-        redis_url: Optional[str] = None,
-        projects: Optional[Mapping[str, Sequence[str]]] = None,
-        known_limits: Optional[Any] = None,
-        model_order: Optional[Any] = None,
-        temperature: Optional[float] = FAMILY_TEMPERATURE,
-        max_output_tokens: Optional[int] = None,
-        redact: Optional[Any] = None,
+        base_url: str | None = None,
+        request_timeout_s: float | None = None,
+        max_wait_s: float | None = None,
+        max_retries: int | None = None,
+        telemetry: str | None = None,
+        clickhouse_dsn: str | None = None,
+        database: str | None = None,
+        redis_url: str | None = None,
+        projects: Mapping[str, Sequence[str]] | None = None,
+        known_limits: Any | None = None,
+        model_order: Any | None = None,
+        temperature: float | None = FAMILY_TEMPERATURE,
+        max_output_tokens: int | None = None,
+        redact: Any | None = None,
         store_images: bool = False,
-        budgets: Optional[Sequence[Any]] = None,
-        on_budget: Optional[Callable[[BudgetAlert], Any]] = None,
-        spool_max_bytes: Optional[int] = None,
-        telemetry_best_effort: Optional[bool] = None,
-        clock: Optional[Clock] = None,
-        rotator: Union[ApiKeyRotator, APIKeyRotator, None] = None,
-        telemetry_sink: Optional[Any] = None,
-        env: Optional[Mapping[str, str]] = None,
+        budgets: Sequence[Any] | None = None,
+        on_budget: Callable[[BudgetAlert], Any] | None = None,
+        spool_max_bytes: int | None = None,
+        telemetry_best_effort: bool | None = None,
+        clock: Clock | None = None,
+        rotator: ApiKeyRotator | APIKeyRotator | None = None,
+        telemetry_sink: Any | None = None,
+        env: Mapping[str, str] | None = None,
         otel: Any = "auto",
         metrics: Any = None,
         observers: Sequence[Any] = (),
     ) -> None:
         self.settings: Settings = Settings.load(
-            env=env, host=host, port=port, username=username, password=password,
-            google_models_limits=google_models_limits, google_free_keys=google_free_keys,
-            google_paid_keys=google_paid_keys, base_url=base_url, request_timeout_s=request_timeout_s,
-            max_wait_s=max_wait_s, max_retries=max_retries, telemetry=telemetry,
-            clickhouse_dsn=clickhouse_dsn, database=database, redis_url=redis_url, budgets=budgets,
-            max_output_tokens=max_output_tokens, spool_max_bytes=spool_max_bytes,
+            env=env,
+            host=host,
+            port=port,
+            username=username,
+            password=password,
+            google_models_limits=google_models_limits,
+            google_free_keys=google_free_keys,
+            google_paid_keys=google_paid_keys,
+            base_url=base_url,
+            request_timeout_s=request_timeout_s,
+            max_wait_s=max_wait_s,
+            max_retries=max_retries,
+            telemetry=telemetry,
+            clickhouse_dsn=clickhouse_dsn,
+            database=database,
+            redis_url=redis_url,
+            budgets=budgets,
+            max_output_tokens=max_output_tokens,
+            spool_max_bytes=spool_max_bytes,
             telemetry_best_effort=telemetry_best_effort,
         )
         settings = self.settings
@@ -204,10 +217,14 @@ class IaProcessor:
         self._max_retries = settings.max_retries
         self._max_wait_s = settings.max_wait_s
         self._max_output_tokens = settings.max_output_tokens
-        if temperature is not None and temperature is not FAMILY_TEMPERATURE and (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not 0.0 <= temperature <= 2.0
+        if (
+            temperature is not None
+            and temperature is not FAMILY_TEMPERATURE
+            and (
+                isinstance(temperature, bool)
+                or not isinstance(temperature, (int, float))
+                or not 0.0 <= temperature <= 2.0
+            )
         ):
             raise ConfigurationError(
                 f"temperature={temperature!r}: Gemini takes a number from 0.0 to 2.0, or None for the model's default."
@@ -228,8 +245,11 @@ class IaProcessor:
                     ) from exc
                 redis = settings.redis
                 state = RedisPoolState.from_url(
-                    redis.url, clock=self._clock, namespace=redis.namespace,
-                    lease_ttl_s=redis.lease_ttl_s, policy=redis.policy,
+                    redis.url,
+                    clock=self._clock,
+                    namespace=redis.namespace,
+                    lease_ttl_s=redis.lease_ttl_s,
+                    policy=redis.policy,
                 )
             rotator = ApiKeyRotator(
                 settings.free_keys,
@@ -256,15 +276,18 @@ class IaProcessor:
             self._telemetry_location = settings.telemetry.location
         else:
             self._telemetry_location = str(getattr(telemetry_sink, "location", type(telemetry_sink).__name__))
-        self.budgets: Optional[BudgetGuard] = None
+        self.budgets: BudgetGuard | None = None
         if settings.budgets:
             from .budgets.setup import open_budget_guard
 
             self.budgets = open_budget_guard(
-                settings.budgets, clock=self._clock, store_settings=store,
+                settings.budgets,
+                clock=self._clock,
+                store_settings=store,
                 redis_url=settings.redis.url if settings.redis is not None else None,
                 redis_namespace=settings.redis.namespace if settings.redis is not None else None,
-                on_budget=on_budget, hold_ttl_s=settings.request_timeout_s + 30.0,
+                on_budget=on_budget,
+                hold_ttl_s=settings.request_timeout_s + 30.0,
             )
         self.telemetry = telemetry_sink
         self._click_house = ClickHouseDb(settings=settings.telemetry, sink=telemetry_sink)
@@ -309,24 +332,24 @@ class IaProcessor:
         self,
         input_text: str = "",
         prompt: str = "",
-        file_base64: Optional[str] = None,
-        task: Optional[str] = None,
+        file_base64: str | None = None,
+        task: str | None = None,
         return_json: bool = True,
-        event_id: Optional[str] = None,
+        event_id: str | None = None,
         mime_type: str = "image/jpeg",
-        model_variant: Optional[str] = None,
+        model_variant: str | None = None,
         forced_free: bool = False,
         forced_paid: bool = False,
-        thinking_level: Optional[str] = None,
+        thinking_level: str | None = None,
         service_tier: str = "standard",
         *,
         exact_match: bool = False,
-        family: Optional[str] = None,
-        metadata: Optional[Mapping[str, str]] = None,
-        max_output_tokens: Optional[int] = None,
-        response_schema: Optional[Any] = None,
+        family: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        max_output_tokens: int | None = None,
+        response_schema: Any | None = None,
         accept_truncation: bool = False,
-    ) -> Tuple[Any, TokenUsage, str]:
+    ) -> tuple[Any, TokenUsage, str]:
         """Ask Gemini; returns ``(resultado, tokens, event_id)``.
 
         ``resultado`` is the parsed JSON (dict or list) when ``return_json`` is true,
@@ -359,15 +382,32 @@ class IaProcessor:
         :class:`AiCoreError`.
         """
         request = validate_call(
-            input_text=input_text, prompt=prompt, file_base64=file_base64, task=task,
-            return_json=return_json, event_id=event_id, mime_type=mime_type,
-            model_variant=model_variant, exact_match=exact_match, family=family,
-            forced_free=forced_free, forced_paid=forced_paid, thinking_level=thinking_level,
-            service_tier=service_tier, metadata=metadata, max_output_tokens=max_output_tokens,
-            response_schema=response_schema, accept_truncation=accept_truncation,
+            input_text=input_text,
+            prompt=prompt,
+            file_base64=file_base64,
+            task=task,
+            return_json=return_json,
+            event_id=event_id,
+            mime_type=mime_type,
+            model_variant=model_variant,
+            exact_match=exact_match,
+            family=family,
+            forced_free=forced_free,
+            forced_paid=forced_paid,
+            thinking_level=thinking_level,
+            service_tier=service_tier,
+            metadata=metadata,
+            max_output_tokens=max_output_tokens,
+            response_schema=response_schema,
+            accept_truncation=accept_truncation,
         )
-        call = Call(request, request.event_id or str(uuid.uuid4()), clock=self._clock,
-                    max_retries=self._max_retries, recording=self._recording)
+        call = Call(
+            request,
+            request.event_id or str(uuid.uuid4()),
+            clock=self._clock,
+            max_retries=self._max_retries,
+            recording=self._recording,
+        )
         try:
             return self._run(call)
         except (GeminiServiceException, InvalidInputError):
@@ -419,7 +459,7 @@ class IaProcessor:
         self._calls = threading.Condition()
         self._in_flight = 0
 
-    def __enter__(self) -> "IaProcessor":
+    def __enter__(self) -> IaProcessor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -430,12 +470,12 @@ class IaProcessor:
 
     # -- the attempt loop ---------------------------------------------------------
 
-    def _run(self, call: Call) -> Tuple[Any, TokenUsage, str]:
+    def _run(self, call: Call) -> tuple[Any, TokenUsage, str]:
         request = call.request
         needs = CallNeeds(request.thinking_level, request.return_json, request.response_schema is not None)
         call.options = options_for(request, self._temperature, self._max_output_tokens)
         # Slots a budget refused, and whether the call is down to free slots because of it.
-        refused: Dict[Slot, BudgetRefusal] = {}
+        refused: dict[Slot, BudgetRefusal] = {}
         only_free = False
         while True:
             try:
@@ -456,7 +496,7 @@ class IaProcessor:
                 ended = call.refused_by_pool(exc)
                 self._record_failure(call, ended)
                 raise ended from ended.__cause__
-            hold: Optional[Hold] = None
+            hold: Hold | None = None
             if refused and lease.slot in refused:
                 # The rotator had nothing else now but a slot a budget already refused.
                 self.rotator.release_unused(lease)
@@ -479,9 +519,13 @@ class IaProcessor:
             if isinstance(error, TruncatedResponseError) and call.retry_truncated(lease.slot.model):
                 # MAX_TOKENS is not transient: one more request, and only with a change
                 # that can help (think less, allow the whole output limit).
-                logger.info("attempt %d on %s stopped at MAX_TOKENS; one retry with thinking %s, output cap %s",
-                            call.attempt_count, lease.slot, call.options.thinking_level or "default",
-                            call.options.max_output_tokens or "default")
+                logger.info(
+                    "attempt %d on %s stopped at MAX_TOKENS; one retry with thinking %s, output cap %s",
+                    call.attempt_count,
+                    lease.slot,
+                    call.options.thinking_level or "default",
+                    call.options.max_output_tokens or "default",
+                )
                 continue
             if decision.ends_call:
                 final = call.ended_by(decision, error)
@@ -498,7 +542,7 @@ class IaProcessor:
         filters = Filters(call.model_variant, call.exact_match, call.family, True, False)
         return bool(self.rotator.plan(filters))
 
-    def _reserve(self, call: PreparedCall, options: RequestOptions, lease: Lease) -> Union[Hold, BudgetRefusal, None]:
+    def _reserve(self, call: PreparedCall, options: RequestOptions, lease: Lease) -> Hold | BudgetRefusal | None:
         """Reserve the attempt's worst case against every rule that covers ``lease``."""
         guard = self.budgets
         assert guard is not None
@@ -516,7 +560,9 @@ class IaProcessor:
         """Input tokens of the attempt: a local upper bound, or countTokens when large."""
         files = 1 if call.image_bytes is not None else 0
         # A text of n characters has between n and 4n UTF-8 bytes: encode only when it may be large.
-        large = len(call.text) * 4 > COUNT_TOKENS_ABOVE_BYTES and len(call.text.encode("utf-8")) > COUNT_TOKENS_ABOVE_BYTES
+        large = (
+            len(call.text) * 4 > COUNT_TOKENS_ABOVE_BYTES and len(call.text.encode("utf-8")) > COUNT_TOKENS_ABOVE_BYTES
+        )
         if files or large:
             try:
                 client = self._clients.get(lease.api_key)
@@ -527,26 +573,36 @@ class IaProcessor:
                 logger.info("countTokens failed (%s); the budget reserves a local estimate", scrub(exc))
         return local_input_tokens(call.text, files)
 
-    def _settle(self, hold: Optional[Hold], slot: Slot, service_tier: str, usage: Optional[TokenUsage]) -> None:
+    def _settle(self, hold: Hold | None, slot: Slot, service_tier: str, usage: TokenUsage | None) -> None:
         if hold is None or self.budgets is None:
             return
         try:
-            self.budgets.settle(hold, actual_usd(slot.model, service_tier, usage, pricing.get_prices(self._prices_file)))
+            self.budgets.settle(
+                hold, actual_usd(slot.model, service_tier, usage, pricing.get_prices(self._prices_file))
+            )
         except Exception:
             # A budget counter we cannot update must not fail a served call.
             logger.exception("could not settle the budget reservation of an attempt on %s", slot)
 
-    def _budget_error(self, call: Call, refused: Dict[Slot, BudgetRefusal],
-                      cause: Optional[BaseException]) -> BudgetExceededError:
+    def _budget_error(
+        self, call: Call, refused: dict[Slot, BudgetRefusal], cause: BaseException | None
+    ) -> BudgetExceededError:
         first = next(iter(refused.values()))
         sent = call.attempt_count
         error = BudgetExceededError(
             f"no free slot could serve this call and a budget holds back every paid one: {first.describe()}. "
             f"{'Nothing was sent' if not sent else f'{sent} earlier attempt(s) were sent; none more'}. "
             "Wait for the reset, raise the limit, or add free keys.",
-            rule=first.rule.name, spent=first.spent, reserved=first.reserved, limit=first.limit,
-            currency=first.rule.currency, resets_at=first.resets_at, no_rate=first.no_rate,
-            last_error=cause, attempts=sent, event_id=call.event_id,
+            rule=first.rule.name,
+            spent=first.spent,
+            reserved=first.reserved,
+            limit=first.limit,
+            currency=first.rule.currency,
+            resets_at=first.resets_at,
+            no_rate=first.no_rate,
+            last_error=cause,
+            attempts=sent,
+            event_id=call.event_id,
         )
         if cause is not None:
             error.__cause__ = cause
@@ -555,10 +611,10 @@ class IaProcessor:
 
     # -- one attempt ----------------------------------------------------------------
 
-    def _attempt(self, call: Call, lease: Lease, hold: Optional[Hold] = None) -> Union[Served, Tuple[Decision, BaseException]]:
+    def _attempt(self, call: Call, lease: Lease, hold: Hold | None = None) -> Served | tuple[Decision, BaseException]:
         """One upstream request on ``lease``. The lease is always released here, and
         the budget reservation ``hold`` always settled."""
-        usage: Optional[TokenUsage] = None
+        usage: TokenUsage | None = None
         served = call.request.service_tier
         try:
             outcome = self._send(call, lease)
@@ -570,7 +626,7 @@ class IaProcessor:
         finally:
             self._settle(hold, lease.slot, served, usage)
 
-    def _send(self, call: Call, lease: Lease) -> Union[Served, Tuple[Decision, BaseException]]:
+    def _send(self, call: Call, lease: Lease) -> Served | tuple[Decision, BaseException]:
         """One upstream request on ``lease``. The lease is always released here."""
         request = call.request
         slot = lease.slot
@@ -591,30 +647,54 @@ class IaProcessor:
                 call.attempt_done(lease, started_wall, duration, decision, exc)
                 logger.info(
                     "attempt %d on %s failed (%s); pool: %s",
-                    number, slot, decision.failure.kind.value if decision.failure else "error",
+                    number,
+                    slot,
+                    decision.failure.kind.value if decision.failure else "error",
                     decision.label.value,
                 )
                 return decision, exc
             duration = time.perf_counter() - t0
             usage = TokenUsage.from_usage_metadata(response.usage_metadata)
             try:
-                reply = read_reply(response, return_json=request.return_json, schema=request.response_schema,
-                                   accept_truncation=request.accept_truncation)
+                reply = read_reply(
+                    response,
+                    return_json=request.return_json,
+                    schema=request.response_schema,
+                    accept_truncation=request.accept_truncation,
+                )
             except ReplyProblem as problem:
                 # Gemini served the request (quota was spent), but the answer is unusable.
                 error = _reply_error(problem, request.return_json, call.event_id)
                 error.usage = usage  # type: ignore[attr-defined]  # billed all the same (budgets settle it)
                 decision = self.rotator.release(
-                    lease, usage_input_tokens=usage.input, invalid_output=True,
-                    retryable=problem.retryable, retries_left=call.retries_left,
+                    lease,
+                    usage_input_tokens=usage.input,
+                    invalid_output=True,
+                    retryable=problem.retryable,
+                    retries_left=call.retries_left,
                 )
                 # Gemini billed this reply even though we cannot use it: the attempt keeps its tokens.
-                call.attempt_done(lease, started_wall, duration, decision, error, response=response, usage=usage,
-                                  prices=pricing.get_prices(self._prices_file))
+                call.attempt_done(
+                    lease,
+                    started_wall,
+                    duration,
+                    decision,
+                    error,
+                    response=response,
+                    usage=usage,
+                    prices=pricing.get_prices(self._prices_file),
+                )
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
-            call.attempt_done(lease, started_wall, duration, decision, response=response, usage=usage,
-                              prices=pricing.get_prices(self._prices_file))
+            call.attempt_done(
+                lease,
+                started_wall,
+                duration,
+                decision,
+                response=response,
+                usage=usage,
+                prices=pricing.get_prices(self._prices_file),
+            )
             return Served(reply.result, reply.text, usage, response, duration)
 
     # -- events -------------------------------------------------------------------
@@ -652,9 +732,15 @@ def _reply_error(problem: ReplyProblem, return_json: bool, event_id: str) -> Inv
         # Blocked on this key means blocked on every key: one request, no retry.
         return BlockedResponseError(str(problem), reason=problem.reason, event_id=event_id)
     if problem.kind == "truncated":
-        return TruncatedResponseError(str(problem), partial_text=problem.partial_text,
-                                      finish_reason=problem.reason or "MAX_TOKENS", event_id=event_id)
-    hint = (" Ask for JSON explicitly in the prompt, or pass return_json=False."
-            if return_json and problem.kind == "invalid_json" else "")
+        return TruncatedResponseError(
+            str(problem),
+            partial_text=problem.partial_text,
+            finish_reason=problem.reason or "MAX_TOKENS",
+            event_id=event_id,
+        )
+    hint = (
+        " Ask for JSON explicitly in the prompt, or pass return_json=False."
+        if return_json and problem.kind == "invalid_json"
+        else ""
+    )
     return InvalidResponseError(f"{problem}{hint}", event_id=event_id)
-

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections import deque
 import logging
 import re
 import threading
 import traceback
 import weakref
-from collections import Counter
-from typing import Any, Iterable, Optional
+from collections import Counter, deque
+from collections.abc import Iterable
+from typing import Any
 
 from . import forking
 from .fingerprint import key_fingerprint
@@ -66,8 +66,8 @@ _handles: dict[int, tuple[str, ...]] = {}
 _ended: deque[int] = deque()
 _next_handle = itertools.count(1)
 # Rebuilt on every change; read without the lock (a tuple swap is atomic).
-_compiled: Optional[tuple[re.Pattern[str], dict[str, str], tuple[str, ...]]] = None
-_previous_factory: Optional[Any] = None
+_compiled: tuple[re.Pattern[str], dict[str, str], tuple[str, ...]] | None = None
+_previous_factory: Any | None = None
 _hook_installed = False
 
 # A fork while another thread registers keys must not leave the child's registry lock
@@ -196,7 +196,7 @@ def _text_of(exc: BaseException) -> str:
     return f"{exc!s}\n{exc!r}"
 
 
-def _copy_api_error(exc: BaseException) -> Optional[BaseException]:
+def _copy_api_error(exc: BaseException) -> BaseException | None:
     """A copy of a google-genai ``APIError`` built from the redacted body, no response."""
     try:
         from google.genai import errors
@@ -235,7 +235,7 @@ def _copy_generic(exc: BaseException) -> BaseException:
     return RedactedError(type(exc).__name__, redact(str(exc)))
 
 
-def redact_exception(exc: Optional[BaseException], _seen: Optional[dict[int, BaseException]] = None) -> Optional[BaseException]:
+def redact_exception(exc: BaseException | None, _seen: dict[int, BaseException] | None = None) -> BaseException | None:
     """``exc`` with keys hidden in its text and in its ``__cause__`` / ``__context__`` chain.
 
     An SDK ``APIError`` becomes a copy of the same class with ``code``, ``status`` and

@@ -15,9 +15,10 @@ reading in :meth:`Settings.load`; the facade passes the field down.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from .budgets.rules import BUDGETS_ENV, Budget, parse_budgets
 from .catalog import use_catalog_file
@@ -36,7 +37,7 @@ __all__ = [
     "process_environment",
 ]
 
-Keys = Union[str, Sequence[str], None]
+Keys = str | Sequence[str] | None
 
 #: Gemini's public endpoint. Always passed to the SDK explicitly, so the SDK's own
 #: ``GOOGLE_GEMINI_BASE_URL`` lookup of ``os.environ`` never bypasses ``env=``.
@@ -79,12 +80,12 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
 }
 
 
-def process_environment(env: Optional[Mapping[str, str]] = None) -> Mapping[str, str]:
+def process_environment(env: Mapping[str, str] | None = None) -> Mapping[str, str]:
     """``env``, or the process environment when ``None``: the facades' one lookup."""
     return os.environ if env is None else env
 
 
-def env_text(env: Mapping[str, str], name: str) -> Optional[str]:
+def env_text(env: Mapping[str, str], name: str) -> str | None:
     """``env[name]`` stripped, or ``None`` when unset or blank."""
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -92,7 +93,7 @@ def env_text(env: Mapping[str, str], name: str) -> Optional[str]:
     return raw.strip()
 
 
-def env_number(env: Mapping[str, str], name: str, default: Optional[float]) -> Optional[float]:
+def env_number(env: Mapping[str, str], name: str, default: float | None) -> float | None:
     """``float(env[name])``, or ``default`` when the variable is unset or blank.
 
     Raises :class:`ConfigurationError` naming the variable when it is not a number.
@@ -111,8 +112,8 @@ class RedisSettings:
     """Where the pool's shared state lives. ``url`` may hold a password: not in ``repr``."""
 
     url: str = field(repr=False)
-    namespace: Optional[str] = None
-    lease_ttl_s: Optional[float] = None  # None: the state's default
+    namespace: str | None = None
+    lease_ttl_s: float | None = None  # None: the state's default
     policy: str = "fallback"
 
 
@@ -129,45 +130,43 @@ class Settings:
     model_limits: Mapping[str, int] = field(default_factory=lambda: parse_model_limits(None))
     base_url: str = DEFAULT_BASE_URL
     request_timeout_s: float = DEFAULT_TIMEOUT_S
-    max_wait_s: Optional[float] = None  # None: the pool's default
+    max_wait_s: float | None = None  # None: the pool's default
     max_retries: int = DEFAULT_MAX_RETRIES
-    prices_file: Optional[Path] = None  # None: the shipped prices only
-    catalog_file: Optional[Path] = None  # None: the shipped model catalog only
-    max_output_tokens: Optional[int] = None  # None: each model's output limit
+    prices_file: Path | None = None  # None: the shipped prices only
+    catalog_file: Path | None = None  # None: the shipped model catalog only
+    max_output_tokens: int | None = None  # None: each model's output limit
     data_dir: Path = field(default_factory=lambda: data_dir({}))
-    redis: Optional[RedisSettings] = None  # None: the pool stays in memory
-    telemetry: ClickHouseSettings = field(
-        default_factory=lambda: resolve_clickhouse_settings(telemetry="off", env={})
-    )
+    redis: RedisSettings | None = None  # None: the pool stays in memory
+    telemetry: ClickHouseSettings = field(default_factory=lambda: resolve_clickhouse_settings(telemetry="off", env={}))
     budgets: tuple[Budget, ...] = ()  # spending caps, validated
 
     @classmethod
     def load(
         cls,
         *,
-        env: Optional[Mapping[str, str]] = None,
-        host: Optional[str] = None,
-        port: Optional[int] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
-        google_models_limits: Union[str, Mapping[str, Any], None] = None,
+        env: Mapping[str, str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        google_models_limits: str | Mapping[str, Any] | None = None,
         google_free_keys: Keys = None,
         google_paid_keys: Keys = None,
-        base_url: Optional[str] = None,
-        request_timeout_s: Optional[float] = None,
-        max_wait_s: Optional[float] = None,
-        max_retries: Optional[int] = None,
-        telemetry: Optional[str] = None,
-        clickhouse_dsn: Optional[str] = None,
-        database: Optional[str] = None,
-        redis_url: Optional[str] = None,
-        prices_file: Union[str, Path, None] = None,
-        catalog_file: Union[str, Path, None] = None,
-        max_output_tokens: Optional[int] = None,
+        base_url: str | None = None,
+        request_timeout_s: float | None = None,
+        max_wait_s: float | None = None,
+        max_retries: int | None = None,
+        telemetry: str | None = None,
+        clickhouse_dsn: str | None = None,
+        database: str | None = None,
+        redis_url: str | None = None,
+        prices_file: str | Path | None = None,
+        catalog_file: str | Path | None = None,
+        max_output_tokens: int | None = None,
         budgets: Any = None,
-        spool_max_bytes: Optional[int] = None,
-        telemetry_best_effort: Optional[bool] = None,
-    ) -> "Settings":
+        spool_max_bytes: int | None = None,
+        telemetry_best_effort: bool | None = None,
+    ) -> Settings:
         """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
 
         Raises :class:`ConfigurationError` naming the argument or variable at fault.
@@ -177,24 +176,30 @@ class Settings:
         rules = parse_budgets(budgets if budgets is not None else env_text(env, BUDGETS_ENV))
         timeout = seconds_setting(
             "request_timeout_s",
-            request_timeout_s if request_timeout_s is not None
+            request_timeout_s
+            if request_timeout_s is not None
             else env_number(env, "CSCTRACKER_AI_TIMEOUT_S", DEFAULT_TIMEOUT_S),
             minimum=MIN_TIMEOUT_S,
         )
         retries = count_setting(
             "max_retries",
-            max_retries if max_retries is not None
+            max_retries
+            if max_retries is not None
             else env_number(env, "CSCTRACKER_AI_MAX_RETRIES", DEFAULT_MAX_RETRIES),
         )
         wait = max_wait_s if max_wait_s is not None else env_number(env, "CSCTRACKER_AI_MAX_WAIT_S", None)
         if wait is not None:
             wait = seconds_setting("max_wait_s", wait)
         endpoint = next(
-            (check_base_url(url, name) for name, url in (
-                ("base_url", base_url),
-                ("CSCTRACKER_AI_BASE_URL", env_text(env, "CSCTRACKER_AI_BASE_URL")),
-                ("GOOGLE_GEMINI_BASE_URL", env_text(env, "GOOGLE_GEMINI_BASE_URL")),
-            ) if url),
+            (
+                check_base_url(url, name)
+                for name, url in (
+                    ("base_url", base_url),
+                    ("CSCTRACKER_AI_BASE_URL", env_text(env, "CSCTRACKER_AI_BASE_URL")),
+                    ("GOOGLE_GEMINI_BASE_URL", env_text(env, "GOOGLE_GEMINI_BASE_URL")),
+                )
+                if url
+            ),
             DEFAULT_BASE_URL,
         )
         limits = google_models_limits if google_models_limits is not None else env.get("GOOGLE_MODEL_LIMITS")
@@ -204,11 +209,14 @@ class Settings:
         if catalog_path is not None:
             # Process-wide: the facts about Google's models are the same for every caller.
             use_catalog_file(catalog_path)
-        max_output = max_output_tokens if max_output_tokens is not None else env_number(
-            env, "CSCTRACKER_AI_MAX_OUTPUT_TOKENS", None
+        max_output = (
+            max_output_tokens
+            if max_output_tokens is not None
+            else env_number(env, "CSCTRACKER_AI_MAX_OUTPUT_TOKENS", None)
         )
-        if max_output is not None and (isinstance(max_output, bool) or not max_output >= 1
-                                       or int(max_output) != max_output):
+        if max_output is not None and (
+            isinstance(max_output, bool) or not max_output >= 1 or int(max_output) != max_output
+        ):
             raise ConfigurationError(
                 f"max_output_tokens={max_output!r}: pass a whole number of tokens, 1 or more "
                 "(or leave it unset for each model's limit)."
@@ -227,32 +235,40 @@ class Settings:
             data_dir=data_dir(env),
             redis=_redis_settings(redis_url, env),
             telemetry=resolve_clickhouse_settings(
-                host, port, username, password,
-                database=database, dsn=clickhouse_dsn, telemetry=telemetry, env=env,
-                spool_max_bytes=spool_max_bytes, best_effort=telemetry_best_effort,
+                host,
+                port,
+                username,
+                password,
+                database=database,
+                dsn=clickhouse_dsn,
+                telemetry=telemetry,
+                env=env,
+                spool_max_bytes=spool_max_bytes,
+                best_effort=telemetry_best_effort,
             ),
             budgets=rules,
         )
 
 
-def _redis_settings(url: Optional[str], env: Mapping[str, str]) -> Optional[RedisSettings]:
+def _redis_settings(url: str | None, env: Mapping[str, str]) -> RedisSettings | None:
     url = url or env_text(env, "CSCTRACKER_AI_REDIS_URL")
     if not url:
         return None
     policy = (env_text(env, "CSCTRACKER_AI_REDIS_POLICY") or "fallback").lower()
     if policy not in REDIS_POLICIES:
-        raise ConfigurationError(
-            f"CSCTRACKER_AI_REDIS_POLICY={policy!r}: use one of {', '.join(REDIS_POLICIES)}."
-        )
+        raise ConfigurationError(f"CSCTRACKER_AI_REDIS_POLICY={policy!r}: use one of {', '.join(REDIS_POLICIES)}.")
     ttl = env_number(env, "CSCTRACKER_AI_REDIS_LEASE_TTL_S", None)
     if ttl is not None and not ttl > 0:
         raise ConfigurationError("CSCTRACKER_AI_REDIS_LEASE_TTL_S must be a positive number of seconds.")
     return RedisSettings(
-        url=url, namespace=env_text(env, "CSCTRACKER_AI_REDIS_NAMESPACE"), lease_ttl_s=ttl, policy=policy,
+        url=url,
+        namespace=env_text(env, "CSCTRACKER_AI_REDIS_NAMESPACE"),
+        lease_ttl_s=ttl,
+        policy=policy,
     )
 
 
-def prices_file_from(env: Optional[Mapping[str, str]] = None) -> Optional[Path]:
+def prices_file_from(env: Mapping[str, str] | None = None) -> Path | None:
     """The user's price file named by ``CSCTRACKER_AI_PRICES_FILE`` in ``env`` (``None``: none)."""
     raw = env_text(process_environment(env), "CSCTRACKER_AI_PRICES_FILE")
     return Path(raw).expanduser() if raw else None

@@ -55,7 +55,7 @@ class TokenUsage:
         )
 
     @classmethod
-    def from_usage_metadata(cls, usage: Any) -> "TokenUsage":
+    def from_usage_metadata(cls, usage: Any) -> TokenUsage:
         """Build from the SDK's ``GenerateContentResponseUsageMetadata`` (or ``None``)."""
         if usage is None:
             return cls()
@@ -67,9 +67,7 @@ class TokenUsage:
             modality = str(getattr(detail.modality, "value", detail.modality) or "").upper()
             if modality in by_modality:
                 by_modality[modality] += detail.token_count or 0
-        total = usage.total_token_count or (
-            prompt + candidates + thoughts + (usage.tool_use_prompt_token_count or 0)
-        )
+        total = usage.total_token_count or (prompt + candidates + thoughts + (usage.tool_use_prompt_token_count or 0))
         return cls(
             input=prompt,
             output=candidates + thoughts,

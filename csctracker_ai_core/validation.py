@@ -12,8 +12,9 @@ import base64
 import binascii
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from .catalog import THINKING_LEVELS
 from .exceptions import ConfigurationError, InvalidInputError
@@ -46,11 +47,30 @@ MAX_REQUEST_BYTES = 20_000_000
 # Inline-data types Gemini documents for generateContent.
 SUPPORTED_MIME_TYPES = frozenset(
     {
-        "image/png", "image/jpeg", "image/webp", "image/heic", "image/heif",
-        "application/pdf", "text/plain",
-        "audio/wav", "audio/mp3", "audio/mpeg", "audio/aiff", "audio/aac", "audio/ogg", "audio/flac",
-        "video/mp4", "video/mpeg", "video/mov", "video/quicktime", "video/avi", "video/x-flv",
-        "video/mpg", "video/webm", "video/wmv", "video/3gpp",
+        "image/png",
+        "image/jpeg",
+        "image/webp",
+        "image/heic",
+        "image/heif",
+        "application/pdf",
+        "text/plain",
+        "audio/wav",
+        "audio/mp3",
+        "audio/mpeg",
+        "audio/aiff",
+        "audio/aac",
+        "audio/ogg",
+        "audio/flac",
+        "video/mp4",
+        "video/mpeg",
+        "video/mov",
+        "video/quicktime",
+        "video/avi",
+        "video/x-flv",
+        "video/mpg",
+        "video/webm",
+        "video/wmv",
+        "video/3gpp",
     }
 )
 
@@ -80,22 +100,22 @@ class PreparedCall:
     text: str  # what goes in the text part: prompt and input joined
     return_json: bool
     task: str
-    event_id: Optional[str]
-    image_bytes: Optional[bytes] = field(default=None, repr=False)
+    event_id: str | None
+    image_bytes: bytes | None = field(default=None, repr=False)
     image_base64: str = field(default="", repr=False)
     mime_type: str = ""
     image_sha256: str = ""
-    model_variant: Optional[str] = None
+    model_variant: str | None = None
     exact_match: bool = False
-    family: Optional[str] = None
+    family: str | None = None
     forced_free: bool = False
     forced_paid: bool = False
-    thinking_level: Optional[str] = None
+    thinking_level: str | None = None
     service_tier: str = "standard"
     metadata: Mapping[str, str] = field(default_factory=dict)
     estimated_input_tokens: int = 0
-    max_output_tokens: Optional[int] = None
-    response_schema: Optional[ResponseSchema] = None
+    max_output_tokens: int | None = None
+    response_schema: ResponseSchema | None = None
     accept_truncation: bool = False
 
     @property
@@ -122,8 +142,7 @@ def seconds_setting(name: str, value: Any, *, minimum: float = 0.0) -> float:
     number = _real(name, value)
     if number < minimum or number > MAX_SECONDS:
         low = "0" if minimum == 0 else f"{minimum:g}"
-        hint = (" (the SDK counts whole milliseconds and takes 0 as no timeout)"
-                if minimum == MIN_TIMEOUT_S else "")
+        hint = " (the SDK counts whole milliseconds and takes 0 as no timeout)" if minimum == MIN_TIMEOUT_S else ""
         raise ConfigurationError(f"{name}={value!r}: use {low} to {MAX_SECONDS:g} seconds{hint}.")
     return number
 
@@ -166,18 +185,17 @@ def check_base_url(url: str, source: str) -> str:
     return url.strip()
 
 
-def _optional_str(name: str, value: Any) -> Optional[str]:
+def _optional_str(name: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidInputError(
-            f"{name} must be a string or None, not {type(value).__name__}: pass str({name}) "
-            "if you meant its text."
+            f"{name} must be a string or None, not {type(value).__name__}: pass str({name}) if you meant its text."
         )
     return value
 
 
-def _label(name: str, value: Any) -> Optional[str]:
+def _label(name: str, value: Any) -> str | None:
     text = _optional_str(name, value)
     if text is not None and len(text) > _MAX_LABEL:
         raise InvalidInputError(f"{name} is {len(text)} characters long; keep it under {_MAX_LABEL}.")
@@ -190,7 +208,7 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
-def max_output_tokens_value(name: str, value: Any) -> Optional[int]:
+def max_output_tokens_value(name: str, value: Any) -> int | None:
     """``value`` as a positive whole number of tokens, or ``None``; else :class:`InvalidInputError`."""
     if value is None:
         return None
@@ -210,16 +228,12 @@ def _decode_image(file_base64: Any, mime_type: str) -> tuple[bytes, str, str]:
                 "Encode the file with base64.b64encode(data).decode()."
             ) from None
     if not isinstance(file_base64, str):
-        raise InvalidInputError(
-            f"file_base64 must be a base64 string, not {type(file_base64).__name__}."
-        )
+        raise InvalidInputError(f"file_base64 must be a base64 string, not {type(file_base64).__name__}.")
     text = file_base64.strip()
     if text.startswith("data:"):
         header, sep, rest = text.partition(",")
         if not sep or not header.endswith(";base64"):
-            raise InvalidInputError(
-                "file_base64 starts like a data URL but is not 'data:<mime>;base64,<data>'."
-            )
+            raise InvalidInputError("file_base64 starts like a data URL but is not 'data:<mime>;base64,<data>'.")
         mime_type = header[5:-7].strip().lower() or mime_type
         text = rest
     # Line-wrapped base64 (MIME, 76 columns) is common; any other stray character is not.
@@ -234,8 +248,7 @@ def _decode_image(file_base64: Any, mime_type: str) -> tuple[bytes, str, str]:
             raise ValueError("it does not re-encode to the same text (bad padding or length)")
     except (binascii.Error, ValueError) as exc:
         raise InvalidInputError(
-            f"file_base64 is not valid base64 ({exc}). Encode the file with "
-            "base64.b64encode(data).decode()."
+            f"file_base64 is not valid base64 ({exc}). Encode the file with base64.b64encode(data).decode()."
         ) from None
     return data, compact, mime_type
 
@@ -265,9 +278,7 @@ def _metadata(metadata: Any) -> dict[str, str]:
     total = 0
     for k, v in metadata.items():
         if not isinstance(k, str) or not isinstance(v, str):
-            raise InvalidInputError(
-                f"metadata must map strings to strings; {k!r}: {type(v).__name__} is not."
-            )
+            raise InvalidInputError(f"metadata must map strings to strings; {k!r}: {type(v).__name__} is not.")
         if len(k) > METADATA_MAX_KEY_CHARS or len(v) > METADATA_MAX_VALUE_CHARS:
             raise InvalidInputError(
                 f"metadata entry {k[:40]!r} is too long: keys up to {METADATA_MAX_KEY_CHARS} and values "
@@ -329,9 +340,7 @@ def validate_call(
     forced_free = _flag("forced_free", forced_free)
     forced_paid = _flag("forced_paid", forced_paid)
     if forced_free and forced_paid:
-        raise InvalidInputError(
-            "forced_free and forced_paid are both True: a call runs on one tier; set at most one."
-        )
+        raise InvalidInputError("forced_free and forced_paid are both True: a call runs on one tier; set at most one.")
     mime = _optional_str("mime_type", mime_type)
     mime = (mime or "image/jpeg").strip().lower()
 
@@ -345,16 +354,14 @@ def validate_call(
     tier = _optional_str("service_tier", service_tier)
     tier = (tier or "standard").strip().lower()
     if tier not in SERVICE_TIERS:
-        raise InvalidInputError(
-            f"service_tier {service_tier!r} is unknown: use one of {', '.join(SERVICE_TIERS)}."
-        )
+        raise InvalidInputError(f"service_tier {service_tier!r} is unknown: use one of {', '.join(SERVICE_TIERS)}.")
     meta = _metadata(metadata)
 
     text = f"{prompt}\n{input_text}" if prompt and input_text else (prompt or input_text)
     _encodable("prompt", prompt)
     _encodable("input_text", input_text)
 
-    image_bytes: Optional[bytes] = None
+    image_bytes: bytes | None = None
     image_b64 = ""
     digest = ""
     # The original library sent no file for an empty string; callers rely on that.
@@ -367,9 +374,7 @@ def validate_call(
             )
         digest = hashlib.sha256(image_bytes).hexdigest()
     if not text.strip() and image_bytes is None:
-        raise InvalidInputError(
-            "prompt and input_text are both empty and there is no file: nothing to ask Gemini."
-        )
+        raise InvalidInputError("prompt and input_text are both empty and there is no file: nothing to ask Gemini.")
     request_bytes = len(text.encode("utf-8")) + len(image_b64) + 1024
     if request_bytes > MAX_REQUEST_BYTES:
         raise InvalidInputError(

@@ -35,13 +35,26 @@ import uuid
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 from urllib.parse import parse_qsl, urlparse
 
 _CONTROL_PARAMS = {
-    "query", "database", "default_format", "query_id", "session_id", "session_timeout", "session_check",
-    "compress", "decompress", "enable_http_compression", "user", "password", "quota_key", "buffer_size",
-    "wait_end_of_query", "client_protocol_version", "role",
+    "query",
+    "database",
+    "default_format",
+    "query_id",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "compress",
+    "decompress",
+    "enable_http_compression",
+    "user",
+    "password",
+    "quota_key",
+    "buffer_size",
+    "wait_end_of_query",
+    "client_protocol_version",
+    "role",
 }
 _FORMAT_RE = re.compile(r"\bFORMAT\s+([A-Za-z0-9_]+)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
 _INSERT_RE = re.compile(r"^\s*INSERT\s+INTO\s+(.*?)\s+FORMAT\s+([A-Za-z0-9_]+)\s*$", re.IGNORECASE | re.DOTALL)
@@ -84,8 +97,15 @@ class ChdbHttpBackend:
         self.conn = chdb.connect(str(self.path))
         self.lock = threading.Lock()
 
-    def run(self, sql: str, data: bytes, settings: Dict[str, str], params: Dict[str, str],
-            database: Optional[str], default_format: str) -> Tuple[bytes, str, dict]:
+    def run(
+        self,
+        sql: str,
+        data: bytes,
+        settings: dict[str, str],
+        params: dict[str, str],
+        database: str | None,
+        default_format: str,
+    ) -> tuple[bytes, str, dict]:
         insert = _INSERT_RE.match(sql) if data else None
         fmt_match = _FORMAT_RE.search(sql)
         fmt = fmt_match.group(1) if fmt_match else default_format
@@ -115,7 +135,9 @@ class ChdbHttpBackend:
                         self.conn.query("USE `default`", "TabSeparated")
             body = res.bytes() or b""
             summary = {
-                "read_rows": str(getattr(res, "rows_read", lambda: 0)() if callable(getattr(res, "rows_read", None)) else 0),
+                "read_rows": str(
+                    getattr(res, "rows_read", lambda: 0)() if callable(getattr(res, "rows_read", None)) else 0
+                ),
                 "written_rows": "0",
                 "elapsed_ns": "0",
             }
@@ -144,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, fmt: str, *args) -> None:  # quiet
         return
 
-    def _send(self, code: int, body: bytes, headers: Dict[str, str]) -> None:
+    def _send(self, code: int, body: bytes, headers: dict[str, str]) -> None:
         self.send_response(code)
         for k, v in headers.items():
             self.send_header(k, v)
@@ -193,32 +215,45 @@ class _Handler(BaseHTTPRequestHandler):
                     nl = body.find(b"\n")
                     head = body if nl < 0 else body[:nl]
                     if _INSERT_RE.match(head.decode("utf-8", "replace")) and nl >= 0:
-                        sql, data = head.decode("utf-8"), body[nl + 1:]
+                        sql, data = head.decode("utf-8"), body[nl + 1 :]
                     else:
                         sql = body.decode("utf-8")
             if sql and data and not _INSERT_RE.match(sql):
                 sql, data = sql + "\n" + data.decode("utf-8"), b""
             params = {k[6:]: v for k, v in qs.items() if k.startswith("param_")}
-            settings = {k: v for k, v in qs.items()
-                        if k not in _CONTROL_PARAMS and not k.startswith("param_") and _SETTING_RE.match(k)}
-            out, fmt, summary = self.backend.run(sql, data, settings, params, qs.get("database") or None,
-                                                 qs.get("default_format") or "TabSeparated")
-            self._send(200, out, {
-                "Content-Type": "application/octet-stream",
-                "X-ClickHouse-Format": fmt,
-                "X-ClickHouse-Query-Id": query_id,
-                "X-ClickHouse-Summary": json.dumps(summary),
-                "X-ClickHouse-Timezone": "UTC",
-                "X-ClickHouse-Server-Display-Name": "chdb-loopback",
-            })
+            settings = {
+                k: v
+                for k, v in qs.items()
+                if k not in _CONTROL_PARAMS and not k.startswith("param_") and _SETTING_RE.match(k)
+            }
+            out, fmt, summary = self.backend.run(
+                sql, data, settings, params, qs.get("database") or None, qs.get("default_format") or "TabSeparated"
+            )
+            self._send(
+                200,
+                out,
+                {
+                    "Content-Type": "application/octet-stream",
+                    "X-ClickHouse-Format": fmt,
+                    "X-ClickHouse-Query-Id": query_id,
+                    "X-ClickHouse-Summary": json.dumps(summary),
+                    "X-ClickHouse-Timezone": "UTC",
+                    "X-ClickHouse-Server-Display-Name": "chdb-loopback",
+                },
+            )
         except Exception as exc:  # report like ClickHouse does
             msg = str(exc)
             m = re.search(r"Code: (\d+)", msg)
             code = m.group(1) if m else "1000"
-            self._send(500, f"Code: {code}. DB::Exception: {msg}\n".encode(), {
-                "Content-Type": "text/plain", "X-ClickHouse-Exception-Code": code,
-                "X-ClickHouse-Query-Id": query_id,
-            })
+            self._send(
+                500,
+                f"Code: {code}. DB::Exception: {msg}\n".encode(),
+                {
+                    "Content-Type": "text/plain",
+                    "X-ClickHouse-Exception-Code": code,
+                    "X-ClickHouse-Query-Id": query_id,
+                },
+            )
 
 
 class ClickHouseHttpServer:
@@ -231,9 +266,9 @@ class ClickHouseHttpServer:
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def start(self) -> "ClickHouseHttpServer":
+    def start(self) -> ClickHouseHttpServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
@@ -253,16 +288,19 @@ def free_port() -> int:
 class ServerProcess:
     """The server as a child process, stoppable and restartable on the same port."""
 
-    def __init__(self, path: Path, port: Optional[int] = None) -> None:
+    def __init__(self, path: Path, port: int | None = None) -> None:
         self.path = Path(path)
         self.port = port or free_port()
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 30.0) -> "ServerProcess":
+    def start(self, timeout_s: float = 30.0) -> ServerProcess:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--path", str(self.path), "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         deadline = time.monotonic() + timeout_s
         line = self.proc.stdout.readline()  # "READY <port>" once listening
@@ -289,7 +327,7 @@ class ServerProcess:
                 stream.close()
         self.proc = None
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -18,16 +18,22 @@ import select
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from collections.abc import Callable
+from typing import Any
 
 from csctracker_ai_core import IaProcessor
 
 KEY = "AIzaFORK-0000000000000000000000000000"
 
 
-def _processor(args: Dict[str, Any]) -> IaProcessor:
-    return IaProcessor(google_free_keys=[KEY], base_url=args["emulator"], max_retries=0,
-                       request_timeout_s=30, redis_url=args.get("redis_url"))
+def _processor(args: dict[str, Any]) -> IaProcessor:
+    return IaProcessor(
+        google_free_keys=[KEY],
+        base_url=args["emulator"],
+        max_retries=0,
+        request_timeout_s=30,
+        redis_url=args.get("redis_url"),
+    )
 
 
 def _ask(p: IaProcessor, marker: str) -> bool:
@@ -63,11 +69,11 @@ def _wait_exit(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def os_fork(args: Dict[str, Any]) -> Dict[str, Any]:
+def os_fork(args: dict[str, Any]) -> dict[str, Any]:
     """Parent makes a call, forks ``children`` that make ``calls`` each, then counts while they live."""
     p = _processor(args)
     wrong = 0 if _ask(p, "parent-0") else 1
-    kids: List[tuple] = []
+    kids: list[tuple] = []
     for k in range(args["children"]):
         results_r, results_w = os.pipe()
         go_r, go_w = os.pipe()
@@ -104,18 +110,19 @@ def _mp_child(emulator: str, k: int, calls: int, queue: Any) -> None:
     queue.put(bad)
 
 
-_PARENT_PROCESSOR: List[IaProcessor] = []
+_PARENT_PROCESSOR: list[IaProcessor] = []
 
 
-def mp_fork(args: Dict[str, Any]) -> Dict[str, Any]:
+def mp_fork(args: dict[str, Any]) -> dict[str, Any]:
     """multiprocessing with the fork start method: children use the parent's processor and return."""
     p = _processor(args)
     _PARENT_PROCESSOR.append(p)
     wrong = 0 if _ask(p, "parent-0") else 1
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_mp_child, args=(args["emulator"], k, args["calls"], queue))
-             for k in range(args["children"])]
+    procs = [
+        ctx.Process(target=_mp_child, args=(args["emulator"], k, args["calls"], queue)) for k in range(args["children"])
+    ]
     for proc in procs:
         proc.start()
     wrong += sum(queue.get(timeout=120) for _ in procs)
@@ -126,11 +133,16 @@ def mp_fork(args: Dict[str, Any]) -> Dict[str, Any]:
     expected = 1 + args["children"] * args["calls"]
     counted = _count_while(p, expected, args.get("wait_s", 60), lambda: True)
     p.close(30)
-    return {"expected": expected, "counted_while_alive": counted, "wrong_replies": wrong, "hangs": hangs,
-            "exitcodes": [proc.exitcode for proc in procs]}
+    return {
+        "expected": expected,
+        "counted_while_alive": counted,
+        "wrong_replies": wrong,
+        "hangs": hangs,
+        "exitcodes": [proc.exitcode for proc in procs],
+    }
 
 
-def fork_during_calls(args: Dict[str, Any]) -> Dict[str, Any]:
+def fork_during_calls(args: dict[str, Any]) -> dict[str, Any]:
     """Threads call continuously while the main thread forks ``forks`` times; each child calls once."""
     p = _processor(args)
     stop = threading.Event()
@@ -150,7 +162,7 @@ def fork_during_calls(args: Dict[str, Any]) -> Dict[str, Any]:
         time.sleep(0.01)
     kids = []
     child_wrong = 0
-    child_errors: List[str] = []
+    child_errors: list[str] = []
     for k in range(args["forks"]):
         r, w = os.pipe()
         pid = os.fork()
@@ -183,11 +195,17 @@ def fork_during_calls(args: Dict[str, Any]) -> Dict[str, Any]:
     expected = thread_calls + args["forks"]
     counted = _count_while(p, expected, args.get("wait_s", 90), lambda: True)
     p.close(30)
-    return {"expected": expected, "counted": counted, "wrong_replies": sum(wrong), "child_failures": child_wrong,
-            "child_errors": child_errors, "deadlocks": deadlocks}
+    return {
+        "expected": expected,
+        "counted": counted,
+        "wrong_replies": sum(wrong),
+        "child_failures": child_wrong,
+        "child_errors": child_errors,
+        "deadlocks": deadlocks,
+    }
 
 
-def exit_without_close(args: Dict[str, Any]) -> Dict[str, Any]:
+def exit_without_close(args: dict[str, Any]) -> dict[str, Any]:
     """Calls, then the script ends without close(); a late exit hook from another library too."""
     p = _processor(args)
     wrong = sum(0 if _ask(p, f"exit-{i}") else 1 for i in range(args["calls"]))
@@ -208,7 +226,7 @@ def exit_without_close(args: Dict[str, Any]) -> Dict[str, Any]:
     return {"wrong_replies": wrong}
 
 
-def many_processors(args: Dict[str, Any]) -> Dict[str, Any]:
+def many_processors(args: dict[str, Any]) -> dict[str, Any]:
     """Create, use and close processors one after another; threads and fds before and after."""
 
     def cycle(i: int) -> None:

@@ -10,8 +10,20 @@ from decimal import Decimal
 import pytest
 
 from csctracker_ai_core import Budget, ConfigurationError, FakeClock
-from csctracker_ai_core.budgets import AttemptScope, BudgetGuard, ExchangeRates, InMemoryBudgetState, parse_budgets, period_of
-from csctracker_ai_core.budgets.cost import DEFAULT_RESERVED_OUTPUT_TOKENS, actual_usd, local_input_tokens, worst_case_usd
+from csctracker_ai_core.budgets import (
+    AttemptScope,
+    BudgetGuard,
+    ExchangeRates,
+    InMemoryBudgetState,
+    parse_budgets,
+    period_of,
+)
+from csctracker_ai_core.budgets.cost import (
+    DEFAULT_RESERVED_OUTPUT_TOKENS,
+    actual_usd,
+    local_input_tokens,
+    worst_case_usd,
+)
 from csctracker_ai_core.budgets.guard import BudgetRefusal, Hold
 from csctracker_ai_core.budgets.rules import from_units, to_units
 from csctracker_ai_core.pricing import estimate_cost
@@ -35,7 +47,12 @@ def test_rule_defaults_and_normalization():
     assert (rule.currency, rule.period, rule.timezone, rule.tier) == ("USD", "day", "America/Sao_Paulo", "paid")
     assert rule.name == "paid day USD 10.5"
     rule2 = Budget(limit=3, currency="brl", period="MONTH", model="models/Gemini-2.5-Flash", metadata={"cliente": "x"})
-    assert (rule2.currency, rule2.period, rule2.model, rule2.metadata) == ("BRL", "month", "gemini-2.5-flash", (("cliente", "x"),))
+    assert (rule2.currency, rule2.period, rule2.model, rule2.metadata) == (
+        "BRL",
+        "month",
+        "gemini-2.5-flash",
+        (("cliente", "x"),),
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,7 +237,9 @@ def test_warnings_once_per_threshold_per_period(caplog):
         guard.reserve(PAID, Decimal("0.01"))  # refused: 100% already warned this period
     # Reservations count: a rule warns before the call that would cross a threshold is sent.
     assert [(a.threshold, a.spent + a.reserved) for a in alerts] == [
-        (50, Decimal("0.5")), (80, Decimal("0.85")), (100, Decimal("1"))
+        (50, Decimal("0.5")),
+        (80, Decimal("0.85")),
+        (100, Decimal("1")),
     ]
     assert not any(a.refused for a in alerts)
     assert alerts[0].rule == "cap" and alerts[0].resets_at == datetime(2026, 11, 25, 13, tzinfo=timezone.utc)

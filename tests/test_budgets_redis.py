@@ -13,9 +13,9 @@ import time
 from decimal import Decimal
 
 from csctracker_ai_core.budgets import AttemptScope, BudgetGuard, parse_budgets
+from csctracker_ai_core.budgets import cost as budget_cost
 from csctracker_ai_core.budgets.guard import BudgetRefusal, Hold
 from csctracker_ai_core.budgets.redis_state import RedisBudgetState
-from csctracker_ai_core.budgets import cost as budget_cost
 from csctracker_ai_core.pricing import estimate_cost
 
 PAID = AttemptScope(tier="paid", project="p", model="gemini-2.5-flash", task="t")
@@ -117,8 +117,9 @@ def test_three_processes_of_four_threads_share_one_limit(redis_url, make_gemini_
     # One call's usage on the emulator, priced by the one cost function.
     from csctracker_ai_core import IaProcessor
 
-    with IaProcessor(google_paid_keys=[PAID_KEY], google_models_limits={MODEL: 1}, base_url=emu.base_url,
-                     telemetry="off") as p:
+    with IaProcessor(
+        google_paid_keys=[PAID_KEY], google_models_limits={MODEL: 1}, base_url=emu.base_url, telemetry="off"
+    ) as p:
         _, tokens, _ = p.analisar_com_gemini(input_text=PROMPT)
     cost = estimate_cost(MODEL, "paid", "standard", tokens.input, tokens.output)[1]
     emu.reset_counters()
@@ -127,7 +128,9 @@ def test_three_processes_of_four_threads_share_one_limit(redis_url, make_gemini_
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WORKER, redis_url, emu.base_url, str(limit), str(tokens.output), "5"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(3)
     ]

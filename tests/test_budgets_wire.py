@@ -53,8 +53,12 @@ def emu(make_gemini_emulator):
 def _processor(emu, *, free=(), paid=PAID, cap=8, **kw):
     kw.setdefault("telemetry_sink", ListSink())
     return IaProcessor(
-        google_free_keys=list(free), google_paid_keys=list(paid), google_models_limits={MODEL: cap},
-        base_url=emu.base_url, max_wait_s=0, **kw,
+        google_free_keys=list(free),
+        google_paid_keys=list(paid),
+        google_models_limits={MODEL: cap},
+        base_url=emu.base_url,
+        max_wait_s=0,
+        **kw,
     )
 
 
@@ -276,8 +280,9 @@ def test_unreadable_store_starts_from_zero_with_a_warning(emu, caplog):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with caplog.at_level("WARNING", logger="csctracker_ai_core.budgets.setup"):
-        with _processor(emu, telemetry_sink=None, host="127.0.0.1", port=port,
-                        budgets=[{"limit": "1", "name": "um"}]) as p:
+        with _processor(
+            emu, telemetry_sink=None, host="127.0.0.1", port=port, budgets=[{"limit": "1", "name": "um"}]
+        ) as p:
             line = p.budgets.status()[0]
             p.analisar_com_gemini(input_text=PROMPT)  # the call itself is unaffected
             p.close(timeout_s=0.5)

@@ -89,8 +89,11 @@ def test_names_the_catalog_does_not_hold():
 
 @pytest.mark.parametrize(
     "alias, target",
-    [("gemini-flash-latest", "gemini-3.8-flash"), ("gemini-flash-lite-latest", "gemini-3.5-flash-lite"),
-     ("gemini-pro-latest", "gemini-3.1-pro-preview")],
+    [
+        ("gemini-flash-latest", "gemini-3.8-flash"),
+        ("gemini-flash-lite-latest", "gemini-3.5-flash-lite"),
+        ("gemini-pro-latest", "gemini-3.1-pro-preview"),
+    ],
 )
 def test_aliases_take_the_thinking_settings_of_their_family(alias, target):
     info = get_catalog().info(alias, TODAY)
@@ -103,8 +106,12 @@ def test_family_helpers_follow_the_catalog():
     assert model_family("gemini-3.5-flash-lite") == "lite" and model_family("gemma-3-27b-it") == "gemma"
     assert matches_family("gemini-3.8-flash", "flash") and not matches_family("gemini-3.5-flash-lite", "flash")
     assert matches_family("gemini-3.5-flash-lite", "flash-lite")
-    assert capability_rank("gemini-3.1-pro-preview") > capability_rank("gemini-2.5-pro") > capability_rank(
-        "gemini-3.8-flash") > capability_rank("gemini-3.5-flash-lite")
+    assert (
+        capability_rank("gemini-3.1-pro-preview")
+        > capability_rank("gemini-2.5-pro")
+        > capability_rank("gemini-3.8-flash")
+        > capability_rank("gemini-3.5-flash-lite")
+    )
 
 
 @pytest.mark.parametrize(
@@ -150,10 +157,13 @@ def test_shutdown_watch_skips_and_warns_once(caplog):
             assert watch.retired(models, TODAY) == {"gemini-3-pro-preview"}
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2
-    assert any("gemini-3-pro-preview was shut down on 2026-03-09" in m and "gemini-3.1-pro-preview" in m
-               for m in messages)
-    assert any("gemini-2.5-flash shuts down on 2026-12-01 (in 6 day(s))" in m and "gemini-3.5-flash-lite" in m
-               for m in messages)
+    assert any(
+        "gemini-3-pro-preview was shut down on 2026-03-09" in m and "gemini-3.1-pro-preview" in m for m in messages
+    )
+    assert any(
+        "gemini-2.5-flash shuts down on 2026-12-01 (in 6 day(s))" in m and "gemini-3.5-flash-lite" in m
+        for m in messages
+    )
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="csctracker_ai_core.catalog"):
         assert watch.retired(models, date(2026, 12, 1)) == {"gemini-3-pro-preview", "gemini-2.5-flash"}
@@ -185,15 +195,30 @@ def test_unset_model_limits_use_the_catalog_defaults_for_the_clock_day():
 
 def test_user_file_overrides_entries_and_adds_models(tmp_path):
     user = tmp_path / "catalog.json"
-    user.write_text(json.dumps({
-        "models": {
-            "gemini-2.5-flash": {"family": "flash", "generation": 2.5, "thinking": {"style": "budget"},
-                                 "input_token_limit": 1000, "output_token_limit": 100, "shutdown": "2027-01-01"},
-            "gemini-4-flash": {"family": "flash", "generation": 4, "thinking": {"style": "level",
-                               "levels": ["low", "high"]}, "input_token_limit": 2000000,
-                               "output_token_limit": 65536, "released": "2026-11-01"},
-        },
-    }))
+    user.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "gemini-2.5-flash": {
+                        "family": "flash",
+                        "generation": 2.5,
+                        "thinking": {"style": "budget"},
+                        "input_token_limit": 1000,
+                        "output_token_limit": 100,
+                        "shutdown": "2027-01-01",
+                    },
+                    "gemini-4-flash": {
+                        "family": "flash",
+                        "generation": 4,
+                        "thinking": {"style": "level", "levels": ["low", "high"]},
+                        "input_token_limit": 2000000,
+                        "output_token_limit": 65536,
+                        "released": "2026-11-01",
+                    },
+                },
+            }
+        )
+    )
     catalog = get_catalog(user)
     assert catalog.info("gemini-2.5-flash", TODAY).shutdown == date(2027, 1, 1)
     assert catalog.info("gemini-2.5-flash", TODAY).output_token_limit == 100
@@ -206,12 +231,38 @@ def test_user_file_overrides_entries_and_adds_models(tmp_path):
     "entry, fragment",
     [
         ({"family": "flash"}, "lacks generation"),
-        ({"family": "flash", "generation": 3, "thinking": {"style": "level", "levels": ["max"]},
-          "input_token_limit": 1, "output_token_limit": 1}, "unknown levels"),
-        ({"family": "flash", "generation": 3, "thinking": {"style": "none"}, "input_token_limit": 1,
-          "output_token_limit": 1, "shutdown": "soon"}, "not a YYYY-MM-DD"),
-        ({"family": "flash", "generation": 3, "thinking": {"style": "none"}, "input_token_limit": 1,
-          "output_token_limit": 1, "price": 3}, "unknown fields"),
+        (
+            {
+                "family": "flash",
+                "generation": 3,
+                "thinking": {"style": "level", "levels": ["max"]},
+                "input_token_limit": 1,
+                "output_token_limit": 1,
+            },
+            "unknown levels",
+        ),
+        (
+            {
+                "family": "flash",
+                "generation": 3,
+                "thinking": {"style": "none"},
+                "input_token_limit": 1,
+                "output_token_limit": 1,
+                "shutdown": "soon",
+            },
+            "not a YYYY-MM-DD",
+        ),
+        (
+            {
+                "family": "flash",
+                "generation": 3,
+                "thinking": {"style": "none"},
+                "input_token_limit": 1,
+                "output_token_limit": 1,
+                "price": 3,
+            },
+            "unknown fields",
+        ),
     ],
 )
 def test_broken_user_file_is_a_configuration_error(tmp_path, entry, fragment):
@@ -227,9 +278,22 @@ def test_processor_setting_and_variable_name_the_catalog_file(tmp_path, monkeypa
     from csctracker_ai_core.settings import Settings
 
     user = tmp_path / "catalog.json"
-    user.write_text(json.dumps({"models": {"gemini-9-flash": {
-        "family": "flash", "generation": 9, "thinking": {"style": "level"}, "input_token_limit": 10,
-        "output_token_limit": 10, "released": "2026-11-01"}}}))
+    user.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "gemini-9-flash": {
+                        "family": "flash",
+                        "generation": 9,
+                        "thinking": {"style": "level"},
+                        "input_token_limit": 10,
+                        "output_token_limit": 10,
+                        "released": "2026-11-01",
+                    }
+                }
+            }
+        )
+    )
     monkeypatch.setattr(cat, "_user_file", None)
     settings = Settings.load(env={"CSCTRACKER_AI_CATALOG_FILE": str(user)})
     assert settings.catalog_file == user

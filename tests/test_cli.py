@@ -35,9 +35,18 @@ PAID_KEY = "AIzaFAKE-paid-key-0001"
 def _isolated(tmp_path, monkeypatch):
     """Every test: its own data dir, no keys nor servers from the environment."""
     monkeypatch.setenv("CSCTRACKER_AI_DATA_DIR", str(tmp_path / "data"))
-    for name in ("GOOGLE_FREE_KEYS", "GOOGLE_PAID_KEYS", "GOOGLE_MODEL_LIMITS", "GOOGLE_GEMINI_BASE_URL",
-                 "CSCTRACKER_AI_BASE_URL", "CLICKHOUSE_HOST", "CSCTRACKER_AI_CLICKHOUSE_DSN",
-                 "CSCTRACKER_AI_TELEMETRY", "CSCTRACKER_AI_PRICES_FILE", "CSCTRACKER_AI_REDIS_URL"):
+    for name in (
+        "GOOGLE_FREE_KEYS",
+        "GOOGLE_PAID_KEYS",
+        "GOOGLE_MODEL_LIMITS",
+        "GOOGLE_GEMINI_BASE_URL",
+        "CSCTRACKER_AI_BASE_URL",
+        "CLICKHOUSE_HOST",
+        "CSCTRACKER_AI_CLICKHOUSE_DSN",
+        "CSCTRACKER_AI_TELEMETRY",
+        "CSCTRACKER_AI_PRICES_FILE",
+        "CSCTRACKER_AI_REDIS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -48,8 +57,7 @@ def run(argv, capsys):
 
 
 def subprocess_env(tmp_path: Path, **extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GOOGLE_", "CLICKHOUSE_", "CSCTRACKER_AI_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLICKHOUSE_", "CSCTRACKER_AI_"))}
     env["CSCTRACKER_AI_DATA_DIR"] = str(tmp_path / "data")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
@@ -57,8 +65,14 @@ def subprocess_env(tmp_path: Path, **extra: str) -> dict:
 
 
 def cli(args, tmp_path, *, timeout=60, **extra):
-    return subprocess.run([sys.executable, "-m", "csctracker_ai_core", *args], capture_output=True, text=True,
-                          env=subprocess_env(tmp_path, **extra), cwd=tmp_path, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "csctracker_ai_core", *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(tmp_path, **extra),
+        cwd=tmp_path,
+        timeout=timeout,
+    )
 
 
 # ------------------------------------------------------------------------- help / usage
@@ -103,9 +117,25 @@ def test_ask_without_keys_is_a_usage_error(capsys):
 
 def test_ask_prints_result_tokens_and_event_id(make_gemini_emulator, capsys):
     emu = make_gemini_emulator(keys=[FREE_KEY], default_json={"resposta": "Paris"})
-    code, out, err = run(["ask", "-p", "Responda de forma concisa.", "Qual a capital da França?", "--task", "cli",
-                          "--free-keys", FREE_KEY, "--base-url", emu.base_url, "--telemetry", "off",
-                          "--event-id", "evt-cli-1"], capsys)
+    code, out, err = run(
+        [
+            "ask",
+            "-p",
+            "Responda de forma concisa.",
+            "Qual a capital da França?",
+            "--task",
+            "cli",
+            "--free-keys",
+            FREE_KEY,
+            "--base-url",
+            emu.base_url,
+            "--telemetry",
+            "off",
+            "--event-id",
+            "evt-cli-1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert json.loads(out) == {"resposta": "Paris"}
     assert "Tokens usados: input=" in err and "event_id: evt-cli-1" in err
@@ -129,8 +159,22 @@ def test_ask_with_an_image(make_gemini_emulator, capsys, tmp_path):
     emu = make_gemini_emulator(keys=[FREE_KEY])
     image = tmp_path / "nota.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\nfake-image")
-    code, out, err = run(["ask", "-p", "Descreva.", "--image", str(image), "--free-keys", FREE_KEY,
-                          "--base-url", emu.base_url, "--telemetry", "off"], capsys)
+    code, out, err = run(
+        [
+            "ask",
+            "-p",
+            "Descreva.",
+            "--image",
+            str(image),
+            "--free-keys",
+            FREE_KEY,
+            "--base-url",
+            emu.base_url,
+            "--telemetry",
+            "off",
+        ],
+        capsys,
+    )
     assert code == 0, err
     body = json.dumps(emu.last_request.body)
     assert base64.b64encode(image.read_bytes()).decode() in body
@@ -139,16 +183,19 @@ def test_ask_with_an_image(make_gemini_emulator, capsys, tmp_path):
 
 def test_ask_failure_exits_1_and_never_shows_the_key(make_gemini_emulator, capsys):
     emu = make_gemini_emulator(keys=[KeySpec(FREE_KEY, state="invalid")])
-    code, out, err = run(["ask", "oi", "--free-keys", FREE_KEY, "--base-url", emu.base_url,
-                          "--telemetry", "off", "--max-wait", "0"], capsys)
+    code, out, err = run(
+        ["ask", "oi", "--free-keys", FREE_KEY, "--base-url", emu.base_url, "--telemetry", "off", "--max-wait", "0"],
+        capsys,
+    )
     assert code == 1
     assert "error" in err.lower()
     assert FREE_KEY not in out + err
 
 
 def test_ask_missing_image_is_a_usage_error(capsys, tmp_path):
-    code, _, err = run(["ask", "--image", str(tmp_path / "nope.png"), "--free-keys", FREE_KEY,
-                        "--telemetry", "off"], capsys)
+    code, _, err = run(
+        ["ask", "--image", str(tmp_path / "nope.png"), "--free-keys", FREE_KEY, "--telemetry", "off"], capsys
+    )
     assert code == 2 and "nope.png" in err
 
 
@@ -190,8 +237,16 @@ def _report_events():
     return [
         call_event(base, "notas", "gemini-2.5-flash", "paid", 1000, 500, key="k-paid00001", event_id="r1"),
         call_event(base + timedelta(minutes=1), "notas", "gemini-2.5-flash", "free", 2000, 1000, event_id="r2"),
-        call_event(base + timedelta(minutes=2), "resumo", "gemini-2.5-pro", "paid", 10_000, 1000,
-                   key="k-paid00001", event_id="r3"),
+        call_event(
+            base + timedelta(minutes=2),
+            "resumo",
+            "gemini-2.5-pro",
+            "paid",
+            10_000,
+            1000,
+            key="k-paid00001",
+            event_id="r3",
+        ),
     ]
 
 
@@ -234,12 +289,15 @@ def test_report_html_file(capsys, tmp_path):
     assert "https://" not in text
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["report", "--period", "2d"], "unknown period"),
-    (["report", "--group", "semana"], "unknown group"),
-    (["report", "--set-rate", "2025-01-01"], "DATE=RATE"),
-    (["report", "--set-rate", "2025-01-01=-3"], "positive"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["report", "--period", "2d"], "unknown period"),
+        (["report", "--group", "semana"], "unknown group"),
+        (["report", "--set-rate", "2025-01-01"], "DATE=RATE"),
+        (["report", "--set-rate", "2025-01-01=-3"], "positive"),
+    ],
+)
 def test_report_bad_arguments_exit_2(argv, message, capsys):
     code, _, err = run(argv, capsys)
     assert code == 2 and message in err
@@ -263,16 +321,23 @@ def test_report_as_a_subprocess(tmp_path):
 def test_emulator_command_serves_until_terminated(tmp_path):
     config = tmp_path / "emu.json"
     config.write_text(json.dumps({"keys": [{"key": FREE_KEY, "tier": "free"}], "unknown_keys": "reject"}))
-    proc = subprocess.Popen([sys.executable, "-m", "csctracker_ai_core", "emulator", "--config", str(config),
-                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=subprocess_env(tmp_path), cwd=tmp_path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "csctracker_ai_core", "emulator", "--config", str(config), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=subprocess_env(tmp_path),
+        cwd=tmp_path,
+    )
     try:
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
         request = urllib.request.Request(
             f"{base_url}/v1beta/models/gemini-2.5-flash:generateContent",
             data=json.dumps({"contents": [{"parts": [{"text": "oi"}], "role": "user"}]}).encode(),
-            headers={"x-goog-api-key": FREE_KEY, "content-type": "application/json"}, method="POST")
+            headers={"x-goog-api-key": FREE_KEY, "content-type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200 and "candidates" in json.loads(reply.read())
     finally:

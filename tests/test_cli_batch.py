@@ -9,18 +9,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import (
+    _isolated,  # noqa: F401  (autouse fixture: tmp data dir, clean environment)
+    subprocess_env,
+)
 
 from csctracker_ai_core.cli import main
-
-from test_cli import _isolated  # noqa: F401  (autouse fixture: tmp data dir, clean environment)
-from test_cli import subprocess_env
 
 KEYS = ["AIzaFAKE-batch-free-1", "AIzaFAKE-batch-free-2", "AIzaFAKE-batch-free-3"]
 
 
 def write_jsonl(path: Path, objects) -> Path:
-    path.write_text("".join((o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)) + "\n" for o in objects),
-                    encoding="utf-8")
+    path.write_text(
+        "".join((o if isinstance(o, str) else json.dumps(o, ensure_ascii=False)) + "\n" for o in objects),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -29,8 +32,20 @@ def read_out(path: Path) -> list[dict]:
 
 
 def batch(args, emu, capsys, *, keys=KEYS, telemetry="off"):
-    code = main(["batch", *args, "--free-keys", ",".join(keys), "--base-url", emu.base_url,
-                 "--telemetry", telemetry, "--max-wait", "5"])
+    code = main(
+        [
+            "batch",
+            *args,
+            "--free-keys",
+            ",".join(keys),
+            "--base-url",
+            emu.base_url,
+            "--telemetry",
+            telemetry,
+            "--max-wait",
+            "5",
+        ]
+    )
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -41,10 +56,13 @@ def emu(make_gemini_emulator):
 
 
 def test_resume_processes_only_missing_lines(emu, tmp_path, capsys):
-    inputs = write_jsonl(tmp_path / "in.jsonl", [
-        {"input_text": f"pergunta {i}", "prompt": "Responda.", "task": "lote", **({"id": f"q{i}"} if i % 2 else {})}
-        for i in range(6)
-    ])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"input_text": f"pergunta {i}", "prompt": "Responda.", "task": "lote", **({"id": f"q{i}"} if i % 2 else {})}
+            for i in range(6)
+        ],
+    )
     out = tmp_path / "out.jsonl"
     # "interrupted" after 2 inputs
     code, _, err = batch([str(inputs), "--out", str(out), "--limit", "2", "--workers", "2"], emu, capsys)
@@ -69,12 +87,15 @@ def test_resume_processes_only_missing_lines(emu, tmp_path, capsys):
 
 
 def test_failed_lines_are_retried_on_the_next_run(emu, tmp_path, capsys):
-    inputs = write_jsonl(tmp_path / "in.jsonl", [
-        {"input_text": "um", "prompt": "Responda."},
-        {"prompt": "Descreva a imagem.", "file": "nota.png"},  # the file is not there yet
-        "this is not json",
-        {"input_text": "dois", "prompt": "Responda.", "colour": "blue"},  # unknown field
-    ])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"input_text": "um", "prompt": "Responda."},
+            {"prompt": "Descreva a imagem.", "file": "nota.png"},  # the file is not there yet
+            "this is not json",
+            {"input_text": "dois", "prompt": "Responda.", "colour": "blue"},  # unknown field
+        ],
+    )
     out = tmp_path / "out.jsonl"
     code, _, err = batch([str(inputs), "--out", str(out)], emu, capsys)
     assert code == 1  # some inputs failed
@@ -88,12 +109,15 @@ def test_failed_lines_are_retried_on_the_next_run(emu, tmp_path, capsys):
 
     # fix the inputs; a second run retries only the failed lines
     (tmp_path / "nota.png").write_bytes(b"\x89PNG\r\n\x1a\nfake")
-    write_jsonl(inputs, [
-        {"input_text": "um", "prompt": "Responda."},
-        {"prompt": "Descreva a imagem.", "file": "nota.png"},
-        {"input_text": "três", "prompt": "Responda."},
-        {"input_text": "dois", "prompt": "Responda."},
-    ])
+    write_jsonl(
+        inputs,
+        [
+            {"input_text": "um", "prompt": "Responda."},
+            {"prompt": "Descreva a imagem.", "file": "nota.png"},
+            {"input_text": "três", "prompt": "Responda."},
+            {"input_text": "dois", "prompt": "Responda."},
+        ],
+    )
     code, _, err = batch([str(inputs), "--out", str(out)], emu, capsys)
     assert code == 0, err
     assert emu.count(status=200) == 4  # 1 before + 3 retried
@@ -126,13 +150,17 @@ def test_a_line_cut_short_by_a_crash_runs_again(emu, tmp_path, capsys):
 
 
 def test_defaults_from_the_command_line_and_overrides(emu, tmp_path, capsys):
-    inputs = write_jsonl(tmp_path / "in.jsonl", [
-        {"input_text": "sem prompt"},
-        {"input_text": "com prompt", "prompt": "PROMPT-DA-LINHA", "return_json": False},
-    ])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl",
+        [
+            {"input_text": "sem prompt"},
+            {"input_text": "com prompt", "prompt": "PROMPT-DA-LINHA", "return_json": False},
+        ],
+    )
     out = tmp_path / "out.jsonl"
-    code, _, err = batch([str(inputs), "--out", str(out), "--prompt", "PROMPT-PADRAO", "--task", "t1",
-                          "--workers", "1"], emu, capsys)
+    code, _, err = batch(
+        [str(inputs), "--out", str(out), "--prompt", "PROMPT-PADRAO", "--task", "t1", "--workers", "1"], emu, capsys
+    )
     assert code == 0, err
     bodies = [json.dumps(r.body, ensure_ascii=False) for r in emu.requests]
     assert any("PROMPT-PADRAO" in b and "sem prompt" in b for b in bodies)
@@ -169,8 +197,9 @@ def test_duplicate_ids_and_same_file_are_usage_errors(emu, tmp_path, capsys):
 
 def test_batch_calls_are_recorded_and_reported(emu, tmp_path, capsys):
     """Every call lands in the embedded store and shows in the report, free ones included."""
-    inputs = write_jsonl(tmp_path / "in.jsonl", [{"input_text": f"q{i}", "prompt": "p", "task": "lote_tel"}
-                                                for i in range(4)])
+    inputs = write_jsonl(
+        tmp_path / "in.jsonl", [{"input_text": f"q{i}", "prompt": "p", "task": "lote_tel"} for i in range(4)]
+    )
     code, _, err = batch([str(inputs), "--out", str(tmp_path / "o.jsonl")], emu, capsys, telemetry="embedded")
     assert code == 0, err
     assert main(["report", "--period", "1h", "--group", "group", "--format", "json"]) == 0
@@ -184,8 +213,7 @@ def test_batch_as_a_subprocess_resumes(tmp_path, make_gemini_emulator):
     emu = make_gemini_emulator(keys=KEYS)
     inputs = write_jsonl(tmp_path / "in.jsonl", [{"input_text": f"q{i}", "prompt": "p"} for i in range(5)])
     out = tmp_path / "out.jsonl"
-    base = [sys.executable, "-m", "csctracker_ai_core", "batch", str(inputs), "--out", str(out),
-            "--telemetry", "off"]
+    base = [sys.executable, "-m", "csctracker_ai_core", "batch", str(inputs), "--out", str(out), "--telemetry", "off"]
     env = subprocess_env(tmp_path, GOOGLE_FREE_KEYS=",".join(KEYS), GOOGLE_GEMINI_BASE_URL=emu.base_url)
     first = subprocess.run(base + ["--limit", "3"], capture_output=True, text=True, env=env, timeout=60)
     assert first.returncode == 0, first.stderr

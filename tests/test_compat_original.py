@@ -26,10 +26,20 @@ FREE = ["compat-free-key-000000000001", "compat-free-key-000000000002"]
 PAID = ["compat-paid-key-000000000001"]
 LIMITS = "gemini-2.5-pro=1,gemini-2.5-flash=1"
 
-QUOTA_429 = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
-    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-        {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaValue": "5"}]},
-    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"}]}}
+QUOTA_429 = {
+    "error": {
+        "code": 429,
+        "status": "RESOURCE_EXHAUSTED",
+        "message": "quota",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaValue": "5"}],
+            },
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "30s"},
+        ],
+    }
+}
 
 
 def original_style_call(rotator, db, base_url, prompt, task):
@@ -45,20 +55,30 @@ def original_style_call(rotator, db, base_url, prompt, task):
             client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=base_url))
             before = datetime.now()
             response = client.models.generate_content(
-                model=model_name, contents=[prompt],
-                config=types.GenerateContentConfig(temperature=0.1, response_mime_type="text/plain"))
+                model=model_name,
+                contents=[prompt],
+                config=types.GenerateContentConfig(temperature=0.1, response_mime_type="text/plain"),
+            )
             time_spent = (datetime.now() - before).total_seconds()
             usage = response.usage_metadata
-            db.log_event_telemetry(str(uuid.uuid4()), {"input": usage.prompt_token_count,
-                                                       "output": usage.candidates_token_count},
-                                   prompt, response.text, f"{model_name}-{tier}", task, time_spent, "standard")
+            db.log_event_telemetry(
+                str(uuid.uuid4()),
+                {"input": usage.prompt_token_count, "output": usage.candidates_token_count},
+                prompt,
+                response.text,
+                f"{model_name}-{tier}",
+                task,
+                time_spent,
+                "standard",
+            )
             rotator.liberar_slot_model(key, model_name)
             outcomes.append(("ok", key, model_name, tier))
             return response.text, outcomes
         except Exception as e:
             rotator.liberar_slot_model(key, model_name)
-            outcomes.append(("quota" if rotator.processar_exception(key, model_name, e) else "error",
-                             key, model_name, tier))
+            outcomes.append(
+                ("quota" if rotator.processar_exception(key, model_name, e) else "error", key, model_name, tier)
+            )
     raise GeminiServiceException("all attempts failed")
 
 
@@ -134,8 +154,16 @@ def test_processar_exception_says_whether_to_switch_slots():
     clock.advance(120)  # past RetryInfo (30 s) and its jitter
     key, model, _ = rotator.select_and_reserve_best_slot()
     # Reported before the release, too (our earlier compat order).
-    assert rotator.processar_exception(key, model, errors.ServerError(500, {"error": {
-        "code": 500, "status": "INTERNAL", "message": "An internal error has occurred."}})) is False
+    assert (
+        rotator.processar_exception(
+            key,
+            model,
+            errors.ServerError(
+                500, {"error": {"code": 500, "status": "INTERNAL", "message": "An internal error has occurred."}}
+            ),
+        )
+        is False
+    )
     rotator.liberar_slot_model(key, model)
     assert rotator.select_and_reserve_best_slot()[0] == key
     assert rotator.processar_exception("not-a-configured-key", model, RuntimeError("x")) is False
@@ -170,8 +198,7 @@ def test_suspender_modelo_and_remove_key():
 
 def test_processor_exposes_the_original_attributes(make_gemini_emulator):
     emu = make_gemini_emulator(models=["gemini-2.5-flash"])
-    with IaProcessor(google_free_keys=FREE, google_models_limits="gemini-2.5-flash=1",
-                     base_url=emu.base_url) as ia:
+    with IaProcessor(google_free_keys=FREE, google_models_limits="gemini-2.5-flash=1", base_url=emu.base_url) as ia:
         rot = ia.api_key_rotator
         assert rot.get_total_capacity() == 2
         key, model, tier = rot.select_and_reserve_best_slot()
@@ -179,14 +206,23 @@ def test_processor_exposes_the_original_attributes(make_gemini_emulator):
         rot.liberar_slot_model(key, model)
         assert ia.estimate_tokens_rough("abcd" * 10) == 10
         assert ia.estimate_tokens_rough("") == 0
-        ia.click_house.log_event_telemetry("compat-ev", {"input": 3, "output": 4}, "p", "r",
-                                           "gemini-2.5-flash-free", "via-click-house", 0.5, "standard")
+        ia.click_house.log_event_telemetry(
+            "compat-ev",
+            {"input": 3, "output": 4},
+            "p",
+            "r",
+            "gemini-2.5-flash-free",
+            "via-click-house",
+            0.5,
+            "standard",
+        )
         assert ia.click_house.init_db() is True
     reader = ClickHouseDb()
     client = reader.get_ch_client()
     try:
-        rows = client.query("SELECT task, model_name, tier, tokens_input FROM ai_events "
-                            "WHERE event_id = 'compat-ev'").result_rows
+        rows = client.query(
+            "SELECT task, model_name, tier, tokens_input FROM ai_events WHERE event_id = 'compat-ev'"
+        ).result_rows
     finally:
         client.close()
         reader.close()

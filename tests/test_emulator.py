@@ -11,7 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime
-from typing import Any, Optional
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx2
@@ -36,7 +36,9 @@ FLASH = "gemini-2.5-flash"
 PRO = "gemini-2.5-pro"
 G3 = "gemini-3-flash-preview"
 PACIFIC = ZoneInfo("America/Los_Angeles")
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 def client(emu: GeminiEmulator, key: str = "k1", **http: Any) -> genai.Client:
@@ -47,9 +49,13 @@ def ask(c: genai.Client, text: str = "Qual a capital da França?", model: str = 
     return c.models.generate_content(model=model, contents=text, config=types.GenerateContentConfig(**config))
 
 
-def raw_post(emu: GeminiEmulator, path: str, body: Any, headers: Optional[dict] = None) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(emu.base_url + path, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+def raw_post(emu: GeminiEmulator, path: str, body: Any, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(
+        emu.base_url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, dict(resp.headers), resp.read()
@@ -105,8 +111,9 @@ def test_text_reply_skips_thought_part_and_counts_thinking(gemini_emulator: Gemi
 
 
 def test_custom_reply_rules_and_defaults(make_gemini_emulator) -> None:
-    emu = make_gemini_emulator(replies=[ReplyRule("olá", text="Oi!"), {"contains": "lista", "json": [1, 2]}],
-                               default_text="padrão")
+    emu = make_gemini_emulator(
+        replies=[ReplyRule("olá", text="Oi!"), {"contains": "lista", "json": [1, 2]}], default_text="padrão"
+    )
     c = client(emu)
     assert ask(c, "Olá, tudo bem?").text == "Oi!"
     assert json.loads(ask(c, "uma lista", response_mime_type="application/json").text) == [1, 2]
@@ -117,7 +124,8 @@ def test_custom_reply_rules_and_defaults(make_gemini_emulator) -> None:
 def test_image_tokens_by_modality(gemini_emulator: GeminiEmulator) -> None:
     c = client(gemini_emulator)
     r = c.models.generate_content(
-        model=FLASH, contents=[types.Part.from_bytes(data=PNG, mime_type="image/png"), "describe"])
+        model=FLASH, contents=[types.Part.from_bytes(data=PNG, mime_type="image/png"), "describe"]
+    )
     u = r.usage_metadata
     by_modality = {d.modality.value: d.token_count for d in u.prompt_tokens_details}
     assert by_modality == {"TEXT": 2, "IMAGE": 258}
@@ -126,15 +134,22 @@ def test_image_tokens_by_modality(gemini_emulator: GeminiEmulator) -> None:
 
 def test_snake_case_body_query_key_and_v1beta(gemini_emulator: GeminiEmulator) -> None:
     body = {
-        "contents": [{"role": "user", "parts": [
-            {"text": "capital da França"},
-            {"inline_data": {"mime_type": "image/jpeg", "data": base64.b64encode(PNG).decode()}}]}],
+        "contents": [
+            {
+                "role": "user",
+                "parts": [
+                    {"text": "capital da França"},
+                    {"inline_data": {"mime_type": "image/jpeg", "data": base64.b64encode(PNG).decode()}},
+                ],
+            }
+        ],
         "system_instruction": {"parts": [{"text": "seja breve"}]},
-        "generation_config": {"response_mime_type": "application/json",
-                              "thinking_config": {"thinking_level": "LOW"}},
+        "generation_config": {"response_mime_type": "application/json", "thinking_config": {"thinking_level": "LOW"}},
         "service_tier": "flex",
     }
-    status, headers, raw = raw_post(gemini_emulator, "/v1beta/models/gemini-3-flash-preview:generateContent?key=kq", body)
+    status, headers, raw = raw_post(
+        gemini_emulator, "/v1beta/models/gemini-3-flash-preview:generateContent?key=kq", body
+    )
     assert status == 200
     reply = json.loads(raw)
     assert headers["x-gemini-service-tier"] == "flex"
@@ -155,9 +170,15 @@ def test_snake_case_body_query_key_and_v1beta(gemini_emulator: GeminiEmulator) -
 
 def test_streaming_sse(gemini_emulator: GeminiEmulator) -> None:
     c = client(gemini_emulator)
-    chunks = list(c.models.generate_content_stream(
-        model=G3, contents="um texto qualquer", config=types.GenerateContentConfig(
-            response_mime_type="application/json", thinking_config=types.ThinkingConfig(thinking_level="LOW"))))
+    chunks = list(
+        c.models.generate_content_stream(
+            model=G3,
+            contents="um texto qualquer",
+            config=types.GenerateContentConfig(
+                response_mime_type="application/json", thinking_config=types.ThinkingConfig(thinking_level="LOW")
+            ),
+        )
+    )
     assert len(chunks) > 1
     assert json.loads("".join(ch.text for ch in chunks))["modelo"] == G3
     counts = [ch.usage_metadata.candidates_token_count for ch in chunks]
@@ -168,8 +189,12 @@ def test_streaming_sse(gemini_emulator: GeminiEmulator) -> None:
     assert last.thoughts_token_count > 0
     assert last.total_token_count == last.prompt_token_count + last.candidates_token_count + last.thoughts_token_count
 
-    status, headers, raw = raw_post(gemini_emulator, "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
-                                    {"contents": [{"parts": [{"text": "oi"}]}]}, {"x-goog-api-key": "k1"})
+    status, headers, raw = raw_post(
+        gemini_emulator,
+        "/v1/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+        {"contents": [{"parts": [{"text": "oi"}]}]},
+        {"x-goog-api-key": "k1"},
+    )
     assert status == 200 and headers["Content-Type"] == "text/event-stream"
     events = raw.split(b"\r\n\r\n")
     assert events[-1] == b"" and all(e.startswith(b"data: {") for e in events[:-1])
@@ -237,7 +262,11 @@ def test_shortened_window(make_gemini_emulator) -> None:
 def test_legacy_detail_order(make_gemini_emulator) -> None:
     emu = make_gemini_emulator(legacy_error_order=True, quotas=[{"rpm": 0}])
     err = api_error(lambda: ask(client(emu)))
-    assert [d["@type"].rsplit(".", 1)[1] for d in err.details["error"]["details"]] == ["QuotaFailure", "Help", "RetryInfo"]
+    assert [d["@type"].rsplit(".", 1)[1] for d in err.details["error"]["details"]] == [
+        "QuotaFailure",
+        "Help",
+        "RetryInfo",
+    ]
 
 
 def test_per_day_429_resets_at_pacific_midnight(make_gemini_emulator) -> None:
@@ -247,7 +276,9 @@ def test_per_day_429_resets_at_pacific_midnight(make_gemini_emulator) -> None:
     c = client(emu)
     ask(c)
     err = api_error(lambda: ask(c))
-    assert detail(err, "QuotaFailure")["violations"][0]["quotaId"] == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    assert (
+        detail(err, "QuotaFailure")["violations"][0]["quotaId"] == "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+    )
     retry = detail(err, "RetryInfo")["retryDelay"]
     assert int(retry[:-1]) < 60  # short, although the quota only comes back at midnight
     clock.advance(30)
@@ -265,8 +296,11 @@ def test_pacific_day_follows_daylight_saving() -> None:
 
 def test_tokens_per_minute_429_free_and_paid(make_gemini_emulator) -> None:
     clock = FakeClock()
-    emu = make_gemini_emulator(clock=clock, keys=["free1", KeySpec("paid1", tier="paid")],
-                               quotas={"free": {"*": {"tpm": 100}}, "paid": {"*": {"tpm": 100}}})
+    emu = make_gemini_emulator(
+        clock=clock,
+        keys=["free1", KeySpec("paid1", tier="paid")],
+        quotas={"free": {"*": {"tpm": 100}}, "paid": {"*": {"tpm": 100}}},
+    )
     text = "x" * 300  # 75 tokens
     ask(client(emu, "free1"), text)
     err = api_error(lambda: ask(client(emu, "free1"), text))
@@ -275,7 +309,9 @@ def test_tokens_per_minute_429_free_and_paid(make_gemini_emulator) -> None:
     paid = client(emu, "paid1")
     ask(paid, text)
     err = api_error(lambda: ask(paid, text))
-    assert detail(err, "QuotaFailure")["violations"][0]["quotaId"] == "GenerateContentPaidTierInputTokensPerModelPerMinute"
+    assert (
+        detail(err, "QuotaFailure")["violations"][0]["quotaId"] == "GenerateContentPaidTierInputTokensPerModelPerMinute"
+    )
     clock.advance(60)
     ask(paid, text)
 
@@ -291,8 +327,9 @@ def test_limit_zero_on_free_tier(make_gemini_emulator) -> None:
 
 
 def test_keys_of_one_project_share_quota(make_gemini_emulator) -> None:
-    emu = make_gemini_emulator(clock=FakeClock(), keys=[
-        {"key": "a1", "project": "proj-a"}, {"key": "a2", "project": "proj-a"}, "b1"])
+    emu = make_gemini_emulator(
+        clock=FakeClock(), keys=[{"key": "a1", "project": "proj-a"}, {"key": "a2", "project": "proj-a"}, "b1"]
+    )
     emu.set_quota(rpm=1)
     ask(client(emu, "a1"))
     err = api_error(lambda: ask(client(emu, "a2")))
@@ -321,24 +358,31 @@ def test_invalid_leaked_and_blocked_keys(make_gemini_emulator) -> None:
         assert err.details["error"]["details"][0]["reason"] == reason
     emu.set_key_state("leak", "active")
     assert ask(client(emu, "leak")).text == "Paris"
-    status, _, raw = raw_post(emu, "/v1/models/gemini-2.5-flash:generateContent", {"contents": [{"parts": [{"text": "x"}]}]})
+    status, _, raw = raw_post(
+        emu, "/v1/models/gemini-2.5-flash:generateContent", {"contents": [{"parts": [{"text": "x"}]}]}
+    )
     assert status == 403 and json.loads(raw)["error"]["status"] == "PERMISSION_DENIED"
 
 
 def test_unknown_model_404(gemini_emulator: GeminiEmulator) -> None:
     err = api_error(lambda: ask(client(gemini_emulator, api_version="v1beta"), model="gemini-pro"))
     assert err.code == 404 and err.status == "NOT_FOUND"
-    assert err.message.startswith("models/gemini-pro is not found for API version v1beta, or is not supported for generateContent.")
+    assert err.message.startswith(
+        "models/gemini-pro is not found for API version v1beta, or is not supported for generateContent."
+    )
 
 
 # --- faults ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind, code, status, message", [
-    (FaultKind.INTERNAL, 500, "INTERNAL", "An internal error has occurred."),
-    (FaultKind.OVERLOADED, 503, "UNAVAILABLE", OVERLOADED_2026),
-    (FaultKind.DEADLINE, 504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
-])
+@pytest.mark.parametrize(
+    "kind, code, status, message",
+    [
+        (FaultKind.INTERNAL, 500, "INTERNAL", "An internal error has occurred."),
+        (FaultKind.OVERLOADED, 503, "UNAVAILABLE", OVERLOADED_2026),
+        (FaultKind.DEADLINE, 504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete."),
+    ],
+)
 def test_server_error_faults(gemini_emulator: GeminiEmulator, kind, code, status, message) -> None:
     gemini_emulator.inject(kind, count=2)
     c = client(gemini_emulator)
@@ -472,8 +516,12 @@ def test_config_file_and_cli(tmp_path) -> None:
     with pytest.raises(ValueError):
         EmulatorConfig.from_dict({"nonsense": 1})
 
-    proc = subprocess.Popen([sys.executable, "-m", "csctracker_ai_core.testing.emulator", "--config", str(path)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "csctracker_ai_core.testing.emulator", "--config", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")

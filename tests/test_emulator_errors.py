@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 from google import genai
 from google.genai import errors, types
+from test_pool_scopes import BODIES
 
 from csctracker_ai_core.testing import ErrorRule, GeminiEmulator, KeyState, ModelRule
 from csctracker_ai_core.testing.emulator import EmulatorConfig
-
-from test_pool_scopes import BODIES
 
 FLASH, PRO25, LITE = "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"
 G3, PRO3 = "gemini-3-flash-preview", "gemini-3.1-pro-preview"
@@ -28,18 +27,28 @@ def client(emu: GeminiEmulator, key: str = "k1") -> genai.Client:
     # Kept alive: a genai.Client closes its HTTP client when garbage-collected.
     c = _CLIENTS.get((emu.base_url, key))
     if c is None:
-        c = _CLIENTS[(emu.base_url, key)] = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=emu.base_url))
+        c = _CLIENTS[(emu.base_url, key)] = genai.Client(
+            api_key=key, http_options=types.HttpOptions(base_url=emu.base_url)
+        )
     return c
 
 
-def error_of(emu: GeminiEmulator, key: str = "k1", model: str = FLASH, text: str = "oi", **config: Any) -> errors.APIError:
+def error_of(
+    emu: GeminiEmulator, key: str = "k1", model: str = FLASH, text: str = "oi", **config: Any
+) -> errors.APIError:
     with pytest.raises(errors.APIError) as info:
-        client(emu, key).models.generate_content(model=model, contents=text, config=types.GenerateContentConfig(**config))
+        client(emu, key).models.generate_content(
+            model=model, contents=text, config=types.GenerateContentConfig(**config)
+        )
     return info.value
 
 
 def ok(emu: GeminiEmulator, key: str = "k1", model: str = FLASH, **config: Any) -> str:
-    return client(emu, key).models.generate_content(model=model, contents="oi", config=types.GenerateContentConfig(**config)).text
+    return (
+        client(emu, key)
+        .models.generate_content(model=model, contents="oi", config=types.GenerateContentConfig(**config))
+        .text
+    )
 
 
 def body(exc: errors.APIError) -> dict:
@@ -91,9 +100,14 @@ def test_model_rule_input_limit_and_json_mode(gemini_emulator):
     emu = gemini_emulator
     emu.set_model_rule(FLASH, max_input_tokens=10, json_mode=False)
     exc = error_of(emu, text="x" * 400)  # 100 tokens in the emulator's count
-    assert body(exc)["error"]["message"] == "The input token count (100) exceeds the maximum number of tokens allowed (10)."
+    assert (
+        body(exc)["error"]["message"]
+        == "The input token count (100) exceeds the maximum number of tokens allowed (10)."
+    )
     exc = error_of(emu, response_mime_type="application/json")
-    assert body(exc) == {"error": {"code": 400, "message": f"Json mode is not enabled for models/{FLASH}", "status": "INVALID_ARGUMENT"}}
+    assert body(exc) == {
+        "error": {"code": 400, "message": f"Json mode is not enabled for models/{FLASH}", "status": "INVALID_ARGUMENT"}
+    }
     assert ok(emu)
     assert emu.count(model=FLASH, status=400) == 2
 
@@ -104,7 +118,9 @@ def test_retired_model_answers_404_to_every_key(gemini_emulator):
     for key in ("k1", "k2"):
         exc = error_of(emu, key=key)
         assert exc.code == 404
-        assert body(exc)["error"]["message"] == "This model models/gemini-2.5-flash is no longer available to new users."
+        assert (
+            body(exc)["error"]["message"] == "This model models/gemini-2.5-flash is no longer available to new users."
+        )
     assert ok(emu, model=G3)
 
 
@@ -114,7 +130,10 @@ def test_free_tier_block_hits_free_keys_of_that_project_only(gemini_emulator):
     emu.add_key("paid-a", project="eu", tier="paid")
     emu.add_key("free-b", project="br", tier="free")
     emu.block_free_tier("eu")
-    assert (error_of(emu, key="free-a").code, body(error_of(emu, key="free-a"))) == (400, BODIES["400 free tier not in country"][1])
+    assert (error_of(emu, key="free-a").code, body(error_of(emu, key="free-a"))) == (
+        400,
+        BODIES["400 free tier not in country"][1],
+    )
     assert ok(emu, key="paid-a") and ok(emu, key="free-b")
 
 
@@ -154,13 +173,20 @@ def test_new_key_states(gemini_emulator, state, code, row):
 
 def test_error_cases_from_a_config_file(tmp_path, make_gemini_emulator):
     path = tmp_path / "emu.json"
-    path.write_text(json.dumps({
-        "keys": [{"key": "f1", "project": "eu", "tier": "free"}, {"key": "p1", "project": "eu", "tier": "paid"}],
-        "errors": [{"status": 403, "body": BODIES["403 one model, no reason"][1], "model": PRO3, "key": "p1"}],
-        "model_rules": {FLASH: {"max_input_tokens": 5}, PRO25: {"thinking_levels": ["low"]}},
-        "retired_models": [LITE],
-        "free_tier_unavailable": ["eu"],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "keys": [
+                    {"key": "f1", "project": "eu", "tier": "free"},
+                    {"key": "p1", "project": "eu", "tier": "paid"},
+                ],
+                "errors": [{"status": 403, "body": BODIES["403 one model, no reason"][1], "model": PRO3, "key": "p1"}],
+                "model_rules": {FLASH: {"max_input_tokens": 5}, PRO25: {"thinking_levels": ["low"]}},
+                "retired_models": [LITE],
+                "free_tier_unavailable": ["eu"],
+            }
+        )
+    )
     config = EmulatorConfig.from_file(str(path))
     assert config.model_rules[FLASH] == ModelRule(max_input_tokens=5)
     assert config.model_rules[PRO25].thinking_levels == ("LOW",)

@@ -16,11 +16,14 @@ from csctracker_ai_core.testing import GeminiEmulator, ReplyRule
 
 @pytest.fixture
 def emu(make_gemini_emulator) -> GeminiEmulator:
-    return make_gemini_emulator(keys=["k1"], replies=(
-        ReplyRule("história", text="Era uma vez " * 100),
-        ReplyRule("proibido", finish_reason="SAFETY"),
-        ReplyRule("bloqueado", block_reason="PROHIBITED_CONTENT"),
-    ))
+    return make_gemini_emulator(
+        keys=["k1"],
+        replies=(
+            ReplyRule("história", text="Era uma vez " * 100),
+            ReplyRule("proibido", finish_reason="SAFETY"),
+            ReplyRule("bloqueado", block_reason="PROHIBITED_CONTENT"),
+        ),
+    )
 
 
 def ask(emu: GeminiEmulator, model: str, text: str = "Qual a capital da França?", **config: Any):
@@ -31,18 +34,36 @@ def ask(emu: GeminiEmulator, model: str, text: str = "Qual a capital da França?
 @pytest.mark.parametrize(
     "model, config, message",
     [
-        ("gemini-3.1-pro-preview", {"thinking_config": types.ThinkingConfig(thinking_level="MINIMAL")},
-         "Thinking level MINIMAL is not supported for this model."),
-        ("gemini-3-pro-preview", {"thinking_config": types.ThinkingConfig(thinking_level="MEDIUM")},
-         "Thinking level MEDIUM is not supported for this model."),
-        ("gemini-3.8-flash", {"thinking_config": types.ThinkingConfig(thinking_level="MINIMAL")},
-         "Thinking level MINIMAL is not supported for this model."),
-        ("gemini-2.5-pro", {"thinking_config": types.ThinkingConfig(thinking_budget=0)},
-         "The model does not support setting thinking_budget to 0."),
-        ("gemini-3.1-pro-preview", {"thinking_config": types.ThinkingConfig(thinking_budget=0)},
-         "The model does not support setting thinking_budget to 0."),
-        ("gemma-3-27b-it", {"response_mime_type": "application/json"},
-         "Json mode is not enabled for models/gemma-3-27b-it"),
+        (
+            "gemini-3.1-pro-preview",
+            {"thinking_config": types.ThinkingConfig(thinking_level="MINIMAL")},
+            "Thinking level MINIMAL is not supported for this model.",
+        ),
+        (
+            "gemini-3-pro-preview",
+            {"thinking_config": types.ThinkingConfig(thinking_level="MEDIUM")},
+            "Thinking level MEDIUM is not supported for this model.",
+        ),
+        (
+            "gemini-3.8-flash",
+            {"thinking_config": types.ThinkingConfig(thinking_level="MINIMAL")},
+            "Thinking level MINIMAL is not supported for this model.",
+        ),
+        (
+            "gemini-2.5-pro",
+            {"thinking_config": types.ThinkingConfig(thinking_budget=0)},
+            "The model does not support setting thinking_budget to 0.",
+        ),
+        (
+            "gemini-3.1-pro-preview",
+            {"thinking_config": types.ThinkingConfig(thinking_budget=0)},
+            "The model does not support setting thinking_budget to 0.",
+        ),
+        (
+            "gemma-3-27b-it",
+            {"response_mime_type": "application/json"},
+            "Json mode is not enabled for models/gemma-3-27b-it",
+        ),
     ],
 )
 def test_parameters_a_model_refuses_answer_400(emu, model, config, message):
@@ -71,8 +92,13 @@ def test_thinking_that_eats_the_output_budget_leaves_no_text(emu):
 
 
 def test_text_that_does_not_fit_is_cut(emu):
-    reply = ask(emu, "gemini-3-flash-preview", "uma história", max_output_tokens=80,
-                thinking_config=types.ThinkingConfig(thinking_level="MINIMAL"))
+    reply = ask(
+        emu,
+        "gemini-3-flash-preview",
+        "uma história",
+        max_output_tokens=80,
+        thinking_config=types.ThinkingConfig(thinking_level="MINIMAL"),
+    )
     assert reply.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
     assert reply.text == ("Era uma vez " * 100)[: (80 - 16) * 4]
     assert reply.usage_metadata.candidates_token_count + reply.usage_metadata.thoughts_token_count == 80

@@ -59,12 +59,21 @@ def test_the_retry_budget(decision, retries_left, action, spends, spent):
     "failure, error_type, says",
     [
         (Failure(FailureKind.INVALID_OUTPUT), InvalidResponseError, "could not be used after 3 attempt(s)"),
-        (Failure(FailureKind.BAD_REQUEST, http_status=400, status="INVALID_ARGUMENT", message="bad mime"),
-         GeminiRequestError, "HTTP 400 INVALID_ARGUMENT): bad mime. Retrying will not help"),
-        (Failure(FailureKind.MODEL_REFUSED, http_status=400, status="INVALID_ARGUMENT"), GeminiRequestError,
-         "Every model this call may use refuses it"),
-        (Failure(FailureKind.LOCATION_UNSUPPORTED, http_status=400, status="FAILED_PRECONDITION"),
-         GeminiRequestError, "supported region"),
+        (
+            Failure(FailureKind.BAD_REQUEST, http_status=400, status="INVALID_ARGUMENT", message="bad mime"),
+            GeminiRequestError,
+            "HTTP 400 INVALID_ARGUMENT): bad mime. Retrying will not help",
+        ),
+        (
+            Failure(FailureKind.MODEL_REFUSED, http_status=400, status="INVALID_ARGUMENT"),
+            GeminiRequestError,
+            "Every model this call may use refuses it",
+        ),
+        (
+            Failure(FailureKind.LOCATION_UNSUPPORTED, http_status=400, status="FAILED_PRECONDITION"),
+            GeminiRequestError,
+            "supported region",
+        ),
         (Failure(FailureKind.KEY_INVALID, http_status=403), GeminiServiceException, "replace them"),
         (Failure(FailureKind.PERMISSION_DENIED, http_status=403), GeminiServiceException, "no access"),
         (Failure(FailureKind.TIER_UNAVAILABLE, http_status=400), GeminiServiceException, "enable billing"),
@@ -98,14 +107,17 @@ def test_a_spent_budget_ends_the_call_over_the_wire(make_gemini_emulator):
             pass
 
     clock = FakeClock()
-    with IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry_sink=Sink(), max_retries=1,
-                     clock=clock) as p:
+    with IaProcessor(
+        google_free_keys=FREE, base_url=emu.base_url, telemetry_sink=Sink(), max_retries=1, clock=clock
+    ) as p:
         with pytest.raises(GeminiServiceException, match="after 2 attempt") as info:
             p.analisar_com_gemini(input_text="x", prompt="y", event_id="ev-503")
     assert emu.total_requests == 2 and info.value.attempts == 2
     assert len(clock.slept) == 1 and clock.slept[0] > 0  # one backoff, between the two attempts
     assert [(a.outcome, a.decision) for a in events[-1].attempt_events] == [
-        (FailureKind.TRANSIENT, Action.RETRY), (FailureKind.TRANSIENT, Action.RAISE)]
+        (FailureKind.TRANSIENT, Action.RETRY),
+        (FailureKind.TRANSIENT, Action.RAISE),
+    ]
     assert events[-1].outcome == "error" and events[-1].error_type == "GeminiServiceException"
 
 

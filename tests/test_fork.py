@@ -19,12 +19,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_telemetry_support import wait_until
 
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.settings import resolve_clickhouse_settings
 
 from clickhouse_http_server import ServerProcess, free_port
-from test_telemetry_support import wait_until
 
 HERE = Path(__file__).parent
 SCENARIOS = HERE / "fork_scenarios.py"
@@ -39,8 +39,11 @@ def echo(make_gemini_emulator):
 def store(request, tmp_path):
     """Environment for a scenario process, and a function counting its events afterwards."""
     data = tmp_path / "data"
-    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(data),
-               PYTHONPATH=os.pathsep.join([str(HERE)] + [p for p in sys.path if p]))
+    env = dict(
+        os.environ,
+        CSCTRACKER_AI_DATA_DIR=str(data),
+        PYTHONPATH=os.pathsep.join([str(HERE)] + [p for p in sys.path if p]),
+    )
     server = None
     if request.param == "server":
         server = ServerProcess(tmp_path / "server-chdb").start()
@@ -63,8 +66,13 @@ def store(request, tmp_path):
 
 
 def run_scenario(env: dict, scenario: str, timeout_s: float = 300, **args) -> dict:
-    proc = subprocess.run([sys.executable, str(SCENARIOS), scenario, json.dumps(args)], env=env,
-                          capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, str(SCENARIOS), scenario, json.dumps(args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -92,8 +100,7 @@ def test_os_fork_children_calls_land_once_while_they_live(store, echo):
 def test_os_fork_children_ending_with_os_exit_lose_nothing(store, echo):
     """Children that end with os._exit (no exit hooks at all): their events still land once."""
     kind, env, count, data = store
-    report = run_scenario(env, "os_fork", emulator=echo.base_url, children=2, calls=5, exit="os._exit",
-                          count=False)
+    report = run_scenario(env, "os_fork", emulator=echo.base_url, children=2, calls=5, exit="os._exit", count=False)
     assert report["wrong_replies"] == 0 and report["hangs"] == 0, report
     # Whatever the children had not delivered stays in their spool segments, which the
     # kernel unlocked at their death: the parent claims them before it exits, or the
@@ -113,10 +120,15 @@ def test_os_fork_with_the_pool_on_redis(echo, redis_url, tmp_path):
     """Pool state on Redis: the children's Redis connections are their own (redis-py's
     pool checks the PID; our locks are fork-safe), so every call is served and answered
     to its caller, and every child exits."""
-    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(tmp_path / "data"), CSCTRACKER_AI_TELEMETRY="off",
-               PYTHONPATH=os.pathsep.join([str(HERE)] + [p for p in sys.path if p]))
-    report = run_scenario(env, "os_fork", emulator=echo.base_url, redis_url=redis_url, children=3, calls=6,
-                          parent_calls=3, count=False)
+    env = dict(
+        os.environ,
+        CSCTRACKER_AI_DATA_DIR=str(tmp_path / "data"),
+        CSCTRACKER_AI_TELEMETRY="off",
+        PYTHONPATH=os.pathsep.join([str(HERE)] + [p for p in sys.path if p]),
+    )
+    report = run_scenario(
+        env, "os_fork", emulator=echo.base_url, redis_url=redis_url, children=3, calls=6, parent_calls=3, count=False
+    )
     assert report["wrong_replies"] == 0 and report["hangs"] == 0, report
 
 
@@ -149,8 +161,7 @@ def test_script_ending_without_close_delivers_every_event(store, echo, late_fina
     """No close(): the exit hook delivers everything, whatever exit hooks other libraries
     registered after ours (here: weakref.finalize's, which closed chDB's handle first)."""
     kind, env, count, data = store
-    report = run_scenario(env, "exit_without_close", emulator=echo.base_url, calls=300,
-                          late_finalizer=late_finalizer)
+    report = run_scenario(env, "exit_without_close", emulator=echo.base_url, calls=300, late_finalizer=late_finalizer)
     assert report["wrong_replies"] == 0
     assert count("startsWith(payload, '\"exit-')") == (300, 300)
     assert spooled_lines(data) == 0
@@ -199,18 +210,34 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     kind, env, count, data = store
     (tmp_path / "fork_wsgi_app.py").write_text(WSGI_APP)
     port = free_port()
-    env = dict(env, FORK_TEST_EMULATOR=echo.base_url,
-               PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]))
-    proc = subprocess.Popen([str(gunicorn), "--preload", "-w", "3", "-b", f"127.0.0.1:{port}", "--graceful-timeout",
-                             "120", "fork_wsgi_app:app"], env=env, cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(env, FORK_TEST_EMULATOR=echo.base_url, PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]))
+    proc = subprocess.Popen(
+        [
+            str(gunicorn),
+            "--preload",
+            "-w",
+            "3",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--graceful-timeout",
+            "120",
+            "fork_wsgi_app:app",
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+
         def up() -> bool:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/?m=probe", timeout=5).read()
                 return True
             except OSError:
                 return proc.poll() is not None  # stop waiting if gunicorn died
+
         assert wait_until(up, 120, 0.2) and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
         pids, wrong = set(), 0
         for i in range(60):

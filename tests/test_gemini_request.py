@@ -98,11 +98,17 @@ def test_configs_are_built_once():
         ("gemini-3.1-pro-preview", opts(), opts(thinking_level="floor")),
         ("gemini-2.5-pro", opts(thinking_level="high"), opts(thinking_level="floor")),
         # Output capped by the caller: lift the cap to the model's limit as well.
-        ("gemini-3-flash-preview", opts(thinking_level="high", max_output_tokens=100),
-         opts(thinking_level="floor", max_output_tokens=65536)),
+        (
+            "gemini-3-flash-preview",
+            opts(thinking_level="high", max_output_tokens=100),
+            opts(thinking_level="floor", max_output_tokens=65536),
+        ),
         # Already at the floor: only the cap can move.
-        ("gemini-3-flash-preview", opts(thinking_level="minimal", max_output_tokens=100),
-         opts(thinking_level="minimal", max_output_tokens=65536)),
+        (
+            "gemini-3-flash-preview",
+            opts(thinking_level="minimal", max_output_tokens=100),
+            opts(thinking_level="minimal", max_output_tokens=65536),
+        ),
         ("gemini-2.5-flash", opts(thinking_level="minimal"), None),
         ("gemini-3.8-flash", opts(thinking_level="low"), None),
         ("gemma-3-27b-it", opts(), None),
@@ -151,8 +157,9 @@ def test_invalid_json_or_two_blocks_is_a_retryable_problem(text):
 def _reply(finish="STOP", text="ok", block=None, thought=False):
     parts = ([types.Part(text="hmm", thought=True)] if thought else []) + ([types.Part(text=text)] if text else [])
     return types.GenerateContentResponse(
-        candidates=[] if block else [types.Candidate(
-            content=types.Content(role="model", parts=parts or None), finish_reason=finish)],
+        candidates=[]
+        if block
+        else [types.Candidate(content=types.Content(role="model", parts=parts or None), finish_reason=finish)],
         prompt_feedback=types.GenerateContentResponsePromptFeedback(block_reason=block) if block else None,
     )
 
@@ -199,8 +206,11 @@ def test_thought_only_reply_is_empty_and_retryable():
 
 def test_token_usage_from_metadata_counts_thinking_as_output():
     usage = types.GenerateContentResponseUsageMetadata(
-        prompt_token_count=300, candidates_token_count=3, thoughts_token_count=57,
-        total_token_count=360, cached_content_token_count=10,
+        prompt_token_count=300,
+        candidates_token_count=3,
+        thoughts_token_count=57,
+        total_token_count=360,
+        cached_content_token_count=10,
         prompt_tokens_details=[
             types.ModalityTokenCount(modality="TEXT", token_count=42),
             types.ModalityTokenCount(modality="IMAGE", token_count=258),
@@ -216,7 +226,13 @@ def test_token_usage_from_metadata_counts_thinking_as_output():
 
 def test_token_usage_of_missing_metadata_is_zero():
     assert TokenUsage.from_usage_metadata(None) == TokenUsage()
-    partial = SimpleNamespace(prompt_token_count=5, candidates_token_count=None, thoughts_token_count=None,
-                              total_token_count=None, cached_content_token_count=None,
-                              prompt_tokens_details=None, tool_use_prompt_token_count=None)
+    partial = SimpleNamespace(
+        prompt_token_count=5,
+        candidates_token_count=None,
+        thoughts_token_count=None,
+        total_token_count=None,
+        cached_content_token_count=None,
+        prompt_tokens_details=None,
+        tool_use_prompt_token_count=None,
+    )
     assert TokenUsage.from_usage_metadata(partial) == TokenUsage(input=5, total=5)

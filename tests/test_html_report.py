@@ -31,9 +31,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--hide-scrollbars",
 ]
 
 
@@ -42,7 +49,9 @@ def chromium(page: Path, *extra: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="csc-ai-chromium-") as profile:
         return subprocess.run(
             [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
 
 
@@ -61,8 +70,12 @@ def body_attrs(dom: str) -> dict[str, str]:
 def _events():
     out = []
     tasks = ["notas_fiscais", "resumo", "classificacao"]
-    models = [("gemini-2.5-flash", "free"), ("gemini-2.5-pro", "paid"), ("gemini-3-flash-preview", "free"),
-              ("gemini-2.5-flash-lite", "paid")]
+    models = [
+        ("gemini-2.5-flash", "free"),
+        ("gemini-2.5-pro", "paid"),
+        ("gemini-3-flash-preview", "free"),
+        ("gemini-2.5-flash-lite", "paid"),
+    ]
     for day in range(10):
         for i in range(3 + day % 4):
             when = NOW - timedelta(days=day, hours=i * 2 + 1)
@@ -70,12 +83,33 @@ def _events():
             key = "k-free00001" if tier == "free" else "k-paid00001"
             attempts = [attempt(when, 1, key, tier, model)]
             if i == 1:
-                attempts.insert(0, attempt(when, 1, "k-free00002", "free", model, status=429,
-                                           quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier"))
+                attempts.insert(
+                    0,
+                    attempt(
+                        when,
+                        1,
+                        "k-free00002",
+                        "free",
+                        model,
+                        status=429,
+                        quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                    ),
+                )
                 attempts[1] = attempt(when, 2, key, tier, model)
-            out.append(call_event(when, tasks[(day + i) % 3], model, tier, 1000 * (i + 1) * (day + 1),
-                                  400 * (i + 1), key=key, event_id=f"h{day}-{i}", attempts=attempts,
-                                  total_duration_ms=800.0 + 100 * i))
+            out.append(
+                call_event(
+                    when,
+                    tasks[(day + i) % 3],
+                    model,
+                    tier,
+                    1000 * (i + 1) * (day + 1),
+                    400 * (i + 1),
+                    key=key,
+                    event_id=f"h{day}-{i}",
+                    attempts=attempts,
+                    total_duration_ms=800.0 + 100 * i,
+                )
+            )
     return out
 
 
@@ -131,13 +165,14 @@ def test_empty_period_renders_without_errors(telemetry, tmp_path):
 def test_hostile_task_names_stay_text(telemetry, tmp_path):
     client, tel = telemetry
     evil = "</script><script>document.body.setAttribute('data-pwned','1')</script><img src=x onerror=alert(1)>"
-    insert_events(client, [call_event(NOW - timedelta(hours=1), evil, "gemini-2.5-flash", "paid", 100, 100,
-                                      event_id="evil")])
+    insert_events(
+        client, [call_event(NOW - timedelta(hours=1), evil, "gemini-2.5-flash", "paid", 100, 100, event_id="evil")]
+    )
     page = write_html_report(tel, tmp_path / "evil.html", "24h")
     dom = dump_dom(page)
     attrs = body_attrs(dom)
     assert attrs.get("data-render") == "ok" and "data-pwned" not in attrs
-    assert "<img src=\"x\"" not in dom  # shown as text, never parsed as markup
+    assert '<img src="x"' not in dom  # shown as text, never parsed as markup
 
 
 def test_script_errors_are_reported_by_the_page(tmp_path):

@@ -72,8 +72,9 @@ def test_a_price_change_inside_the_period_splits_its_cost(make_gemini_emulator, 
     emu = make_gemini_emulator(replies=(ReplyRule(contains="", json=REPLY, thoughts=THINK),), models=(MODEL,))
     emu.add_keys(PAID, tier="paid")
     clock = FakeClock(datetime(2026, 12, 31, 23, 0, tzinfo=UTC).timestamp())
-    processor = IaProcessor(google_paid_keys=PAID, google_models_limits=f"{MODEL}=10", base_url=emu.base_url,
-                            clock=clock)
+    processor = IaProcessor(
+        google_paid_keys=PAID, google_models_limits=f"{MODEL}=10", base_url=emu.base_url, clock=clock
+    )
     try:
         processor.analisar_com_gemini(input_text="antes", prompt="JSON", task="virada")
         clock.set(datetime(2027, 1, 1, 1, 0, tzinfo=UTC).timestamp())

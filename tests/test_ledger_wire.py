@@ -13,8 +13,8 @@ bills those tokens).
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from decimal import Decimal
 
 import pytest
@@ -61,14 +61,20 @@ def emu(make_gemini_emulator):
 
 
 def run(emu, *, max_retries=3, **call):
-    processor = IaProcessor(google_paid_keys=PAID, google_models_limits=f"{MODEL}=100", base_url=emu.base_url,
-                            max_retries=max_retries)
+    processor = IaProcessor(
+        google_paid_keys=PAID, google_models_limits=f"{MODEL}=100", base_url=emu.base_url, max_retries=max_retries
+    )
     error = None
     try:
         try:
             _, _, event_id = processor.analisar_com_gemini(
-                input_text=call.pop("input_text", "Quanto custa?"), prompt="Responda em JSON.", task="ledger",
-                model_variant=MODEL, exact_match=True, **call)
+                input_text=call.pop("input_text", "Quanto custa?"),
+                prompt="Responda em JSON.",
+                task="ledger",
+                model_variant=MODEL,
+                exact_match=True,
+                **call,
+            )
         except InvalidResponseError as exc:
             error, event_id = exc, exc.event_id
     finally:
@@ -81,11 +87,15 @@ def rows(event_id):
     with chdb_client(embedded_clickhouse_path(os.environ)) as client:
         ev = client.query(
             "SELECT tokens_input, tokens_output, tokens_cached, cost_usd, list_cost_usd, cost_wasted_usd, outcome, "
-            "served_tier FROM ai_events FINAL WHERE event_id = {e:String}", parameters={"e": event_id}).result_rows
+            "served_tier FROM ai_events FINAL WHERE event_id = {e:String}",
+            parameters={"e": event_id},
+        ).result_rows
         at = client.query(
             "SELECT attempt, outcome, usage_known, tokens_input, tokens_output, tokens_cached, cost_usd, "
             "list_cost_usd, served_tier, finish_reason FROM ai_attempts FINAL WHERE event_id = {e:String} "
-            "ORDER BY attempt", parameters={"e": event_id}).result_rows
+            "ORDER BY attempt",
+            parameters={"e": event_id},
+        ).result_rows
     assert len(ev) == 1
     return ev[0], at
 
@@ -113,7 +123,8 @@ def test_invalid_json_then_success(emu):
     total, waste, _ = report_total()
     assert total == first + second
     assert [(w["task"], w["model_name"], w["failure"], w["attempts"], w["custo_usd"]) for w in waste] == [
-        ("ledger", MODEL, "invalid_output", 1, first)]
+        ("ledger", MODEL, "invalid_output", 1, first)
+    ]
 
 
 def test_two_max_tokens_then_a_typed_error(make_gemini_emulator):
@@ -186,8 +197,9 @@ def test_reprice_after_a_price_fix_is_idempotent_and_keeps_the_original(emu):
     ev, at = rows(event_id)
     assert ev[3] == at[0][6] == fixed
     with chdb_client(embedded_clickhouse_path(os.environ)) as client:
-        kept = client.query("SELECT attempt, cost_usd_before, cost_usd_after FROM ai_cost_revisions "
-                            "ORDER BY attempt").result_rows
+        kept = client.query(
+            "SELECT attempt, cost_usd_before, cost_usd_after FROM ai_cost_revisions ORDER BY attempt"
+        ).result_rows
     assert kept == [(0, original, fixed), (1, original, fixed)]
 
 
@@ -211,7 +223,9 @@ def test_cli_and_html_show_waste_and_served_tiers(emu, tmp_path, capsys):
     html = page.read_text(encoding="utf-8")
     data = json.loads(html.split('<script id="report-data" type="application/json">')[1].split("</script>")[0])
     assert [(w["failure"], D(str(w["custo_usd"]))) for w in data["waste"]] == [("invalid_output", wasted)]
-    assert [(t["service_tier"], D(str(t["custo_usd"]))) for t in data["served_tiers"]] == [("standard", wasted + served)]
+    assert [(t["service_tier"], D(str(t["custo_usd"]))) for t in data["served_tiers"]] == [
+        ("standard", wasted + served)
+    ]
     assert "table-waste" in html and "table-tiers" in html
 
 
@@ -234,8 +248,9 @@ def test_a_pricing_failure_never_fails_the_call(emu, monkeypatch):
         raise ArithmeticError("price table on fire")
 
     monkeypatch.setattr(call_module, "price_usage", broken)
-    with IaProcessor(google_paid_keys=PAID, google_models_limits=f"{MODEL}=100", base_url=emu.base_url,
-                     telemetry_sink=Sink()) as processor:
+    with IaProcessor(
+        google_paid_keys=PAID, google_models_limits=f"{MODEL}=100", base_url=emu.base_url, telemetry_sink=Sink()
+    ) as processor:
         result, usage, _ = processor.analisar_com_gemini(input_text="x", prompt="JSON", model_variant=MODEL)
     assert result == REPLY
     (event,) = events

@@ -37,14 +37,21 @@ def provider():
 
 @pytest.fixture
 def emu(make_gemini_emulator):
-    return make_gemini_emulator(keys=[KeySpec(FREE, "p-free"), KeySpec(PAID, "p-paid", tier="paid")],
-                                quotas={"free": {FLASH: {"rpm": 1}}})
+    return make_gemini_emulator(
+        keys=[KeySpec(FREE, "p-free"), KeySpec(PAID, "p-paid", tier="paid")], quotas={"free": {FLASH: {"rpm": 1}}}
+    )
 
 
 def _processor(emu, *observers, **kw):
-    return IaProcessor(google_free_keys=[f"p-free:{FREE}"], google_paid_keys=[f"p-paid:{PAID}"],
-                       google_models_limits=f"{FLASH}=1", base_url=emu.base_url, telemetry="off",
-                       observers=list(observers), **kw)
+    return IaProcessor(
+        google_free_keys=[f"p-free:{FREE}"],
+        google_paid_keys=[f"p-paid:{PAID}"],
+        google_models_limits=f"{FLASH}=1",
+        base_url=emu.base_url,
+        telemetry="off",
+        observers=list(observers),
+        **kw,
+    )
 
 
 def _by_parent(spans):
@@ -54,8 +61,10 @@ def _by_parent(spans):
 
 
 def test_success_is_one_call_span_with_one_attempt_child(emu, provider):
-    with _processor(emu, GenAITracer(provider)) as p, \
-            provider.get_tracer("app").start_as_current_span("http request") as outer:
+    with (
+        _processor(emu, GenAITracer(provider)) as p,
+        provider.get_tracer("app").start_as_current_span("http request") as outer,
+    ):
         _, tokens, event_id = p.analisar_com_gemini(input_text="oi", prompt="responda", task="obs")
     spans = [s for s in provider.exporter.get_finished_spans() if s.name != "http request"]
     root, (child,) = _by_parent(spans)
@@ -64,7 +73,10 @@ def test_success_is_one_call_span_with_one_attempt_child(emu, provider):
     assert child.kind == trace.SpanKind.CLIENT and child.parent.span_id == root.context.span_id
     a = root.attributes
     assert (a["gen_ai.operation.name"], a["gen_ai.provider.name"], a["gen_ai.request.model"]) == (
-        "generate_content", "gcp.gemini", FLASH)
+        "generate_content",
+        "gcp.gemini",
+        FLASH,
+    )
     assert a["gen_ai.usage.input_tokens"] == tokens.input and a["gen_ai.usage.output_tokens"] == tokens.output
     assert a["gen_ai.response.finish_reasons"] == ("stop",)
     assert a["gen_ai.response.id"] and a["gen_ai.response.model"]
@@ -201,8 +213,20 @@ def test_cli_grafana_dashboard_and_metrics_once(emu, capsys):
     assert main(["grafana-dashboard", "--datasource-uid", "ch1"]) == 0
     model = json.loads(capsys.readouterr().out)
     assert model["panels"] and all(p["datasource"]["uid"] == "ch1" for p in model["panels"])
-    code = main(["metrics", "--once", "--free-keys", FREE, "--paid-keys", PAID, "--model-limits", f"{FLASH}=1",
-                 "--base-url", emu.base_url])
+    code = main(
+        [
+            "metrics",
+            "--once",
+            "--free-keys",
+            FREE,
+            "--paid-keys",
+            PAID,
+            "--model-limits",
+            f"{FLASH}=1",
+            "--base-url",
+            emu.base_url,
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0
     assert f'csctracker_ai_slots{{model="{FLASH}",state="free",tier="free"}} 1.0' in out

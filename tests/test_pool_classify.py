@@ -14,7 +14,12 @@ from csctracker_ai_core.pool.decision import FailureKind
 
 HELP = {
     "@type": "type.googleapis.com/google.rpc.Help",
-    "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}],
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
 }
 
 
@@ -48,9 +53,7 @@ def body_429(details: list, message: str = MESSAGE_429) -> dict:
     return {"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED", "details": details}}
 
 
-PER_DAY_2026 = body_429(
-    [HELP, quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), retry_info("41s")]
-)
+PER_DAY_2026 = body_429([HELP, quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), retry_info("41s")])
 PER_DAY_OLD_ORDER = body_429(
     [quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"), HELP, retry_info("41s")]
 )
@@ -67,11 +70,19 @@ PAID_TOKENS = body_429(
     [quota_failure("GenerateContentPaidTierInputTokensPerModelPerMinute", "1000000"), retry_info("3s")]
 )
 LIMIT_ZERO = body_429(
-    [HELP, quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "0", "gemini-2.5-pro"), retry_info("37s")],
+    [
+        HELP,
+        quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier", "0", "gemini-2.5-pro"),
+        retry_info("37s"),
+    ],
     message=MESSAGE_429.replace("limit: 20", "limit: 0"),
 )
-BARE_429 = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}}
-BARE_429_LIMIT_ZERO = {"error": {"code": 429, "message": MESSAGE_429.replace("limit: 20", "limit: 0"), "status": "RESOURCE_EXHAUSTED"}}
+BARE_429 = {
+    "error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED"}
+}
+BARE_429_LIMIT_ZERO = {
+    "error": {"code": 429, "message": MESSAGE_429.replace("limit: 20", "limit: 0"), "status": "RESOURCE_EXHAUSTED"}
+}
 BAD_KEY = {
     "error": {
         "code": 400,
@@ -123,7 +134,9 @@ INTERNAL = {
         "status": "INTERNAL",
     }
 }
-OVERLOADED = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}}
+OVERLOADED = {
+    "error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}
+}
 HIGH_DEMAND = {
     "error": {
         "code": 503,
@@ -132,7 +145,13 @@ HIGH_DEMAND = {
         "status": "UNAVAILABLE",
     }
 }
-DEADLINE = {"error": {"code": 504, "message": "Deadline expired before operation could complete.", "status": "DEADLINE_EXCEEDED"}}
+DEADLINE = {
+    "error": {
+        "code": 504,
+        "message": "Deadline expired before operation could complete.",
+        "status": "DEADLINE_EXCEEDED",
+    }
+}
 BAD_SCHEMA = {
     "error": {
         "code": 400,
@@ -156,20 +175,93 @@ K = FailureKind
 
 CASES = [
     # id, exception, kind, quota_id, quota_value, retry_delay_s, reason
-    ("per-day 2026 order", client(429, PER_DAY_2026), K.QUOTA_PER_DAY, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", 20, 41.0, ""),
-    ("per-day old order", client(429, PER_DAY_OLD_ORDER), K.QUOTA_PER_DAY, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", 20, 41.0, ""),
-    ("per-minute", client(429, PER_MINUTE), K.QUOTA_PER_MINUTE, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", 10, 41.0, ""),
-    ("per-minute old order, 0.5s", client(429, PER_MINUTE_OLD_ORDER), K.QUOTA_PER_MINUTE, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", 10, 0.5, ""),
-    ("input tokens per minute", client(429, TOKENS_PER_MINUTE), K.QUOTA_PER_MINUTE, "GenerateContentInputTokensPerModelPerMinute-FreeTier", 250000, 12.0, ""),
-    ("paid tokens per minute", client(429, PAID_TOKENS), K.QUOTA_PER_MINUTE, "GenerateContentPaidTierInputTokensPerModelPerMinute", 1000000, 3.0, ""),
-    ("limit 0", client(429, LIMIT_ZERO), K.QUOTA_NO_ACCESS, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", 0, 37.0, ""),
+    (
+        "per-day 2026 order",
+        client(429, PER_DAY_2026),
+        K.QUOTA_PER_DAY,
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        20,
+        41.0,
+        "",
+    ),
+    (
+        "per-day old order",
+        client(429, PER_DAY_OLD_ORDER),
+        K.QUOTA_PER_DAY,
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        20,
+        41.0,
+        "",
+    ),
+    (
+        "per-minute",
+        client(429, PER_MINUTE),
+        K.QUOTA_PER_MINUTE,
+        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        10,
+        41.0,
+        "",
+    ),
+    (
+        "per-minute old order, 0.5s",
+        client(429, PER_MINUTE_OLD_ORDER),
+        K.QUOTA_PER_MINUTE,
+        "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+        10,
+        0.5,
+        "",
+    ),
+    (
+        "input tokens per minute",
+        client(429, TOKENS_PER_MINUTE),
+        K.QUOTA_PER_MINUTE,
+        "GenerateContentInputTokensPerModelPerMinute-FreeTier",
+        250000,
+        12.0,
+        "",
+    ),
+    (
+        "paid tokens per minute",
+        client(429, PAID_TOKENS),
+        K.QUOTA_PER_MINUTE,
+        "GenerateContentPaidTierInputTokensPerModelPerMinute",
+        1000000,
+        3.0,
+        "",
+    ),
+    (
+        "limit 0",
+        client(429, LIMIT_ZERO),
+        K.QUOTA_NO_ACCESS,
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+        0,
+        37.0,
+        "",
+    ),
     ("bare 429", client(429, BARE_429), K.QUOTA_UNKNOWN, "", None, None, ""),
     ("bare 429 with limit: 0 text", client(429, BARE_429_LIMIT_ZERO), K.QUOTA_NO_ACCESS, "", None, None, ""),
     ("non-JSON 429", client(429, NON_JSON_429), K.QUOTA_UNKNOWN, "", None, None, ""),
     ("bad key", client(400, BAD_KEY), K.KEY_INVALID, "", None, None, "API_KEY_INVALID"),
     ("leaked key", client(403, LEAKED), K.KEY_INVALID, "", None, None, ""),
     ("blocked key", client(403, BLOCKED), K.KEY_INVALID, "", None, None, "API_KEY_SERVICE_BLOCKED"),
-    ("401", client(401, {"error": {"code": 401, "message": "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED"}}), K.KEY_INVALID, "", None, None, ""),
+    (
+        "401",
+        client(
+            401,
+            {
+                "error": {
+                    "code": 401,
+                    "message": "Request had invalid authentication credentials.",
+                    "status": "UNAUTHENTICATED",
+                }
+            },
+        ),
+        K.KEY_INVALID,
+        "",
+        None,
+        None,
+        "",
+    ),
     ("404", client(404, NOT_FOUND), K.MODEL_NOT_FOUND, "", None, None, ""),
     ("500", server(500, INTERNAL), K.TRANSIENT, "", None, None, ""),
     ("503 overloaded", server(503, OVERLOADED), K.TRANSIENT, "", None, None, ""),
@@ -177,7 +269,15 @@ CASES = [
     ("504", server(504, DEADLINE), K.TRANSIENT, "", None, None, ""),
     ("non-JSON 502", server(502, NON_JSON_502), K.TRANSIENT, "", None, None, ""),
     ("other 400", client(400, BAD_SCHEMA), K.BAD_REQUEST, "", None, None, ""),
-    ("413", client(413, {"message": "Request Entity Too Large", "status": "Request Entity Too Large"}), K.BAD_REQUEST, "", None, None, ""),
+    (
+        "413",
+        client(413, {"message": "Request Entity Too Large", "status": "Request Entity Too Large"}),
+        K.BAD_REQUEST,
+        "",
+        None,
+        None,
+        "",
+    ),
 ]
 
 
@@ -230,7 +330,10 @@ TRANSPORT = [
     ("httpx2 read timeout", httpx2.ReadTimeout("timed out")),
     ("httpx2 connect timeout", httpx2.ConnectTimeout("timed out")),
     ("httpx2 connect error", httpx2.ConnectError("connection refused")),
-    ("httpx2 remote protocol", httpx2.RemoteProtocolError("peer closed connection without sending complete message body")),
+    (
+        "httpx2 remote protocol",
+        httpx2.RemoteProtocolError("peer closed connection without sending complete message body"),
+    ),
     ("builtin TimeoutError", TimeoutError("timed out")),
     ("ConnectionResetError", ConnectionResetError(104, "Connection reset by peer")),
     ("OSError", OSError(101, "Network is unreachable")),

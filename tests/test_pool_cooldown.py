@@ -53,8 +53,17 @@ def max_jitter(low, high):
         # Sunday 2026-11-01 noon (now PST): next midnight is 08:00 UTC, 25 h after the last.
         (utc(2026, 11, 1, 20, 0), utc(2026, 11, 2, 8, 0)),
     ],
-    ids=["winter", "summer", "before spring-forward", "spring-forward day", "at midnight", "fall-back first 01:30",
-         "fall-back second 01:30", "before fall-back", "fall-back day"],
+    ids=[
+        "winter",
+        "summer",
+        "before spring-forward",
+        "spring-forward day",
+        "at midnight",
+        "fall-back first 01:30",
+        "fall-back second 01:30",
+        "before fall-back",
+        "fall-back day",
+    ],
 )
 def test_next_pacific_midnight(now, expected):
     """Daily quotas reset at midnight America/Los_Angeles, daylight saving included."""

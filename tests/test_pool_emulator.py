@@ -93,7 +93,12 @@ def test_known_limits_mean_zero_429s(make_gemini_emulator):
     """With the free limits configured, a workload beyond the free quota meets no 429 at all."""
     clock = FakeClock(T0)
     emu = make_gemini_emulator(
-        keys=[KeySpec("AIzaF1", "p1"), KeySpec("AIzaF2", "p1"), KeySpec("AIzaF3", "p2"), KeySpec("AIzaP", "pp", tier="paid")],
+        keys=[
+            KeySpec("AIzaF1", "p1"),
+            KeySpec("AIzaF2", "p1"),
+            KeySpec("AIzaF3", "p2"),
+            KeySpec("AIzaP", "pp", tier="paid"),
+        ],
         quotas={"free": {FLASH: {"rpm": 2, "rpd": 5}}},
         clock=clock,
     )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from csctracker_ai_core.catalog import default_model_limits
 from csctracker_ai_core.exceptions import ConfigurationError
 from csctracker_ai_core.fingerprint import key_fingerprint
-from csctracker_ai_core.catalog import default_model_limits
 from csctracker_ai_core.pool.keys import (
     KnownLimits,
     build_key_specs,

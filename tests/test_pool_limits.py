@@ -57,7 +57,11 @@ def test_forced_free_waits_for_the_limit_window():
     """forced_free with the free rpm used up waits until the window has room, computed, not polled."""
     clock = FakeClock(T0)
     rot = ApiKeyRotator(
-        ["AIzaA"], ["AIzaPAID"], "gemini-2.5-flash=5", known_limits={"gemini-2.5-flash": {"free": {"rpm": 1}}}, clock=clock
+        ["AIzaA"],
+        ["AIzaPAID"],
+        "gemini-2.5-flash=5",
+        known_limits={"gemini-2.5-flash": {"free": {"rpm": 1}}},
+        clock=clock,
     )
     rot.release(rot.acquire(forced_free=True))
     lease = rot.acquire(forced_free=True, max_wait_s=120)

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import pytest
 from google.genai.errors import ClientError, ServerError
+from test_pool_classify import BAD_KEY, BAD_SCHEMA, BARE_429, LEAKED, LIMIT_ZERO, OVERLOADED, PER_DAY_2026, PER_MINUTE
 
 from csctracker_ai_core.clock import FakeClock, SystemClock
 from csctracker_ai_core.exceptions import QuotaExhaustedError
@@ -20,8 +21,6 @@ from csctracker_ai_core.pool.cooldown import next_pacific_midnight
 from csctracker_ai_core.pool.decision import Action, FailureKind
 from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.state import InMemoryPoolState, Scope
-
-from test_pool_classify import BAD_KEY, BAD_SCHEMA, BARE_429, LEAKED, LIMIT_ZERO, OVERLOADED, PER_DAY_2026, PER_MINUTE
 
 FLASH = "gemini-2.5-flash"
 PRO = "gemini-2.5-pro"

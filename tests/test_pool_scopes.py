@@ -31,10 +31,19 @@ from redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
 
 K, S = FailureKind, FailureScope
 
-HELP = {"@type": "type.googleapis.com/google.rpc.Help",
-        "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]}
-HEAD_429 = ("You exceeded your current quota, please check your plan and billing details. For more information on this "
-            "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.")
+HELP = {
+    "@type": "type.googleapis.com/google.rpc.Help",
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
+}
+HEAD_429 = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+)
 
 
 def e(code: int, status: str, message: str, details=None) -> dict:
@@ -60,8 +69,12 @@ def retry(delay: str) -> dict:
 
 
 def error_info(reason: str, **metadata) -> dict:
-    return {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com", **metadata}}
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com", **metadata},
+    }
 
 
 FREE_REQ = "generativelanguage.googleapis.com/generate_content_free_tier_requests"
@@ -70,78 +83,267 @@ FREE_TOK = "generativelanguage.googleapis.com/generate_content_free_tier_input_t
 # Verbatim bodies (reconstructed parts say so), by source.
 BODIES = {
     # continuedev/continue#11439 (quotaValue reconstructed from "limit: 5")
-    "429 per minute, free": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429 + "\n* Quota exceeded for metric: " + FREE_REQ
-                                    + ", limit: 5, model: gemini-3-flash\nPlease retry in 10.158753737s.",
-                                    [HELP, quota_failure(violation(FREE_REQ, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "gemini-3-flash", "5")), retry("10s")])),
+    "429 per minute, free": (
+        429,
+        e(
+            429,
+            "RESOURCE_EXHAUSTED",
+            HEAD_429
+            + "\n* Quota exceeded for metric: "
+            + FREE_REQ
+            + ", limit: 5, model: gemini-3-flash\nPlease retry in 10.158753737s.",
+            [
+                HELP,
+                quota_failure(
+                    violation(FREE_REQ, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "gemini-3-flash", "5")
+                ),
+                retry("10s"),
+            ],
+        ),
+    ),
     # a public dump of gemini-2.5-flash replies (shared/notes/gemini-wire.md)
-    "429 per day, free": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429, [HELP, quota_failure(violation(FREE_REQ, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "gemini-2.5-flash", "250")), retry("22s")])),
+    "429 per day, free": (
+        429,
+        e(
+            429,
+            "RESOURCE_EXHAUSTED",
+            HEAD_429,
+            [
+                HELP,
+                quota_failure(
+                    violation(FREE_REQ, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "gemini-2.5-flash", "250")
+                ),
+                retry("22s"),
+            ],
+        ),
+    ),
     # glidea/one-balance#22
-    "429 input tokens per minute": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429, [HELP, quota_failure(violation(FREE_TOK, "GenerateContentInputTokensPerModelPerMinute-FreeTier", "gemini-2.5-flash", "250000")), retry("21s")])),
+    "429 input tokens per minute": (
+        429,
+        e(
+            429,
+            "RESOURCE_EXHAUSTED",
+            HEAD_429,
+            [
+                HELP,
+                quota_failure(
+                    violation(
+                        FREE_TOK, "GenerateContentInputTokensPerModelPerMinute-FreeTier", "gemini-2.5-flash", "250000"
+                    )
+                ),
+                retry("21s"),
+            ],
+        ),
+    ),
     # continuedev/continue#11558 (message only: limit 0 on every quota)
-    "429 limit 0": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429 + "\n* Quota exceeded for metric: " + FREE_TOK
-                           + ", limit: 0, model: gemini-2.0-flash\n* Quota exceeded for metric: " + FREE_REQ
-                           + ", limit: 0, model: gemini-2.0-flash")),
+    "429 limit 0": (
+        429,
+        e(
+            429,
+            "RESOURCE_EXHAUSTED",
+            HEAD_429
+            + "\n* Quota exceeded for metric: "
+            + FREE_TOK
+            + ", limit: 0, model: gemini-2.0-flash\n* Quota exceeded for metric: "
+            + FREE_REQ
+            + ", limit: 0, model: gemini-2.0-flash",
+        ),
+    ),
     # google-gemini/gemini-cli#8437: three violations, no quotaValue, only Help besides
-    "429 several violations": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429, [quota_failure(
-        violation(FREE_TOK, "GenerateContentInputTokensPerModelPerMinute-FreeTier", "gemini-2.5-pro"),
-        violation(FREE_REQ, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "gemini-2.5-pro"),
-        violation(FREE_REQ, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "gemini-2.5-pro")), HELP])),
+    "429 several violations": (
+        429,
+        e(
+            429,
+            "RESOURCE_EXHAUSTED",
+            HEAD_429,
+            [
+                quota_failure(
+                    violation(FREE_TOK, "GenerateContentInputTokensPerModelPerMinute-FreeTier", "gemini-2.5-pro"),
+                    violation(FREE_REQ, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "gemini-2.5-pro"),
+                    violation(FREE_REQ, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "gemini-2.5-pro"),
+                ),
+                HELP,
+            ],
+        ),
+    ),
     # googleapis/python-genai#2065 (paid Tier 1)
     "429 no details": (429, e(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")),
     # googleapis/python-genai#1427
     "429 only Help": (429, e(429, "RESOURCE_EXHAUSTED", HEAD_429, [HELP])),
     # shared/notes/gemini-wire.md (verbatim)
-    "400 API_KEY_INVALID": (400, e(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", [
-        error_info("API_KEY_INVALID"),
-        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": "API key not valid. Please pass a valid API key."}])),
+    "400 API_KEY_INVALID": (
+        400,
+        e(
+            400,
+            "INVALID_ARGUMENT",
+            "API key not valid. Please pass a valid API key.",
+            [
+                error_info("API_KEY_INVALID"),
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": "API key not valid. Please pass a valid API key.",
+                },
+            ],
+        ),
+    ),
     # continuedev/continue#11336
-    "400 key expired": (400, e(400, "INVALID_ARGUMENT", "API key expired. Please renew the API key.", [
-        error_info("API_KEY_INVALID"),
-        {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": "API key expired. Please renew the API key."}])),
+    "400 key expired": (
+        400,
+        e(
+            400,
+            "INVALID_ARGUMENT",
+            "API key expired. Please renew the API key.",
+            [
+                error_info("API_KEY_INVALID"),
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": "API key expired. Please renew the API key.",
+                },
+            ],
+        ),
+    ),
     # ai.google.dev troubleshooting page
-    "400 free tier not in country": (400, e(400, "FAILED_PRECONDITION", "Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.")),
+    "400 free tier not in country": (
+        400,
+        e(
+            400,
+            "FAILED_PRECONDITION",
+            "Gemini API free tier is not available in your country. Please enable billing on your project in Google AI Studio.",
+        ),
+    ),
     # poenl/gemini-api#4
-    "400 location not supported": (400, e(400, "FAILED_PRECONDITION", "User location is not supported for the API use.")),
+    "400 location not supported": (
+        400,
+        e(400, "FAILED_PRECONDITION", "User location is not supported for the API use."),
+    ),
     # vellum-ai/vellum-assistant PR 32687 (gemini-3.1-pro-preview)
-    "400 thinking level MINIMAL": (400, e(400, "INVALID_ARGUMENT", "Thinking level MINIMAL is not supported for this model.")),
+    "400 thinking level MINIMAL": (
+        400,
+        e(400, "INVALID_ARGUMENT", "Thinking level MINIMAL is not supported for this model."),
+    ),
     # heyhuynhgiabuu/proxypal#170
-    "400 thinking level MEDIUM": (400, e(400, "INVALID_ARGUMENT", "Thinking level MEDIUM is not supported for this model.")),
+    "400 thinking level MEDIUM": (
+        400,
+        e(400, "INVALID_ARGUMENT", "Thinking level MEDIUM is not supported for this model."),
+    ),
     # google-gemini/gemini-cli#27197
-    "400 input over the model's limit": (400, e(400, "INVALID_ARGUMENT", "The input token count (81881) exceeds the maximum number of tokens allowed (65536).")),
+    "400 input over the model's limit": (
+        400,
+        e(
+            400,
+            "INVALID_ARGUMENT",
+            "The input token count (81881) exceeds the maximum number of tokens allowed (65536).",
+        ),
+    ),
     # GewoonJaap/gemini-cli-openai#23 (gemini-2.5-pro)
-    "400 thinking budget 0": (400, e(400, "INVALID_ARGUMENT", "The model does not support setting thinking_budget to 0.")),
+    "400 thinking budget 0": (
+        400,
+        e(400, "INVALID_ARGUMENT", "The model does not support setting thinking_budget to 0."),
+    ),
     # RooCodeInc/Roo-Code#4399
     "400 thinking budget out of range": (400, e(400, "INVALID_ARGUMENT", "The thinking budget (52428) is invalid.")),
     # google-gemini/deprecated-generative-ai-python#137 (status reconstructed: gRPC InvalidArgument)
     "400 JSON mode": (400, e(400, "INVALID_ARGUMENT", "Json mode is not enabled for models/gemini-pro")),
     # a request no model takes (shared/notes/gemini-wire.md, emulator's unreadable body)
-    "400 malformed request": (400, e(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unknown name \"foo\" at 'generation_config': Cannot find field.")),
+    "400 malformed request": (
+        400,
+        e(
+            400,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload received. Unknown name \"foo\" at 'generation_config': Cannot find field.",
+        ),
+    ),
     # continuedev/continue#11541
-    "403 leaked": (403, e(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")),
+    "403 leaked": (
+        403,
+        e(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key."),
+    ),
     # shared/notes/gemini-errors.md (message and details as listed there)
-    "403 SERVICE_DISABLED": (403, e(403, "PERMISSION_DENIED", "Generative Language API has not been used in project 123456789012 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=123456789012 then retry.",
-                                    [HELP, error_info("SERVICE_DISABLED", consumer="projects/123456789012")])),
+    "403 SERVICE_DISABLED": (
+        403,
+        e(
+            403,
+            "PERMISSION_DENIED",
+            "Generative Language API has not been used in project 123456789012 before or it is disabled. Enable it by visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project=123456789012 then retry.",
+            [HELP, error_info("SERVICE_DISABLED", consumer="projects/123456789012")],
+        ),
+    ),
     # shared/notes/gemini-errors.md
-    "403 unregistered caller": (403, e(403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.")),
+    "403 unregistered caller": (
+        403,
+        e(
+            403,
+            "PERMISSION_DENIED",
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ),
+    ),
     # shared/notes/gemini-wire.md: ErrorInfo reasons
-    "403 API_KEY_SERVICE_BLOCKED": (403, e(403, "PERMISSION_DENIED", "Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are blocked.", [error_info("API_KEY_SERVICE_BLOCKED")])),
-    "403 CONSUMER_SUSPENDED": (403, e(403, "PERMISSION_DENIED", "Permission denied: Consumer 'api_key:redacted' has been suspended.", [error_info("CONSUMER_SUSPENDED", consumer="projects/redacted")])),
+    "403 API_KEY_SERVICE_BLOCKED": (
+        403,
+        e(
+            403,
+            "PERMISSION_DENIED",
+            "Requests to this API generativelanguage.googleapis.com method google.ai.generativelanguage.v1beta.GenerativeService.GenerateContent are blocked.",
+            [error_info("API_KEY_SERVICE_BLOCKED")],
+        ),
+    ),
+    "403 CONSUMER_SUSPENDED": (
+        403,
+        e(
+            403,
+            "PERMISSION_DENIED",
+            "Permission denied: Consumer 'api_key:redacted' has been suspended.",
+            [error_info("CONSUMER_SUSPENDED", consumer="projects/redacted")],
+        ),
+    ),
     # shared/notes/gemini-errors.md: a 403 for one model, no key-level reason (preview Pro threads)
     "403 one model, no reason": (403, e(403, "PERMISSION_DENIED", "The caller does not have permission")),
     # a front end's HTML 403 (SDK: details = {"message": text, "status": reason})
     "403 HTML": (403, {"message": "<html><body><h1>403 Forbidden</h1></body></html>", "status": "Forbidden"}),
     # shared/notes/gemini-wire.md (verbatim)
-    "404 not found": (404, e(404, "NOT_FOUND", "models/gemini-pro is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.")),
+    "404 not found": (
+        404,
+        e(
+            404,
+            "NOT_FOUND",
+            "models/gemini-pro is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.",
+        ),
+    ),
     # sohzm/cheating-daddy#444 (message); status as the notes give for retired models
-    "404 no longer available": (404, e(404, "NOT_FOUND", "This model models/gemini-2.5-flash is no longer available to new users.")),
+    "404 no longer available": (
+        404,
+        e(404, "NOT_FOUND", "This model models/gemini-2.5-flash is no longer available to new users."),
+    ),
     # Wei-Shaw/sub2api#2900
     "404 entity not found": (404, e(404, "NOT_FOUND", "Requested entity was not found.")),
     "503 overloaded": (503, e(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")),
-    "503 high demand (2026)": (503, e(503, "UNAVAILABLE", "This model is currently experiencing high demand. Spikes in demand are usually temporary. Please try again later.")),
-    "500 internal": (500, e(500, "INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting")),
+    "503 high demand (2026)": (
+        503,
+        e(
+            503,
+            "UNAVAILABLE",
+            "This model is currently experiencing high demand. Spikes in demand are usually temporary. Please try again later.",
+        ),
+    ),
+    "500 internal": (
+        500,
+        e(
+            500,
+            "INTERNAL",
+            "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+        ),
+    ),
     "504 deadline": (504, e(504, "DEADLINE_EXCEEDED", "Deadline expired before operation could complete.")),
     "499 cancelled": (499, e(499, "CANCELLED", "The operation was cancelled.")),
-    "502 HTML from nginx": (502, {"message": "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>", "status": "Bad Gateway"}),
+    "502 HTML from nginx": (
+        502,
+        {
+            "message": "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>",
+            "status": "Bad Gateway",
+        },
+    ),
 }
 
 TABLE = {
@@ -159,7 +361,11 @@ TABLE = {
     "400 location not supported": (K.LOCATION_UNSUPPORTED, S.REQUEST, None),
     "400 thinking level MINIMAL": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("thinking", "MINIMAL")),
     "400 thinking level MEDIUM": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("thinking", "MEDIUM")),
-    "400 input over the model's limit": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("input_tokens", limit=65536, seen=81881)),
+    "400 input over the model's limit": (
+        K.MODEL_REFUSED,
+        S.MODEL_REQUEST,
+        Refusal("input_tokens", limit=65536, seen=81881),
+    ),
     "400 thinking budget 0": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("thinking", "0")),
     "400 thinking budget out of range": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("thinking", "52428")),
     "400 JSON mode": (K.MODEL_REFUSED, S.MODEL_REQUEST, Refusal("json_mode")),
@@ -200,8 +406,11 @@ def test_every_real_body_has_its_scope(name):
     assert failure.http_status == code
 
 
-@pytest.mark.parametrize("exc", [httpx2.ReadTimeout("timed out"), httpx2.ConnectError("refused"), TimeoutError()],
-                         ids=["read timeout", "connect error", "TimeoutError"])
+@pytest.mark.parametrize(
+    "exc",
+    [httpx2.ReadTimeout("timed out"), httpx2.ConnectError("refused"), TimeoutError()],
+    ids=["read timeout", "connect error", "TimeoutError"],
+)
 def test_timeouts_have_no_scope_in_the_pool(exc):
     assert classify_failure(exc).scope is S.ATTEMPT
 
@@ -378,7 +587,7 @@ def test_every_model_refusing_raises_before_sending_anything(make):
 
 
 def test_an_unnamed_refusal_blocks_only_calls_with_the_same_needs(make):
-    """"... not supported for this model" without saying what: the same needs skip the model,
+    """ "... not supported for this model" without saying what: the same needs skip the model,
     other needs (here: no response schema) still go to it. The wording is a variant of ours
     (the "not supported for this model" shape of the real thinking-level body)."""
     rot, _ = make(limits=f"{PRO}=1,{FLASH}=1")

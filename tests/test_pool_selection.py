@@ -57,12 +57,34 @@ def test_model_order_override():
 @pytest.mark.parametrize(
     "filters, expected",
     [
-        (Filters(), [("free", "gemini-2.5-pro"), ("free", "gemini-2.5-flash"), ("free", "gemini-2.5-flash-lite"),
-                     ("paid", "gemini-2.5-flash-lite"), ("paid", "gemini-2.5-flash"), ("paid", "gemini-2.5-pro")]),
-        (Filters(model_variant="flash"), [("free", "gemini-2.5-flash"), ("free", "gemini-2.5-flash-lite"),
-                                          ("paid", "gemini-2.5-flash-lite"), ("paid", "gemini-2.5-flash")]),
-        (Filters(model_variant="gemini-2.5-flash", exact_match=True), [("free", "gemini-2.5-flash"), ("paid", "gemini-2.5-flash")]),
-        (Filters(model_variant="Models/Gemini-2.5-Flash", exact_match=True), [("free", "gemini-2.5-flash"), ("paid", "gemini-2.5-flash")]),
+        (
+            Filters(),
+            [
+                ("free", "gemini-2.5-pro"),
+                ("free", "gemini-2.5-flash"),
+                ("free", "gemini-2.5-flash-lite"),
+                ("paid", "gemini-2.5-flash-lite"),
+                ("paid", "gemini-2.5-flash"),
+                ("paid", "gemini-2.5-pro"),
+            ],
+        ),
+        (
+            Filters(model_variant="flash"),
+            [
+                ("free", "gemini-2.5-flash"),
+                ("free", "gemini-2.5-flash-lite"),
+                ("paid", "gemini-2.5-flash-lite"),
+                ("paid", "gemini-2.5-flash"),
+            ],
+        ),
+        (
+            Filters(model_variant="gemini-2.5-flash", exact_match=True),
+            [("free", "gemini-2.5-flash"), ("paid", "gemini-2.5-flash")],
+        ),
+        (
+            Filters(model_variant="Models/Gemini-2.5-Flash", exact_match=True),
+            [("free", "gemini-2.5-flash"), ("paid", "gemini-2.5-flash")],
+        ),
         (Filters(family="flash"), [("free", "gemini-2.5-flash"), ("paid", "gemini-2.5-flash")]),
         (Filters(family="lite", forced_paid=True), [("paid", "gemini-2.5-flash-lite")]),
         (Filters(family="pro", forced_free=True), [("free", "gemini-2.5-pro")]),

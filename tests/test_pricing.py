@@ -102,8 +102,12 @@ def test_unknown_model_logs_at_debug_once(caplog):
 def test_shipped_table_matches_the_wire_notes():
     table = load_prices()
     pro = table.models["gemini-2.5-pro"][0]
-    assert (pro.input_price_less_200, pro.output_price_less_200, pro.input_price_more_200, pro.output_price_more_200) == (
-        D("1.25"), D("10.00"), D("2.50"), D("15.00"))
+    assert (
+        pro.input_price_less_200,
+        pro.output_price_less_200,
+        pro.input_price_more_200,
+        pro.output_price_more_200,
+    ) == (D("1.25"), D("10.00"), D("2.50"), D("15.00"))
     assert table.models["gemini-2.5-flash"][0].input_price_less_200 == D("0.30")
     assert table.models["gemini-2.5-flash"][0].audio_input_price_less_200 == D("1.00")
     assert table.models["gemini-2.5-flash-lite"][0].output_price_less_200 == D("0.40")
@@ -128,14 +132,22 @@ def test_shipped_table_matches_the_wire_notes():
 
 def test_user_file_overrides_and_adds(tmp_path, monkeypatch):
     user = tmp_path / "prices.json"
-    user.write_text(json.dumps({
-        "models": {
-            "gemini-2.5-flash": {"input_price_less_200": "1", "output_price_less_200": "2"},
-            "my-tuned-model": {"input_price_less_200": "0.5", "output_price_less_200": "1.5",
-                               "input_price_more_200": "1", "output_price_more_200": "3"},
-        },
-        "service_tier_multipliers": {"priority": "1.8"},
-    }))
+    user.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "gemini-2.5-flash": {"input_price_less_200": "1", "output_price_less_200": "2"},
+                    "my-tuned-model": {
+                        "input_price_less_200": "0.5",
+                        "output_price_less_200": "1.5",
+                        "input_price_more_200": "1",
+                        "output_price_more_200": "3",
+                    },
+                },
+                "service_tier_multipliers": {"priority": "1.8"},
+            }
+        )
+    )
     table = load_prices(user)
     # replaced as a whole (the >200k prices follow the <=200k ones when not given)
     assert table.models["gemini-2.5-flash"][0].input_price_more_200 == D("1")
@@ -149,7 +161,9 @@ def test_user_file_overrides_and_adds(tmp_path, monkeypatch):
     assert estimate_cost("my-tuned-model", "paid", "priority", 300_000, 1000, prices=table)[1] == D("0.5454")
     # through the cached accessor (the facades pass Settings.prices_file)
     assert estimate_cost("gemini-2.5-flash", "paid", "standard", 1000, 1000, prices=get_prices(user)) == (
-        D("0.003"), D("0.003"))
+        D("0.003"),
+        D("0.003"),
+    )
 
 
 def test_edited_user_file_is_reloaded(tmp_path):
@@ -170,16 +184,34 @@ def test_edited_user_file_is_reloaded(tmp_path):
         ('{"models": {"m": {"input_price_less_200": "abc", "output_price_less_200": "1"}}}', "not a number"),
         ('{"models": {"m": {"input_price_less_200": "-1", "output_price_less_200": "1"}}}', ">= 0"),
         ('{"models": {"m": {"input_price_less_200": "1"}}}', "lacks output_price_less_200"),
-        ('{"models": {"m": {"input_price_less_200": "1", "output_price_less_200": "1", "inptu": "2"}}}', "unknown fields"),
+        (
+            '{"models": {"m": {"input_price_less_200": "1", "output_price_less_200": "1", "inptu": "2"}}}',
+            "unknown fields",
+        ),
         # more places than model_prices' Decimal(18, 9) columns keep: SQL and Python would differ
-        ('{"models": {"m": {"input_price_less_200": "0.0000000001", "output_price_less_200": "1"}}}', "9 decimal places"),
-        (('{"models": {"m": [{"valid_from": "2026-01-01", "valid_to": "2026-03-01", "input_price_less_200": "1",'
-          ' "output_price_less_200": "1"}, {"valid_from": "2026-02-01", "input_price_less_200": "2",'
-          ' "output_price_less_200": "2"}]}}'), "overlaps"),
-        (('{"models": {"m": [{"input_price_less_200": "1", "output_price_less_200": "1"},'
-          ' {"input_price_less_200": "2", "output_price_less_200": "2"}]}}'), "two periods without valid_from"),
-        ('{"models": {"m": {"valid_from": "next tuesday", "input_price_less_200": "1", "output_price_less_200": "1"}}}',
-         "ISO date"),
+        (
+            '{"models": {"m": {"input_price_less_200": "0.0000000001", "output_price_less_200": "1"}}}',
+            "9 decimal places",
+        ),
+        (
+            (
+                '{"models": {"m": [{"valid_from": "2026-01-01", "valid_to": "2026-03-01", "input_price_less_200": "1",'
+                ' "output_price_less_200": "1"}, {"valid_from": "2026-02-01", "input_price_less_200": "2",'
+                ' "output_price_less_200": "2"}]}}'
+            ),
+            "overlaps",
+        ),
+        (
+            (
+                '{"models": {"m": [{"input_price_less_200": "1", "output_price_less_200": "1"},'
+                ' {"input_price_less_200": "2", "output_price_less_200": "2"}]}}'
+            ),
+            "two periods without valid_from",
+        ),
+        (
+            '{"models": {"m": {"valid_from": "next tuesday", "input_price_less_200": "1", "output_price_less_200": "1"}}}',
+            "ISO date",
+        ),
         ('{"service_tier_multipliers": {"turbo": "3"}}', "unknown service tier"),
         ('{"models": {"m": []}}', "non-empty list"),
     ],
@@ -222,8 +254,13 @@ def usage_of(**kw):
 USAGE_CASES = [
     # 3.8 Flash before and after its dated price change (0.75/3.75 -> 1.50/7.50)
     # 1M in + 1M out = 0.75 + 3.75
-    ("gemini-3.8-flash", "standard", dict(input=1_000_000, output=1_000_000),
-     datetime(2026, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC), "4.5"),
+    (
+        "gemini-3.8-flash",
+        "standard",
+        dict(input=1_000_000, output=1_000_000),
+        datetime(2026, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC),
+        "4.5",
+    ),
     ("gemini-3.8-flash", "standard", dict(input=1_000_000, output=1_000_000), datetime(2027, 1, 1, tzinfo=UTC), "9"),
     # naive timestamps are UTC
     ("gemini-3.8-flash", "standard", dict(input=1_000_000, output=0), datetime(2027, 1, 1), "1.5"),
@@ -263,10 +300,23 @@ def test_price_usage_accepts_a_mapping_and_an_unknown_date_costs_zero(tmp_path):
     from csctracker_ai_core.pricing import price_usage
 
     user = tmp_path / "p.json"
-    user.write_text(json.dumps({"models": {"m": [
-        {"valid_from": "2026-01-01", "valid_to": "2026-02-01", "input_price_less_200": "1", "output_price_less_200": "1"},
-        {"valid_from": "2026-03-01", "input_price_less_200": "2", "output_price_less_200": "2"},
-    ]}}))
+    user.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "m": [
+                        {
+                            "valid_from": "2026-01-01",
+                            "valid_to": "2026-02-01",
+                            "input_price_less_200": "1",
+                            "output_price_less_200": "1",
+                        },
+                        {"valid_from": "2026-03-01", "input_price_less_200": "2", "output_price_less_200": "2"},
+                    ]
+                }
+            }
+        )
+    )
     table = load_prices(user)
     usage = {"input": 1_000_000}
     assert price_usage("m", "standard", usage, datetime(2026, 1, 15, tzinfo=UTC), prices=table) == D(1)
@@ -280,8 +330,19 @@ def test_a_model_may_carry_its_own_priority_premium(tmp_path):
     from csctracker_ai_core.pricing import price_usage
 
     user = tmp_path / "p.json"
-    user.write_text(json.dumps({"models": {"m": {
-        "input_price_less_200": "1", "output_price_less_200": "1", "service_tier_multipliers": {"priority": "1.75"}}}}))
+    user.write_text(
+        json.dumps(
+            {
+                "models": {
+                    "m": {
+                        "input_price_less_200": "1",
+                        "output_price_less_200": "1",
+                        "service_tier_multipliers": {"priority": "1.75"},
+                    }
+                }
+            }
+        )
+    )
     table = load_prices(user)
     assert price_usage("m", "priority", {"input": 1_000_000}, NOV, prices=table) == D("1.75")
     assert price_usage("gemini-2.5-flash", "priority", {"input": 1_000_000}, NOV, prices=table) == D("0.6")
@@ -297,4 +358,6 @@ def test_the_served_tier_is_billed_when_known():
     assert billed_tier("turbo", "") == "standard"
     # estimate_cost takes the served tier too: one definition
     assert estimate_cost("gemini-2.5-pro", "paid", "flex", 1000, 1000, served_tier="standard", at=NOV) == (
-        D("0.01125"), D("0.01125"))
+        D("0.01125"),
+        D("0.01125"),
+    )

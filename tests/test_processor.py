@@ -58,8 +58,7 @@ def sink():
 
 @pytest.fixture
 def processor(emu, sink):
-    with IaProcessor(google_free_keys=FREE, google_paid_keys=PAID, base_url=emu.base_url,
-                     telemetry_sink=sink) as p:
+    with IaProcessor(google_free_keys=FREE, google_paid_keys=PAID, base_url=emu.base_url, telemetry_sink=sink) as p:
         yield p
 
 
@@ -92,7 +91,8 @@ def test_readme_example_runs_verbatim_on_the_emulator(emu):
 
 def test_text_mode_returns_the_reply_text(processor, emu):
     resultado, tokens, _ = processor.analisar_com_gemini(
-        input_text="Qual a capital da França?", prompt="Responda.", return_json=False)
+        input_text="Qual a capital da França?", prompt="Responda.", return_json=False
+    )
     assert resultado == "Paris"
     body = emu.last_request.body
     assert body["generationConfig"]["responseMimeType"] == "text/plain"
@@ -100,7 +100,8 @@ def test_text_mode_returns_the_reply_text(processor, emu):
 
 def test_image_goes_inline_and_its_tokens_are_counted(processor, emu, sink):
     resultado, tokens, event_id = processor.analisar_com_gemini(
-        prompt="Descreva a imagem.", file_base64=PNG_B64, mime_type="image/png", task="img")
+        prompt="Descreva a imagem.", file_base64=PNG_B64, mime_type="image/png", task="img"
+    )
     assert isinstance(resultado, dict)
     assert tokens.image == 258
     parts = emu.last_request.body["contents"][0]["parts"]
@@ -114,7 +115,8 @@ def test_image_goes_inline_and_its_tokens_are_counted(processor, emu, sink):
 
 def test_event_id_given_is_kept_and_event_is_complete(processor, sink):
     _, tokens, event_id = processor.analisar_com_gemini(
-        input_text="oi", prompt="responda", task="t1", event_id="meu-evento-1", metadata={"cliente": "42"})
+        input_text="oi", prompt="responda", task="t1", event_id="meu-evento-1", metadata={"cliente": "42"}
+    )
     assert event_id == "meu-evento-1"
     (event,) = sink.events
     assert (event.event_id, event.task, event.outcome, event.attempts) == ("meu-evento-1", "t1", "ok", 1)
@@ -132,10 +134,12 @@ def test_event_id_given_is_kept_and_event_is_complete(processor, sink):
     [("gemini-3-flash-preview", "thinking_level", "HIGH"), ("gemini-2.5-flash", "thinking_budget", -1)],
 )
 def test_thinking_level_reaches_each_model_in_its_form(emu, sink, variant, field, expected):
-    with IaProcessor(google_free_keys=FREE, google_models_limits={variant: 1}, base_url=emu.base_url,
-                     telemetry_sink=sink) as p:
-        _, tokens, _ = p.analisar_com_gemini(input_text="x", prompt="y", model_variant=variant,
-                                            exact_match=True, thinking_level="high")
+    with IaProcessor(
+        google_free_keys=FREE, google_models_limits={variant: 1}, base_url=emu.base_url, telemetry_sink=sink
+    ) as p:
+        _, tokens, _ = p.analisar_com_gemini(
+            input_text="x", prompt="y", model_variant=variant, exact_match=True, thinking_level="high"
+        )
     thinking = emu.last_request.body["generationConfig"]["thinkingConfig"]
     assert emu.last_request.model == variant
     assert thinking[field] == expected or thinking.get(field.replace("_l", "L").replace("_b", "B")) == expected
@@ -266,8 +270,7 @@ def test_no_key_in_logs_errors_or_reprs(emu, sink, caplog):
     bad = "AIzaSECRET-invalid-key-000000000000"
     emu.add_key(bad, state="invalid")
     caplog.set_level(logging.DEBUG)
-    with IaProcessor(google_free_keys=[bad], google_paid_keys=PAID, base_url=emu.base_url,
-                     telemetry_sink=sink) as p:
+    with IaProcessor(google_free_keys=[bad], google_paid_keys=PAID, base_url=emu.base_url, telemetry_sink=sink) as p:
         p.analisar_com_gemini(input_text="x", prompt="y")
         p.analisar_com_gemini(input_text="x", prompt="y")
         texts = [repr(p), repr(p.rotator), str(p.rotator.status())]
@@ -287,15 +290,19 @@ def test_readme_example_event_lands_in_embedded_clickhouse(emu, _isolated_enviro
     with IaProcessor(google_free_keys=FREE, google_paid_keys=PAID, base_url=emu.base_url) as p:
         assert str(_isolated_environment) in p.telemetry_location
         _, tokens, event_id = p.analisar_com_gemini(
-            input_text="Qual a capital da França?", prompt="Responda de forma concisa.", task="pergunta_geral")
+            input_text="Qual a capital da França?", prompt="Responda de forma concisa.", task="pergunta_geral"
+        )
     db = ClickHouseDb()
     client = db.get_ch_client()
     try:
         rows = client.query(
             "SELECT task, model, tier, tokens_input, tokens_output, outcome, key_fingerprint "
-            "FROM ai_events FINAL WHERE event_id = {id:String}", parameters={"id": event_id}).result_rows
+            "FROM ai_events FINAL WHERE event_id = {id:String}",
+            parameters={"id": event_id},
+        ).result_rows
         attempts = client.query(
-            "SELECT count() FROM ai_attempts WHERE event_id = {id:String}", parameters={"id": event_id}).result_rows
+            "SELECT count() FROM ai_attempts WHERE event_id = {id:String}", parameters={"id": event_id}
+        ).result_rows
     finally:
         client.close()
         db.close()
@@ -327,8 +334,9 @@ def test_telemetry_is_delivered_at_interpreter_exit_without_close(emu, _isolated
     db = ClickHouseDb()
     client = db.get_ch_client()
     try:
-        rows = client.query("SELECT task FROM ai_events WHERE event_id = {id:String}",
-                            parameters={"id": event_id}).result_rows
+        rows = client.query(
+            "SELECT task FROM ai_events WHERE event_id = {id:String}", parameters={"id": event_id}
+        ).result_rows
     finally:
         client.close()
         db.close()
@@ -392,8 +400,9 @@ def test_a_model_filter_that_matches_nothing_is_an_input_error_and_sends_nothing
 
 def test_every_key_refused_says_to_replace_keys(emu, sink):
     emu.add_key("AIzaBAD-0000000000000000000000000", state="leaked")
-    with IaProcessor(google_free_keys=["AIzaBAD-0000000000000000000000000"], base_url=emu.base_url,
-                     telemetry_sink=sink) as p:
+    with IaProcessor(
+        google_free_keys=["AIzaBAD-0000000000000000000000000"], base_url=emu.base_url, telemetry_sink=sink
+    ) as p:
         with pytest.raises(GeminiServiceException, match="replace them"):
             p.analisar_com_gemini(input_text="x", prompt="y")
     assert emu.total_requests == 1

@@ -4,14 +4,37 @@ import csctracker_ai_core
 
 
 def test_public_names_are_pinned():
-    assert sorted(csctracker_ai_core.__all__) == sorted([
-        "__version__", "IaProcessor", "ApiKeyRotator", "PoolStatus", "ClickHouseDb", "Telemetry",
-        "TokenUsage", "AiCoreError", "ConfigurationError", "InvalidInputError",
-        "GeminiServiceException", "QuotaExhaustedError", "GeminiRequestError", "InvalidResponseError",
-        "TruncatedResponseError", "BlockedResponseError",
-        "TelemetryError", "RedisUnavailableError", "ReportError", "Clock", "SystemClock", "FakeClock", "key_fingerprint",
-        "Budget", "BudgetAlert", "BudgetLine", "BudgetExceededError",
-    ])
+    assert sorted(csctracker_ai_core.__all__) == sorted(
+        [
+            "__version__",
+            "IaProcessor",
+            "ApiKeyRotator",
+            "PoolStatus",
+            "ClickHouseDb",
+            "Telemetry",
+            "TokenUsage",
+            "AiCoreError",
+            "ConfigurationError",
+            "InvalidInputError",
+            "GeminiServiceException",
+            "QuotaExhaustedError",
+            "GeminiRequestError",
+            "InvalidResponseError",
+            "TruncatedResponseError",
+            "BlockedResponseError",
+            "TelemetryError",
+            "RedisUnavailableError",
+            "ReportError",
+            "Clock",
+            "SystemClock",
+            "FakeClock",
+            "key_fingerprint",
+            "Budget",
+            "BudgetAlert",
+            "BudgetLine",
+            "BudgetExceededError",
+        ]
+    )
     for name in csctracker_ai_core.__all__:
         assert getattr(csctracker_ai_core, name) is not None
 

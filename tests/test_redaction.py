@@ -85,7 +85,10 @@ def test_a_key_held_twice_stays_hidden_until_both_let_go():
 def test_short_demo_keys_are_hidden_only_as_whole_words():
     handle = redaction.register_keys(["k1"])
     try:
-        assert redaction.redact("task1 used k1 (key k1)") == f"task1 used {key_fingerprint('k1')} (key {key_fingerprint('k1')})"
+        assert (
+            redaction.redact("task1 used k1 (key k1)")
+            == f"task1 used {key_fingerprint('k1')} (key {key_fingerprint('k1')})"
+        )
     finally:
         redaction.unregister_keys(handle)
 
@@ -139,8 +142,14 @@ def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp
     _prepare(emu, status)
     caplog.set_level(logging.DEBUG)
     fp = key_fingerprint(AQ_KEY)
-    ia = IaProcessor(google_free_keys=[AQ_KEY], google_models_limits=f"{MODEL}=1", base_url=emu.base_url,
-                     max_retries=0, max_wait_s=0, telemetry="embedded")
+    ia = IaProcessor(
+        google_free_keys=[AQ_KEY],
+        google_models_limits=f"{MODEL}=1",
+        base_url=emu.base_url,
+        max_retries=0,
+        max_wait_s=0,
+        telemetry="embedded",
+    )
     try:
         with pytest.raises(GeminiServiceException) as info:
             ia.analisar_com_gemini(input_text="olá", task="leak-check")
@@ -180,8 +189,22 @@ def test_cli_output_hides_an_echoed_key(make_gemini_emulator, monkeypatch):
     emu.add_key(AQ_KEY, tier="free", state="leaked")
     monkeypatch.setenv("GOOGLE_FREE_KEYS", AQ_KEY)
     out, err = io.StringIO(), io.StringIO()
-    code = main(["-vv", "ask", "--base-url", emu.base_url, "--model-limits", f"{MODEL}=1",
-                 "--telemetry", "off", "--text", "olá"], stdout=out, stderr=err)
+    code = main(
+        [
+            "-vv",
+            "ask",
+            "--base-url",
+            emu.base_url,
+            "--model-limits",
+            f"{MODEL}=1",
+            "--telemetry",
+            "off",
+            "--text",
+            "olá",
+        ],
+        stdout=out,
+        stderr=err,
+    )
     assert code == 1
     text = out.getvalue() + err.getvalue()
     assert AQ_KEY not in text
@@ -191,13 +214,16 @@ def test_cli_output_hides_an_echoed_key(make_gemini_emulator, monkeypatch):
 # ----------------------------------------------------------------------------- keys never in URLs
 
 
-@pytest.mark.parametrize("url", [
-    "http://127.0.0.1:9/?key=AQ.secret",
-    "https://user:pass@gemini.example",
-    "https://gemini.example/#frag",
-    "ftp://gemini.example",
-    "not a url",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/?key=AQ.secret",
+        "https://user:pass@gemini.example",
+        "https://gemini.example/#frag",
+        "ftp://gemini.example",
+        "not a url",
+    ],
+)
 def test_a_base_url_that_would_carry_a_secret_is_refused(url):
     with pytest.raises(ConfigurationError, match="base_url"):
         IaProcessor(google_free_keys=[AQ_KEY], base_url=url, telemetry="off")
@@ -215,9 +241,16 @@ def test_telemetry_records_hide_keys_in_every_text_column():
 
     handle = redaction.register_keys([AQ_KEY])
     try:
-        event = CallEvent(event_id="e1", timestamp=1_800_000_000.0, task=f"t {AQ_KEY}", outcome=CallOutcome.OK,
-                          payload=f"my key is {AQ_KEY}", result=f"you said {AQ_KEY}",
-                          error_message=f"Consumer 'api_key:{AQ_KEY}'", metadata={"k": AQ_KEY})
+        event = CallEvent(
+            event_id="e1",
+            timestamp=1_800_000_000.0,
+            task=f"t {AQ_KEY}",
+            outcome=CallOutcome.OK,
+            payload=f"my key is {AQ_KEY}",
+            result=f"you said {AQ_KEY}",
+            error_message=f"Consumer 'api_key:{AQ_KEY}'",
+            metadata={"k": AQ_KEY},
+        )
         record = event_to_record(event)
     finally:
         redaction.unregister_keys(handle)

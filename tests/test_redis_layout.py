@@ -33,8 +33,14 @@ def test_slot_ids_are_key_by_model_in_layout_order():
     ids = index_layout(layout())
     assert ids.n_models == 2 and ids.models == (FLASH, PRO)
     assert [(s.key_fingerprint, s.model) for s in ids.slots] == [
-        ("fpP", FLASH), ("fpP", PRO), ("fpA", FLASH), ("fpA", PRO),
-        ("fpB", FLASH), ("fpB", PRO), ("fpC", FLASH), ("fpC", PRO),
+        ("fpP", FLASH),
+        ("fpP", PRO),
+        ("fpA", FLASH),
+        ("fpA", PRO),
+        ("fpB", FLASH),
+        ("fpB", PRO),
+        ("fpC", FLASH),
+        ("fpC", PRO),
     ]
     assert ids.sid[Slot("fpB", "free", "p1", PRO)] == 2 * 2 + 1
     assert ids.key_sids(ids.key_index["fpC"]) == [6, 7]

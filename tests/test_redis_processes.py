@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-
 FLASH = "gemini-2.5-flash-lite"  # no shutdown date: worker processes judge the lineup by the real calendar
 HERE = Path(__file__).resolve().parent
 
@@ -67,8 +66,12 @@ def _worker(cfg: dict) -> None:
         time.sleep(0.05)
     status = proc.rotator.status()
     proc.close()
-    print(json.dumps({"ok": ok[0], "errors": errors, "degraded": proc.rotator.state.degraded,
-                      "in_flight": status.in_flight}), flush=True)
+    print(
+        json.dumps(
+            {"ok": ok[0], "errors": errors, "degraded": proc.rotator.state.degraded, "in_flight": status.in_flight}
+        ),
+        flush=True,
+    )
 
 
 def spawn(cfg: dict, *, ttl_s: float = 30.0, namespace: str = "test") -> subprocess.Popen:
@@ -78,7 +81,10 @@ def spawn(cfg: dict, *, ttl_s: float = 30.0, namespace: str = "test") -> subproc
     env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), json.dumps(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
 
 
@@ -106,7 +112,6 @@ from csctracker_ai_core.pool.rotator import ApiKeyRotator  # noqa: E402
 from csctracker_ai_core.testing.emulator import KeySpec  # noqa: E402
 
 
-
 def base(emu, redis_url, **kw) -> dict:
     cfg = {"redis_url": redis_url, "base_url": emu.base_url, "limits": f"{FLASH}=1", "calls": 1}
     cfg.update(kw)
@@ -118,12 +123,24 @@ def test_four_processes_never_exceed_a_cap_or_a_limit(make_gemini_emulator, redi
     emulator sees zero 429s, never two requests at once on a key, and exactly the free
     quota (2 projects x 4) spent before paid keys take the rest."""
     emu = make_gemini_emulator(
-        keys=[KeySpec("AIzaF1", "p1"), KeySpec("AIzaF2", "p1"), KeySpec("AIzaF3", "p2"), KeySpec("AIzaP", "pp", tier="paid")],
+        keys=[
+            KeySpec("AIzaF1", "p1"),
+            KeySpec("AIzaF2", "p1"),
+            KeySpec("AIzaF3", "p2"),
+            KeySpec("AIzaP", "pp", tier="paid"),
+        ],
         quotas={"free": {FLASH: {"rpm": 4}}},
         latency_s=0.02,
     )
-    cfg = base(emu, redis_url, free=["p1:AIzaF1", "p1:AIzaF2", "p2:AIzaF3"], paid=["pp:AIzaP"],
-               known={FLASH: {"free": {"rpm": 4}}}, calls=6, threads=2)
+    cfg = base(
+        emu,
+        redis_url,
+        free=["p1:AIzaF1", "p1:AIzaF2", "p2:AIzaF3"],
+        paid=["pp:AIzaP"],
+        known={FLASH: {"free": {"rpm": 4}}},
+        calls=6,
+        threads=2,
+    )
     res = results([spawn(cfg) for _ in range(4)])
     assert [r["errors"] for r in res] == [[]] * 4
     assert sum(r["ok"] for r in res) == 48
@@ -136,8 +153,9 @@ def test_four_processes_never_exceed_a_cap_or_a_limit(make_gemini_emulator, redi
 
 def test_a_429_seen_by_one_process_stops_the_others(make_gemini_emulator, redis_url):
     """Process A meets a per-minute 429 on the free project; process B never touches it."""
-    emu = make_gemini_emulator(keys=[KeySpec("AIzaF1", "p1"), KeySpec("AIzaP", "pp", tier="paid")],
-                               quotas={"free": {FLASH: {"rpm": 1}}})
+    emu = make_gemini_emulator(
+        keys=[KeySpec("AIzaF1", "p1"), KeySpec("AIzaP", "pp", tier="paid")], quotas={"free": {FLASH: {"rpm": 1}}}
+    )
     cfg = base(emu, redis_url, free=["p1:AIzaF1"], paid=["pp:AIzaP"])
     a = results([spawn({**cfg, "calls": 2})])
     assert a[0]["ok"] == 2
@@ -177,10 +195,10 @@ def test_a_sigkilled_process_gives_its_slots_back(make_gemini_emulator, redis_ur
 def test_redis_restarted_mid_run(make_gemini_emulator, redis_server, redis_url):
     """Redis stops and comes back empty while 3 processes work: every call succeeds and the
     disabled bad key is pushed back into the new Redis."""
-    emu = make_gemini_emulator(keys=[KeySpec("AIzaBAD", state="invalid"), "AIzaA", "AIzaB",
-                                     KeySpec("AIzaP", tier="paid")], latency_s=0.01)
-    cfg = base(emu, redis_url, free=["AIzaBAD", "AIzaA", "AIzaB"], paid=["AIzaP"], calls=60, threads=2,
-               pause_s=0.01)
+    emu = make_gemini_emulator(
+        keys=[KeySpec("AIzaBAD", state="invalid"), "AIzaA", "AIzaB", KeySpec("AIzaP", tier="paid")], latency_s=0.01
+    )
+    cfg = base(emu, redis_url, free=["AIzaBAD", "AIzaA", "AIzaB"], paid=["AIzaP"], calls=60, threads=2, pause_s=0.01)
     procs = [spawn(cfg, namespace="restart") for _ in range(3)]
     # Wait for real work, however slow the workers are to start on a loaded machine: a
     # restart before any worker reached Redis tests nothing (and logs nothing).

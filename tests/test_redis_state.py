@@ -24,11 +24,10 @@ from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool import constants as C
 from csctracker_ai_core.pool.decision import FailureKind
 from csctracker_ai_core.pool.lease import Slot
-from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.redis_state import RedisPoolState, RedisUnavailableError
+from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.selection import Filters
 from csctracker_ai_core.pool.state import InMemoryPoolState, PoolState, Scope
-
 
 FLASH, PRO, LITE = "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"
 T0 = datetime(2026, 7, 1, 19, 0, tzinfo=timezone.utc).timestamp()  # 12:00 PDT
@@ -164,8 +163,9 @@ def test_avoid_prefers_another_slot_but_never_a_paid_one(backend):
 
 def test_try_acquire_slot_leases_exactly_that_slot_or_nothing(backend):
     """Pinning a slot (how the Redis fallback adopts its leases) never hands out another one."""
-    rot, _ = rotator(backend, ["p1:AIzaA", "p2:AIzaB"], ["AIzaP"], f"{FLASH}=1",
-                     known_limits={FLASH: {"free": {"rpm": 2}}})
+    rot, _ = rotator(
+        backend, ["p1:AIzaA", "p2:AIzaB"], ["AIzaP"], f"{FLASH}=1", known_limits={FLASH: {"free": {"rpm": 2}}}
+    )
     st = rot.state
     a, b, p = (slot_of(rot, key_fingerprint(k)) for k in ("AIzaA", "AIzaB", "AIzaP"))
     slot = lambda s: Slot(s.key_fingerprint, s.tier, s.project, s.model)  # noqa: E731
@@ -226,8 +226,13 @@ def test_known_limits_are_never_exceeded_over_a_long_workload(backend):
     clock = FakeClock(T0)
     limits = {FLASH: {"free": {"rpm": 3, "rpd": 40, "tpm": 3000}}}
     rot = ApiKeyRotator(
-        ["p1:AIzaA", "p1:AIzaB", "p2:AIzaC", "p3:AIzaD"], ["AIzaPAID"], f"{FLASH}=5",
-        known_limits=limits, clock=clock, rng=random.Random(1), state=backend(),
+        ["p1:AIzaA", "p1:AIzaB", "p2:AIzaC", "p3:AIzaD"],
+        ["AIzaPAID"],
+        f"{FLASH}=5",
+        known_limits=limits,
+        clock=clock,
+        rng=random.Random(1),
+        state=backend(),
     )
     minute: dict = defaultdict(deque)
     tokens: dict = defaultdict(deque)
@@ -347,8 +352,21 @@ def test_threads_never_exceed_a_cap(backend):
 
 
 def _slot_view(s):
-    return (s.key_fingerprint, s.tier, s.project, s.model, s.in_flight, s.cap, s.suspended_until,
-            s.reason, s.disabled, s.requests, s.successes, s.rate_limited, s.errors)
+    return (
+        s.key_fingerprint,
+        s.tier,
+        s.project,
+        s.model,
+        s.in_flight,
+        s.cap,
+        s.suspended_until,
+        s.reason,
+        s.disabled,
+        s.requests,
+        s.successes,
+        s.rate_limited,
+        s.errors,
+    )
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -363,8 +381,14 @@ def test_redis_answers_exactly_like_memory(redis_url, seed):
     red = RedisPoolState.from_url(redis_url)
     rm = ApiKeyRotator(*keys, caps, known_limits=limits, clock=FakeClock(T0), state=mem)
     ApiKeyRotator(*keys, caps, known_limits=limits, clock=FakeClock(T0), state=red)
-    filters = [Filters(), Filters(forced_free=True), Filters(forced_paid=True), Filters(family="flash"),
-               Filters(model_variant=PRO, exact_match=True), Filters(model_variant="lite")]
+    filters = [
+        Filters(),
+        Filters(forced_free=True),
+        Filters(forced_paid=True),
+        Filters(family="flash"),
+        Filters(model_variant=PRO, exact_match=True),
+        Filters(model_variant="lite"),
+    ]
     slots = [(s.key_fingerprint, s.project, s.model) for s in rm.status().slots]
     pinnable = [Slot(s.key_fingerprint, s.tier, s.project, s.model) for s in rm.status().slots]
     kinds = list(FailureKind)
@@ -391,7 +415,9 @@ def test_redis_answers_exactly_like_memory(redis_url, seed):
             ga, gb = a.grant, b.grant
             assert (ga is None) == (gb is None), step
             if ga is not None:
-                assert (ga.slot, ga.acquired_at, ga.reserved_tokens) == (gb.slot, gb.acquired_at, gb.reserved_tokens), step
+                assert (ga.slot, ga.acquired_at, ga.reserved_tokens) == (gb.slot, gb.acquired_at, gb.reserved_tokens), (
+                    step
+                )
                 held.append((ga.slot, ga.lease_id, gb.lease_id))
             else:
                 assert (a.retry_at, a.busy) == (b.retry_at, b.busy), step
@@ -415,9 +441,13 @@ def test_redis_answers_exactly_like_memory(redis_url, seed):
             until = now + rng.choice([-5, 0, 1, 30, 61, 600, 86400])
             reason = f"r{step}"
             if rng.random() < 0.3:  # several at once, as a model gone everywhere or a tier parks them
-                scopes = [scope] + [Scope.project_model(p, m) if rng.random() < 0.5 else Scope.slot(f, m)
-                                    for f, p, m in rng.sample(slots, rng.randint(0, 4))]
-                assert mem.suspend_many(scopes, until, reason, now) == red.suspend_many(scopes, until, reason, now), step
+                scopes = [scope] + [
+                    Scope.project_model(p, m) if rng.random() < 0.5 else Scope.slot(f, m)
+                    for f, p, m in rng.sample(slots, rng.randint(0, 4))
+                ]
+                assert mem.suspend_many(scopes, until, reason, now) == red.suspend_many(scopes, until, reason, now), (
+                    step
+                )
             else:
                 assert mem.suspend(scope, until, reason, now) == red.suspend(scope, until, reason, now), step
         elif op < 0.883:
@@ -470,7 +500,9 @@ def test_namespaces_keep_pools_apart_and_a_different_layout_is_refused(redis_url
 
 def test_keys_never_reach_redis(redis_server, redis_url):
     secret = "AIzaSyTHIS-IS-A-SECRET-KEY-0123456789"
-    rot = ApiKeyRotator([f"proj:{secret}"], [], f"{FLASH}=1", clock=FakeClock(T0), state=RedisPoolState.from_url(redis_url))
+    rot = ApiKeyRotator(
+        [f"proj:{secret}"], [], f"{FLASH}=1", clock=FakeClock(T0), state=RedisPoolState.from_url(redis_url)
+    )
     lease = rot.acquire()
     rot.state.suspend(Scope.slot(lease.slot.key_fingerprint, FLASH), T0 + 5, "x", T0)
     rot.release(lease)
@@ -517,8 +549,12 @@ def test_outage_falls_back_to_memory_and_resyncs(redis_server, redis_url, caplog
     clock = FakeClock(T0)
     state = RedisPoolState.from_url(redis_url, clock=clock, probe_interval_s=0.05)
     rot = ApiKeyRotator(
-        ["p1:AIzaA", "p2:AIzaB", "p3:AIzaC"], ["AIzaP"], f"{FLASH}=1",
-        known_limits={FLASH: {"free": {"rpd": 2}}}, clock=clock, state=state,
+        ["p1:AIzaA", "p2:AIzaB", "p3:AIzaC"],
+        ["AIzaP"],
+        f"{FLASH}=1",
+        known_limits={FLASH: {"free": {"rpd": 2}}},
+        clock=clock,
+        state=state,
     )
     fa, fb, fc = (key_fingerprint(k) for k in ("AIzaA", "AIzaB", "AIzaC"))
     state.disable_key(fa, "key refused")
@@ -544,8 +580,12 @@ def test_outage_falls_back_to_memory_and_resyncs(redis_server, redis_url, caplog
     assert any("is back" in r.getMessage() for r in caplog.records)
     # A new process sees what the first one knew, although Redis lost everything.
     fresh = ApiKeyRotator(
-        ["p1:AIzaA", "p2:AIzaB", "p3:AIzaC"], ["AIzaP"], f"{FLASH}=1",
-        known_limits={FLASH: {"free": {"rpd": 2}}}, clock=clock, state=RedisPoolState.from_url(redis_url),
+        ["p1:AIzaA", "p2:AIzaB", "p3:AIzaC"],
+        ["AIzaP"],
+        f"{FLASH}=1",
+        known_limits={FLASH: {"free": {"rpd": 2}}},
+        clock=clock,
+        state=RedisPoolState.from_url(redis_url),
     )
     status = {s.key_fingerprint: s for s in fresh.status().slots}
     assert status[fa].disabled and status[fa].reason == "key refused"

@@ -32,8 +32,14 @@ PRO = "gemini-3.1-pro-preview"
 
 
 def processor(emu, models, **kw):
-    return IaProcessor(google_free_keys=FREE, google_paid_keys=PAID, google_models_limits=models,
-                       base_url=emu.base_url, telemetry="off", **kw)
+    return IaProcessor(
+        google_free_keys=FREE,
+        google_paid_keys=PAID,
+        google_models_limits=models,
+        base_url=emu.base_url,
+        telemetry="off",
+        **kw,
+    )
 
 
 @pytest.fixture
@@ -59,8 +65,9 @@ def test_max_tokens_with_only_thinking_is_retried_once_with_less_thinking(emu):
     """HIGH thinking (256 tokens here) eats a 200-token cap: the reply has no text. One
     retry, thinking at the floor and the whole output limit, is served."""
     with processor(emu, {G3: 1}) as ia:
-        result, tokens, _ = ia.analisar_com_gemini(prompt="conte uma história", return_json=False,
-                                                  thinking_level="high", max_output_tokens=200)
+        result, tokens, _ = ia.analisar_com_gemini(
+            prompt="conte uma história", return_json=False, thinking_level="high", max_output_tokens=200
+        )
     first, second = generate_requests(emu)
     assert first.body["generationConfig"]["maxOutputTokens"] == 200
     assert first.body["generationConfig"]["thinkingConfig"]["thinking_level"] == "HIGH"
@@ -93,13 +100,15 @@ def test_truncated_text_is_never_returned_without_consent(emu):
     script(emu, ReplyRule("resuma", text=long))
     with processor(emu, {G3: 1}) as ia:
         # Cut at 100 tokens: the one retry lifts the cap (MINIMAL is already the floor).
-        whole, _, _ = ia.analisar_com_gemini(prompt="resuma", return_json=False, thinking_level="minimal",
-                                             max_output_tokens=100)
+        whole, _, _ = ia.analisar_com_gemini(
+            prompt="resuma", return_json=False, thinking_level="minimal", max_output_tokens=100
+        )
         assert whole == long and emu.count(status=200) == 2
         assert generate_requests(emu)[-1].body["generationConfig"]["maxOutputTokens"] == 65536
         emu.reset_counters()
-        cut, _, _ = ia.analisar_com_gemini(prompt="resuma", return_json=False, thinking_level="minimal",
-                                           max_output_tokens=100, accept_truncation=True)
+        cut, _, _ = ia.analisar_com_gemini(
+            prompt="resuma", return_json=False, thinking_level="minimal", max_output_tokens=100, accept_truncation=True
+        )
     assert cut == long[: (100 - 16) * 4] and emu.count(status=200) == 1
 
 
@@ -162,8 +171,15 @@ def test_temperature_is_left_to_gemini_3_and_kept_at_0_1_before(emu):
         assert emu.last_request.body["generationConfig"]["temperature"] == 0.4
 
 
-@pytest.mark.parametrize("model, wish, sent", [(PRO, "minimal", "LOW"), ("gemini-3-pro-preview", "medium", "LOW"),
-                                                ("gemini-3.8-flash", "minimal", "LOW"), (PRO, "medium", "MEDIUM")])
+@pytest.mark.parametrize(
+    "model, wish, sent",
+    [
+        (PRO, "minimal", "LOW"),
+        ("gemini-3-pro-preview", "medium", "LOW"),
+        ("gemini-3.8-flash", "minimal", "LOW"),
+        (PRO, "medium", "MEDIUM"),
+    ],
+)
 def test_thinking_level_is_mapped_to_one_the_model_takes(emu, model, wish, sent, monkeypatch):
     monkeypatch.setattr(cat, "WATCH", cat.ShutdownWatch())  # judged by the clock below
     clock = FakeClock(1_770_000_000)  # 2026-02-02: 3 Pro Preview still served
@@ -181,8 +197,11 @@ class Cidade(BaseModel):
     populacao: int
 
 
-SCHEMA = {"type": "object", "properties": {"nome": {"type": "string"}, "populacao": {"type": "integer"}},
-          "required": ["nome", "populacao"]}
+SCHEMA = {
+    "type": "object",
+    "properties": {"nome": {"type": "string"}, "populacao": {"type": "integer"}},
+    "required": ["nome", "populacao"],
+}
 
 
 def test_schema_dict_is_sent_and_checked(emu):
@@ -221,8 +240,13 @@ def test_bad_schema_argument_sends_nothing(emu):
     assert emu.count() == 0
 
 
-@pytest.mark.parametrize("text", ['```json\n{"nome": "Natal", "populacao": 751300}\n```',
-                                  'Claro! Segue:\n```json\n{"nome": "Natal", "populacao": 751300}\n```\nAbraço.'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '```json\n{"nome": "Natal", "populacao": 751300}\n```',
+        'Claro! Segue:\n```json\n{"nome": "Natal", "populacao": 751300}\n```\nAbraço.',
+    ],
+)
 def test_fenced_json_is_parsed(emu, text):
     script(emu, ReplyRule("cidade", text=text, raw=True))
     with processor(emu, {G3: 1}) as ia:
@@ -248,8 +272,10 @@ def test_shut_down_model_is_skipped_with_one_warning(emu, monkeypatch, caplog):
     import calendar
 
     clock = FakeClock(calendar.timegm(date(2026, 12, 2).timetuple()))
-    with caplog.at_level(logging.WARNING), processor(emu, {"gemini-2.5-pro": 1, "gemini-3.8-flash": 1},
-                                                     clock=clock) as ia:
+    with (
+        caplog.at_level(logging.WARNING),
+        processor(emu, {"gemini-2.5-pro": 1, "gemini-3.8-flash": 1}, clock=clock) as ia,
+    ):
         for _ in range(3):
             ia.analisar_com_gemini(prompt="x")
     assert emu.count(model="gemini-2.5-pro") == 0 and emu.count(model="gemini-3.8-flash", status=200) == 3

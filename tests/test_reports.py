@@ -43,28 +43,113 @@ def _events():
     k_free, k_paid = "k-free00001", "k-paid00001"
     return [
         # 2025-06-14, notas: one paid flash call, one free flash call
-        call_event(t(14, 10), "notas", "gemini-2.5-flash", "paid", 1000, 500, tokens_reasoning=200, key=k_paid,
-                   project="proj-paid", time_spent=1.0, total_duration_ms=1100.0),
-        call_event(t(14, 11, 30), "notas", "gemini-2.5-flash", "free", 2000, 1000, key=k_free,
-                   time_spent=2.0, total_duration_ms=2300.0,
-                   attempts=[attempt(t(14, 11, 30), 1, k_free, "free", "gemini-2.5-pro", status=429,
-                                     quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
-                             attempt(t(14, 11, 30), 2, k_free, "free", "gemini-2.5-flash")]),
+        call_event(
+            t(14, 10),
+            "notas",
+            "gemini-2.5-flash",
+            "paid",
+            1000,
+            500,
+            tokens_reasoning=200,
+            key=k_paid,
+            project="proj-paid",
+            time_spent=1.0,
+            total_duration_ms=1100.0,
+        ),
+        call_event(
+            t(14, 11, 30),
+            "notas",
+            "gemini-2.5-flash",
+            "free",
+            2000,
+            1000,
+            key=k_free,
+            time_spent=2.0,
+            total_duration_ms=2300.0,
+            attempts=[
+                attempt(
+                    t(14, 11, 30),
+                    1,
+                    k_free,
+                    "free",
+                    "gemini-2.5-pro",
+                    status=429,
+                    quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                ),
+                attempt(t(14, 11, 30), 2, k_free, "free", "gemini-2.5-flash"),
+            ],
+        ),
         # 2025-06-14, resumo: pro in flex, long prompt, part cached
-        call_event(t(14, 15), "resumo", "gemini-2.5-pro", "paid", 250_000, 2000, tokens_cached=50_000,
-                   service_tier="flex", key=k_paid, project="proj-paid", time_spent=4.0, total_duration_ms=4000.0),
+        call_event(
+            t(14, 15),
+            "resumo",
+            "gemini-2.5-pro",
+            "paid",
+            250_000,
+            2000,
+            tokens_cached=50_000,
+            service_tier="flex",
+            key=k_paid,
+            project="proj-paid",
+            time_spent=4.0,
+            total_duration_ms=4000.0,
+        ),
         # 2025-06-15, notas: a paid 3.1 pro call and a failed call
-        call_event(t(15, 9), "notas", "gemini-3.1-pro-preview", "paid", 100_000, 10_000, key=k_paid,
-                   project="proj-paid", time_spent=3.0, total_duration_ms=3000.0),
-        call_event(t(15, 9, 5), "notas", "gemini-2.5-flash", "free", outcome="error", key=k_free,
-                   time_spent=0.0, total_duration_ms=500.0,
-                   attempts=[attempt(t(15, 9, 5), 1, k_free, "free", "gemini-2.5-flash", status=429,
-                                     quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
-                             attempt(t(15, 9, 5), 2, k_free, "free", "gemini-2.5-flash", status=429,
-                                     quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier")]),
+        call_event(
+            t(15, 9),
+            "notas",
+            "gemini-3.1-pro-preview",
+            "paid",
+            100_000,
+            10_000,
+            key=k_paid,
+            project="proj-paid",
+            time_spent=3.0,
+            total_duration_ms=3000.0,
+        ),
+        call_event(
+            t(15, 9, 5),
+            "notas",
+            "gemini-2.5-flash",
+            "free",
+            outcome="error",
+            key=k_free,
+            time_spent=0.0,
+            total_duration_ms=500.0,
+            attempts=[
+                attempt(
+                    t(15, 9, 5),
+                    1,
+                    k_free,
+                    "free",
+                    "gemini-2.5-flash",
+                    status=429,
+                    quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                ),
+                attempt(
+                    t(15, 9, 5),
+                    2,
+                    k_free,
+                    "free",
+                    "gemini-2.5-flash",
+                    status=429,
+                    quota_id="GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                ),
+            ],
+        ),
         # 2025-06-15, resumo: a model nobody priced
-        call_event(t(15, 10), "resumo", "gemini-9-ultra", "paid", 1000, 1000, key=k_paid, project="proj-paid",
-                   time_spent=1.0, total_duration_ms=1000.0),
+        call_event(
+            t(15, 10),
+            "resumo",
+            "gemini-9-ultra",
+            "paid",
+            1000,
+            1000,
+            key=k_paid,
+            project="proj-paid",
+            time_spent=1.0,
+            total_duration_ms=1000.0,
+        ),
     ]
 
 
@@ -78,7 +163,11 @@ def test_daily_report_exact_costs_in_usd_and_brl(store, report):
     report.set_exchange_rate("2025-06-15", "5.6")
     rows = report.get_telemetry_data("day", "week")
     assert [(r["data"], r["task"]) for r in rows] == [
-        ("2025-06-14", "notas"), ("2025-06-14", "resumo"), ("2025-06-15", "notas"), ("2025-06-15", "resumo")]
+        ("2025-06-14", "notas"),
+        ("2025-06-14", "resumo"),
+        ("2025-06-15", "notas"),
+        ("2025-06-15", "resumo"),
+    ]
     by = _by(rows, "data", "task")
     for r in rows:
         assert list(r)[: len(ORIGINAL_COLUMNS)] == list(ORIGINAL_COLUMNS)
@@ -97,7 +186,11 @@ def test_daily_report_exact_costs_in_usd_and_brl(store, report):
     assert n14["custo_medio_por_hora"] == D("0.0042625")
     assert (n14["total_input_tokens"], n14["total_output_tokens"], n14["total_reasoning_tokens"]) == (3000, 1500, 200)
     assert (n14["avg_input_tokens"], n14["avg_output_tokens"]) == (1500.0, 750.0)
-    assert (n14["tempo_medio_por_evento"], n14["tempo_maximo_por_evento"], n14["tempo_minimo_por_evento"]) == (1.5, 2.0, 1.0)
+    assert (n14["tempo_medio_por_evento"], n14["tempo_maximo_por_evento"], n14["tempo_minimo_por_evento"]) == (
+        1.5,
+        2.0,
+        1.0,
+    )
     assert n14["ultimo_evento"] == t(14, 11, 30)
     assert n14["taxa_cambio_ausente"] == 0
     assert n14["total_attempts"] == 3
@@ -139,15 +232,31 @@ def test_sql_cost_equals_the_per_call_estimate_and_the_recorded_cost(store, repo
 
 def test_random_events_sql_matches_python(store, report):
     rng = random.Random(7)
-    models = ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite", "gemini-3.1-pro-preview",
-              "gemini-3-flash-preview", "gemini-2.5-flash-preview-09-2025", "unknown-model"]
+    models = [
+        "gemini-2.5-flash",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash-lite",
+        "gemini-3.1-pro-preview",
+        "gemini-3-flash-preview",
+        "gemini-2.5-flash-preview-09-2025",
+        "unknown-model",
+    ]
     events = []
     for i in range(300):
         tin = rng.choice([0, 1, 999, 200_000, 200_001, rng.randint(0, 400_000)])
-        events.append(call_event(
-            NOW - timedelta(minutes=rng.randint(1, 60 * 24 * 6)), rng.choice(["a", "b", "c"]), rng.choice(models),
-            rng.choice(["free", "paid"]), tin, rng.randint(0, 70_000), tokens_cached=rng.randint(0, tin),
-            service_tier=rng.choice(["standard", "flex", "priority"]), event_id=f"r{i}"))
+        events.append(
+            call_event(
+                NOW - timedelta(minutes=rng.randint(1, 60 * 24 * 6)),
+                rng.choice(["a", "b", "c"]),
+                rng.choice(models),
+                rng.choice(["free", "paid"]),
+                tin,
+                rng.randint(0, 70_000),
+                tokens_cached=rng.randint(0, tin),
+                service_tier=rng.choice(["standard", "flex", "priority"]),
+                event_id=f"r{i}",
+            )
+        )
     insert_events(store, events)
     rows = report.get_telemetry_data("group", "week")
     by_task = _by(rows, "task")
@@ -229,9 +338,19 @@ def test_prices_seeded_from_the_file_and_updatable_in_the_table(store, report):
 
 
 def test_existing_price_table_is_not_overwritten(store):
-    store.insert("model_prices", [[datetime(2024, 1, 1), "gemini-2.5-flash", D("9"), D("9"), D("9"), D("9"), "mine"]],
-                 column_names=["timestamp", "model", "input_price_less_200", "output_price_less_200",
-                               "input_price_more_200", "output_price_more_200", "source"])
+    store.insert(
+        "model_prices",
+        [[datetime(2024, 1, 1), "gemini-2.5-flash", D("9"), D("9"), D("9"), D("9"), "mine"]],
+        column_names=[
+            "timestamp",
+            "model",
+            "input_price_less_200",
+            "output_price_less_200",
+            "input_price_more_200",
+            "output_price_more_200",
+            "source",
+        ],
+    )
     with Telemetry(client=store, now=NOW) as tel:
         assert tel.prices().models["gemini-2.5-flash"][0].input_price_less_200 == D("9")
         # models the table lacks still have the file's price
@@ -282,17 +401,33 @@ def test_quota_errors_view(store, report):
 
 
 def test_latency_percentiles(store, report):
-    events = [call_event(NOW - timedelta(minutes=i + 1), "lat", "gemini-2.5-flash", "free", 10, 10,
-                         total_duration_ms=float(ms), event_id=f"lat{i}",
-                         attempts=[attempt(NOW - timedelta(minutes=i + 1), 1, "k-x", "free", "gemini-2.5-flash",
-                                           duration_ms=float(ms) / 2)])
-              for i, ms in enumerate(range(100, 2100, 100))]  # 100, 200, ..., 2000 ms
+    events = [
+        call_event(
+            NOW - timedelta(minutes=i + 1),
+            "lat",
+            "gemini-2.5-flash",
+            "free",
+            10,
+            10,
+            total_duration_ms=float(ms),
+            event_id=f"lat{i}",
+            attempts=[
+                attempt(NOW - timedelta(minutes=i + 1), 1, "k-x", "free", "gemini-2.5-flash", duration_ms=float(ms) / 2)
+            ],
+        )
+        for i, ms in enumerate(range(100, 2100, 100))
+    ]  # 100, 200, ..., 2000 ms
     insert_events(store, events)
     (row,) = report.latency("1h", by="model")
     assert row["model_name"] == "gemini-2.5-flash" and row["calls"] == 20
     # quantileExact returns an observed value: the element at floor(q x n) of the sorted list
     assert (row["p50_ms"], row["p90_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"]) == (
-        1100.0, 1900.0, 2000.0, 2000.0, 2000.0)
+        1100.0,
+        1900.0,
+        2000.0,
+        2000.0,
+        2000.0,
+    )
     assert row["avg_ms"] == 1050.0
     assert row["request_p50_ms"] == 550.0
 
@@ -301,7 +436,11 @@ def test_timeseries_for_charts(store, report):
     insert_events(store, _events())
     rows = report.timeseries("week", "day", by="tier")
     assert [(r["bucket"], r["series"], r["calls"]) for r in rows] == [
-        ("2025-06-14", "free", 1), ("2025-06-14", "paid", 2), ("2025-06-15", "free", 1), ("2025-06-15", "paid", 2)]
+        ("2025-06-14", "free", 1),
+        ("2025-06-14", "paid", 2),
+        ("2025-06-15", "free", 1),
+        ("2025-06-15", "paid", 2),
+    ]
     free14 = rows[0]
     assert free14["custo_usd"] == 0 and free14["custo_lista_usd"] == D("0.0031") and free14["tokens"] == 3000
     auto = report.timeseries("24h", None, by="task")  # 24h -> hourly buckets
@@ -341,8 +480,10 @@ def test_default_constructor_reads_the_processor_settings(tmp_path, monkeypatch)
 
 
 def test_estimate_and_sql_agree_on_the_threshold(store, report):
-    events = [call_event(NOW - timedelta(hours=1), "th", "gemini-2.5-pro", "paid", n, 100, event_id=f"th{n}")
-              for n in (199_999, 200_000, 200_001)]
+    events = [
+        call_event(NOW - timedelta(hours=1), "th", "gemini-2.5-pro", "paid", n, 100, event_id=f"th{n}")
+        for n in (199_999, 200_000, 200_001)
+    ]
     insert_events(store, events)
     (row,) = report.get_telemetry_data("group", "24h")
     expected = sum(estimate_cost("gemini-2.5-pro", "paid", "standard", n, 100)[0] for n in (199_999, 200_000, 200_001))
@@ -351,10 +492,33 @@ def test_estimate_and_sql_agree_on_the_threshold(store, report):
 
 def test_a_key_that_only_met_429s_still_shows(store, report):
     when = NOW - timedelta(hours=1)
-    insert_events(store, [call_event(when, "x", "gemini-2.5-flash", "free", 10, 10, key="k-served0001", event_id="q1",
-                                     attempts=[attempt(when, 1, "k-only42901", "free", "gemini-2.5-flash", status=429,
-                                                       quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
-                                               attempt(when, 2, "k-served0001", "free", "gemini-2.5-flash")])])
+    insert_events(
+        store,
+        [
+            call_event(
+                when,
+                "x",
+                "gemini-2.5-flash",
+                "free",
+                10,
+                10,
+                key="k-served0001",
+                event_id="q1",
+                attempts=[
+                    attempt(
+                        when,
+                        1,
+                        "k-only42901",
+                        "free",
+                        "gemini-2.5-flash",
+                        status=429,
+                        quota_id="GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                    ),
+                    attempt(when, 2, "k-served0001", "free", "gemini-2.5-flash"),
+                ],
+            )
+        ],
+    )
     rows = _by(report.usage_by_key("24h"), "key_fingerprint")
     only = rows[("k-only42901",)]
     assert only["calls"] == 0 and only["requests"] == 1 and only["http_429"] == 1

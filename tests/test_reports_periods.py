@@ -124,8 +124,20 @@ def test_explicit_ranges(text, start, end):
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "2d", "24H", "Today", "lastweek", "semana", "2025-13-01|2025-12-31", "2025-01-01|", "|2025-01-01",
-     "2025-02-01|2025-01-01", "yesterday|today", "1m ago"],
+    [
+        "",
+        "2d",
+        "24H",
+        "Today",
+        "lastweek",
+        "semana",
+        "2025-13-01|2025-12-31",
+        "2025-01-01|",
+        "|2025-01-01",
+        "2025-02-01|2025-01-01",
+        "yesterday|today",
+        "1m ago",
+    ],
 )
 def test_bad_periods_raise_report_error(bad):
     with pytest.raises(ReportError):
@@ -139,8 +151,19 @@ def test_bad_time_zone_raises_report_error():
 
 @pytest.mark.parametrize(
     "group,fmt",
-    [("year", "%Y"), ("month", "%Y-%m"), ("day", "%Y-%m-%d"), ("hour", "%H"), ("datehour", "%Y-%m-%d %H:00"),
-     ("minute", "%Y-%m-%d %H:%i"), ("group", None), ("all", None), ("total", None), (None, None), ("DAY", "%Y-%m-%d")],
+    [
+        ("year", "%Y"),
+        ("month", "%Y-%m"),
+        ("day", "%Y-%m-%d"),
+        ("hour", "%H"),
+        ("datehour", "%Y-%m-%d %H:00"),
+        ("minute", "%Y-%m-%d %H:%i"),
+        ("group", None),
+        ("all", None),
+        ("total", None),
+        (None, None),
+        ("DAY", "%Y-%m-%d"),
+    ],
 )
 def test_groups(group, fmt):
     assert group_format(group) == fmt
@@ -154,7 +177,11 @@ def test_bad_groups_raise_report_error(bad):
 
 def test_original_groups_are_kept():
     assert {k: GROUP_FORMATS[k] for k in ("year", "month", "day", "hour")} == {
-        "year": "%Y", "month": "%Y-%m", "day": "%Y-%m-%d", "hour": "%H"}
+        "year": "%Y",
+        "month": "%Y-%m",
+        "day": "%Y-%m-%d",
+        "hour": "%H",
+    }
 
 
 def test_date_utils_compatibility():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from csctracker_ai_core.pricing import estimate_cost
 from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent
@@ -93,14 +94,22 @@ def call_event(
         payload="prompt",
         result="{}" if outcome == "ok" else "",
         error_type="" if outcome == "ok" else "GeminiServiceException",
-        attempt_events=tuple(
-            a if a.event_id == eid else dataclasses.replace(a, event_id=eid) for a in attempts
-        ),
+        attempt_events=tuple(a if a.event_id == eid else dataclasses.replace(a, event_id=eid) for a in attempts),
     )
 
 
-def attempt(when: datetime, n: int, key: str, tier: str, model: str, *, status: int = 200, quota_id: str = "",
-            duration_ms: float = 100.0, project: str = "proj-a") -> AttemptEvent:
+def attempt(
+    when: datetime,
+    n: int,
+    key: str,
+    tier: str,
+    model: str,
+    *,
+    status: int = 200,
+    quota_id: str = "",
+    duration_ms: float = 100.0,
+    project: str = "proj-a",
+) -> AttemptEvent:
     """One upstream request (event id filled in by :func:`call_event`)."""
     return AttemptEvent(
         event_id="",
@@ -122,7 +131,14 @@ def insert_events(client: Any, events: Sequence[CallEvent], database: str = "def
     """Insert ``events`` (and their attempts) as the writer does."""
     records = [event_to_record(e) for e in events]
     event_cols, attempt_cols = records_to_columns(records)
-    client.insert("ai_events", event_cols, column_names=list(EVENT_COLUMN_NAMES), column_oriented=True, database=database)
+    client.insert(
+        "ai_events", event_cols, column_names=list(EVENT_COLUMN_NAMES), column_oriented=True, database=database
+    )
     if attempt_cols and attempt_cols[0]:
-        client.insert("ai_attempts", attempt_cols, column_names=list(ATTEMPT_COLUMN_NAMES), column_oriented=True,
-                      database=database)
+        client.insert(
+            "ai_attempts",
+            attempt_cols,
+            column_names=list(ATTEMPT_COLUMN_NAMES),
+            column_oriented=True,
+            database=database,
+        )

@@ -46,8 +46,14 @@ def processor(emu, free=FREE, paid=PAID):
     # "project:KEY" tells the pool which keys share a project, as the emulator knows them.
     free = [f"free-{FREE.index(k)}:{k}" for k in free]
     paid = [f"billing:{k}" for k in paid]
-    return IaProcessor(google_free_keys=free, google_paid_keys=paid, google_models_limits=LIMITS,
-                       base_url=emu.base_url, telemetry_sink=ListSink(), max_wait_s=0)
+    return IaProcessor(
+        google_free_keys=free,
+        google_paid_keys=paid,
+        google_models_limits=LIMITS,
+        base_url=emu.base_url,
+        telemetry_sink=ListSink(),
+        max_wait_s=0,
+    )
 
 
 def disabled(p):
@@ -192,8 +198,13 @@ def test_mixed_pool_first_model_refusing(emu, refusal):
 
 def test_a_403_on_the_only_model_for_every_key_ends_with_a_clear_error(emu):
     emu.deny_model(PRO)
-    with IaProcessor(google_free_keys=FREE[:1], google_models_limits=f"{PRO}=1", base_url=emu.base_url,
-                     telemetry_sink=ListSink(), max_wait_s=0) as p:
+    with IaProcessor(
+        google_free_keys=FREE[:1],
+        google_models_limits=f"{PRO}=1",
+        base_url=emu.base_url,
+        telemetry_sink=ListSink(),
+        max_wait_s=0,
+    ) as p:
         with pytest.raises(GeminiServiceException, match="no access"):
             p.analisar_com_gemini(prompt="oi")
         assert emu.total_requests == 1

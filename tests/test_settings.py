@@ -33,7 +33,7 @@ POISON = {
     "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "-1",
     "CSCTRACKER_AI_TELEMETRY": "everywhere",
     "CLICKHOUSE_PORT": "eighty",
-    "CSCTRACKER_AI_BUDGETS": "[{\"limit\": \"-1\"}]",
+    "CSCTRACKER_AI_BUDGETS": '[{"limit": "-1"}]',
 }
 
 
@@ -44,10 +44,13 @@ def _os_environ_readers() -> list:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             hit = (
-                isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv", "environb")
-                and isinstance(node.value, ast.Name) and node.value.id == "os"
+                isinstance(node, ast.Attribute)
+                and node.attr in ("environ", "getenv", "putenv", "environb")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
             ) or (
-                isinstance(node, ast.ImportFrom) and node.module == "os"
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
                 and any(a.name in ("environ", "getenv", "environb") for a in node.names)
             )
             if hit:
@@ -84,9 +87,13 @@ def test_without_a_base_url_the_public_endpoint_is_passed_explicitly():
     URL; an explicit default keeps env= in charge."""
     assert Settings.load(env={}).base_url == DEFAULT_BASE_URL
     assert Settings.load(env={"GOOGLE_GEMINI_BASE_URL": "http://sdk/"}).base_url == "http://sdk/"
-    assert Settings.load(env={"GOOGLE_GEMINI_BASE_URL": "http://sdk/",
-                              "CSCTRACKER_AI_BASE_URL": "http://ours/"}).base_url == "http://ours/"
-    assert Settings.load(base_url="http://arg/", env={"CSCTRACKER_AI_BASE_URL": "http://ours/"}).base_url == "http://arg/"
+    assert (
+        Settings.load(env={"GOOGLE_GEMINI_BASE_URL": "http://sdk/", "CSCTRACKER_AI_BASE_URL": "http://ours/"}).base_url
+        == "http://ours/"
+    )
+    assert (
+        Settings.load(base_url="http://arg/", env={"CSCTRACKER_AI_BASE_URL": "http://ours/"}).base_url == "http://arg/"
+    )
 
 
 class RecordingEnv(dict):
@@ -116,14 +123,23 @@ def test_every_variable_read_is_listed_once():
 
 
 def test_environment_values_are_read():
-    s = Settings.load(env={
-        "GOOGLE_MODEL_LIMITS": "gemini-2.5-pro=5",
-        "CSCTRACKER_AI_TIMEOUT_S": "30", "CSCTRACKER_AI_MAX_RETRIES": "1", "CSCTRACKER_AI_MAX_WAIT_S": "0",
-        "CSCTRACKER_AI_PRICES_FILE": "~/p.json", "CSCTRACKER_AI_DATA_DIR": "/tmp/csc",
-        "CSCTRACKER_AI_REDIS_URL": "redis://:s3cret@r:6379/0", "CSCTRACKER_AI_REDIS_NAMESPACE": "ns",
-        "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "12", "CSCTRACKER_AI_REDIS_POLICY": "FAIL",
-        "CLICKHOUSE_HOST": "ch", "CLICKHOUSE_PORT": "8123", "CLICKHOUSE_PASSWORD": "pw",
-    })
+    s = Settings.load(
+        env={
+            "GOOGLE_MODEL_LIMITS": "gemini-2.5-pro=5",
+            "CSCTRACKER_AI_TIMEOUT_S": "30",
+            "CSCTRACKER_AI_MAX_RETRIES": "1",
+            "CSCTRACKER_AI_MAX_WAIT_S": "0",
+            "CSCTRACKER_AI_PRICES_FILE": "~/p.json",
+            "CSCTRACKER_AI_DATA_DIR": "/tmp/csc",
+            "CSCTRACKER_AI_REDIS_URL": "redis://:s3cret@r:6379/0",
+            "CSCTRACKER_AI_REDIS_NAMESPACE": "ns",
+            "CSCTRACKER_AI_REDIS_LEASE_TTL_S": "12",
+            "CSCTRACKER_AI_REDIS_POLICY": "FAIL",
+            "CLICKHOUSE_HOST": "ch",
+            "CLICKHOUSE_PORT": "8123",
+            "CLICKHOUSE_PASSWORD": "pw",
+        }
+    )
     assert dict(s.model_limits) == {"gemini-2.5-pro": 5}
     assert (s.request_timeout_s, s.max_retries, s.max_wait_s) == (30.0, 1, 0.0)
     assert s.prices_file == Path("~/p.json").expanduser()
@@ -135,21 +151,28 @@ def test_environment_values_are_read():
 
 
 def test_repr_hides_keys_and_secrets():
-    s = Settings.load(google_free_keys=FREE, env={
-        "CSCTRACKER_AI_REDIS_URL": "redis://:s3cret@r:6379/0", "CLICKHOUSE_HOST": "ch",
-        "CLICKHOUSE_PASSWORD": "pw-s3cret",
-    })
+    s = Settings.load(
+        google_free_keys=FREE,
+        env={
+            "CSCTRACKER_AI_REDIS_URL": "redis://:s3cret@r:6379/0",
+            "CLICKHOUSE_HOST": "ch",
+            "CLICKHOUSE_PASSWORD": "pw-s3cret",
+        },
+    )
     text = repr(s)
     assert "AIzaFREE" not in text and "s3cret" not in text and "Settings(" in text
 
 
-@pytest.mark.parametrize("name,value", [
-    ("CSCTRACKER_AI_TIMEOUT_S", "soon"),
-    ("CSCTRACKER_AI_REDIS_POLICY", "panic"),
-    ("CSCTRACKER_AI_REDIS_LEASE_TTL_S", "-1"),
-    ("GOOGLE_MODEL_LIMITS", "not a limit"),
-    ("CLICKHOUSE_PORT", "eighty"),
-])
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("CSCTRACKER_AI_TIMEOUT_S", "soon"),
+        ("CSCTRACKER_AI_REDIS_POLICY", "panic"),
+        ("CSCTRACKER_AI_REDIS_LEASE_TTL_S", "-1"),
+        ("GOOGLE_MODEL_LIMITS", "not a limit"),
+        ("CLICKHOUSE_PORT", "eighty"),
+    ],
+)
 def test_bad_variables_name_themselves(name, value):
     env = {name: value}
     if name.startswith("CSCTRACKER_AI_REDIS_") and name != "CSCTRACKER_AI_REDIS_URL":

@@ -22,28 +22,40 @@ SCHEMA = {
 }
 
 
-@pytest.mark.parametrize("value", [
-    {"nome": "Ana", "idade": 30},
-    {"nome": "Ana", "idade": 30.0, "tags": ["a", "b"], "endereco": {"cep": "01001-000"}, "apelido": None,
-     "nota": None},
-    {"nome": "Ana", "idade": 0, "nota": 9.5},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"nome": "Ana", "idade": 30},
+        {
+            "nome": "Ana",
+            "idade": 30.0,
+            "tags": ["a", "b"],
+            "endereco": {"cep": "01001-000"},
+            "apelido": None,
+            "nota": None,
+        },
+        {"nome": "Ana", "idade": 0, "nota": 9.5},
+    ],
+)
 def test_values_that_fit(value):
     check_schema(value, SCHEMA)
 
 
-@pytest.mark.parametrize("value, where", [
-    ({"nome": "Ana"}, "missing required ['idade']"),
-    ({"nome": "Ana", "idade": "30"}, "$.idade: expected integer"),
-    ({"nome": "Ana", "idade": True}, "$.idade: expected integer"),
-    ({"nome": "Ana", "idade": -1}, "minimum"),
-    ({"nome": "Ana", "idade": 1, "tags": ["c"]}, "$.tags[0]"),
-    ({"nome": "Ana", "idade": 1, "tags": ["a", "a", "a"]}, "maxItems"),
-    ({"nome": "Ana", "idade": 1, "endereco": {}}, "$.endereco: missing required ['cep']"),
-    ({"nome": "Ana", "idade": 1, "cor": "azul"}, "unexpected property 'cor'"),
-    ({"nome": "Ana", "idade": 1, "nota": "dez"}, "anyOf"),
-    ([1], "$: expected object"),
-])
+@pytest.mark.parametrize(
+    "value, where",
+    [
+        ({"nome": "Ana"}, "missing required ['idade']"),
+        ({"nome": "Ana", "idade": "30"}, "$.idade: expected integer"),
+        ({"nome": "Ana", "idade": True}, "$.idade: expected integer"),
+        ({"nome": "Ana", "idade": -1}, "minimum"),
+        ({"nome": "Ana", "idade": 1, "tags": ["c"]}, "$.tags[0]"),
+        ({"nome": "Ana", "idade": 1, "tags": ["a", "a", "a"]}, "maxItems"),
+        ({"nome": "Ana", "idade": 1, "endereco": {}}, "$.endereco: missing required ['cep']"),
+        ({"nome": "Ana", "idade": 1, "cor": "azul"}, "unexpected property 'cor'"),
+        ({"nome": "Ana", "idade": 1, "nota": "dez"}, "anyOf"),
+        ([1], "$: expected object"),
+    ],
+)
 def test_values_that_break_it_say_where(value, where):
     with pytest.raises(SchemaMismatch) as info:
         check_schema(value, SCHEMA)

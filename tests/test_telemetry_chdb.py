@@ -9,14 +9,13 @@ from decimal import Decimal
 
 import chdb  # noqa: F401  (a dev dependency: fail loudly when it is missing)
 import pytest
+from test_telemetry_support import embedded_settings, make_event
 
 from csctracker_ai_core.telemetry import ClickHouseDb, open_telemetry
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.records import TRUNCATION_MARKER_FORMAT
 from csctracker_ai_core.telemetry.schema import SCHEMA_VERSION, ensure_schema
 from csctracker_ai_core.telemetry.writer import TelemetryWriter
-
-from test_telemetry_support import embedded_settings, make_event
 
 ORIGINAL_DDL = (
     "CREATE TABLE ai_events (timestamp DateTime, event_id String CODEC(ZSTD(9)), "
@@ -64,8 +63,20 @@ def test_schema_created_with_expected_engines_and_keys(store):
     assert rows["daily_exchange_rates"][:2] == ("ReplacingMergeTree", "currency, date")
     assert rows["ai_events_rejected"][:2] == ("ReplacingMergeTree", "rejected_at, event_id, source_table")
     cols = dict(client.query("SELECT name, type FROM system.columns WHERE table = 'ai_events'").result_rows)
-    for original in ("timestamp", "event_id", "tokens_input", "tokens_image", "tokens_output", "tokens_reasoning",
-                     "payload", "result", "model", "task", "time_spent", "service_tier"):
+    for original in (
+        "timestamp",
+        "event_id",
+        "tokens_input",
+        "tokens_image",
+        "tokens_output",
+        "tokens_reasoning",
+        "payload",
+        "result",
+        "model",
+        "task",
+        "time_spent",
+        "service_tier",
+    ):
         assert original in cols
     assert cols["cost_usd"].startswith("Decimal(18, 12)")
     assert cols["metadata"].startswith("Map(")
@@ -89,16 +100,34 @@ def test_migration_from_original_table_keeps_every_row(store):
         [ts, "dup", 1, 0, 1, 0, json.dumps("a"), "x", "m-free", "t", 0.1, "standard"],
         [ts, "dup", 2, 0, 2, 0, json.dumps("b"), "y", "m-free", "t", 0.2, "standard"],
     ]
-    client.insert("ai_events", rows, column_names=["timestamp", "event_id", "tokens_input", "tokens_image",
-                  "tokens_output", "tokens_reasoning", "payload", "result", "model", "task", "time_spent",
-                  "service_tier"])
+    client.insert(
+        "ai_events",
+        rows,
+        column_names=[
+            "timestamp",
+            "event_id",
+            "tokens_input",
+            "tokens_image",
+            "tokens_output",
+            "tokens_reasoning",
+            "payload",
+            "result",
+            "model",
+            "task",
+            "time_spent",
+            "service_tier",
+        ],
+    )
     report = ensure_schema(client)
     assert report.legacy_rows_migrated == 5
     client.command("OPTIMIZE TABLE ai_events FINAL")
     assert _final_count(client) == 5
-    got = {r[0]: r[1:] for r in client.query(
-        "SELECT event_id, model, model_name, tier, tokens_input, service_tier, payload FROM ai_events FINAL"
-    ).result_rows}
+    got = {
+        r[0]: r[1:]
+        for r in client.query(
+            "SELECT event_id, model, model_name, tier, tokens_input, service_tier, payload FROM ai_events FINAL"
+        ).result_rows
+    }
     assert got["e1"] == ("gemini-2.5-flash-free", "gemini-2.5-flash", "free", 10, "standard", '"p1"')
     assert got["e2"][:4] == ("gemini-2.5-pro-paid", "gemini-2.5-pro", "paid", 20)
     assert got["e2"][4] == "flex"
@@ -115,9 +144,22 @@ def test_migration_resumes_after_interruption(store):
     settings, client = store
     client.command(ORIGINAL_DDL)
     ts = datetime(2025, 6, 1, 8, 0, 0)
-    client.insert("ai_events", [[ts, f"e{i}", i, 0, 1, json.dumps("p"), "r", "m-paid", "t", 0.1] for i in range(10)],
-                  column_names=["timestamp", "event_id", "tokens_input", "tokens_image", "tokens_output",
-                                "payload", "result", "model", "task", "time_spent"])
+    client.insert(
+        "ai_events",
+        [[ts, f"e{i}", i, 0, 1, json.dumps("p"), "r", "m-paid", "t", 0.1] for i in range(10)],
+        column_names=[
+            "timestamp",
+            "event_id",
+            "tokens_input",
+            "tokens_image",
+            "tokens_output",
+            "payload",
+            "result",
+            "model",
+            "task",
+            "time_spent",
+        ],
+    )
     # Simulate a crash in the middle of the copy.
     from csctracker_ai_core.telemetry.schema import ai_events_ddl
 
@@ -148,7 +190,8 @@ def test_writer_inserts_calls_attempts_and_failures(tmp_path):
             assert _final_count(client) == 6
             row = client.query(
                 "SELECT outcome, error_type, error_message, quota_id, model, cost_usd, metadata, result "
-                "FROM ai_events FINAL WHERE event_id = {e:String}", parameters={"e": failed.event_id}
+                "FROM ai_events FINAL WHERE event_id = {e:String}",
+                parameters={"e": failed.event_id},
             ).result_rows[0]
             assert row[:3] == ("error", "QuotaExhaustedError", "all keys cooling down")
             assert row[4] == "gemini-2.5-flash-free"
@@ -156,7 +199,8 @@ def test_writer_inserts_calls_attempts_and_failures(tmp_path):
             assert row[6] == {"run": "t"}
             att = client.query(
                 "SELECT outcome, http_status, quota_id, decision, suspended_until FROM ai_attempts "
-                "WHERE event_id = {e:String}", parameters={"e": failed.event_id}
+                "WHERE event_id = {e:String}",
+                parameters={"e": failed.event_id},
             ).result_rows
             assert att[0][:4] == ("quota", 429, "GenerateRequestsPerDay", "suspend")
             assert att[0][4] is not None
@@ -191,13 +235,18 @@ def test_replayed_batch_is_deduplicated(tmp_path):
         assert _final_count(client) == 20
         assert client.command("SELECT uniqExact(event_id) FROM ai_events") == 20
         # The same insert retried with its token is dropped by ClickHouse itself.
-        from csctracker_ai_core.telemetry.records import EVENT_COLUMN_NAMES, records_to_columns, event_to_record
+        from csctracker_ai_core.telemetry.records import EVENT_COLUMN_NAMES, event_to_record, records_to_columns
 
         cols, _ = records_to_columns([event_to_record(make_event(1000, event_id="same"))])
         before = client.command("SELECT count() FROM ai_events")
         for _ in range(2):
-            client.insert("ai_events", cols, column_names=list(EVENT_COLUMN_NAMES), column_oriented=True,
-                          settings={"insert_deduplication_token": "tok-1"})
+            client.insert(
+                "ai_events",
+                cols,
+                column_names=list(EVENT_COLUMN_NAMES),
+                column_oriented=True,
+                settings={"insert_deduplication_token": "tok-1"},
+            )
         assert client.command("SELECT count() FROM ai_events") == before + 1
     finally:
         client.close()
@@ -246,8 +295,17 @@ def test_truncation_marker_and_images(tmp_path):
     settings = embedded_settings(tmp_path)
     w = _writer(settings, max_text_bytes=1000)
     big = "é" * 5000  # 10000 UTF-8 bytes
-    w.record(make_event(1, payload=big, result=big, image_sha256="ab" * 32, image_bytes=123,
-                        image_mime="image/png", image_base64="aGVsbG8="))
+    w.record(
+        make_event(
+            1,
+            payload=big,
+            result=big,
+            image_sha256="ab" * 32,
+            image_bytes=123,
+            image_mime="image/png",
+            image_base64="aGVsbG8=",
+        )
+    )
     assert w.flush(20)
     client = w.query_client()
     try:
@@ -270,15 +328,38 @@ def test_clickhouse_db_compatible_api(tmp_path, monkeypatch):
     monkeypatch.setenv("CSCTRACKER_AI_DATA_DIR", str(tmp_path))
     db = ClickHouseDb(batch_interval_s=0.05)
     try:
-        db.log_event_telemetry("ev-1", {"input": 10, "output": 5, "reasoning": 2}, "the prompt", "the answer",
-                               "gemini-2.5-flash-paid", "task-x", 0.75, "flex")
+        db.log_event_telemetry(
+            "ev-1",
+            {"input": 10, "output": 5, "reasoning": 2},
+            "the prompt",
+            "the answer",
+            "gemini-2.5-flash-paid",
+            "task-x",
+            0.75,
+            "flex",
+        )
         assert db.writer.flush(20)
         client = db.get_ch_client()
         try:
-            row = client.query("SELECT model, model_name, tier, tokens_input, tokens_output, tokens_reasoning, "
-                               "payload, result, task, time_spent, service_tier FROM ai_events FINAL").result_rows
-            assert row == [("gemini-2.5-flash-paid", "gemini-2.5-flash", "paid", 10, 5, 2, '"the prompt"',
-                            "the answer", "task-x", 0.75, "flex")]
+            row = client.query(
+                "SELECT model, model_name, tier, tokens_input, tokens_output, tokens_reasoning, "
+                "payload, result, task, time_spent, service_tier FROM ai_events FINAL"
+            ).result_rows
+            assert row == [
+                (
+                    "gemini-2.5-flash-paid",
+                    "gemini-2.5-flash",
+                    "paid",
+                    10,
+                    5,
+                    2,
+                    '"the prompt"',
+                    "the answer",
+                    "task-x",
+                    0.75,
+                    "flex",
+                )
+            ]
         finally:
             client.close()
     finally:
@@ -325,12 +406,19 @@ def test_embedded_non_owner_process_hands_events_to_owner(tmp_path):
             assert s.handed_off == 50 and s.written == 0, s
             print("ok", s.role)
         """)
-        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                             env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         client = owner.query_client()
         try:
-            assert wait_until(lambda: client.command("SELECT count() FROM ai_events FINAL WHERE task = 'child'") == 50, 20)
+            assert wait_until(
+                lambda: client.command("SELECT count() FROM ai_events FINAL WHERE task = 'child'") == 50, 20
+            )
             assert wait_until(lambda: owner.stats().replayed == 50, 5)  # counters follow the insert
         finally:
             client.close()

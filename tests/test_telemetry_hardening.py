@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,20 +13,16 @@ from pathlib import Path
 
 import chdb  # noqa: F401  (a dev dependency: fail loudly when it is missing)
 import pytest
+from test_telemetry_support import embedded_settings, make_event, wait_until
 
 from csctracker_ai_core import AiCoreError, IaProcessor
 from csctracker_ai_core.exceptions import TelemetryError
-from csctracker_ai_core.telemetry import open_telemetry, resolve_clickhouse_settings
-from csctracker_ai_core.telemetry import ownership
+from csctracker_ai_core.telemetry import open_telemetry, ownership, resolve_clickhouse_settings
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.quarantine import QUARANTINE_FILE, insert_isolating, is_data_error
 from csctracker_ai_core.telemetry.records import encode_record, event_to_record
 from csctracker_ai_core.telemetry.schema import SchemaDriftError, ensure_schema
 from csctracker_ai_core.telemetry.writer import DroppingSink, NullSink, TelemetryWriter
-
-from test_telemetry_support import embedded_settings, make_event, wait_until
-
-import dataclasses
 
 
 def _writer(settings, **kw):
@@ -63,7 +60,10 @@ def test_surrogate_texts_are_sanitized_and_never_block_the_batch(tmp_path):
     s = w.stats()
     assert s.pending == 0 and s.written == 4 and s.sanitized == 1 and s.quarantined == 0
     w.close()
-    rows = {r[0]: r[1:] for r in _rows(settings, "SELECT event_id, task, result, metadata, sanitized_fields FROM ai_events FINAL")}
+    rows = {
+        r[0]: r[1:]
+        for r in _rows(settings, "SELECT event_id, task, result, metadata, sanitized_fields FROM ai_events FINAL")
+    }
     assert set(rows) == set(ids)
     task, result, metadata, fixed = rows[ids[1]]
     assert task == "t\ufffdx" and result == "reply \ufffd" and metadata == {"file": "a\ufffd.txt"}
@@ -82,7 +82,9 @@ def test_surrogate_task_over_the_wire_never_blocks_telemetry(make_gemini_emulato
     data = tmp_path / "data"
     bad_task = os.fsdecode(b"lote-\xe9")  # 'lote-\udce9'
     with IaProcessor(google_free_keys=free, base_url=emu.base_url, env={"CSCTRACKER_AI_DATA_DIR": str(data)}) as p:
-        ids = [p.analisar_com_gemini(input_text="oi", prompt="Responda.", task=t)[2] for t in ("antes", bad_task, "depois")]
+        ids = [
+            p.analisar_com_gemini(input_text="oi", prompt="Responda.", task=t)[2] for t in ("antes", bad_task, "depois")
+        ]
     rows = dict(_rows(embedded_settings(data), "SELECT event_id, task FROM ai_events FINAL"))
     assert rows == {ids[0]: "antes", ids[1]: "lote-\ufffd", ids[2]: "depois"}
     assert not list((data / "spool").glob("seg-*"))
@@ -111,10 +113,18 @@ def test_bad_spool_lines_are_quarantined_and_the_rest_delivered(tmp_path, caplog
     wrong2["tokens_output"] = "y"
     old = event_to_record(make_event(12, task="old\udc80"))
     old_line = (json.dumps(old, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "surrogatepass")
-    seg = _plant_segment(settings.spool_path, [
-        encode_record(good[0]), encode_record(wrong), b"{not json\n", old_line,
-        encode_record(good[1]), encode_record(wrong2), encode_record(good[2]),
-    ])
+    seg = _plant_segment(
+        settings.spool_path,
+        [
+            encode_record(good[0]),
+            encode_record(wrong),
+            b"{not json\n",
+            old_line,
+            encode_record(good[1]),
+            encode_record(wrong2),
+            encode_record(good[2]),
+        ],
+    )
     caplog.set_level(logging.WARNING, logger="csctracker_ai_core")
     w = _writer(settings)
     assert w.flush(15)
@@ -151,9 +161,17 @@ def test_row_the_driver_refuses_is_isolated_from_its_batch(tmp_path):
     s = w.stats()
     assert s.written == 5 and s.quarantined == 1 and s.pending == 0
     w.close()
-    assert sorted(r[0] for r in _rows(settings, "SELECT event_id FROM ai_events FINAL")) == ["e0", "e1", "e2", "e4", "e5"]
+    assert sorted(r[0] for r in _rows(settings, "SELECT event_id FROM ai_events FINAL")) == [
+        "e0",
+        "e1",
+        "e2",
+        "e4",
+        "e5",
+    ]
     (line,) = (settings.spool_path / QUARANTINE_FILE).read_text().splitlines()
-    assert json.loads(line)["event_id"] == "e3" and json.loads(line)["reason"].startswith("refused by the store: ValueError")
+    assert json.loads(line)["event_id"] == "e3" and json.loads(line)["reason"].startswith(
+        "refused by the store: ValueError"
+    )
 
 
 def test_insert_isolating_delivers_every_good_row_and_isolates_the_bad():
@@ -186,13 +204,16 @@ def test_insert_isolating_delivers_every_good_row_and_isolates_the_bad():
     assert not again
 
 
-@pytest.mark.parametrize("exc, data", [
-    (UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates"), True),
-    (TypeError("int() argument"), True),
-    (ValueError("invalid literal for int()"), True),
-    (ConnectionError("refused"), False),
-    (TimeoutError("timed out"), False),
-])
+@pytest.mark.parametrize(
+    "exc, data",
+    [
+        (UnicodeEncodeError("utf-8", "x", 0, 1, "surrogates"), True),
+        (TypeError("int() argument"), True),
+        (ValueError("invalid literal for int()"), True),
+        (ConnectionError("refused"), False),
+        (TimeoutError("timed out"), False),
+    ],
+)
 def test_is_data_error_table(exc, data):
     assert is_data_error(exc) is data
 
@@ -292,8 +313,9 @@ def small_tmpfs(tmp_path):
     mnt.mkdir(mode=0o700)
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root, where this test runs)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"mount -t tmpfs is not allowed here: {done.stderr.strip()}")
     try:
@@ -399,7 +421,7 @@ def test_spool_cap_drops_new_events_loudly_and_keeps_the_oldest(tmp_path, caplog
 def test_spool_cap_setting_from_environment():
     s = resolve_clickhouse_settings(env={"CSCTRACKER_AI_SPOOL_MAX_BYTES": "2097152"})
     assert s.spool_max_bytes == 2 * 1024 * 1024
-    assert resolve_clickhouse_settings(env={}).spool_max_bytes == 1024 ** 3
+    assert resolve_clickhouse_settings(env={}).spool_max_bytes == 1024**3
     from csctracker_ai_core.exceptions import ConfigurationError
 
     for bad in ("abc", "10", "inf"):
@@ -558,7 +580,11 @@ def test_processor_takes_the_cap_and_best_effort_as_arguments(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {"CSCTRACKER_AI_DATA_DIR": str(blocker / "data")}
-    with IaProcessor(google_free_keys=["AIzaFREE-one-0000000000000000000000"], env=env,
-                     telemetry_best_effort=True, spool_max_bytes=4096) as p:
+    with IaProcessor(
+        google_free_keys=["AIzaFREE-one-0000000000000000000000"],
+        env=env,
+        telemetry_best_effort=True,
+        spool_max_bytes=4096,
+    ) as p:
         assert isinstance(p.telemetry, DroppingSink)
         assert p.settings.telemetry.spool_max_bytes == 4096

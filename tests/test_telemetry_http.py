@@ -14,11 +14,11 @@ import chdb  # noqa: F401  (a dev dependency: the loopback server runs on it)
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
+from test_telemetry_support import make_event, server_settings, wait_until
 
 from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
 from clickhouse_http_server import ServerProcess, free_port
-from test_telemetry_support import make_event, server_settings, wait_until
 
 
 def _writer(settings, **kw):
@@ -178,8 +178,9 @@ def test_sigkilled_writer_process_is_replayed_by_the_next_one(tmp_path, server):
         time.sleep(60)
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert child.stdout.readline().strip() == "RECORDED", child.stderr.read()
         child.send_signal(signal.SIGKILL)  # no atexit, no flush, no fsync
@@ -208,8 +209,8 @@ def test_sigkilled_writer_process_is_replayed_by_the_next_one(tmp_path, server):
 
 def test_live_process_segments_are_never_claimed_twice(tmp_path):
     """A live writer's segment is locked: a second spool in another process-like open cannot claim it."""
-    from csctracker_ai_core.telemetry.spool import Spool
     from csctracker_ai_core.telemetry.records import encode_record, event_to_record
+    from csctracker_ai_core.telemetry.spool import Spool
 
     a = Spool(tmp_path / "spool")
     rec = event_to_record(make_event(1))
@@ -228,8 +229,8 @@ def test_live_process_segments_are_never_claimed_twice(tmp_path):
 
 def test_torn_last_line_is_skipped(tmp_path):
     """A record cut by a kill inside os.write (its call never returned) is skipped on replay, not fatal."""
-    from csctracker_ai_core.telemetry.spool import Spool
     from csctracker_ai_core.telemetry.records import encode_record, event_to_record
+    from csctracker_ai_core.telemetry.spool import Spool
 
     d = tmp_path / "spool"
     d.mkdir()

@@ -27,12 +27,22 @@ P = BatchPolicy(interval_s=1.0, max_rows=100, max_bytes=1000, backoff_base_s=0.5
 )
 def test_delivery_delay(rows, nbytes, oldest, last_insert, retry_at, force, expected):
     """Delivery waits for the batch window, respects the insert rate and the backoff, unless forced."""
-    got = delivery_delay(100.0, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=last_insert,
-                         retry_at=retry_at, policy=P, force=force)
+    got = delivery_delay(
+        100.0,
+        rows=rows,
+        nbytes=nbytes,
+        oldest_at=oldest,
+        last_insert_at=last_insert,
+        retry_at=retry_at,
+        policy=P,
+        force=force,
+    )
     assert got == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("failures, lo, hi", [(0, 0, 0), (1, 0.25, 0.5), (2, 0.5, 1.0), (4, 2.0, 4.0), (20, 15.0, 30.0)])
+@pytest.mark.parametrize(
+    "failures, lo, hi", [(0, 0, 0), (1, 0.25, 0.5), (2, 0.5, 1.0), (4, 2.0, 4.0), (20, 15.0, 30.0)]
+)
 def test_backoff_delay_is_exponential_capped_and_jittered(failures, lo, hi):
     """Exponential from the base, capped, jitter within [50 %, 100 %]."""
     assert backoff_delay(failures, P, rand=lambda: 0.0) == pytest.approx(lo)

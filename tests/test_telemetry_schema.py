@@ -4,6 +4,8 @@ import dataclasses
 from datetime import datetime, timezone
 from decimal import Decimal
 
+from test_telemetry_support import NOW, make_event
+
 from csctracker_ai_core.pool.decision import Action, FailureKind, PoolChange
 from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent, CallOutcome
 from csctracker_ai_core.telemetry.records import (
@@ -19,8 +21,6 @@ from csctracker_ai_core.telemetry.records import (
     records_to_columns,
 )
 from csctracker_ai_core.telemetry.schema import ATTEMPT_COLUMNS, EVENT_COLUMNS, Encoding, ai_events_ddl
-
-from test_telemetry_support import NOW, make_event
 
 
 def _fields(cls):
@@ -73,9 +73,13 @@ def test_encodings_follow_the_column_types():
 def test_outcomes_and_decisions_are_enums_and_encode_as_their_values():
     event = make_event(ok=False)
     event = dataclasses.replace(
-        event, outcome=CallOutcome.ERROR,
-        attempt_events=(dataclasses.replace(event.attempt_events[0], outcome=FailureKind.QUOTA_PER_DAY,
-                                            decision=PoolChange.SUSPEND),),
+        event,
+        outcome=CallOutcome.ERROR,
+        attempt_events=(
+            dataclasses.replace(
+                event.attempt_events[0], outcome=FailureKind.QUOTA_PER_DAY, decision=PoolChange.SUSPEND
+            ),
+        ),
     )
     rec = decode_record(encode_record(event_to_record(event)))
     assert rec["outcome"] == "error"
@@ -89,8 +93,19 @@ def test_decision_labels_are_the_documented_values():
     assert Decision(Action.RETRY, pool_change=PoolChange.COOLDOWN).label == "cooldown"
     assert Decision(Action.RAISE).label == "raise"
     documented = {a.value for a in Action} | {p.value for p in PoolChange if p.value}
-    assert documented == {"served", "retry", "raise", "suspend", "disable_key", "park_slot", "park_project",
-                          "park_model", "park_tier", "skip_model", "cooldown"}
+    assert documented == {
+        "served",
+        "retry",
+        "raise",
+        "suspend",
+        "disable_key",
+        "park_slot",
+        "park_project",
+        "park_model",
+        "park_tier",
+        "skip_model",
+        "cooldown",
+    }
 
 
 def test_the_fast_encoder_writes_what_the_json_module_writes():

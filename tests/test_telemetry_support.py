@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent
 from csctracker_ai_core.telemetry.settings import ClickHouseSettings
@@ -28,20 +29,43 @@ def make_event(i: int = 0, *, ok: bool = True, event_id: str = "", **kw: Any) ->
     """A call with one attempt (two for a failed one)."""
     eid = event_id or str(uuid.uuid4())
     attempts = (
-        AttemptEvent(event_id=eid, attempt=1, timestamp=NOW.timestamp(), key_fingerprint="k-0123456789", project="p1",
-                     tier="free", model_name="gemini-2.5-flash", duration_ms=12.5,
-                     outcome="ok" if ok else "quota", http_status=200 if ok else 429,
-                     error_type="" if ok else "ClientError", quota_id="" if ok else "GenerateRequestsPerDay",
-                     decision="served" if ok else "suspend",
-                     suspended_until=None if ok else datetime(2026, 3, 15, 7, 0, tzinfo=timezone.utc).timestamp()),
+        AttemptEvent(
+            event_id=eid,
+            attempt=1,
+            timestamp=NOW.timestamp(),
+            key_fingerprint="k-0123456789",
+            project="p1",
+            tier="free",
+            model_name="gemini-2.5-flash",
+            duration_ms=12.5,
+            outcome="ok" if ok else "quota",
+            http_status=200 if ok else 429,
+            error_type="" if ok else "ClientError",
+            quota_id="" if ok else "GenerateRequestsPerDay",
+            decision="served" if ok else "suspend",
+            suspended_until=None if ok else datetime(2026, 3, 15, 7, 0, tzinfo=timezone.utc).timestamp(),
+        ),
     )
     fields = dict(
-        event_id=eid, timestamp=NOW.timestamp(), task="task-a", outcome="ok" if ok else "error",
-        model_name="gemini-2.5-flash", tier="free", key_fingerprint="k-0123456789", project="p1",
-        attempts=len(attempts), tokens_input=100 + i, tokens_output=20, tokens_total=120 + i,
-        cost_usd=Decimal("0.000012345678"), payload=f"prompt {i}", result="" if not ok else f'{{"n": {i}}}',
-        error_type="" if ok else "QuotaExhaustedError", error_message="" if ok else "all keys cooling down",
-        metadata={"run": "t"}, attempt_events=attempts,
+        event_id=eid,
+        timestamp=NOW.timestamp(),
+        task="task-a",
+        outcome="ok" if ok else "error",
+        model_name="gemini-2.5-flash",
+        tier="free",
+        key_fingerprint="k-0123456789",
+        project="p1",
+        attempts=len(attempts),
+        tokens_input=100 + i,
+        tokens_output=20,
+        tokens_total=120 + i,
+        cost_usd=Decimal("0.000012345678"),
+        payload=f"prompt {i}",
+        result="" if not ok else f'{{"n": {i}}}',
+        error_type="" if ok else "QuotaExhaustedError",
+        error_message="" if ok else "all keys cooling down",
+        metadata={"run": "t"},
+        attempt_events=attempts,
     )
     fields.update(kw)
     return CallEvent(**fields)

@@ -27,7 +27,7 @@ def test_image_is_decoded_once_and_fingerprinted():
 
 
 def test_line_wrapped_base64_and_data_url_are_accepted():
-    wrapped = "\n".join(PNG_B64[i:i + 20] for i in range(0, len(PNG_B64), 20))
+    wrapped = "\n".join(PNG_B64[i : i + 20] for i in range(0, len(PNG_B64), 20))
     assert validate_call(prompt="x", file_base64=wrapped).image_bytes == PNG
     call = validate_call(prompt="x", file_base64="data:image/webp;base64," + PNG_B64)
     assert call.mime_type == "image/webp" and call.image_bytes == PNG

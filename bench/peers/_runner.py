@@ -14,11 +14,11 @@ import sys
 import threading
 import time
 from collections import Counter
-from typing import Any, Callable, Dict
+from collections.abc import Callable
+from typing import Any
 
 
-def sequential(call: Callable[[int], Any], n: int, warmup: int,
-               settle: Callable[[], Any] = None) -> Dict[str, Any]:
+def sequential(call: Callable[[int], Any], n: int, warmup: int, settle: Callable[[], Any] = None) -> dict[str, Any]:
     """Time ``n`` sequential calls (after ``warmup`` untimed ones): wall and process CPU.
 
     ``settle`` runs between the warm-up and the measured calls (e.g. wait until a
@@ -40,7 +40,7 @@ def sequential(call: Callable[[int], Any], n: int, warmup: int,
     return {"times_s": times, "wall_s": wall, "cpu_s": cpu, "n": n, "warmup": warmup}
 
 
-def concurrent(call: Callable[[int], Any], n: int, threads: int) -> Dict[str, Any]:
+def concurrent(call: Callable[[int], Any], n: int, threads: int) -> dict[str, Any]:
     """``n`` calls over ``threads`` workers, each taking the next index until none is left."""
     lock = threading.Lock()
     next_index = [0]
@@ -82,7 +82,7 @@ def concurrent(call: Callable[[int], Any], n: int, threads: int) -> Dict[str, An
     }
 
 
-def emit(obj: Dict[str, Any]) -> None:
+def emit(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
 
@@ -114,7 +114,7 @@ class ScaledClock:
         return f"ScaledClock(x{self.factor:g})"
 
     @classmethod
-    def from_arg(cls, text: str) -> "ScaledClock":
+    def from_arg(cls, text: str) -> ScaledClock:
         """From ``factor:real_origin:clock_origin`` (what the orchestrator passes)."""
         factor, real_origin, clock_origin = (float(x) for x in text.split(":"))
         return cls(factor, real_origin, clock_origin)

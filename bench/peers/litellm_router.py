@@ -57,16 +57,19 @@ def main() -> None:
     api_base = args.base_url.rstrip("/") + "/v1beta"
 
     def deployment(group: str, key: str) -> dict:
-        return {"model_name": group,
-                "litellm_params": {"model": f"gemini/{args.model}", "api_key": key, "api_base": api_base}}
+        return {
+            "model_name": group,
+            "litellm_params": {"model": f"gemini/{args.model}", "api_key": key, "api_base": api_base},
+        }
 
     messages = [{"role": "user", "content": "Responda em JSON. Qual a capital da França?"}]
     if args.mode == "overhead":
         router = Router(model_list=[deployment("gemini-free", args.key)])
 
         def call(i: int) -> None:
-            router.completion(model="gemini-free", messages=messages, temperature=0.1,
-                              response_format={"type": "json_object"})
+            router.completion(
+                model="gemini-free", messages=messages, temperature=0.1, response_format={"type": "json_object"}
+            )
 
         _runner.emit(_runner.sequential(call, args.n, args.warmup))
         return
@@ -74,12 +77,19 @@ def main() -> None:
     free = [k for k in args.free.split(",") if k]
     paid = [k for k in args.paid.split(",") if k]
     model_list = [deployment("gemini-free", k) for k in free] + [deployment("gemini-paid", k) for k in paid]
-    router = Router(model_list=model_list, fallbacks=[{"gemini-free": ["gemini-paid"]}] if paid else [],
-                    cooldown_time=DEFAULT_COOLDOWN_S / args.time_factor)
+    router = Router(
+        model_list=model_list,
+        fallbacks=[{"gemini-free": ["gemini-paid"]}] if paid else [],
+        cooldown_time=DEFAULT_COOLDOWN_S / args.time_factor,
+    )
 
     def call(i: int) -> None:
-        router.completion(model="gemini-free", messages=[{"role": "user", "content": f"Pergunta {i}"}],
-                          temperature=0.1, response_format={"type": "json_object"})
+        router.completion(
+            model="gemini-free",
+            messages=[{"role": "user", "content": f"Pergunta {i}"}],
+            temperature=0.1,
+            response_format={"type": "json_object"},
+        )
 
     result = _runner.concurrent(call, args.n, args.threads)
     result.pop("durations_s", None)

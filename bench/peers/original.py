@@ -45,8 +45,15 @@ def make_processor(args: argparse.Namespace, free: str, paid: str, limits: str):
     from csctracker_ai_core.service.IaProcessor import IaProcessor
 
     port = args.ch_port or closed_port()
-    return IaProcessor(host="127.0.0.1", port=port, username="default", password="",
-                       google_models_limits=limits, google_free_keys=free, google_paid_keys=paid or None)
+    return IaProcessor(
+        host="127.0.0.1",
+        port=port,
+        username="default",
+        password="",
+        google_models_limits=limits,
+        google_free_keys=free,
+        google_paid_keys=paid or None,
+    )
 
 
 def main() -> None:
@@ -73,8 +80,9 @@ def main() -> None:
         proc = make_processor(args, args.key, "", limits)
 
         def call(i: int) -> None:
-            proc.analisar_com_gemini(input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.",
-                                     task="bench")
+            proc.analisar_com_gemini(
+                input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.", task="bench"
+            )
 
         result = _runner.sequential(call, args.n, args.warmup)
         result["ch_port"] = args.ch_port
@@ -99,13 +107,15 @@ def main() -> None:
         import csctracker_ai_core.service.IaProcessor as ia_module
 
         ia_module.time = types.SimpleNamespace(
-            strftime=real_time.strftime, time=real_time.time,
+            strftime=real_time.strftime,
+            time=real_time.time,
             sleep=lambda s: real_time.sleep(s * args.time_scale),
         )
 
     def call(i: int) -> None:
-        proc.analisar_com_gemini(input_text=f"Pergunta {i}", prompt="Responda em JSON.", task="bench-quota",
-                                 model_variant=args.model)
+        proc.analisar_com_gemini(
+            input_text=f"Pergunta {i}", prompt="Responda em JSON.", task="bench-quota", model_variant=args.model
+        )
 
     result = _runner.concurrent(call, args.n, args.threads)
     result.pop("durations_s", None)

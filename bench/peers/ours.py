@@ -18,9 +18,8 @@ import argparse
 import dataclasses
 import json
 import os
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import _runner
@@ -87,8 +86,9 @@ def main() -> None:
         os.environ["CSCTRACKER_AI_DATA_DIR"] = args.data_dir
     from csctracker_ai_core import IaProcessor
 
-    kwargs = dict(base_url=args.base_url, telemetry=args.telemetry,
-                  google_models_limits=args.limits or f"{args.model}=1")
+    kwargs = dict(
+        base_url=args.base_url, telemetry=args.telemetry, google_models_limits=args.limits or f"{args.model}=1"
+    )
     if args.telemetry == "server":
         kwargs.update(host="127.0.0.1", port=args.ch_port, username="default", password="")
     if args.clock:
@@ -102,8 +102,9 @@ def main() -> None:
         proc = IaProcessor(google_free_keys=[args.key], **kwargs)
 
         def call(i: int) -> None:
-            proc.analisar_com_gemini(input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.",
-                                     task="bench")
+            proc.analisar_com_gemini(
+                input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.", task="bench"
+            )
 
         def settle() -> None:
             # The writer connects and creates its schema in the background (chDB: ~0.4 s);

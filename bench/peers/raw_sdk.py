@@ -14,10 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 
+import _runner
 from google import genai
 from google.genai import types
-
-import _runner
 
 
 def main() -> None:

@@ -25,7 +25,6 @@ covers free calls counts them at list price).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Optional
 
 from .. import pricing
 from ..catalog import model_info
@@ -57,7 +56,7 @@ def local_input_tokens(text: str, files: int = 0) -> int:
     return len(text.encode("utf-8")) + FILE_TOKENS_ESTIMATE * files
 
 
-def reserved_output_tokens(model: str, max_output_tokens: Optional[int]) -> int:
+def reserved_output_tokens(model: str, max_output_tokens: int | None) -> int:
     """Output tokens an attempt may bill: its cap (at most the model's limit), else the default."""
     if not max_output_tokens or max_output_tokens <= 0:
         return DEFAULT_RESERVED_OUTPUT_TOKENS
@@ -65,15 +64,19 @@ def reserved_output_tokens(model: str, max_output_tokens: Optional[int]) -> int:
 
 
 def _list_cost(
-    model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int, prices: Optional[PriceTable]
+    model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int, prices: PriceTable | None
 ) -> Decimal:
-    return pricing.estimate_cost(model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached,
-                                 prices=prices)[1]
+    return pricing.estimate_cost(
+        model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached, prices=prices
+    )[1]
 
 
 def worst_case_usd(
-    model: str, service_tier: str, input_tokens: int, output_tokens: Optional[int],
-    prices: Optional[PriceTable] = None,
+    model: str,
+    service_tier: str,
+    input_tokens: int,
+    output_tokens: int | None,
+    prices: PriceTable | None = None,
 ) -> Decimal:
     """The most an attempt on ``model`` can cost (list price, USD); ``prices``: the
     processor's price table (default: the shipped one)."""
@@ -84,9 +87,7 @@ def worst_case_usd(
     return max(asked, _list_cost(model, "standard", input_tokens, out, 0, prices))
 
 
-def actual_usd(
-    model: str, service_tier: str, usage: Optional[TokenUsage], prices: Optional[PriceTable] = None
-) -> Decimal:
+def actual_usd(model: str, service_tier: str, usage: TokenUsage | None, prices: PriceTable | None = None) -> Decimal:
     """What an attempt cost (list price, USD) from Gemini's usage; 0 without usage."""
     if usage is None:
         return Decimal(0)

@@ -21,13 +21,14 @@ import os
 import secrets
 import threading
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from ..clock import SYSTEM_CLOCK, Clock
-from .rules import AttemptScope, Budget, BudgetPeriod, from_units, period_of, to_units, _zone
+from .rules import AttemptScope, Budget, BudgetPeriod, _zone, from_units, period_of, to_units
 from .state import BudgetState, Counts, InMemoryBudgetState
 
 __all__ = [
@@ -59,15 +60,13 @@ class ExchangeRates:
     """USD -> ``currency`` rates by day, picked as the reports pick them: the rate of the
     day, else of the latest earlier day that has one; none before: no rate."""
 
-    def __init__(self, rates: Iterable[tuple[Union[date, str], Union[Decimal, str, float]]] = (), currency: str = "BRL") -> None:
-        pairs = sorted(
-            (d if isinstance(d, date) else date.fromisoformat(str(d)), Decimal(str(r))) for d, r in rates
-        )
+    def __init__(self, rates: Iterable[tuple[date | str, Decimal | str | float]] = (), currency: str = "BRL") -> None:
+        pairs = sorted((d if isinstance(d, date) else date.fromisoformat(str(d)), Decimal(str(r))) for d, r in rates)
         self.currency = currency
         self._days = [d for d, _ in pairs]
         self._rates = [r for _, r in pairs]
 
-    def rate_on(self, day: date) -> Optional[Decimal]:
+    def rate_on(self, day: date) -> Decimal | None:
         i = bisect_right(self._days, day)
         return self._rates[i - 1] if i else None
 
@@ -139,9 +138,17 @@ class BudgetLine:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.rule, "currency": self.currency, "period": self.period, "period_key": self.period_key,
-            "spent": self.spent, "reserved": self.reserved, "limit": self.limit, "remaining": self.remaining,
-            "used_pct": round(self.used_pct, 2), "resets_at": self.resets_at, **dict(self.filters),
+            "rule": self.rule,
+            "currency": self.currency,
+            "period": self.period,
+            "period_key": self.period_key,
+            "spent": self.spent,
+            "reserved": self.reserved,
+            "limit": self.limit,
+            "remaining": self.remaining,
+            "used_pct": round(self.used_pct, 2),
+            "resets_at": self.resets_at,
+            **dict(self.filters),
         }
 
 
@@ -181,12 +188,12 @@ class BudgetGuard:
         self,
         rules: Sequence[Budget],
         *,
-        state: Optional[BudgetState] = None,
+        state: BudgetState | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        rates: Optional[ExchangeRates] = None,
-        rates_loader: Optional[Callable[[], ExchangeRates]] = None,
+        rates: ExchangeRates | None = None,
+        rates_loader: Callable[[], ExchangeRates] | None = None,
         rates_refresh_s: float = 600.0,
-        on_budget: Optional[Callable[[BudgetAlert], Any]] = None,
+        on_budget: Callable[[BudgetAlert], Any] | None = None,
         hold_ttl_s: float = DEFAULT_HOLD_TTL_S,
     ) -> None:
         self.rules = tuple(rules)
@@ -225,7 +232,7 @@ class BudgetGuard:
             hit = self._periods[rule.name] = (p, f"{rule.scope_id}:{p.key}")
         return hit
 
-    def _rate(self, rule: Budget, now: float) -> Optional[Decimal]:
+    def _rate(self, rule: Budget, now: float) -> Decimal | None:
         day = datetime.fromtimestamp(now, _zone(rule.timezone)).date()
         rate = self._rates.rate_on(day) if self._rates is not None else None
         if rate is None and self._rates_loader is not None and now >= self._rates_next:
@@ -246,8 +253,8 @@ class BudgetGuard:
     # -- reserve / settle --
 
     def reserve(
-        self, scope: AttemptScope, cost_usd: Decimal, *, rules: Optional[Sequence[Budget]] = None
-    ) -> Union[Hold, BudgetRefusal, None]:
+        self, scope: AttemptScope, cost_usd: Decimal, *, rules: Sequence[Budget] | None = None
+    ) -> Hold | BudgetRefusal | None:
         """Reserve ``cost_usd`` (an attempt's worst case) against every rule covering ``scope``.
 
         Returns ``None`` when no rule covers it (nothing to settle), a :class:`Hold`
@@ -272,7 +279,9 @@ class BudgetGuard:
             units = usd_units if rate is _ONE else to_units(cost_usd * rate)
             lines.append(_Line(rule, period, counter, units, rate))
         hold_id = self._next_id()
-        result = self.state.reserve(hold_id, [(ln.counter, ln.rule.limit_units, ln.units) for ln in lines], self.hold_ttl_s)
+        result = self.state.reserve(
+            hold_id, [(ln.counter, ln.rule.limit_units, ln.units) for ln in lines], self.hold_ttl_s
+        )
         if not result.ok:
             ln = lines[result.refused_line or 0]
             spent, reserved = result.counts[0]
@@ -284,7 +293,7 @@ class BudgetGuard:
             self._check(ln, counts)
         return Hold(hold_id, tuple(lines))
 
-    def settle(self, hold: Optional[Hold], actual_usd: Decimal) -> None:
+    def settle(self, hold: Hold | None, actual_usd: Decimal) -> None:
         """Replace ``hold``'s reservation by the attempt's actual cost (USD)."""
         if hold is None:
             return
@@ -294,7 +303,7 @@ class BudgetGuard:
         for ln, c in zip(hold.lines, counts, strict=True):
             self._check(ln, c)
 
-    def release(self, hold: Optional[Hold]) -> None:
+    def release(self, hold: Hold | None) -> None:
         """Give ``hold`` back unused (nothing was sent)."""
         if hold is not None:
             self.state.settle(hold.hold_id, [(ln.counter, 0) for ln in hold.lines])
@@ -308,7 +317,9 @@ class BudgetGuard:
             return
         self._alert(ln.rule, ln.period, ln.counter, counts)
 
-    def _alert(self, rule: Budget, period: BudgetPeriod, counter: str, counts: Counts, *, refused: bool = False) -> None:
+    def _alert(
+        self, rule: Budget, period: BudgetPeriod, counter: str, counts: Counts, *, refused: bool = False
+    ) -> None:
         limit = rule.limit_units
         used = counts[0] + counts[1]
         level = 100 if refused else max((t for t in THRESHOLDS if used * 100 >= t * limit), default=0)
@@ -324,14 +335,27 @@ class BudgetGuard:
         # Every threshold crossed since the last warning, in order (one attempt may jump two).
         for threshold in (t for t in THRESHOLDS if before < t <= level):
             alert = BudgetAlert(
-                rule=rule.name, threshold=threshold, spent=from_units(counts[0]), reserved=from_units(counts[1]),
-                limit=rule.limit, currency=rule.currency, period=period.key, resets_at=_utc(period.end),
+                rule=rule.name,
+                threshold=threshold,
+                spent=from_units(counts[0]),
+                reserved=from_units(counts[1]),
+                limit=rule.limit,
+                currency=rule.currency,
+                period=period.key,
+                resets_at=_utc(period.end),
                 refused=refused and threshold == 100,
             )
             logger.warning(
                 "budget %r at %d%%%s: spent %s %s + reserved %s of %s (period %s, resets at %s)",
-                rule.name, threshold, " (refused a call)" if alert.refused else "", rule.currency, alert.spent,
-                alert.reserved, rule.limit, period.key, alert.resets_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                rule.name,
+                threshold,
+                " (refused a call)" if alert.refused else "",
+                rule.currency,
+                alert.spent,
+                alert.reserved,
+                rule.limit,
+                period.key,
+                alert.resets_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
             )
             if self._on_budget is not None:
                 try:
@@ -359,9 +383,19 @@ class BudgetGuard:
 def budget_line(rule: Budget, period: BudgetPeriod, counts: Counts) -> BudgetLine:
     """A :class:`BudgetLine` of ``rule`` in ``period`` with ``(spent, reserved)`` units."""
     spent, reserved = from_units(counts[0]), from_units(counts[1])
-    filters = {k: v for k, v in rule.as_dict().items() if k in ("tier", "project", "model", "task", "metadata", "timezone")}
+    filters = {
+        k: v for k, v in rule.as_dict().items() if k in ("tier", "project", "model", "task", "metadata", "timezone")
+    }
     return BudgetLine(
-        rule=rule.name, currency=rule.currency, period=rule.period, period_key=period.key,
-        spent=spent, reserved=reserved, limit=rule.limit, remaining=max(Decimal(0), rule.limit - spent - reserved),
-        used_pct=float((spent + reserved) * 100 / rule.limit), resets_at=_utc(period.end), filters=filters,
+        rule=rule.name,
+        currency=rule.currency,
+        period=rule.period,
+        period_key=period.key,
+        spent=spent,
+        reserved=reserved,
+        limit=rule.limit,
+        remaining=max(Decimal(0), rule.limit - spent - reserved),
+        used_pct=float((spent + reserved) * 100 / rule.limit),
+        resets_at=_utc(period.end),
+        filters=filters,
     )

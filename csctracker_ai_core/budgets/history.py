@@ -11,9 +11,10 @@ with spend but no rate cannot be proven in BRL and is left out, with a WARNING.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..reports.price_tables import sql_string
 from .guard import ExchangeRates
@@ -65,7 +66,7 @@ def spent_in_store(
     database: str,
     rules: Sequence[Budget],
     now: float,
-    rates: Optional[ExchangeRates] = None,
+    rates: ExchangeRates | None = None,
 ) -> dict[str, Decimal]:
     """``{rule name: spent so far in its current period}`` (rule currency) per the store.
 
@@ -89,7 +90,11 @@ def spent_in_store(
             if rate is None:
                 logger.warning(
                     "budget %r: USD %s spent on %s cannot be counted in %s (no exchange rate on or before "
-                    "that day); the budget starts without it", rule.name, usd, day, rule.currency,
+                    "that day); the budget starts without it",
+                    rule.name,
+                    usd,
+                    day,
+                    rule.currency,
                 )
                 continue
             total += usd * rate
@@ -113,7 +118,11 @@ def budget_status(
     rates = exchange_rates_in_store(client, database) if needs_rates else None
     spent = spent_in_store(client, database, rules, now, rates)
     periods = [period_of(r, now) for r in rules]
-    shared = state.read([f"{r.scope_id}:{p.key}" for r, p in zip(rules, periods, strict=True)]) if state is not None else None
+    shared = (
+        state.read([f"{r.scope_id}:{p.key}" for r, p in zip(rules, periods, strict=True)])
+        if state is not None
+        else None
+    )
     lines = []
     for i, (rule, period) in enumerate(zip(rules, periods, strict=True)):
         s_units = to_units(spent.get(rule.name, Decimal(0)))

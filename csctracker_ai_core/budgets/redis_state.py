@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..exceptions import ConfigurationError
 from .state import Counts, InMemoryBudgetState, ReserveResult
@@ -48,7 +49,9 @@ end
 
 # ARGV: hold id, ttl (ms), then (counter, limit, amount) per line.
 # Returns {1, spent1, reserved1, spent2, ...} or {0, line index (0-based), spent, reserved}.
-RESERVE = _PRELUDE + r"""
+RESERVE = (
+    _PRELUDE
+    + r"""
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -79,10 +82,14 @@ for i = 0, n - 1 do
   out[#out + 1] = r
 end
 return out
-""" % _KEY_TTL_S
+"""
+    % _KEY_TTL_S
+)
 
 # ARGV: hold id, then (counter, actual) per line. Returns {spent1, reserved1, ...}.
-SETTLE = _PRELUDE + r"""
+SETTLE = (
+    _PRELUDE
+    + r"""
 local id = ARGV[1]
 local out = {}
 for i = 0, (#ARGV - 1) / 2 - 1 do
@@ -100,10 +107,14 @@ for i = 0, (#ARGV - 1) / 2 - 1 do
   out[#out + 1] = r
 end
 return out
-""" % _KEY_TTL_S
+"""
+    % _KEY_TTL_S
+)
 
 # ARGV: (counter, spent) per line: spent = max(spent, value).
-FLOOR = _PRELUDE + r"""
+FLOOR = (
+    _PRELUDE
+    + r"""
 for i = 0, #ARGV / 2 - 1 do
   local k = P .. ARGV[1 + i * 2]
   local s = counts(k)
@@ -113,9 +124,13 @@ for i = 0, #ARGV / 2 - 1 do
   end
 end
 return 1
-""" % _KEY_TTL_S
+"""
+    % _KEY_TTL_S
+)
 
-READ = _PRELUDE + r"""
+READ = (
+    _PRELUDE
+    + r"""
 local out = {}
 for i = 1, #ARGV do
   local s, r = counts(P .. ARGV[i])
@@ -124,6 +139,7 @@ for i = 1, #ARGV do
 end
 return out
 """
+)
 
 
 def _pairs(values: Sequence[Any]) -> list[Counts]:
@@ -141,7 +157,7 @@ class RedisBudgetState:
             they set different namespaces).
     """
 
-    def __init__(self, client: Any, *, namespace: Optional[str] = None) -> None:
+    def __init__(self, client: Any, *, namespace: str | None = None) -> None:
         ns = (namespace or "budgets").strip()
         if not ns or any(c in ns for c in "{}\n\r "):
             raise ConfigurationError(f"budget namespace must be non-empty, without braces or whitespace: {namespace!r}")
@@ -161,12 +177,16 @@ class RedisBudgetState:
         try:
             import redis
 
-            self._errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+            self._errors: tuple[type[BaseException], ...] = (
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                OSError,
+            )
         except ImportError:  # pragma: no cover
             self._errors = (OSError,)
 
     @classmethod
-    def from_url(cls, url: str, *, namespace: Optional[str] = None, socket_timeout_s: float = 2.0) -> "RedisBudgetState":
+    def from_url(cls, url: str, *, namespace: str | None = None, socket_timeout_s: float = 2.0) -> RedisBudgetState:
         try:
             import redis
         except ImportError as exc:  # pragma: no cover
@@ -188,7 +208,8 @@ class RedisBudgetState:
                 self._down = True
                 _log.warning(
                     "Redis cannot be reached for budgets (%s); counting in this process from the last "
-                    "known spend until it is back", type(exc).__name__,
+                    "known spend until it is back",
+                    type(exc).__name__,
                 )
 
     def _back(self) -> None:

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import Any, Mapping, Optional, Sequence, Union
+from functools import cached_property
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..exceptions import ConfigurationError
@@ -112,9 +113,9 @@ class Budget:
     period: str = "day"
     timezone: str = DEFAULT_TIMEZONE
     tier: str = "paid"
-    project: Optional[str] = None
-    model: Optional[str] = None
-    task: Optional[str] = None
+    project: str | None = None
+    model: str | None = None
+    task: str | None = None
     metadata: tuple[tuple[str, str], ...] = ()
     name: str = ""
 
@@ -123,11 +124,11 @@ class Budget:
         set_ = object.__setattr__
         limit: Any = self.limit  # a Decimal once normalized; callers pass str, int, float too
         if isinstance(limit, bool) or not isinstance(limit, (Decimal, int, float, str)):
-            raise ConfigurationError(f"budget limit {limit!r} must be a decimal string or a number, e.g. \"10.00\".")
+            raise ConfigurationError(f'budget limit {limit!r} must be a decimal string or a number, e.g. "10.00".')
         try:
             value = Decimal(str(limit).strip())
         except InvalidOperation:
-            raise ConfigurationError(f"budget limit {limit!r} is not a number; write it like \"10.00\".") from None
+            raise ConfigurationError(f'budget limit {limit!r} is not a number; write it like "10.00".') from None
         if not value.is_finite() or value <= 0:
             raise ConfigurationError(f"budget limit {limit!r} must be a positive amount.")
         if to_units(value) >= _MAX_UNITS:
@@ -166,29 +167,31 @@ class Budget:
             try:
                 pairs = tuple(tuple(p) for p in (meta or ()))  # type: ignore[misc]
             except TypeError:
-                raise ConfigurationError("budget metadata must be an object of strings, e.g. {\"cliente\": \"acme\"}.") from None
+                raise ConfigurationError(
+                    'budget metadata must be an object of strings, e.g. {"cliente": "acme"}.'
+                ) from None
         for pair in pairs:
             if len(pair) != 2 or not all(isinstance(x, str) for x in pair):
-                raise ConfigurationError("budget metadata must map strings to strings, e.g. {\"cliente\": \"acme\"}.")
+                raise ConfigurationError('budget metadata must map strings to strings, e.g. {"cliente": "acme"}.')
         set_(self, "metadata", tuple(sorted(pairs)))
         if not isinstance(self.name, str):
             raise ConfigurationError("budget name must be a string.")
         set_(self, "name", self.name.strip() or self._describe())
 
     @classmethod
-    def from_value(cls, value: Any) -> "Budget":
+    def from_value(cls, value: Any) -> Budget:
         """A :class:`Budget` from itself or a dict with the same field names."""
         if isinstance(value, Budget):
             return value
         if not isinstance(value, Mapping):
             raise ConfigurationError(
-                f"a budget must be a dict or a Budget, not {type(value).__name__}: e.g. {{\"limit\": \"10\"}}."
+                f'a budget must be a dict or a Budget, not {type(value).__name__}: e.g. {{"limit": "10"}}.'
             )
         unknown = sorted(set(value) - set(_FIELDS))
         if unknown:
             raise ConfigurationError(f"budget has unknown fields {unknown}; known: {', '.join(_FIELDS)}.")
         if "limit" not in value:
-            raise ConfigurationError("budget has no limit: e.g. {\"limit\": \"10.00\", \"period\": \"day\"}.")
+            raise ConfigurationError('budget has no limit: e.g. {"limit": "10.00", "period": "day"}.')
         kwargs = {k: v for k, v in value.items() if v is not None}
         return cls(**kwargs)
 
@@ -210,8 +213,16 @@ class Budget:
         Where its spend is kept (in Redis): changing a rule's limit keeps what was spent.
         """
         canon = json.dumps(
-            [self.currency, self.period, self.timezone, self.tier, self.project, self.model, self.task,
-             [list(p) for p in self.metadata]],
+            [
+                self.currency,
+                self.period,
+                self.timezone,
+                self.tier,
+                self.project,
+                self.model,
+                self.task,
+                [list(p) for p in self.metadata],
+            ],
             separators=(",", ":"),
         )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
@@ -240,8 +251,12 @@ class Budget:
     def as_dict(self) -> dict[str, Any]:
         """The rule as JSON-ready data (the shape ``CSCTRACKER_AI_BUDGETS`` takes)."""
         out: dict[str, Any] = {
-            "name": self.name, "limit": format(self.limit, "f"), "currency": self.currency,
-            "period": self.period, "timezone": self.timezone, "tier": self.tier,
+            "name": self.name,
+            "limit": format(self.limit, "f"),
+            "currency": self.currency,
+            "period": self.period,
+            "timezone": self.timezone,
+            "tier": self.tier,
         }
         for label in ("project", "model", "task"):
             if getattr(self, label) is not None:
@@ -251,7 +266,7 @@ class Budget:
         return out
 
 
-def parse_budgets(value: Union[str, Sequence[Any], None]) -> tuple[Budget, ...]:
+def parse_budgets(value: str | Sequence[Any] | None) -> tuple[Budget, ...]:
     """Rules from a list of dicts / Budgets, or its JSON text (``CSCTRACKER_AI_BUDGETS``).
 
     ``None`` or blank: no rules. Two rules that count the same thing (same
@@ -266,7 +281,7 @@ def parse_budgets(value: Union[str, Sequence[Any], None]) -> tuple[Budget, ...]:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
             raise ConfigurationError(
-                f"{BUDGETS_ENV} is not valid JSON ({exc.msg}); e.g. '[{{\"limit\": \"10\", \"period\": \"day\"}}]'."
+                f'{BUDGETS_ENV} is not valid JSON ({exc.msg}); e.g. \'[{{"limit": "10", "period": "day"}}]\'.'
             ) from None
         if isinstance(value, Mapping):
             value = [value]

@@ -9,7 +9,8 @@ Redis counters, else nothing) and a WARNING says so.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..clock import Clock
 from .guard import BudgetAlert, BudgetGuard, ExchangeRates
@@ -25,9 +26,9 @@ def open_budget_guard(
     *,
     clock: Clock,
     store_settings: Any = None,
-    redis_url: Optional[str] = None,
-    redis_namespace: Optional[str] = None,
-    on_budget: Optional[Callable[[BudgetAlert], Any]] = None,
+    redis_url: str | None = None,
+    redis_namespace: str | None = None,
+    on_budget: Callable[[BudgetAlert], Any] | None = None,
     hold_ttl_s: float,
 ) -> BudgetGuard:
     """A guard for ``rules``; ``store_settings`` (a ``ClickHouseSettings``, or ``None``
@@ -37,7 +38,7 @@ def open_budget_guard(
         from .redis_state import RedisBudgetState
 
         state = RedisBudgetState.from_url(redis_url, namespace=redis_namespace)
-    loader: Optional[Callable[[], ExchangeRates]] = None
+    loader: Callable[[], ExchangeRates] | None = None
     if store_settings is not None and getattr(store_settings, "mode", "off") != "off":
         loader = lambda: _with_store(store_settings, _read_rates)  # noqa: E731
     needs_rates = any(r.currency != "USD" for r in rules)
@@ -46,11 +47,19 @@ def open_budget_guard(
         try:
             rates = loader()
         except Exception as exc:
-            logger.warning("could not read exchange rates for BRL budgets (%s); BRL rules refuse paid calls "
-                           "until a rate can be read", _why(exc))
+            logger.warning(
+                "could not read exchange rates for BRL budgets (%s); BRL rules refuse paid calls "
+                "until a rate can be read",
+                _why(exc),
+            )
     guard = BudgetGuard(
-        rules, state=state, clock=clock, rates=rates, rates_loader=loader if needs_rates else None,
-        on_budget=on_budget, hold_ttl_s=hold_ttl_s,
+        rules,
+        state=state,
+        clock=clock,
+        rates=rates,
+        rates_loader=loader if needs_rates else None,
+        on_budget=on_budget,
+        hold_ttl_s=hold_ttl_s,
     )
     if loader is None:
         logger.warning(
@@ -63,7 +72,8 @@ def open_budget_guard(
     except Exception as exc:
         logger.warning(
             "budgets: the telemetry store cannot be read (%s); each rule starts from %s this period",
-            _why(exc), "the shared Redis counters" if redis_url else "zero",
+            _why(exc),
+            "the shared Redis counters" if redis_url else "zero",
         )
         return guard
     guard.resume(spent)
@@ -96,7 +106,7 @@ def _read_rates(client: Any, database: str) -> ExchangeRates:
     return exchange_rates_in_store(client, database)
 
 
-def _read_spent(client: Any, database: str, rules: Sequence[Budget], now: float, rates: Optional[ExchangeRates]) -> Any:
+def _read_spent(client: Any, database: str, rules: Sequence[Budget], now: float, rates: ExchangeRates | None) -> Any:
     from .history import spent_in_store
 
     return spent_in_store(client, database, rules, now, rates)

@@ -27,8 +27,9 @@ Protocol
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 __all__ = ["BudgetState", "ReserveResult", "InMemoryBudgetState", "Counts"]
 
@@ -42,7 +43,7 @@ class ReserveResult:
 
     ok: bool
     counts: tuple[Counts, ...]
-    refused_line: Optional[int] = None
+    refused_line: int | None = None
 
 
 @runtime_checkable

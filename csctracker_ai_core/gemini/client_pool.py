@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, Optional
+from typing import Any
 
 from google import genai
 from google.genai import types
@@ -38,14 +38,14 @@ class GeminiClients:
     def __init__(
         self,
         *,
-        base_url: Optional[str] = None,
+        base_url: str | None = None,
         timeout_s: float = 120.0,
-        api_version: Optional[str] = None,
+        api_version: str | None = None,
     ) -> None:
         self._base_url = base_url
         self._timeout_ms = int(timeout_s * 1000)
         self._api_version = api_version
-        self._clients: Dict[str, genai.Client] = {}
+        self._clients: dict[str, genai.Client] = {}
         self._lock = threading.Lock()
         self._closed = False
         forking.register(self, locks=lambda c: (c._lock,), in_child=GeminiClients._after_fork_in_child)
@@ -74,13 +74,13 @@ class GeminiClients:
             return client
         with self._lock:
             if self._closed:
-                raise ProcessorClosedError("this IaProcessor is closed: its Gemini clients are gone; create a new IaProcessor.")
+                raise ProcessorClosedError(
+                    "this IaProcessor is closed: its Gemini clients are gone; create a new IaProcessor."
+                )
             client = self._clients.get(api_key)
             if client is None:
                 logger.debug("creating Gemini client for key %s", key_fingerprint(api_key))
-                client = genai.Client(
-                    api_key=api_key, vertexai=False, http_options=self._http_options()
-                )
+                client = genai.Client(api_key=api_key, vertexai=False, http_options=self._http_options())
                 self._clients[api_key] = client
         return client
 

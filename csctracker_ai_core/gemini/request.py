@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, List, Optional, Union
+from typing import Any
 
 from google.genai import types
 
@@ -49,7 +49,7 @@ FAMILY_TEMPERATURE: Any = _FamilyTemperature()
 """Temperature by family. Google recommends keeping Gemini 3 models at their default
 (1.0): lower values may make them loop until MAX_TOKENS. Older families keep 0.1."""
 
-Temperature = Union[float, None, _FamilyTemperature]
+Temperature = float | None | _FamilyTemperature
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,14 @@ class RequestOptions:
     """
 
     return_json: bool = True
-    thinking_level: Optional[str] = None
+    thinking_level: str | None = None
     service_tier: str = "standard"
     temperature: Temperature = FAMILY_TEMPERATURE
-    max_output_tokens: Optional[int] = None
-    response_schema: Optional[str] = None
+    max_output_tokens: int | None = None
+    response_schema: str | None = None
 
 
-def options_for(call: PreparedCall, temperature: Temperature, max_output_tokens: Optional[int]) -> RequestOptions:
+def options_for(call: PreparedCall, temperature: Temperature, max_output_tokens: int | None) -> RequestOptions:
     """The options of a validated call; ``max_output_tokens`` of the call wins over the processor's."""
     schema = call.response_schema
     return RequestOptions(
@@ -83,7 +83,7 @@ def options_for(call: PreparedCall, temperature: Temperature, max_output_tokens:
     )
 
 
-def _temperature(info: ModelInfo, wanted: Temperature) -> Optional[float]:
+def _temperature(info: ModelInfo, wanted: Temperature) -> float | None:
     if isinstance(wanted, _FamilyTemperature):
         return None if info.keeps_model_temperature else LEGACY_TEMPERATURE
     return wanted
@@ -113,7 +113,7 @@ def build_config(model: str, options: RequestOptions) -> types.GenerateContentCo
     return types.GenerateContentConfig(**config)
 
 
-def truncation_retry(model: str, options: RequestOptions) -> Optional[RequestOptions]:
+def truncation_retry(model: str, options: RequestOptions) -> RequestOptions | None:
     """The one change that can help after a MAX_TOKENS reply on ``model``, or ``None``.
 
     The output budget is shared by thinking and text: think less (the least the model
@@ -133,7 +133,7 @@ def truncation_retry(model: str, options: RequestOptions) -> Optional[RequestOpt
     )
 
 
-def build_contents(call: PreparedCall) -> Union[str, List[Any]]:
+def build_contents(call: PreparedCall) -> str | list[Any]:
     """The user turn: the text, then the inline file if there is one."""
     if call.image_bytes is None:
         # A bare string takes the SDK's shortest conversion path (about 30 us less

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from .structured import ResponseSchema, SchemaMismatch
 
@@ -37,9 +37,7 @@ __all__ = [
     "served_tier",
 ]
 
-BLOCKING_FINISH_REASONS = frozenset(
-    {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
-)
+BLOCKING_FINISH_REASONS = frozenset({"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
 
 BLOCKED = "blocked"
 TRUNCATED = "truncated"
@@ -57,8 +55,7 @@ class ReplyProblem(Exception):
     ``partial_text``: what came back before the cut, for truncated replies.
     """
 
-    def __init__(self, message: str, *, kind: str, retryable: bool, reason: str = "",
-                 partial_text: str = "") -> None:
+    def __init__(self, message: str, *, kind: str, retryable: bool, reason: str = "", partial_text: str = "") -> None:
         super().__init__(message)
         self.kind = kind
         self.retryable = retryable
@@ -114,7 +111,9 @@ def reply_text(response: Any) -> tuple[str, bool]:
         raise ReplyProblem(
             f"Gemini blocked the prompt (promptFeedback.blockReason {reason}); the same prompt is "
             "blocked on every key: rephrase it or remove the content that triggers the filter.",
-            kind=BLOCKED, retryable=False, reason=f"blockReason {reason}",
+            kind=BLOCKED,
+            retryable=False,
+            reason=f"blockReason {reason}",
         )
     if not getattr(response, "candidates", None):
         raise ReplyProblem("Gemini returned no candidate.", kind=EMPTY, retryable=True)
@@ -124,19 +123,25 @@ def reply_text(response: Any) -> tuple[str, bool]:
         raise ReplyProblem(
             f"Gemini stopped the reply (finishReason {reason}); the same request is stopped on every "
             "key: change the prompt or the input.",
-            kind=BLOCKED, retryable=False, reason=reason, partial_text=text,
+            kind=BLOCKED,
+            retryable=False,
+            reason=reason,
+            partial_text=text,
         )
     if reason == "MAX_TOKENS":
         if not text:
             raise ReplyProblem(
                 "Gemini spent the whole output budget before writing any text (finishReason "
                 "MAX_TOKENS, only thinking tokens): lower thinking_level or raise max_output_tokens.",
-                kind=TRUNCATED, retryable=False, reason=reason,
+                kind=TRUNCATED,
+                retryable=False,
+                reason=reason,
             )
         return text, True
     if not text:
-        raise ReplyProblem(f"Gemini returned no text (finishReason {reason or 'unknown'}).",
-                           kind=EMPTY, retryable=True, reason=reason)
+        raise ReplyProblem(
+            f"Gemini returned no text (finishReason {reason or 'unknown'}).", kind=EMPTY, retryable=True, reason=reason
+        )
     return text, False
 
 
@@ -164,8 +169,9 @@ def parse_json_reply(text: str) -> Any:
     raise ReplyProblem(f"Gemini's reply is not valid JSON ({detail}).", kind=INVALID_JSON, retryable=True)
 
 
-def read_reply(response: Any, *, return_json: bool, schema: Optional[ResponseSchema] = None,
-               accept_truncation: bool = False) -> Reply:
+def read_reply(
+    response: Any, *, return_json: bool, schema: ResponseSchema | None = None, accept_truncation: bool = False
+) -> Reply:
     """The usable reply in ``response``, or :class:`ReplyProblem` saying why there is none.
 
     A truncated reply (MAX_TOKENS with text) is returned only when ``accept_truncation``
@@ -176,7 +182,10 @@ def read_reply(response: Any, *, return_json: bool, schema: Optional[ResponseSch
         raise ReplyProblem(
             "Gemini's reply was cut off at the output limit (finishReason MAX_TOKENS); pass "
             "accept_truncation=True to receive the partial text, or raise max_output_tokens.",
-            kind=TRUNCATED, retryable=False, reason="MAX_TOKENS", partial_text=text,
+            kind=TRUNCATED,
+            retryable=False,
+            reason="MAX_TOKENS",
+            partial_text=text,
         )
     if not return_json:
         return Reply(text, text, truncated)
@@ -184,14 +193,20 @@ def read_reply(response: Any, *, return_json: bool, schema: Optional[ResponseSch
         parsed = parse_json_reply(text)
     except ReplyProblem as problem:
         if truncated:
-            raise ReplyProblem(f"Gemini's JSON reply was cut off at the output limit (finishReason "
-                               f"MAX_TOKENS) and does not parse: {problem}", kind=TRUNCATED,
-                               retryable=False, reason="MAX_TOKENS", partial_text=text) from None
+            raise ReplyProblem(
+                f"Gemini's JSON reply was cut off at the output limit (finishReason "
+                f"MAX_TOKENS) and does not parse: {problem}",
+                kind=TRUNCATED,
+                retryable=False,
+                reason="MAX_TOKENS",
+                partial_text=text,
+            ) from None
         raise
     if schema is not None:
         try:
             parsed = schema.validate(parsed)
         except SchemaMismatch as exc:
-            raise ReplyProblem(f"Gemini's JSON does not match response_schema: {exc}.",
-                               kind=SCHEMA, retryable=True) from None
+            raise ReplyProblem(
+                f"Gemini's JSON does not match response_schema: {exc}.", kind=SCHEMA, retryable=True
+            ) from None
     return Reply(parsed, text, truncated)

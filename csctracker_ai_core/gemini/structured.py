@@ -14,8 +14,9 @@ JSON: it counts as a failed attempt.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..exceptions import InvalidInputError
 
@@ -31,7 +32,7 @@ class ResponseSchema:
     """A validated ``response_schema`` argument: what is sent and how the reply is checked."""
 
     json_text: str  # the JSON schema, canonical JSON (hashable, for the config cache)
-    model_class: Optional[type] = field(default=None, compare=False)
+    model_class: type | None = field(default=None, compare=False)
     schema: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def validate(self, value: Any) -> Any:
@@ -50,8 +51,7 @@ class ResponseSchema:
                 msg = details[0]["msg"] if details else str(exc)
                 where = "/".join(str(p) for p in loc) or "(root)"
                 raise SchemaMismatch(
-                    f"{exc.error_count()} error(s) against {self.model_class.__name__}; first at "
-                    f"{where}: {msg}"
+                    f"{exc.error_count()} error(s) against {self.model_class.__name__}; first at {where}: {msg}"
                 ) from None
         check_schema(value, self.schema)
         return value
@@ -65,7 +65,7 @@ def _is_pydantic_class(value: Any) -> bool:
     return isinstance(value, type) and issubclass(value, BaseModel)
 
 
-def response_schema_from(value: Any) -> Optional[ResponseSchema]:
+def response_schema_from(value: Any) -> ResponseSchema | None:
     """Validate the ``response_schema`` argument; ``None`` passes through.
 
     Raises :class:`InvalidInputError` for anything but a JSON-schema dict or a Pydantic
@@ -80,7 +80,9 @@ def response_schema_from(value: Any) -> Optional[ResponseSchema]:
         try:
             text = json.dumps(value, sort_keys=True)
         except (TypeError, ValueError) as exc:
-            raise InvalidInputError(f"response_schema is not JSON-serialisable ({exc}); pass plain dicts and lists.") from None
+            raise InvalidInputError(
+                f"response_schema is not JSON-serialisable ({exc}); pass plain dicts and lists."
+            ) from None
         schema = json.loads(text)
         if not isinstance(schema.get("type", "object"), (str, list)) and "anyOf" not in schema:
             raise InvalidInputError("response_schema: 'type' must be a JSON Schema type name or a list of them.")
@@ -94,8 +96,7 @@ _TYPES = {
     "object": lambda v: isinstance(v, dict),
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
-    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool)
-    or (isinstance(v, float) and v.is_integer()),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool) or (isinstance(v, float) and v.is_integer()),
     "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
@@ -114,8 +115,9 @@ def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str,
     return target if isinstance(target, Mapping) else {}
 
 
-def check_schema(value: Any, schema: Mapping[str, Any], *, _root: Optional[Mapping[str, Any]] = None,
-                 _path: str = "$") -> None:
+def check_schema(
+    value: Any, schema: Mapping[str, Any], *, _root: Mapping[str, Any] | None = None, _path: str = "$"
+) -> None:
     """Raise :class:`SchemaMismatch` when ``value`` breaks ``schema`` (subset above)."""
     root = schema if _root is None else _root
     schema = _resolve(schema, root)

@@ -18,7 +18,8 @@ the call's outcome is known, and an exception it raises is logged and dropped.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ..exceptions import ConfigurationError
 from ..telemetry.events import CallEvent
@@ -54,7 +55,7 @@ def build_observers(
     metrics: Any = None,
     observers: Sequence[Any] = (),
     *,
-    redact: Optional[Callable[[CallEvent], CallEvent]] = None,
+    redact: Callable[[CallEvent], CallEvent] | None = None,
 ) -> tuple[CallObserver, ...]:
     """The facade's observers from its ``otel``, ``metrics`` and ``observers`` arguments.
 
@@ -78,8 +79,11 @@ def build_observers(
     if metrics is not None and metrics is not False:
         from .metrics import PrometheusMetrics
 
-        built.append(metrics if isinstance(metrics, PrometheusMetrics)
-                     else PrometheusMetrics(None if metrics is True else metrics))
+        built.append(
+            metrics
+            if isinstance(metrics, PrometheusMetrics)
+            else PrometheusMetrics(None if metrics is True else metrics)
+        )
     for observer in observers:
         if not callable(getattr(observer, "on_call", None)):
             raise ConfigurationError(f"observers: {observer!r} has no on_call(event) method.")
@@ -98,5 +102,6 @@ def notify(observers: Sequence[CallObserver], event: CallEvent) -> None:
         try:
             observer.on_call(event)
         except Exception:
-            logger.exception("observer %r failed on event %s; the call itself is unaffected",
-                             type(observer).__name__, event.event_id)
+            logger.exception(
+                "observer %r failed on event %s; the call itself is unaffected", type(observer).__name__, event.event_id
+            )

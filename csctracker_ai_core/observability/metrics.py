@@ -26,7 +26,8 @@ extra ``task`` label on ``calls_total``), since tasks are the caller's free text
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ..telemetry.events import CallEvent, CallOutcome
 
@@ -66,24 +67,42 @@ class PrometheusMetrics:
         self.task_label = task_label
         reg = self.registry
         call_labels = ["outcome", "tier", "model"] + (["task"] if task_label else [])
-        self.calls = prom.Counter(PREFIX + "calls", "Calls of analisar_com_gemini, by outcome.",
-                                  call_labels, registry=reg)
-        self.attempts = prom.Counter(PREFIX + "attempts", "Upstream requests, by outcome (quota kinds included).",
-                                     ["outcome", "tier", "model"], registry=reg)
-        self.tokens = prom.Counter(PREFIX + "tokens", "Tokens Gemini reported, by kind.",
-                                   ["kind", "tier", "model"], registry=reg)
-        self.cost = prom.Counter(PREFIX + "cost_usd", "What the calls cost, in USD (0 on free keys).",
-                                 ["tier", "model"], registry=reg)
-        self.call_seconds = prom.Histogram(PREFIX + "call_duration_seconds", "Whole call, waits and retries included.",
-                                           ["outcome"], buckets=_CALL_BUCKETS, registry=reg)
-        self.attempt_seconds = prom.Histogram(PREFIX + "attempt_duration_seconds", "One upstream request.",
-                                              ["outcome", "model"], buckets=_CALL_BUCKETS, registry=reg)
-        self._pool_status: Optional[Callable[[], Any]] = None
-        self._telemetry_stats: Optional[Callable[[], Any]] = None
+        self.calls = prom.Counter(
+            PREFIX + "calls", "Calls of analisar_com_gemini, by outcome.", call_labels, registry=reg
+        )
+        self.attempts = prom.Counter(
+            PREFIX + "attempts",
+            "Upstream requests, by outcome (quota kinds included).",
+            ["outcome", "tier", "model"],
+            registry=reg,
+        )
+        self.tokens = prom.Counter(
+            PREFIX + "tokens", "Tokens Gemini reported, by kind.", ["kind", "tier", "model"], registry=reg
+        )
+        self.cost = prom.Counter(
+            PREFIX + "cost_usd", "What the calls cost, in USD (0 on free keys).", ["tier", "model"], registry=reg
+        )
+        self.call_seconds = prom.Histogram(
+            PREFIX + "call_duration_seconds",
+            "Whole call, waits and retries included.",
+            ["outcome"],
+            buckets=_CALL_BUCKETS,
+            registry=reg,
+        )
+        self.attempt_seconds = prom.Histogram(
+            PREFIX + "attempt_duration_seconds",
+            "One upstream request.",
+            ["outcome", "model"],
+            buckets=_CALL_BUCKETS,
+            registry=reg,
+        )
+        self._pool_status: Callable[[], Any] | None = None
+        self._telemetry_stats: Callable[[], Any] | None = None
         reg.register(_StateCollector(self))
 
-    def bind(self, *, pool_status: Optional[Callable[[], Any]] = None,
-             telemetry_stats: Optional[Callable[[], Any]] = None) -> None:
+    def bind(
+        self, *, pool_status: Callable[[], Any] | None = None, telemetry_stats: Callable[[], Any] | None = None
+    ) -> None:
         """Where the scrape-time gauges read from (the processor calls this)."""
         if pool_status is not None:
             self._pool_status = pool_status
@@ -126,8 +145,9 @@ class _StateCollector:
 
         status_of = self._owner._pool_status
         if status_of is not None:
-            slots = GaugeMetricFamily(PREFIX + "slots", "Key x model slots, by state.",
-                                      labels=["state", "tier", "model"])
+            slots = GaugeMetricFamily(
+                PREFIX + "slots", "Key x model slots, by state.", labels=["state", "tier", "model"]
+            )
             counts: dict[tuple[str, str, str], int] = {}
             for s in status_of().slots:
                 if s.disabled:
@@ -145,10 +165,14 @@ class _StateCollector:
         stats_of = self._owner._telemetry_stats
         if stats_of is not None:
             stats = stats_of()
-            events = CounterMetricFamily(PREFIX + "telemetry_events", "Telemetry events, by what happened to them.",
-                                         labels=["state"])
+            events = CounterMetricFamily(
+                PREFIX + "telemetry_events", "Telemetry events, by what happened to them.", labels=["state"]
+            )
             for state in ("written", "spooled", "replayed", "dropped"):
                 events.add_metric([state], float(getattr(stats, state, 0)))
             yield events
-            yield GaugeMetricFamily(PREFIX + "spool_backlog_events", "Events on disk not yet in ClickHouse.",
-                                    value=float(getattr(stats, "pending", 0)))
+            yield GaugeMetricFamily(
+                PREFIX + "spool_backlog_events",
+                "Events on disk not yet in ClickHouse.",
+                value=float(getattr(stats, "pending", 0)),
+            )

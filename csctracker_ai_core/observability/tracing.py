@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from ..telemetry.events import AttemptEvent, CallEvent, CallOutcome
 
@@ -67,7 +68,7 @@ class GenAITracer:
         tracer_provider: Any = None,
         *,
         capture_content: bool = False,
-        redact: Optional[Redactor] = None,
+        redact: Redactor | None = None,
     ) -> None:
         try:
             from opentelemetry import trace
@@ -149,8 +150,13 @@ class GenAITracer:
             span.set_attribute(
                 "gen_ai.output.messages",
                 json.dumps(
-                    [{"role": "assistant", "parts": [{"type": "text", "content": shown.result}],
-                      "finish_reason": shown.finish_reason.lower()}],
+                    [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": shown.result}],
+                            "finish_reason": shown.finish_reason.lower(),
+                        }
+                    ],
                     ensure_ascii=False,
                 ),
             )
@@ -171,12 +177,14 @@ def call_attributes(event: CallEvent) -> dict[str, Any]:
     """The call span's attributes (pure: tested without OpenTelemetry)."""
     p = ATTRIBUTE_PREFIX
     attrs = _common(event.model_name)
-    attrs.update({
-        p + "event_id": event.event_id,
-        p + "task": event.task,
-        p + "attempts": event.attempts,
-        p + "service_tier": event.service_tier,
-    })
+    attrs.update(
+        {
+            p + "event_id": event.event_id,
+            p + "task": event.task,
+            p + "attempts": event.attempts,
+            p + "service_tier": event.service_tier,
+        }
+    )
     if event.tier:
         attrs[p + "tier"] = event.tier
     if event.key_fingerprint:
@@ -184,13 +192,15 @@ def call_attributes(event: CallEvent) -> dict[str, Any]:
     if event.project:
         attrs[p + "project"] = event.project
     if event.outcome == CallOutcome.OK:
-        attrs.update({
-            "gen_ai.usage.input_tokens": event.tokens_input,
-            "gen_ai.usage.output_tokens": event.tokens_output,
-            "gen_ai.usage.cache_read.input_tokens": event.tokens_cached,
-            "gen_ai.usage.reasoning.output_tokens": event.tokens_reasoning,
-            p + "cost_usd": float(event.cost_usd),
-        })
+        attrs.update(
+            {
+                "gen_ai.usage.input_tokens": event.tokens_input,
+                "gen_ai.usage.output_tokens": event.tokens_output,
+                "gen_ai.usage.cache_read.input_tokens": event.tokens_cached,
+                "gen_ai.usage.reasoning.output_tokens": event.tokens_reasoning,
+                p + "cost_usd": float(event.cost_usd),
+            }
+        )
         if event.model_version:
             attrs["gen_ai.response.model"] = event.model_version
         if event.response_id:
@@ -212,15 +222,17 @@ def attempt_attributes(attempt: AttemptEvent) -> dict[str, Any]:
     attrs = _common(attempt.model_name)
     outcome = str(getattr(attempt.outcome, "value", attempt.outcome))
     decision = str(getattr(attempt.decision, "value", attempt.decision))
-    attrs.update({
-        p + "attempt": attempt.attempt,
-        p + "tier": attempt.tier,
-        p + "key_fingerprint": attempt.key_fingerprint,
-        p + "project": attempt.project,
-        p + "outcome": outcome,
-        p + "decision": decision,
-        p + "http_status": attempt.http_status,
-    })
+    attrs.update(
+        {
+            p + "attempt": attempt.attempt,
+            p + "tier": attempt.tier,
+            p + "key_fingerprint": attempt.key_fingerprint,
+            p + "project": attempt.project,
+            p + "outcome": outcome,
+            p + "decision": decision,
+            p + "http_status": attempt.http_status,
+        }
+    )
     if attempt.quota_id:
         attrs[p + "quota_id"] = attempt.quota_id
     if outcome != "ok":

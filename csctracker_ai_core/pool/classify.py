@@ -27,7 +27,8 @@ Everything here is pure: no I/O, no clock, no logging.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .. import redaction
 from .constants import MESSAGE_MAX_CHARS
@@ -85,7 +86,7 @@ def scrub(text: Any, limit: int = MESSAGE_MAX_CHARS) -> str:
     return redaction.scrub(text, limit)
 
 
-def parse_retry_delay(value: Any) -> Optional[float]:
+def parse_retry_delay(value: Any) -> float | None:
     """Seconds from a RetryInfo ``retryDelay`` (``"41s"``, ``"0.5s"``, or ``{"seconds", "nanos"}``).
 
     ``None`` when absent or unreadable; never negative.
@@ -127,14 +128,14 @@ def _typed(items: Iterable[Any], type_url: str) -> list[Mapping[str, Any]]:
     return [d for d in items if isinstance(d, Mapping) and d.get("@type") == type_url]
 
 
-def _quota_value(raw: Any) -> Optional[int]:
+def _quota_value(raw: Any) -> int | None:
     try:
         return int(str(raw).strip())
     except (TypeError, ValueError):
         return None
 
 
-def _retry_after_header(exc: BaseException) -> Optional[float]:
+def _retry_after_header(exc: BaseException) -> float | None:
     """RetryInfo's fallback: a ``Retry-After`` header in seconds on the HTTP response."""
     headers = getattr(getattr(exc, "response", None), "headers", None)
     if headers is None:
@@ -165,7 +166,7 @@ def _classify_quota(
         violations.extend(v for v in qf.get("violations") or () if isinstance(v, Mapping))
 
     kind = FailureKind.QUOTA_UNKNOWN
-    chosen: Optional[Mapping[str, Any]] = None
+    chosen: Mapping[str, Any] | None = None
     # Several violations: the strongest wins (no access > per day > per minute), since
     # acting on the weaker one would send a request the stronger one refuses.
     rank = {FailureKind.QUOTA_NO_ACCESS: 3, FailureKind.QUOTA_PER_DAY: 2, FailureKind.QUOTA_PER_MINUTE: 1}
@@ -230,7 +231,7 @@ _PER_MODEL = re.compile(
 )
 
 
-def _model_refusal(message: str) -> Optional[Refusal]:
+def _model_refusal(message: str) -> Refusal | None:
     """What one model refused, when a 400 says it is about this model; ``None`` otherwise."""
     m = _INPUT_TOKENS.search(message)
     if m:
@@ -266,7 +267,7 @@ def _classify_api_error(exc: BaseException) -> Failure:
     reasons = [str(e.get("reason") or "") for e in _typed(items, _ERROR_INFO)]
     reason = next((r for r in reasons if r), "")
 
-    def make(kind: FailureKind, refusal: Optional[Refusal] = None) -> Failure:
+    def make(kind: FailureKind, refusal: Refusal | None = None) -> Failure:
         return Failure(
             kind=kind,
             http_status=code,

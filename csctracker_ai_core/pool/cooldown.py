@@ -22,8 +22,8 @@ TRANSIENT               no suspension; the retry waits
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import datetime, time, timedelta
-from typing import Callable, Optional
 from zoneinfo import ZoneInfo
 
 from .constants import (
@@ -86,7 +86,7 @@ def quota_suspension_until(
     *,
     repeats: int = 1,
     jitter: Jitter = random.uniform,
-) -> Optional[float]:
+) -> float | None:
     """When a project x model hit by ``failure`` may be used again; ``None`` if not a quota failure.
 
     ``repeats`` counts consecutive unclassified 429s of the same project x model
@@ -121,7 +121,7 @@ def transient_backoff_s(attempt: int, *, jitter: Jitter = random.uniform) -> flo
     return jitter(0.0, ceiling)
 
 
-def breaker_until(consecutive_transient: int, now: float) -> Optional[float]:
+def breaker_until(consecutive_transient: int, now: float) -> float | None:
     """When a slot with that many consecutive transient failures may serve again.
 
     ``None`` below the threshold: one blip, or two, do not take a slot out.

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import copy
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional, Type
 
 from ..exceptions import GeminiRequestError, GeminiServiceException, InvalidResponseError
 
@@ -35,6 +35,7 @@ __all__ = [
     "Decision",
     "DEFAULT_SCOPE",
 ]
+
 
 class FailureKind(str, enum.Enum):
     """Classes of failure; the values are the ``outcome`` strings of ``ai_attempts``."""
@@ -56,7 +57,7 @@ class FailureKind(str, enum.Enum):
     UNKNOWN = "error"  # anything else
 
     @property
-    def policy(self) -> "KindPolicy":
+    def policy(self) -> KindPolicy:
         """What this kind means (its row of :data:`KIND_POLICIES`)."""
         return KIND_POLICIES[self]
 
@@ -89,7 +90,7 @@ class KindPolicy:
     scope: FailureScope  # what it is about, unless the classifier says otherwise
     quota: bool = False  # a quota (429) kind: suspends its scope, counted as rate-limited
     spends_retry: bool = False  # retrying after it spends the call's max_retries
-    ends_as: Type[GeminiServiceException] = GeminiServiceException  # the error that ends a call on it
+    ends_as: type[GeminiServiceException] = GeminiServiceException  # the error that ends a call on it
     advice: str = "retrying will not help; see the last error."  # said by that error
 
 
@@ -104,29 +105,57 @@ KIND_POLICIES: Mapping[FailureKind, KindPolicy] = {
     FailureKind.QUOTA_PER_DAY: _QUOTA,
     FailureKind.QUOTA_NO_ACCESS: _QUOTA,
     FailureKind.QUOTA_UNKNOWN: _QUOTA,
-    FailureKind.KEY_INVALID: KindPolicy(_S.KEY, advice=(
-        "Gemini refused every key that could serve this call (invalid, leaked or blocked); "
-        "check them with `csc-ai keys` and replace them.")),
-    FailureKind.PERMISSION_DENIED: KindPolicy(_S.KEY_MODEL, advice=(
-        "these keys have no access to the models this call may use; use another "
-        "model or keys of a project with access.")),
-    FailureKind.MODEL_NOT_FOUND: KindPolicy(_S.MODEL, advice=(
-        "no configured model that matches this call exists for these keys; fix "
-        "GOOGLE_MODEL_LIMITS or model_variant.")),
-    FailureKind.TIER_UNAVAILABLE: KindPolicy(_S.PROJECT_TIER, advice=(
-        "the free tier is not available to these projects (region); enable billing "
-        "and list their keys as paid, or add paid keys.")),
-    FailureKind.LOCATION_UNSUPPORTED: KindPolicy(_S.REQUEST, ends_as=GeminiRequestError, advice=(
-        "Gemini does not serve the place this process calls from (every key "
-        "goes out from here); call from a supported region.")),
-    FailureKind.MODEL_REFUSED: KindPolicy(_S.MODEL_REQUEST, ends_as=GeminiRequestError, advice=(
-        "Every model this call may use refuses it; change the call (thinking "
-        "level, input size, JSON mode) or configure a model that takes it.")),
+    FailureKind.KEY_INVALID: KindPolicy(
+        _S.KEY,
+        advice=(
+            "Gemini refused every key that could serve this call (invalid, leaked or blocked); "
+            "check them with `csc-ai keys` and replace them."
+        ),
+    ),
+    FailureKind.PERMISSION_DENIED: KindPolicy(
+        _S.KEY_MODEL,
+        advice=(
+            "these keys have no access to the models this call may use; use another "
+            "model or keys of a project with access."
+        ),
+    ),
+    FailureKind.MODEL_NOT_FOUND: KindPolicy(
+        _S.MODEL,
+        advice=(
+            "no configured model that matches this call exists for these keys; fix "
+            "GOOGLE_MODEL_LIMITS or model_variant."
+        ),
+    ),
+    FailureKind.TIER_UNAVAILABLE: KindPolicy(
+        _S.PROJECT_TIER,
+        advice=(
+            "the free tier is not available to these projects (region); enable billing "
+            "and list their keys as paid, or add paid keys."
+        ),
+    ),
+    FailureKind.LOCATION_UNSUPPORTED: KindPolicy(
+        _S.REQUEST,
+        ends_as=GeminiRequestError,
+        advice=(
+            "Gemini does not serve the place this process calls from (every key "
+            "goes out from here); call from a supported region."
+        ),
+    ),
+    FailureKind.MODEL_REFUSED: KindPolicy(
+        _S.MODEL_REQUEST,
+        ends_as=GeminiRequestError,
+        advice=(
+            "Every model this call may use refuses it; change the call (thinking "
+            "level, input size, JSON mode) or configure a model that takes it."
+        ),
+    ),
     FailureKind.TRANSIENT: KindPolicy(_S.ATTEMPT, spends_retry=True, advice=_RETRY_LATER),
-    FailureKind.BAD_REQUEST: KindPolicy(_S.REQUEST, ends_as=GeminiRequestError, advice=(
-        "Retrying will not help; fix the request (model, file, size).")),
-    FailureKind.INVALID_OUTPUT: KindPolicy(_S.ATTEMPT, spends_retry=True, ends_as=InvalidResponseError,
-                                           advice=_RETRY_LATER),
+    FailureKind.BAD_REQUEST: KindPolicy(
+        _S.REQUEST, ends_as=GeminiRequestError, advice=("Retrying will not help; fix the request (model, file, size).")
+    ),
+    FailureKind.INVALID_OUTPUT: KindPolicy(
+        _S.ATTEMPT, spends_retry=True, ends_as=InvalidResponseError, advice=_RETRY_LATER
+    ),
     FailureKind.UNKNOWN: KindPolicy(_S.ATTEMPT, spends_retry=True),
 }
 
@@ -147,8 +176,8 @@ class Refusal:
 
     what: str
     value: str = ""
-    limit: Optional[int] = None
-    seen: Optional[int] = None
+    limit: int | None = None
+    seen: int | None = None
 
 
 @dataclass(frozen=True)
@@ -160,13 +189,13 @@ class Failure:
     status: str = ""  # Gemini's status, e.g. RESOURCE_EXHAUSTED
     message: str = ""  # short, key-free summary
     quota_id: str = ""  # QuotaFailure.violations[0].quotaId
-    quota_value: Optional[int] = None  # QuotaFailure quotaValue, when numeric
-    retry_delay_s: Optional[float] = None  # RetryInfo.retryDelay
+    quota_value: int | None = None  # QuotaFailure quotaValue, when numeric
+    retry_delay_s: float | None = None  # RetryInfo.retryDelay
     reason: str = ""  # ErrorInfo.reason, e.g. API_KEY_INVALID
     per_project: bool = True  # the quota is shared by every key of the project
     error_type: str = ""  # class name of the exception
-    scope: Optional[FailureScope] = None  # None: DEFAULT_SCOPE[kind]
-    refusal: Optional[Refusal] = None  # for MODEL_REFUSED: what the model refused
+    scope: FailureScope | None = None  # None: DEFAULT_SCOPE[kind]
+    refusal: Refusal | None = None  # for MODEL_REFUSED: what the model refused
 
     def __post_init__(self) -> None:
         if self.scope is None:
@@ -200,10 +229,10 @@ class Decision:
     """The pool's answer to an attempt's outcome."""
 
     action: Action
-    failure: Optional[Failure] = None
+    failure: Failure | None = None
     backoff_s: float = 0.0  # wait before the next attempt (0: go at once)
     pool_change: PoolChange = PoolChange.NONE  # see ApiKeyRotator._apply
-    suspended_until: Optional[float] = None  # Unix time, when pool_change suspended something
+    suspended_until: float | None = None  # Unix time, when pool_change suspended something
     spends_retry: bool = False  # this retry spends one of the call's max_retries
     budget_spent: bool = False  # the call's retry budget was spent: this decision ends the call
 
@@ -212,7 +241,7 @@ class Decision:
         """Stop here: the caller gets :meth:`final_error`."""
         return self.action is Action.RAISE
 
-    def within_budget(self, retries_left: int) -> "Decision":
+    def within_budget(self, retries_left: int) -> Decision:
         """This decision for a call that may still retry ``retries_left`` times.
 
         A retry of a kind that spends the budget is marked ``spends_retry``; with no
@@ -225,7 +254,7 @@ class Decision:
             return replace(self, action=Action.RAISE, budget_spent=True)
         return replace(self, spends_retry=True)
 
-    def final_error(self, error: BaseException, *, attempts: int, event_id: Optional[str]) -> GeminiServiceException:
+    def final_error(self, error: BaseException, *, attempts: int, event_id: str | None) -> GeminiServiceException:
         """The error that ends a call on this decision; ``error`` is the attempt's own."""
         failure = self.failure
         kind = failure.kind if failure is not None else FailureKind.UNKNOWN
@@ -239,24 +268,31 @@ class Decision:
                 return final
             return InvalidResponseError(
                 f"Gemini's reply could not be used after {attempts} attempt(s): {error}",
-                last_error=error, attempts=attempts, event_id=event_id,
+                last_error=error,
+                attempts=attempts,
+                event_id=event_id,
             )
         if policy.ends_as is GeminiRequestError and failure is not None:
             return GeminiRequestError(
                 f"Gemini refused the request (HTTP {failure.http_status} {failure.status}): "
                 f"{failure.message}. {policy.advice}",
-                status_code=failure.http_status, status=failure.status,
-                last_error=error, attempts=attempts, event_id=event_id,
+                status_code=failure.http_status,
+                status=failure.status,
+                last_error=error,
+                attempts=attempts,
+                event_id=event_id,
             )
         reason = failure.message if failure is not None and failure.message else type(error).__name__
         server_error = failure is not None and failure.http_status >= 500
         advice = _RETRY_LATER if server_error else policy.advice
         return GeminiServiceException(
             f"the call failed after {attempts} attempt(s); last: {reason}. {advice}",
-            last_error=error, attempts=attempts, event_id=event_id,
+            last_error=error,
+            attempts=attempts,
+            event_id=event_id,
         )
 
     @property
-    def label(self) -> "PoolChange | Action":
+    def label(self) -> PoolChange | Action:
         """What ``ai_attempts.decision`` records: the pool change if any, else the action."""
         return self.pool_change if self.pool_change else self.action

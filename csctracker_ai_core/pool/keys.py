@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any
 
 from ..catalog import default_model_limits
 from ..exceptions import ConfigurationError
@@ -56,7 +57,7 @@ FREE = "free"
 PAID = "paid"
 TIERS = (FREE, PAID)
 
-KeysInput = Union[str, Iterable[str], None]
+KeysInput = str | Iterable[str] | None
 
 _SEPARATORS = re.compile(r"[,;\n\r]+")
 
@@ -75,9 +76,9 @@ class KeySpec:
 class KnownLimits:
     """Limits Google applies per project x model on a tier; ``None`` = not enforced locally."""
 
-    rpm: Optional[int] = None  # requests per minute
-    rpd: Optional[int] = None  # requests per day (Pacific day)
-    tpm: Optional[int] = None  # input tokens per minute
+    rpm: int | None = None  # requests per minute
+    rpd: int | None = None  # requests per day (Pacific day)
+    tpm: int | None = None  # input tokens per minute
 
     @property
     def empty(self) -> bool:
@@ -104,15 +105,15 @@ def _entries(value: KeysInput, what: str) -> list[str]:
     return out
 
 
-def parse_key_list(value: KeysInput, what: str = "keys") -> list[tuple[Optional[str], str]]:
+def parse_key_list(value: KeysInput, what: str = "keys") -> list[tuple[str | None, str]]:
     """``[(project or None, key), ...]`` from a key list, deduplicated in order.
 
     >>> parse_key_list(" a , proj:b ,a")
     [(None, 'a'), ('proj', 'b')]
     """
-    seen: dict[str, Optional[str]] = {}
+    seen: dict[str, str | None] = {}
     for i, entry in enumerate(_entries(value, what), 1):
-        project: Optional[str] = None
+        project: str | None = None
         key = entry
         if ":" in entry:
             project, key = (part.strip() for part in entry.rsplit(":", 1))
@@ -127,8 +128,7 @@ def parse_key_list(value: KeysInput, what: str = "keys") -> list[tuple[Optional[
         if key in seen:
             if project is not None and seen[key] is not None and seen[key] != project:
                 raise ConfigurationError(
-                    f"{what}: key {key_fingerprint(key)} is listed in two projects "
-                    f"({seen[key]!r} and {project!r})"
+                    f"{what}: key {key_fingerprint(key)} is listed in two projects ({seen[key]!r} and {project!r})"
                 )
             if seen[key] is None:
                 seen[key] = project
@@ -137,7 +137,7 @@ def parse_key_list(value: KeysInput, what: str = "keys") -> list[tuple[Optional[
     return [(p, k) for k, p in seen.items()]
 
 
-def _project_map(projects: Optional[Mapping[str, KeysInput]]) -> dict[str, str]:
+def _project_map(projects: Mapping[str, KeysInput] | None) -> dict[str, str]:
     if projects is None:
         return {}
     if not isinstance(projects, Mapping):
@@ -149,9 +149,7 @@ def _project_map(projects: Optional[Mapping[str, KeysInput]]) -> dict[str, str]:
             raise ConfigurationError("projects: empty project name")
         for p, key in parse_key_list(keys, f"projects[{name!r}]"):
             if p is not None and p != name:
-                raise ConfigurationError(
-                    f"projects[{name!r}]: key {key_fingerprint(key)} also says project {p!r}"
-                )
+                raise ConfigurationError(f"projects[{name!r}]: key {key_fingerprint(key)} also says project {p!r}")
             if key in out and out[key] != name:
                 raise ConfigurationError(
                     f"projects: key {key_fingerprint(key)} is in two projects ({out[key]!r} and {name!r})"
@@ -163,7 +161,7 @@ def _project_map(projects: Optional[Mapping[str, KeysInput]]) -> dict[str, str]:
 def build_key_specs(
     free_keys: KeysInput,
     paid_keys: KeysInput,
-    projects: Optional[Mapping[str, KeysInput]] = None,
+    projects: Mapping[str, KeysInput] | None = None,
 ) -> tuple[KeySpec, ...]:
     """Every configured key, free ones first, each with its tier and project.
 
@@ -180,14 +178,11 @@ def build_key_specs(
             fp = key_fingerprint(key)
             if key in tier_of:
                 raise ConfigurationError(
-                    f"key {fp} is listed both as free and as paid; a key's tier is its "
-                    "project's billing: list it once"
+                    f"key {fp} is listed both as free and as paid; a key's tier is its project's billing: list it once"
                 )
             mapped = mapping.get(key)
             if inline is not None and mapped is not None and inline != mapped:
-                raise ConfigurationError(
-                    f"key {fp}: {tier}_keys says project {inline!r}, projects says {mapped!r}"
-                )
+                raise ConfigurationError(f"key {fp}: {tier}_keys says project {inline!r}, projects says {mapped!r}")
             project = inline or mapped or fp
             if project_tier.setdefault(project, tier) != tier:
                 raise ConfigurationError(
@@ -233,9 +228,9 @@ def _positive_int(value: Any, what: str) -> int:
 
 
 def parse_model_limits(
-    value: Union[str, Mapping[str, Any], None] = None,
+    value: str | Mapping[str, Any] | None = None,
     *,
-    today: Optional[date] = None,
+    today: date | None = None,
 ) -> dict[str, int]:
     """``{model: concurrency cap per key}`` from ``value`` (``GOOGLE_MODEL_LIMITS``'s text), else defaults.
 
@@ -293,9 +288,7 @@ def _known(value: Any, what: str) -> KnownLimits:
     unknown = set(value) - {"rpm", "rpd", "tpm"}
     if unknown:
         raise ConfigurationError(f"{what}: unknown limit(s) {sorted(unknown)}; use rpm, rpd, tpm")
-    return KnownLimits(
-        **{k: (None if value[k] is None else _positive_int(value[k], f"{what}.{k}")) for k in value}
-    )
+    return KnownLimits(**{k: (None if value[k] is None else _positive_int(value[k], f"{what}.{k}")) for k in value})
 
 
 def expand_wildcard_limits(
@@ -313,7 +306,7 @@ def expand_wildcard_limits(
     return out
 
 
-def parse_known_limits(value: Union[str, Mapping[str, Any], None]) -> dict[tuple[str, str], KnownLimits]:
+def parse_known_limits(value: str | Mapping[str, Any] | None) -> dict[tuple[str, str], KnownLimits]:
     """``{(model, tier): KnownLimits}`` from the known-limits configuration (see module doc)."""
     if value is None:
         return {}

@@ -7,7 +7,7 @@ manager guarantees that even on ``KeyboardInterrupt``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .decision import Decision
@@ -41,18 +41,18 @@ class Lease:
     reserved_tokens: int = 0
     released: bool = False
     # The rotator that issued the lease, so ``with lease:`` can give it back.
-    _owner: Optional[Any] = field(default=None, repr=False)
+    _owner: Any | None = field(default=None, repr=False)
     # What the (first) release decided; a repeated release returns it again.
-    decision: Optional["Decision"] = field(default=None, repr=False)
+    decision: Decision | None = field(default=None, repr=False)
     # The call it serves (filters and needs), so a failure can be weighed against the
     # rest of the call's plan (is there another model? another key?).
-    filters: Optional["Filters"] = field(default=None, repr=False)
-    needs: Optional["CallNeeds"] = field(default=None, repr=False)
+    filters: Filters | None = field(default=None, repr=False)
+    needs: CallNeeds | None = field(default=None, repr=False)
 
-    def __enter__(self) -> "Lease":
+    def __enter__(self) -> Lease:
         return self
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
         # Whatever the body did, the slot goes back. A body that already reported an
         # outcome has released the lease, and a second release is a no-op.
         if not self.released and self._owner is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Optional
 
 from .constants import DAILY_RESET_MARGIN_S, LIMIT_WINDOW_S, LIMIT_WINDOW_SLACK_S
 from .cooldown import next_pacific_midnight
@@ -88,7 +87,7 @@ class WindowLimiter:
                         break
         return t
 
-    def reserve(self, now: float, tokens: int = 0) -> Optional[TokenEntry]:
+    def reserve(self, now: float, tokens: int = 0) -> TokenEntry | None:
         """Count one request sent now with ``tokens`` estimated input tokens."""
         self._prune(now)
         if self.limits.rpm is not None:
@@ -101,7 +100,7 @@ class WindowLimiter:
         self._tok_sum += entry[1]
         return entry
 
-    def reconcile(self, entry: Optional[TokenEntry], actual_tokens: Optional[int], now: float) -> None:
+    def reconcile(self, entry: TokenEntry | None, actual_tokens: int | None, now: float) -> None:
         """Replace a reservation's estimate by the request's real input token count."""
         if entry is None or actual_tokens is None:
             return
@@ -112,7 +111,7 @@ class WindowLimiter:
             self._tok_sum += actual - entry[1]
             entry[1] = actual
 
-    def blocked_until(self, now: float) -> Optional[tuple[float, str]]:
+    def blocked_until(self, now: float) -> tuple[float, str] | None:
         """``(when, "rpm" or "rpd")`` if a request counter is full now: when it has room again."""
         self._prune(now)
         lim = self.limits

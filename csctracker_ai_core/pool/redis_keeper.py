@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 __all__ = ["Keeper", "KeeperOwner"]
 
@@ -30,7 +31,7 @@ class KeeperOwner(Protocol):
 
     def keeper_interval(self) -> float: ...
 
-    def note(self, version: Optional[int]) -> None: ...
+    def note(self, version: int | None) -> None: ...
 
 
 class Keeper:
@@ -40,8 +41,8 @@ class Keeper:
         self._ref: weakref.ref[KeeperOwner] = weakref.ref(owner)
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._keeper: Optional[threading.Thread] = None
-        self._listener: Optional[threading.Thread] = None
+        self._keeper: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
 
     def start_keeper(self) -> None:
         """Start the keeper thread unless it runs."""
@@ -57,7 +58,9 @@ class Keeper:
         with self._lock:
             if self._listener is not None and self._listener.is_alive():
                 return
-            self._listener = self._spawn(_listen_loop, (self._ref, self._stop, client, channel), "csc-ai-redis-listener")
+            self._listener = self._spawn(
+                _listen_loop, (self._ref, self._stop, client, channel), "csc-ai-redis-listener"
+            )
 
     def after_fork(self) -> None:
         """In a forked child: the parent's threads do not exist here; start the keeper again."""

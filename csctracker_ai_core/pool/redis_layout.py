@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 from ..exceptions import ConfigurationError
 from .keys import TIERS
@@ -34,7 +34,7 @@ __all__ = ["SCHEMA", "RedisLayout", "check_namespace", "index_layout"]
 SCHEMA = "csc-ai-pool/1"
 
 
-def check_namespace(namespace: Optional[str]) -> None:
+def check_namespace(namespace: str | None) -> None:
     """Refuse a namespace that would break the key names (braces, whitespace, empty)."""
     if namespace is not None and (not namespace or any(c in namespace for c in "{}\n\r ")):
         raise ConfigurationError(f"namespace must be non-empty, without braces or whitespace: {namespace!r}")
@@ -79,7 +79,7 @@ class RedisLayout:
         return [str(len(groups)), *groups]
 
 
-def index_layout(layout: PoolLayout, namespace: Optional[str] = None) -> RedisLayout:
+def index_layout(layout: PoolLayout, namespace: str | None = None) -> RedisLayout:
     """Integer ids for everything in ``layout``; ``namespace`` defaults to a digest of it."""
     check_namespace(namespace)
     models = list(layout.caps)

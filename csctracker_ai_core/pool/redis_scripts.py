@@ -238,7 +238,9 @@ end
 # layout was there, {0, digest, summary} when the namespace holds another layout. The
 # generation (random, per store) tells processes that Redis lost its data since they
 # last saw it, so they re-push what they know (see RedisPoolState._resync).
-CONFIGURE = PRELUDE + r"""
+CONFIGURE = (
+    PRELUDE
+    + r"""
 local digest = ARGV[1]
 if redis.call('EXISTS', P..'cfg') == 1 then
   local have = redis.call('HGET', P..'cfg', 'digest')
@@ -259,13 +261,16 @@ redis.call('HSET', P..'cfg', 'digest', digest, 'summary', d.summary, 'layout', d
   'enk', d.nkeys, 'gen', ARGV[3])
 return 2
 """
+)
 
 # ARGV: now, tokens, midnight, window, margin, ttl_ms, M, walk_cap, reclaim_max,
 #       ng, g1..g_ng, na, avoid sid 1..na
 # Returns {-1} (no layout: Redis lost its data), {1, sid, lease_id, version} or
 # {0, retry_at ('' = none), reason_sid ('' = none), why, busy, version, too_big, gen}
 # (the generation is also inside every lease id: 'r:<gen>:<n>').
-ACQUIRE = PRELUDE + r"""
+ACQUIRE = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return {-1} end
 local now, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
 MIDNIGHT, WINDOW, MARGIN = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -350,11 +355,14 @@ local ver = tonumber(redis.call('GET', P..'ver') or '0')
 if earliest == INF then return {0, '', '', '', busy, ver, too_big, GEN} end
 return {0, fmt(earliest), esid, ewhy, busy, ver, too_big, GEN}
 """
+)
 
 # ARGV: now, tokens, midnight, window, margin, ttl_ms, M, reclaim_max, sid
 # Leases exactly slot ``sid`` if it can serve now (PoolState.try_acquire_slot). Returns
 # {-1} (no layout), {1, sid, lease_id, version} or {0, busy, version, gen}.
-PIN = PRELUDE + r"""
+PIN = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return {-1} end
 local now, tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
 MIDNIGHT, WINDOW, MARGIN = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -373,10 +381,13 @@ end
 if ok then return grant(sid, tostring(math.floor(tonumber(g) / M)), now, tokens, ttl, GEN) end
 return {0, st == 'f' and 1 or 0, tonumber(redis.call('GET', P..'ver') or '0'), GEN}
 """
+)
 
 # ARGV: lease_id, now, outcome ('ok' | 'rl' | 'e' | 'v'), input tokens ('' = unknown), window.
 # Returns 1, or 0 when the lease is unknown (already released or reclaimed).
-RELEASE = PRELUDE + r"""
+RELEASE = (
+    PRELUDE
+    + r"""
 local id, now, outcome, tokens = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 WINDOW = tonumber(ARGV[5])
 local v = redis.call('HGET', P..'lease', id)
@@ -406,11 +417,14 @@ refresh(sid, now)
 bump()
 return 1
 """
+)
 
 # ARGV: until, reason, now, then pairs of 'p' (project x model) or 's' (slot) and id.
 # Suspends each target; returns the earliest deadline in force among them (string),
 # ``until`` when there is none. Only ever moves a deadline later.
-SUSPEND = PRELUDE + r"""
+SUSPEND = (
+    PRELUDE
+    + r"""
 local untl, reason, now = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local earliest = INF
 for i = 4, #ARGV - 1, 2 do
@@ -432,9 +446,12 @@ end
 if earliest == INF then earliest = untl end
 return fmt(earliest)
 """
+)
 
 # ARGV: key index, reason, now, sid 1..M. Returns the number of enabled keys.
-DISABLE_KEY = PRELUDE + r"""
+DISABLE_KEY = (
+    PRELUDE
+    + r"""
 local k, reason, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('HSETNX', P..'dis', 'k'..k, reason) == 1 then
   redis.call('HINCRBY', P..'cfg', 'enk', -1)
@@ -443,16 +460,22 @@ if redis.call('HSETNX', P..'dis', 'k'..k, reason) == 1 then
 end
 return tonumber(redis.call('HGET', P..'cfg', 'enk'))
 """
+)
 
 # ARGV: now, limit. Gives back up to ``limit`` expired leases; returns how many.
-RECLAIM = PRELUDE + r"""
+RECLAIM = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return -1 end
 return reclaim(tonumber(ARGV[1]), tonumber(ARGV[2]))
 """
+)
 
 # ARGV: ttl_ms, lease ids. Pushes the expiry of the leases that still exist; returns
 # how many did (the others were reclaimed: their process was presumed dead).
-RENEW = PRELUDE + r"""
+RENEW = (
+    PRELUDE
+    + r"""
 local at = server_ms() + tonumber(ARGV[1])
 local n = 0
 for i = 2, #ARGV do
@@ -463,10 +486,13 @@ for i = 2, #ARGV do
 end
 return n
 """
+)
 
 # ARGV: now, midnight(now), window, margin, tag, entries JSON [[pm, at, tokens, midnight(at)], ...]
 # Adds requests served from local memory during an outage to the shared counters.
-ACCOUNT = PRELUDE + r"""
+ACCOUNT = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return -1 end
 local now = tonumber(ARGV[1])
 WINDOW, MARGIN = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -491,10 +517,13 @@ for pm, _ in pairs(touched) do
 end
 return 1
 """
+)
 
 # ARGV: ttl_ms, now, then pairs lease_id, sid. Re-registers leases this process still
 # holds after Redis lost its data, so caps keep counting the calls in flight.
-RESTORE = PRELUDE + r"""
+RESTORE = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return -1 end
 local at = server_ms() + tonumber(ARGV[1])
 local now = tonumber(ARGV[2])
@@ -511,11 +540,15 @@ for i = 3, #ARGV, 2 do
 end
 return n
 """
+)
 
 # ARGV: now, limit. What a waiter runs while it waits: hands back expired leases (so a
 # dead process's slots come back to whoever waits for them), returns the version.
-POLL = PRELUDE + r"""
+POLL = (
+    PRELUDE
+    + r"""
 if redis.call('EXISTS', P..'cfg') == 0 then return -1 end
 reclaim(tonumber(ARGV[1]), tonumber(ARGV[2]))
 return tonumber(redis.call('GET', P..'ver') or '0')
 """
+)

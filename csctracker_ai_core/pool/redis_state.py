@@ -49,7 +49,9 @@ import os
 import threading
 import time
 from collections import deque
-from typing import AbstractSet, Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from .. import forking
 from ..clock import SYSTEM_CLOCK, Clock
@@ -95,11 +97,10 @@ POLICIES = ("fallback", "fail")
 _POLL_S = 0.5
 # How the release script counts an outcome: ok, rate-limited (a quota kind), error, or
 # "v" (None: a lease taken back unused, not a request).
-_OUTCOME: dict[Optional[FailureKind], str] = {
+_OUTCOME: dict[FailureKind | None, str] = {
     k: "ok" if k is FailureKind.OK else "rl" if k.is_quota else "e" for k in FailureKind
 }
 _OUTCOME[None] = "v"
-
 
 
 def _outage_errors() -> tuple[type[BaseException], ...]:
@@ -136,7 +137,7 @@ class RedisPoolState:
         client: Any,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        namespace: Optional[str] = None,
+        namespace: str | None = None,
         lease_ttl_s: float = DEFAULT_LEASE_TTL_S,
         policy: str = "fallback",
         probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
@@ -157,14 +158,14 @@ class RedisPoolState:
         self._errors = _outage_errors()
         self._lua = LuaDriver(client)
 
-        self._layout: Optional[PoolLayout] = None
+        self._layout: PoolLayout | None = None
         self._ids: RedisLayout  # set by configure()
         self._local = InMemoryPoolState()  # mirror of what we know; serves during outages
         self._lock = threading.RLock()  # mode switches, journal, known state
         self._resync_lock = threading.Lock()
         self._down = False
         self._down_since = 0.0
-        self._gen: Optional[str] = None  # the Redis data generation we last synced with
+        self._gen: str | None = None  # the Redis data generation we last synced with
         self._pid = os.getpid()
         self._my_leases: dict[str, int] = {}  # our live Redis lease ids -> sid
         self._adopted: dict[str, str] = {}  # Redis lease id -> its local twin (outages)
@@ -181,14 +182,15 @@ class RedisPoolState:
         # wait_for_change: woken by the keeper's pub/sub listener
         self._cond = threading.Condition(threading.Lock())
         self._notes = 0
-        self._last_note: Optional[int] = None
+        self._last_note: int | None = None
         self._threads = Keeper(self)
         self._last_renew = 0.0
         # A fork never leaves a child with one of these held (see forking.py); the
         # child's keeper, listener and leases are reset on its first acquire
         # (_check_fork), and redis-py's pool opens new connections there by itself.
-        forking.register(self, locks=lambda st: (st._lock, st._resync_lock),
-                         in_child=RedisPoolState._after_fork_in_child)
+        forking.register(
+            self, locks=lambda st: (st._lock, st._resync_lock), in_child=RedisPoolState._after_fork_in_child
+        )
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.RLock()
@@ -201,14 +203,14 @@ class RedisPoolState:
         url: str,
         *,
         clock: Clock = SYSTEM_CLOCK,
-        namespace: Optional[str] = None,
-        lease_ttl_s: Optional[float] = None,
-        policy: Optional[str] = None,
+        namespace: str | None = None,
+        lease_ttl_s: float | None = None,
+        policy: str | None = None,
         probe_interval_s: float = DEFAULT_PROBE_INTERVAL_S,
         socket_timeout_s: float = 2.0,
         connect_timeout_s: float = 1.0,
         **kwargs: Any,
-    ) -> "RedisPoolState":
+    ) -> RedisPoolState:
         """A state on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
 
         Unset arguments take their defaults (the facade reads
@@ -317,7 +319,7 @@ class RedisPoolState:
 
     def _acquire(
         self,
-        on_redis: Callable[[], tuple[Optional[AcquireResult], Optional[str]]],
+        on_redis: Callable[[], tuple[AcquireResult | None, str | None]],
         on_local: Callable[[], AcquireResult],
         now: float,
         tokens: int,
@@ -362,14 +364,20 @@ class RedisPoolState:
 
     def _acquire_redis(
         self, plan: Sequence[Group], now: float, tokens: int, avoid: AbstractSet[Slot]
-    ) -> tuple[Optional[AcquireResult], Optional[str]]:
+    ) -> tuple[AcquireResult | None, str | None]:
         """One ACQUIRE script; ``(None, None)`` when Redis holds no layout. The second
         item is the Redis data generation the answer came from."""
         sid_of = self._ids.sid
         avoid_ids = [str(sid_of[s]) for s in avoid if s in sid_of] if avoid else []
         tokens = max(0, int(tokens))
         res = self._lua.acquire(
-            now, tokens, self._next_midnight(now), self.lease_ttl_s, self._ids.n_models, self._plan_args(plan), avoid_ids
+            now,
+            tokens,
+            self._next_midnight(now),
+            self.lease_ttl_s,
+            self._ids.n_models,
+            self._plan_args(plan),
+            avoid_ids,
         )
         code = int(res[0])
         if code == -1:
@@ -386,7 +394,7 @@ class RedisPoolState:
             reason = ""
         return AcquireResult(None, retry_at, reason, bool(int(res[4])), int(res[5])), _text(res[7])
 
-    def _pin_redis(self, slot: Slot, now: float, tokens: int) -> tuple[Optional[AcquireResult], Optional[str]]:
+    def _pin_redis(self, slot: Slot, now: float, tokens: int) -> tuple[AcquireResult | None, str | None]:
         """One PIN script; answers as :meth:`_acquire_redis`."""
         tokens = max(0, int(tokens))
         res = self._lua.pin(
@@ -413,7 +421,7 @@ class RedisPoolState:
 
     def _acquire_local(
         self,
-        on_redis: Callable[[], tuple[Optional[AcquireResult], Optional[str]]],
+        on_redis: Callable[[], tuple[AcquireResult | None, str | None]],
         on_local: Callable[[], AcquireResult],
         now: float,
         tokens: int,
@@ -444,9 +452,7 @@ class RedisPoolState:
             while hist and hist[0][0] <= keep_from:
                 hist.popleft()
 
-    def release(
-        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
-    ) -> bool:
+    def release(self, lease_id: str, now: float, outcome: FailureKind | None, input_tokens: int | None = None) -> bool:
         """Give a lease back (idempotent); ``False`` when unknown or already returned."""
         if not lease_id.startswith("r:"):
             return self._local.release(lease_id, now, outcome, input_tokens)
@@ -505,7 +511,6 @@ class RedisPoolState:
         if self.policy == "fail":
             raise self._unavailable()
         return local
-
 
     def wait_for_change(self, version: int, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the change counter to move.
@@ -568,7 +573,7 @@ class RedisPoolState:
             s = str(sid)
             kdis = dis.get(f"k{k}")
             disabled = kdis is not None
-            until: Optional[float] = None
+            until: float | None = None
             reason = ""
             if disabled:
                 reason = kdis  # type: ignore[assignment]
@@ -769,7 +774,7 @@ class RedisPoolState:
         """Seconds between two keeper rounds."""
         return max(0.05, min(self.lease_ttl_s / 3, self.probe_interval_s))
 
-    def note(self, version: Optional[int]) -> None:
+    def note(self, version: int | None) -> None:
         """A change notification from Redis (``None``: unreadable): wake local waiters."""
         with self._cond:
             self._notes += 1

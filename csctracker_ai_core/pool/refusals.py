@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Optional
 
 from .decision import Refusal
 
@@ -39,7 +38,7 @@ class CallNeeds:
     ``acquire``.
     """
 
-    thinking_level: Optional[str] = None
+    thinking_level: str | None = None
     json_mode: bool = False
     schema: bool = False
 
@@ -54,9 +53,9 @@ class CallNeeds:
 
 @dataclass
 class _Known:
-    thinking: dict[Optional[str], str]  # caller's level -> what Gemini said
+    thinking: dict[str | None, str]  # caller's level -> what Gemini said
     json_mode: str  # "" when not refused
-    max_tokens: Optional[int]  # estimated input tokens above this are refused
+    max_tokens: int | None  # estimated input tokens above this are refused
     max_tokens_why: str
     other: dict[CallNeeds, str]  # needs refused for a reason we cannot name
 
@@ -94,7 +93,7 @@ class ModelRefusals:
                 known.other[needs] = why
             return why
 
-    def refuses(self, model: str, needs: CallNeeds, estimated_tokens: int) -> Optional[str]:
+    def refuses(self, model: str, needs: CallNeeds, estimated_tokens: int) -> str | None:
         """Why ``model`` is known to refuse this call, or ``None``."""
         known = self._by_model.get(model)
         if known is None:
@@ -123,7 +122,7 @@ class ModelRefusals:
             return out
 
 
-def _token_threshold(refusal: Refusal, estimated: int) -> Optional[int]:
+def _token_threshold(refusal: Refusal, estimated: int) -> int | None:
     """The largest *estimated* input still accepted, from a refusal with Gemini's counts.
 
     Our estimate and Gemini's count differ; scaling the model's limit by their ratio on

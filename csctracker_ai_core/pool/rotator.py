@@ -21,11 +21,13 @@ fingerprints only, in logs, errors and reprs.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 import random
 import threading
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import AbstractSet, Any, Mapping, Optional, Union
+from typing import Any
 
 from .. import catalog, forking, redaction
 from ..catalog import utc_date
@@ -60,9 +62,7 @@ _NO_NEEDS = CallNeeds()
 _MAX_CACHED_PLANS = 256
 
 
-_PARKED = frozenset(
-    {FailureScope.KEY_MODEL, FailureScope.MODEL, FailureScope.PROJECT_MODEL, FailureScope.PROJECT_TIER}
-)
+_PARKED = frozenset({FailureScope.KEY_MODEL, FailureScope.MODEL, FailureScope.PROJECT_MODEL, FailureScope.PROJECT_TIER})
 
 
 def _describe_park(slot: Slot, scope: FailureScope) -> str:
@@ -115,15 +115,15 @@ class ApiKeyRotator:
         self,
         free_keys: KeysInput = None,
         paid_keys: KeysInput = None,
-        model_limits: Union[str, Mapping[str, Any], None] = None,
+        model_limits: str | Mapping[str, Any] | None = None,
         *,
-        projects: Optional[Mapping[str, KeysInput]] = None,
-        known_limits: Union[str, Mapping[str, Any], None] = None,
+        projects: Mapping[str, KeysInput] | None = None,
+        known_limits: str | Mapping[str, Any] | None = None,
         model_order: ModelOrderInput = None,
         clock: Clock = SYSTEM_CLOCK,
-        state: Optional[PoolState] = None,
+        state: PoolState | None = None,
         max_wait_s: float = DEFAULT_MAX_WAIT_S,
-        rng: Optional[Any] = None,
+        rng: Any | None = None,
     ) -> None:
         specs = build_key_specs(free_keys, paid_keys, projects)
         caps = parse_model_limits(model_limits, today=utc_date(clock.time()))
@@ -152,7 +152,7 @@ class ApiKeyRotator:
             )
         )
         self._plans: dict[Filters, tuple[Group, ...]] = {}
-        self._plans_day: Optional[Any] = None  # the UTC day the cached plans were built for
+        self._plans_day: Any | None = None  # the UTC day the cached plans were built for
         self._retired: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # guards the streak counters
         forking.register(self, locks=lambda r: (r._lock,), in_child=ApiKeyRotator._after_fork_in_child)
@@ -171,9 +171,9 @@ class ApiKeyRotator:
             ", ".join(f"{m}={c}" for m, c in caps.items()),
         )
 
-
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
+
     def __repr__(self) -> str:
         free = sum(1 for s in self._specs.values() if s.tier == "free")
         return (
@@ -242,15 +242,15 @@ class ApiKeyRotator:
 
     def acquire(
         self,
-        model_variant: Optional[str] = None,
+        model_variant: str | None = None,
         exact_match: bool = False,
-        family: Optional[str] = None,
+        family: str | None = None,
         forced_free: bool = False,
         forced_paid: bool = False,
         estimated_input_tokens: int = 0,
         avoid: AbstractSet[Slot] = frozenset(),
-        max_wait_s: Optional[float] = None,
-        needs: Optional[CallNeeds] = None,
+        max_wait_s: float | None = None,
+        needs: CallNeeds | None = None,
     ) -> Lease:
         """Lease the best slot that can serve a call, waiting for one if needed.
 
@@ -364,13 +364,13 @@ class ApiKeyRotator:
     def release(
         self,
         lease: Lease,
-        usage_input_tokens: Optional[int] = None,
-        error: Optional[BaseException] = None,
+        usage_input_tokens: int | None = None,
+        error: BaseException | None = None,
         invalid_output: bool = False,
         *,
-        attempt: Optional[int] = None,
+        attempt: int | None = None,
         retryable: bool = True,
-        retries_left: Optional[int] = None,
+        retries_left: int | None = None,
     ) -> Decision:
         """Give a lease back and say what its outcome means.
 
@@ -392,7 +392,7 @@ class ApiKeyRotator:
         decision = _DONE
         outcome = FailureKind.OK
         try:
-            failure: Optional[Failure] = None
+            failure: Failure | None = None
             if error is not None:
                 failure = classify_failure(error)
             elif invalid_output:
@@ -432,7 +432,7 @@ class ApiKeyRotator:
         self._state.release(lease.lease_id, self._clock.time(), None, 0)
 
     def _apply(
-        self, slot: Slot, failure: Failure, now: float, attempt: Optional[int], lease: Optional[Lease] = None
+        self, slot: Slot, failure: Failure, now: float, attempt: int | None, lease: Lease | None = None
     ) -> Decision:
         """Act on exactly the failure's scope; see the README's "Escopos de falha".
 
@@ -475,7 +475,9 @@ class ApiKeyRotator:
         if scope is FailureScope.KEY:
             reason = f"key refused ({failure.http_status} {failure.reason or failure.status}): {failure.message}"
             left = state.disable_key(slot.key_fingerprint, reason)
-            _log.warning("disabled key %s for the life of the process: %s (%d keys left)", slot.key_fingerprint, reason, left)
+            _log.warning(
+                "disabled key %s for the life of the process: %s (%d keys left)", slot.key_fingerprint, reason, left
+            )
             return Decision(Action.RAISE if left == 0 else Action.RETRY, failure, 0.0, PoolChange.DISABLE_KEY)
         if scope is FailureScope.MODEL and slot.model in self._served_models:
             # The model has served here: this 404 concerns the project that got it.
@@ -522,16 +524,28 @@ class ApiKeyRotator:
     def _park_targets(self, slot: Slot, scope: FailureScope) -> tuple[list[Scope], PoolChange, str]:
         """The state scopes a parked failure covers, its ``pool_change`` and its words."""
         if scope is FailureScope.KEY_MODEL:
-            return [Scope.slot(slot.key_fingerprint, slot.model)], PoolChange.PARK_SLOT, "no access to this model with this key"
+            return (
+                [Scope.slot(slot.key_fingerprint, slot.model)],
+                PoolChange.PARK_SLOT,
+                "no access to this model with this key",
+            )
         if scope is FailureScope.MODEL:
             return [Scope.project_model(p, slot.model) for p in self._projects], PoolChange.PARK_MODEL, "model gone"
         if scope is FailureScope.PROJECT_MODEL:
-            return [Scope.project_model(slot.project, slot.model)], PoolChange.PARK_PROJECT, "model gone for this project"
+            return (
+                [Scope.project_model(slot.project, slot.model)],
+                PoolChange.PARK_PROJECT,
+                "model gone for this project",
+            )
         # PROJECT_TIER: every key of the slot's tier in its project, every model.
         fps = [s.fingerprint for s in self._specs.values() if s.project == slot.project and s.tier == slot.tier]
-        return [Scope.slot(fp, m) for fp in fps for m in self._caps], PoolChange.PARK_TIER, f"{slot.tier} tier unavailable"
+        return (
+            [Scope.slot(fp, m) for fp in fps for m in self._caps],
+            PoolChange.PARK_TIER,
+            f"{slot.tier} tier unavailable",
+        )
 
-    def _plan_has_other(self, lease: Optional[Lease], slot: Slot, scope: FailureScope) -> bool:
+    def _plan_has_other(self, lease: Lease | None, slot: Slot, scope: FailureScope) -> bool:
         """Whether the call's plan still holds a group this parking did not take out.
 
         Only a plan with nothing left raises at once; a plan with other groups retries
@@ -576,7 +590,7 @@ class ApiKeyRotator:
 
     # -- outside a lease (the original library's calls; see ``compat.py``) --
 
-    def slot_for(self, api_key: str, model: str) -> Optional[Slot]:
+    def slot_for(self, api_key: str, model: str) -> Slot | None:
         """The slot of ``api_key`` x ``model``, or ``None`` when either is not configured."""
         spec = self._specs.get(key_fingerprint(api_key)) if isinstance(api_key, str) else None
         if spec is None or model not in self._caps:

@@ -18,11 +18,11 @@ suspended, so that a suspended key costs nothing per call.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence, Union
 
-from ..exceptions import ConfigurationError, InvalidInputError
 from ..catalog import capability_rank, matches_family
+from ..exceptions import ConfigurationError, InvalidInputError
 from .keys import FREE, PAID, TIERS
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "build_plan",
 ]
 
-ModelOrderInput = Union[Sequence[str], Mapping[str, Sequence[str]], None]
+ModelOrderInput = Sequence[str] | Mapping[str, Sequence[str]] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,9 @@ class Group:
 class Filters:
     """What a call accepts. Hashable: the rotator caches one plan per distinct filter set."""
 
-    model_variant: Optional[str] = None
+    model_variant: str | None = None
     exact_match: bool = False
-    family: Optional[str] = None
+    family: str | None = None
     forced_free: bool = False
     forced_paid: bool = False
 

@@ -101,8 +101,10 @@ import math
 import os
 import threading
 from bisect import bisect_left, insort
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import AbstractSet, Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .. import forking
 from ..exceptions import ConfigurationError
@@ -122,7 +124,6 @@ __all__ = [
     "PoolState",
     "InMemoryPoolState",
 ]
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,19 +149,19 @@ class Scope:
     """What a suspension covers: a project x model, or one slot (key x model)."""
 
     model: str
-    project: Optional[str] = None
-    key_fingerprint: Optional[str] = None
+    project: str | None = None
+    key_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         if (self.project is None) == (self.key_fingerprint is None):
             raise ValueError("Scope needs exactly one of project or key_fingerprint")
 
     @classmethod
-    def project_model(cls, project: str, model: str) -> "Scope":
+    def project_model(cls, project: str, model: str) -> Scope:
         return cls(model=model, project=project)
 
     @classmethod
-    def slot(cls, key_fingerprint: str, model: str) -> "Scope":
+    def slot(cls, key_fingerprint: str, model: str) -> Scope:
         return cls(model=model, key_fingerprint=key_fingerprint)
 
     def __str__(self) -> str:
@@ -181,8 +182,8 @@ class Grant:
 class AcquireResult:
     """``try_acquire``'s answer: a grant, or when to look again."""
 
-    grant: Optional[Grant]
-    retry_at: Optional[float] = None
+    grant: Grant | None
+    retry_at: float | None = None
     reason: str = ""
     busy: bool = False
     version: int = 0
@@ -205,7 +206,7 @@ class PoolState(Protocol):
     def try_acquire_slot(self, slot: Slot, now: float, tokens: int = 0) -> AcquireResult: ...
 
     def release(
-        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
+        self, lease_id: str, now: float, outcome: FailureKind | None, input_tokens: int | None = None
     ) -> bool: ...
 
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float: ...
@@ -236,7 +237,7 @@ class _Key:
 class _PM:
     __slots__ = ("project", "model", "until", "reason", "limiter", "recs")
 
-    def __init__(self, project: str, model: str, limiter: Optional[WindowLimiter]) -> None:
+    def __init__(self, project: str, model: str, limiter: WindowLimiter | None) -> None:
         self.project = project
         self.model = model
         self.until = -math.inf
@@ -295,7 +296,7 @@ class InMemoryPoolState:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._configured = False
-        self._layout: Optional[PoolLayout] = None
+        self._layout: PoolLayout | None = None
         self._keys: list[_Key] = []
         self._by_fp: dict[str, _Key] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
@@ -305,7 +306,7 @@ class InMemoryPoolState:
         self._seq = itertools.count()
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}-{id(self):x}-"
-        self._leases: dict[str, tuple[_Rec, Optional[TokenEntry]]] = {}
+        self._leases: dict[str, tuple[_Rec, TokenEntry | None]] = {}
         self._version = 0
         self._waiting = 0
         self._enabled_keys = 0
@@ -368,7 +369,7 @@ class InMemoryPoolState:
         """Put ``rec`` in or out of its group's ready list after a change."""
         group = rec.group
         if rec.key.disabled:
-            until: Optional[float] = None
+            until: float | None = None
             eligible = False
         else:
             until = rec.until if rec.until > rec.pm.until else rec.pm.until
@@ -440,12 +441,12 @@ class InMemoryPoolState:
             if self._heap and self._heap[0][0] <= now:
                 self._expire(now)
             busy = False
-            fallback: Optional[_Rec] = None
+            fallback: _Rec | None = None
             fallback_tier = None
             earliest = math.inf
             earliest_reason = ""
             too_big = False
-            limited: Optional[set[int]] = None  # pms (by id) whose limits refused this call
+            limited: set[int] | None = None  # pms (by id) whose limits refused this call
             groups = self._groups
             cursors = self._cursor
             for group_key in plan:
@@ -516,9 +517,7 @@ class InMemoryPoolState:
                 return AcquireResult(None, version=self._version)
             return self._grant(rec, now, tokens)
 
-    def release(
-        self, lease_id: str, now: float, outcome: Optional[FailureKind], input_tokens: Optional[int] = None
-    ) -> bool:
+    def release(self, lease_id: str, now: float, outcome: FailureKind | None, input_tokens: int | None = None) -> bool:
         with self._cond:
             held = self._leases.pop(lease_id, None)
             if held is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Optional
 
 from .lease import Slot
 
@@ -24,7 +23,7 @@ class SlotStatus:
     model: str
     in_flight: int
     cap: int
-    suspended_until: Optional[float]  # Unix time; None when not suspended now
+    suspended_until: float | None  # Unix time; None when not suspended now
     reason: str  # why suspended or disabled ("" when serving)
     disabled: bool  # out for the life of the process (bad key, model not found)
     requests: int  # attempts released on this slot
@@ -52,7 +51,7 @@ class SlotStatus:
         return "ready"
 
 
-def _when(ts: Optional[float], now: float) -> str:
+def _when(ts: float | None, now: float) -> str:
     if ts is None:
         return ""
     iso = datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -83,7 +82,7 @@ class PoolStatus:
         return sum(1 for s in self.slots if s.disabled)
 
     @property
-    def earliest_resume(self) -> Optional[float]:
+    def earliest_resume(self) -> float | None:
         """The earliest ``suspended_until`` among suspended slots (None if none)."""
         times = [s.suspended_until for s in self.slots if s.suspended_until is not None and not s.disabled]
         return min(times) if times else None

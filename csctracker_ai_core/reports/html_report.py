@@ -19,7 +19,7 @@ import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from .._version import __version__
 from .safe_text import cut_label
@@ -41,7 +41,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def build_report_data(
-    telemetry: Any, period: str = "month", group: Optional[str] = None, budgets: Any = None
+    telemetry: Any, period: str = "month", group: str | None = None, budgets: Any = None
 ) -> dict[str, Any]:
     """Everything the page shows, as plain JSON-able data.
 
@@ -79,7 +79,9 @@ def build_report_data(
 def _script_json(data: dict[str, Any]) -> str:
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     # Inside <script>, only "</" and the HTML comment openers can end or confuse it.
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (
+        text.replace("</", "<\\/").replace("<!--", "<\\!--").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    )
 
 
 def render_html(data: dict[str, Any]) -> str:
@@ -89,7 +91,7 @@ def render_html(data: dict[str, Any]) -> str:
 
 
 def write_html_report(
-    telemetry: Any, path: Union[str, Path], period: str = "month", group: Optional[str] = None, budgets: Any = None
+    telemetry: Any, path: str | Path, period: str = "month", group: str | None = None, budgets: Any = None
 ) -> Path:
     """Build the report for ``period`` and write it to ``path`` (UTF-8). Returns the path."""
     target = Path(path)

@@ -32,9 +32,9 @@ max             everything
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
-from typing import Callable, Optional, Union
 
 from ..exceptions import ReportError
 
@@ -108,7 +108,7 @@ class Period:
     end: datetime
 
 
-def group_format(group: Optional[str]) -> Optional[str]:
+def group_format(group: str | None) -> str | None:
     """The formatDateTime pattern of ``group``; ``None`` means one bucket for the period.
 
     Raises :class:`ReportError` for an unknown name (the original silently made one bucket).
@@ -120,12 +120,10 @@ def group_format(group: Optional[str]) -> Optional[str]:
         return GROUP_FORMATS[key.lower()]
     if key.lower() in _ONE_BUCKET:
         return None
-    raise ReportError(
-        f"unknown group {group!r}: use one of {', '.join(list(GROUP_FORMATS) + ['group'])}."
-    )
+    raise ReportError(f"unknown group {group!r}: use one of {', '.join(list(GROUP_FORMATS) + ['group'])}.")
 
 
-def _aware(now: Optional[Union[datetime, Callable[[], datetime]]]) -> datetime:
+def _aware(now: datetime | Callable[[], datetime] | None) -> datetime:
     if now is None:
         value = datetime.now(UTC)
     elif callable(now):
@@ -151,7 +149,9 @@ def _month_start(year: int, month: int) -> date:
 def _parse_point(text: str, tz: tzinfo, *, is_end: bool, original: str) -> datetime:
     raw = text.strip()
     if not raw:
-        raise ReportError(f"period {original!r}: empty date; use 'START|END' with ISO dates, e.g. 2025-01-01|2025-01-31.")
+        raise ReportError(
+            f"period {original!r}: empty date; use 'START|END' with ISO dates, e.g. 2025-01-01|2025-01-31."
+        )
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw):
             day = date.fromisoformat(raw)
@@ -180,8 +180,8 @@ def _open_side(raw: str) -> datetime:
 
 def period_bounds(
     period: str,
-    now: Optional[Union[datetime, Callable[[], datetime]]] = None,
-    tz: Union[tzinfo, str, None] = None,
+    now: datetime | Callable[[], datetime] | None = None,
+    tz: tzinfo | str | None = None,
 ) -> Period:
     """Resolve a period name (see the module table) at ``now`` into a :class:`Period`.
 
@@ -205,9 +205,7 @@ def period_bounds(
         start = max(_parse_point(left, zone, is_end=False, original=period), _EPOCH)
         end = min(_parse_point(right, zone, is_end=True, original=period), _FAR_FUTURE)
         if end <= start:
-            raise ReportError(
-                f"period {period!r} ends before it starts, or lies outside 1970-01-01..2200-01-01."
-            )
+            raise ReportError(f"period {period!r} ends before it starts, or lies outside 1970-01-01..2200-01-01.")
         return Period(name, start, end)
     if name in _ROLLING:
         end = current.astimezone(UTC)

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from ..exceptions import ConfigurationError, ReportError
 from ..pricing import (
@@ -82,7 +83,7 @@ _MODEL_PRICE_COLUMNS = ("valid_from", "valid_to", "service_tier_multipliers") + 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _aware_or_none(value: Any) -> Optional[datetime]:
+def _aware_or_none(value: Any) -> datetime | None:
     if value is None:
         return None
     if value.tzinfo is None:
@@ -106,13 +107,12 @@ def effective_prices(client: Any, database: str, base: PriceTable) -> PriceTable
     select = ", ".join(f"argMax(tuple({c}), timestamp).1 AS {c}" for c in present if c != "valid_from")
     start = "valid_from" if "valid_from" in cols else "toDateTime64(0, 3, 'UTC')"
     rows = client.query(
-        f"SELECT model, {start} AS vf, {select} FROM {_table(database, 'model_prices')} FINAL "
-        f"GROUP BY model, vf"
+        f"SELECT model, {start} AS vf, {select} FROM {_table(database, 'model_prices')} FINAL GROUP BY model, vf"
     ).result_rows
     if not rows:
         return base
     fields = [c for c in present if c != "valid_from"]
-    by_model: dict[str, dict[Optional[datetime], dict[str, Any]]] = {}
+    by_model: dict[str, dict[datetime | None, dict[str, Any]]] = {}
     for row in rows:
         raw: dict[str, Any] = {"valid_from": _aware_or_none(row[1])}
         for name, value in zip(fields, row[2:], strict=True):
@@ -127,7 +127,7 @@ def effective_prices(client: Any, database: str, base: PriceTable) -> PriceTable
         by_model.setdefault(normalize_model_name(row[0]), {})[raw["valid_from"]] = raw
     models = dict(base.models)
     for model, periods in by_model.items():
-        merged: dict[Optional[datetime], ModelPrice] = {p.valid_from: _open(p) for p in models.get(model, ())}
+        merged: dict[datetime | None, ModelPrice] = {p.valid_from: _open(p) for p in models.get(model, ())}
         for start_at, raw in periods.items():
             merged[start_at] = _period_from_row(model, raw)
         models[model] = order_periods(model, list(merged.values()), "model_prices")
@@ -141,11 +141,16 @@ def _open(p: ModelPrice) -> ModelPrice:
 
 def _period_from_row(model: str, raw: dict[str, Any]) -> ModelPrice:
     # A table row goes through the same parser as the price file: same defaults, same checks.
-    return parse_model_entry(model, {k: (v.isoformat() if isinstance(v, datetime) else v)
-                                for k, v in raw.items() if v is not None}, "model_prices")[0]
+    return parse_model_entry(
+        model,
+        {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in raw.items() if v is not None},
+        "model_prices",
+    )[0]
 
 
-def seed_model_prices(client: Any, database: str, prices: PriceTable, *, source: str = "csctracker-ai-core price file") -> int:
+def seed_model_prices(
+    client: Any, database: str, prices: PriceTable, *, source: str = "csctracker-ai-core price file"
+) -> int:
     """Insert every period of ``prices`` into an empty ``model_prices``; returns rows written.
 
     Does nothing (returns 0) when the table already holds rows: the user's prices win.
@@ -159,7 +164,9 @@ def seed_model_prices(client: Any, database: str, prices: PriceTable, *, source:
     return len(rows)
 
 
-def _insert_prices(client: Any, database: str, rows: Sequence[dict[str, Any]], source: str, when: Optional[datetime] = None) -> None:
+def _insert_prices(
+    client: Any, database: str, rows: Sequence[dict[str, Any]], source: str, when: datetime | None = None
+) -> None:
     cols = _columns(client, database, "model_prices")
     stamp = (when or datetime.now(timezone.utc)).replace(microsecond=0, tzinfo=None)
     names = ["timestamp", "model"] + [c for c in _MODEL_PRICE_COLUMNS + ("source",) if c in cols]
@@ -181,16 +188,16 @@ def insert_model_price(
     client: Any,
     database: str,
     model: str,
-    input_price_less_200: Union[Decimal, str, float],
-    output_price_less_200: Union[Decimal, str, float],
-    input_price_more_200: Union[Decimal, str, float, None] = None,
-    output_price_more_200: Union[Decimal, str, float, None] = None,
+    input_price_less_200: Decimal | str | float,
+    output_price_less_200: Decimal | str | float,
+    input_price_more_200: Decimal | str | float | None = None,
+    output_price_more_200: Decimal | str | float | None = None,
     *,
     source: str = "user",
-    when: Optional[datetime] = None,
-    valid_from: Union[date, datetime, str, None] = None,
-    valid_to: Union[date, datetime, str, None] = None,
-    other_prices: Optional[Mapping[str, Union[Decimal, str, float, None]]] = None,
+    when: datetime | None = None,
+    valid_from: date | datetime | str | None = None,
+    valid_to: date | datetime | str | None = None,
+    other_prices: Mapping[str, Decimal | str | float | None] | None = None,
 ) -> None:
     """Add a price period for ``model`` (USD per 1M tokens) to ``model_prices``.
 
@@ -219,15 +226,19 @@ def insert_model_price(
     except ConfigurationError as exc:
         raise ReportError(str(exc)) from None
     # Store only what was given: a default follows the row's own input price on reading.
-    row: dict[str, Any] = {"model": name, "valid_from": period.valid_from, "valid_to": period.valid_to,
-                           "tier_multipliers": period.tier_multipliers}
+    row: dict[str, Any] = {
+        "model": name,
+        "valid_from": period.valid_from,
+        "valid_to": period.valid_to,
+        "tier_multipliers": period.tier_multipliers,
+    }
     for f in PRICE_FIELDS:
         row[f] = getattr(period, f) if f in raw or f in ("input_price_more_200", "output_price_more_200") else None
     _insert_prices(client, database, [row], source, when)
 
 
 def insert_exchange_rate(
-    client: Any, database: str, day: Union[date, datetime, str], rate: Union[Decimal, str, float], currency: str = "BRL"
+    client: Any, database: str, day: date | datetime | str, rate: Decimal | str | float, currency: str = "BRL"
 ) -> None:
     """Record ``rate`` (``currency`` per USD) for ``day``; a later call for the same day replaces it."""
     if isinstance(day, datetime):
@@ -264,11 +275,11 @@ def _array(values: Iterable[Decimal], scale: int) -> str:
     return "[" + ", ".join(_dec(v, scale) for v in values) + "]"
 
 
-_INT64_MIN = -(2 ** 63)
-_INT64_MAX = 2 ** 63 - 1
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
 
 
-def _millis(value: Optional[datetime], default: int) -> int:
+def _millis(value: datetime | None, default: int) -> int:
     if value is None:
         return default
     return (value - _EPOCH) // timedelta(milliseconds=1)
@@ -311,13 +322,17 @@ def list_cost_sql(
     if not names:
         return zero
     periods = [p for key in sorted(set(keys)) for p in prices.models[key]]
-    mk = (f"transform(toString({model}), [{', '.join(sql_string(n) for n in names)}], "
-          f"[{', '.join(sql_string(k) for k in keys)}], '')")
+    mk = (
+        f"transform(toString({model}), [{', '.join(sql_string(n) for n in names)}], "
+        f"[{', '.join(sql_string(k) for k in keys)}], '')"
+    )
     ms = f"toUnixTimestamp64Milli(toDateTime64({at}, 3, 'UTC'))"
-    idx = (f"arrayFirstIndex((k, f, t) -> k = {mk} AND f <= {ms} AND {ms} < t, "
-           f"[{', '.join(sql_string(p.model) for p in periods)}], "
-           f"[{', '.join(f'toInt64({_millis(p.valid_from, _INT64_MIN)})' for p in periods)}], "
-           f"[{', '.join(f'toInt64({_millis(p.valid_to, _INT64_MAX)})' for p in periods)}])")
+    idx = (
+        f"arrayFirstIndex((k, f, t) -> k = {mk} AND f <= {ms} AND {ms} < t, "
+        f"[{', '.join(sql_string(p.model) for p in periods)}], "
+        f"[{', '.join(f'toInt64({_millis(p.valid_from, _INT64_MIN)})' for p in periods)}], "
+        f"[{', '.join(f'toInt64({_millis(p.valid_to, _INT64_MAX)})' for p in periods)}])"
+    )
 
     def count(expr: str) -> str:
         return f"greatest(toInt64({expr}), 0)"
@@ -344,23 +359,26 @@ def list_cost_sql(
     def tokens(expr: str) -> str:
         return f"toDecimal128({expr}, 0)"
 
-    units = " + ".join((
-        f"{tokens(f'{text} - {c_text}')} * {price('input_price')}",
-        f"{tokens(f'{image} - {c_image}')} * {price('image_input_price')}",
-        f"{tokens(f'{video} - {c_video}')} * {price('video_input_price')}",
-        f"{tokens(f'{audio} - {c_audio}')} * {price('audio_input_price')}",
-        f"{tokens(f'{c_text} + {c_image} + {c_video}')} * {price('cached_input_price')}",
-        f"{tokens(c_audio)} * {price('cached_audio_input_price')}",
-        f"{tokens(count(tokens_output))} * {price('output_price')}",
-    ))
+    units = " + ".join(
+        (
+            f"{tokens(f'{text} - {c_text}')} * {price('input_price')}",
+            f"{tokens(f'{image} - {c_image}')} * {price('image_input_price')}",
+            f"{tokens(f'{video} - {c_video}')} * {price('video_input_price')}",
+            f"{tokens(f'{audio} - {c_audio}')} * {price('audio_input_price')}",
+            f"{tokens(f'{c_text} + {c_image} + {c_video}')} * {price('cached_input_price')}",
+            f"{tokens(c_audio)} * {price('cached_audio_input_price')}",
+            f"{tokens(count(tokens_output))} * {price('output_price')}",
+        )
+    )
     billed = f"lower(toString({tier}))"
     branches = ", ".join(
         f"{billed} = {sql_string(t)}, arrayElement({_array((prices.multiplier(t, p) for p in periods), MULTIPLIER_PLACES)}, {idx})"
-        for t in SERVICE_TIERS if t != "standard"
+        for t in SERVICE_TIERS
+        if t != "standard"
     )
     mult = f"multiIf({branches}, arrayElement({_array((prices.multiplier('standard', p) for p in periods), MULTIPLIER_PLACES)}, {idx}))"
     # (scale 9) * (scale 6) = scale 15; integer division and the cast to 12 both truncate.
-    return (f"if({idx} = 0, {zero}, toDecimal128(({units}) * {mult} / {int(prices.per_tokens)}, 12))")
+    return f"if({idx} = 0, {zero}, toDecimal128(({units}) * {mult} / {int(prices.per_tokens)}, 12))"
 
 
 def billed_tier_sql(asked: str = "service_tier", served: str = "served_tier") -> str:

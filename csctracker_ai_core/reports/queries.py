@@ -33,10 +33,29 @@ def period_parameters(period: Period) -> dict[str, Any]:
 
 # The columns reports read (never payload, result or images: they are the bulk of the table).
 EVENT_FIELDS = (
-    "timestamp", "event_id", "task", "outcome", "model_name", "tier", "service_tier", "served_tier",
-    "key_fingerprint", "project", "attempts", "time_spent", "total_duration_ms", "error_type", "quota_id",
-    "tokens_input", "tokens_image", "tokens_output", "tokens_reasoning", "tokens_cached", "tokens_total",
-    "cost_usd", "list_cost_usd",
+    "timestamp",
+    "event_id",
+    "task",
+    "outcome",
+    "model_name",
+    "tier",
+    "service_tier",
+    "served_tier",
+    "key_fingerprint",
+    "project",
+    "attempts",
+    "time_spent",
+    "total_duration_ms",
+    "error_type",
+    "quota_id",
+    "tokens_input",
+    "tokens_image",
+    "tokens_output",
+    "tokens_reasoning",
+    "tokens_cached",
+    "tokens_total",
+    "cost_usd",
+    "list_cost_usd",
 )
 
 PERIOD_WHERE = (
@@ -67,12 +86,12 @@ def events_cte(
     FROM (
         SELECT {", ".join(EVENT_FIELDS)}, {list_cost} AS _list_cost, {cost} AS _cost,
                toDate(timestamp, {zone}) AS _day, toUInt8(1) AS _k
-        FROM {table(database, 'ai_events')}
+        FROM {table(database, "ai_events")}
         WHERE {PERIOD_WHERE}{extra_where}
     ) AS e
     ASOF LEFT JOIN (
         SELECT toUInt8(1) AS _k, date AS _rate_date, toDecimal128(rate, 6) AS _rate
-        FROM {table(database, 'daily_exchange_rates')}
+        FROM {table(database, "daily_exchange_rates")}
         WHERE currency = {sql_string(currency)}
     ) AS r
     ON e._k = r._k AND e._day >= r._rate_date

@@ -20,10 +20,11 @@ deduplicated, so re-pricing back and forth always lands.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any
 
 from ..pricing import PriceTable, billed_tier, cost_on_key, price_usage
 from .periods import Period
@@ -64,11 +65,13 @@ class RepriceResult:
     cost_after_usd: Decimal
 
 
-def _usage(row: Dict[str, Any]) -> Dict[str, int]:
-    return {name[len("tokens_"):]: int(row.get(name) or 0) for name in _TOKENS}
+def _usage(row: dict[str, Any]) -> dict[str, int]:
+    return {name[len("tokens_") :]: int(row.get(name) or 0) for name in _TOKENS}
 
 
-def _select(client: Any, database: str, name: str, columns: Sequence[str], where: str, params: Dict[str, Any]) -> List[Dict[str, Any]]:
+def _select(
+    client: Any, database: str, name: str, columns: Sequence[str], where: str, params: dict[str, Any]
+) -> list[dict[str, Any]]:
     present = _existing(client, database, name)
     cols = [c for c in columns if c in present]
     result = client.query(f"SELECT {', '.join(cols)} FROM {table(database, name)} WHERE {where}", parameters=params)
@@ -90,22 +93,57 @@ def _aware(value: datetime) -> datetime:
 def reprice(client: Any, database: str, prices: PriceTable, period: Period) -> RepriceResult:
     """Price every event of ``period`` (and its attempts) again with ``prices``; see the module doc."""
     params = period_parameters(period)
-    events = _select(client, database, "ai_events",
-                     ("event_id", "timestamp", "task", "outcome", "model_name", "model", "tier", "service_tier",
-                      "served_tier", "cost_usd", "list_cost_usd", "cost_wasted_usd") + _TOKENS,
-                     PERIOD_WHERE, params)
-    attempts_by_event: Dict[str, List[Dict[str, Any]]] = {}
+    events = _select(
+        client,
+        database,
+        "ai_events",
+        (
+            "event_id",
+            "timestamp",
+            "task",
+            "outcome",
+            "model_name",
+            "model",
+            "tier",
+            "service_tier",
+            "served_tier",
+            "cost_usd",
+            "list_cost_usd",
+            "cost_wasted_usd",
+        )
+        + _TOKENS,
+        PERIOD_WHERE,
+        params,
+    )
+    attempts_by_event: dict[str, list[dict[str, Any]]] = {}
     ids = [e["event_id"] for e in events]
     for i in range(0, len(ids), _CHUNK):
-        for a in _select(client, database, "ai_attempts",
-                         ("event_id", "attempt", "timestamp", "model_name", "tier", "service_tier", "served_tier",
-                          "outcome", "usage_known", "cost_usd", "list_cost_usd") + _TOKENS,
-                         "event_id IN {ids:Array(String)}", {"ids": ids[i:i + _CHUNK]}):
+        for a in _select(
+            client,
+            database,
+            "ai_attempts",
+            (
+                "event_id",
+                "attempt",
+                "timestamp",
+                "model_name",
+                "tier",
+                "service_tier",
+                "served_tier",
+                "outcome",
+                "usage_known",
+                "cost_usd",
+                "list_cost_usd",
+            )
+            + _TOKENS,
+            "event_id IN {ids:Array(String)}",
+            {"ids": ids[i : i + _CHUNK]},
+        ):
             attempts_by_event.setdefault(a["event_id"], []).append(a)
 
-    changed_attempts: Dict[Tuple[str, int], Tuple[Decimal, Decimal]] = {}
-    changed_events: Dict[str, Tuple[Decimal, Decimal, Decimal]] = {}
-    revisions: List[List[Any]] = []
+    changed_attempts: dict[tuple[str, int], tuple[Decimal, Decimal]] = {}
+    changed_events: dict[str, tuple[Decimal, Decimal, Decimal]] = {}
+    revisions: list[list[Any]] = []
     now = datetime.now(timezone.utc)
     source = ",".join(prices.sources) + "+model_prices"
     before = after = _ZERO
@@ -114,13 +152,29 @@ def reprice(client: Any, database: str, prices: PriceTable, period: Period) -> R
         if attempts:
             cost = list_cost = waste = _ZERO
             for a in attempts:
-                new_list = price_usage(a["model_name"], billed_tier(a["service_tier"], a["served_tier"]), _usage(a),
-                                       _aware(a["timestamp"]), prices=prices)
+                new_list = price_usage(
+                    a["model_name"],
+                    billed_tier(a["service_tier"], a["served_tier"]),
+                    _usage(a),
+                    _aware(a["timestamp"]),
+                    prices=prices,
+                )
                 new_cost = cost_on_key(a["tier"], new_list)
                 if (new_cost, new_list) != (Decimal(a["cost_usd"]), Decimal(a["list_cost_usd"])):
                     changed_attempts[(a["event_id"], int(a["attempt"]))] = (new_cost, new_list)
-                    revisions.append([now, a["timestamp"], a["event_id"], int(a["attempt"]), a["cost_usd"],
-                                      a["list_cost_usd"], new_cost, new_list, source])
+                    revisions.append(
+                        [
+                            now,
+                            a["timestamp"],
+                            a["event_id"],
+                            int(a["attempt"]),
+                            a["cost_usd"],
+                            a["list_cost_usd"],
+                            new_cost,
+                            new_list,
+                            source,
+                        ]
+                    )
                 cost += new_cost
                 list_cost += new_list
                 if a["outcome"] != "ok":
@@ -128,8 +182,13 @@ def reprice(client: Any, database: str, prices: PriceTable, period: Period) -> R
         else:
             # No attempt usage (the original library's rows, 0.1.0's): the event's own tokens.
             model = event.get("model_name") or event.get("model") or ""
-            list_cost = price_usage(model, billed_tier(event.get("service_tier", ""), event.get("served_tier", "")),
-                                    _usage(event), _aware(event["timestamp"]), prices=prices)
+            list_cost = price_usage(
+                model,
+                billed_tier(event.get("service_tier", ""), event.get("served_tier", "")),
+                _usage(event),
+                _aware(event["timestamp"]),
+                prices=prices,
+            )
             tier = event.get("tier") or ("free" if str(event.get("model", "")).endswith("-free") else "")
             cost = cost_on_key(tier, list_cost)
             waste = cost if event["outcome"] != "ok" else _ZERO
@@ -144,15 +203,37 @@ def reprice(client: Any, database: str, prices: PriceTable, period: Period) -> R
     _rewrite(client, database, "ai_events", None, changed_events)
     if revisions:
         client.command(_REVISIONS_DDL.format(t=f"`{database}`.`{REVISIONS_TABLE}`"))
-        client.insert(REVISIONS_TABLE, revisions, database=database,
-                      column_names=["repriced_at", "timestamp", "event_id", "attempt", "cost_usd_before",
-                                    "list_cost_usd_before", "cost_usd_after", "list_cost_usd_after", "prices"])
-    logger.info("repriced %s: %d events seen, %d events and %d attempts changed, USD %s -> %s",
-                period, len(events), len(changed_events), len(changed_attempts), before, after)
+        client.insert(
+            REVISIONS_TABLE,
+            revisions,
+            database=database,
+            column_names=[
+                "repriced_at",
+                "timestamp",
+                "event_id",
+                "attempt",
+                "cost_usd_before",
+                "list_cost_usd_before",
+                "cost_usd_after",
+                "list_cost_usd_after",
+                "prices",
+            ],
+        )
+    logger.info(
+        "repriced %s: %d events seen, %d events and %d attempts changed, USD %s -> %s",
+        period,
+        len(events),
+        len(changed_events),
+        len(changed_attempts),
+        before,
+        after,
+    )
     return RepriceResult(len(events), len(changed_attempts), len(changed_events), before, after)
 
 
-def _rewrite(client: Any, database: str, name: str, attempt_col: Any, changes: Mapping[Any, Tuple[Decimal, ...]]) -> None:
+def _rewrite(
+    client: Any, database: str, name: str, attempt_col: Any, changes: Mapping[Any, tuple[Decimal, ...]]
+) -> None:
     """Insert a new version of each changed row, every other column as stored."""
     if not changes:
         return
@@ -162,7 +243,7 @@ def _rewrite(client: Any, database: str, name: str, attempt_col: Any, changes: M
         result = client.query(
             f"SELECT {', '.join(f'`{c}`' for c in columns)} FROM {table(database, name)} "
             "WHERE event_id IN {ids:Array(String)}",
-            parameters={"ids": ids[i:i + _CHUNK]},
+            parameters={"ids": ids[i : i + _CHUNK]},
         )
         rows = []
         for raw in result.result_rows:
@@ -179,7 +260,7 @@ def _rewrite(client: Any, database: str, name: str, attempt_col: Any, changes: M
             client.insert(name, rows, column_names=columns, database=database, settings=_NO_DEDUP)
 
 
-def _ordered_columns(client: Any, database: str, name: str) -> List[str]:
+def _ordered_columns(client: Any, database: str, name: str) -> list[str]:
     rows = client.query(
         "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
         parameters={"db": database, "t": name},

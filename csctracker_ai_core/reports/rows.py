@@ -24,4 +24,7 @@ def to_report_value(value: Any) -> Any:
 
 def result_to_dicts(result: Any) -> list[dict[str, Any]]:
     """The rows of a clickhouse-connect query result as ``{column: report value}`` dicts."""
-    return [{name: to_report_value(v) for name, v in zip(result.column_names, raw, strict=True)} for raw in result.result_rows]
+    return [
+        {name: to_report_value(v) for name, v in zip(result.column_names, raw, strict=True)}
+        for raw in result.result_rows
+    ]

@@ -44,9 +44,7 @@ def escape_controls(text: str) -> str:
     written as escapes, so that it prints on one line and cannot drive the terminal."""
     if text.isprintable():
         return text
-    return "".join(
-        _escape(ch) if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") else ch for ch in text
-    )
+    return "".join(_escape(ch) if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Cs") else ch for ch in text)
 
 
 def cut_label(text: Any, limit: int = LABEL_MAX_CHARS) -> Any:

@@ -49,9 +49,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import TelemetryError
 from ..pricing import PriceTable, get_prices
@@ -88,14 +89,14 @@ ORIGINAL_COLUMNS: tuple[str, ...] = (
     "tempo_minimo_por_evento",
 )
 
-NowArg = Union[datetime, Callable[[], datetime], None]
+NowArg = datetime | Callable[[], datetime] | None
 
 
 class DateUtils:
     """The original's period helper, kept for code that called it directly."""
 
     @staticmethod
-    def get_period_dates(period: str, now: NowArg = None, tz: Union[tzinfo, str, None] = None) -> tuple[datetime, datetime]:
+    def get_period_dates(period: str, now: NowArg = None, tz: tzinfo | str | None = None) -> tuple[datetime, datetime]:
         """``(start, end)`` of ``period`` as aware UTC datetimes; ``end`` is exclusive.
 
         See :mod:`csctracker_ai_core.reports.periods` for the names. Raises
@@ -125,15 +126,15 @@ class Telemetry:
         db: Any = None,
         *,
         client: Any = None,
-        database: Optional[str] = None,
-        prices: Optional[PriceTable] = None,
+        database: str | None = None,
+        prices: PriceTable | None = None,
         tz: str = "UTC",
         now: NowArg = None,
         seed_prices: bool = True,
         settings: Any = None,
-        env: Optional[Mapping[str, str]] = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        from ..settings import process_environment, prices_file_from
+        from ..settings import prices_file_from, process_environment
 
         self._db = db
         self._env = process_environment(env)
@@ -147,7 +148,7 @@ class Telemetry:
         self._seed_prices = seed_prices
         self._lock = threading.RLock()
         self._ready = False
-        self._owned_db: Optional[Any] = None  # a ClickHouseDb made here (holds the embedded store)
+        self._owned_db: Any | None = None  # a ClickHouseDb made here (holds the embedded store)
         self._owned_client = False
 
     # ------------------------------------------------------------------ connection
@@ -194,7 +195,7 @@ class Telemetry:
                 self._owned_db.close()
                 self._owned_db = None
 
-    def __enter__(self) -> "Telemetry":
+    def __enter__(self) -> Telemetry:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -213,14 +214,14 @@ class Telemetry:
     def set_model_price(
         self,
         model: str,
-        input_price_less_200: Union[Decimal, str, float],
-        output_price_less_200: Union[Decimal, str, float],
-        input_price_more_200: Union[Decimal, str, float, None] = None,
-        output_price_more_200: Union[Decimal, str, float, None] = None,
+        input_price_less_200: Decimal | str | float,
+        output_price_less_200: Decimal | str | float,
+        input_price_more_200: Decimal | str | float | None = None,
+        output_price_more_200: Decimal | str | float | None = None,
         *,
-        valid_from: Union[date, datetime, str, None] = None,
-        valid_to: Union[date, datetime, str, None] = None,
-        **other_prices: Union[Decimal, str, float, None],
+        valid_from: date | datetime | str | None = None,
+        valid_to: date | datetime | str | None = None,
+        **other_prices: Decimal | str | float | None,
     ) -> None:
         """Store a price of ``model`` (USD per 1M tokens) from ``valid_from`` (default: since always).
 
@@ -230,12 +231,19 @@ class Telemetry:
         """
         client, database = self._connect()
         price_tables.insert_model_price(
-            client, database, model, input_price_less_200, output_price_less_200,
-            input_price_more_200, output_price_more_200, valid_from=valid_from, valid_to=valid_to,
+            client,
+            database,
+            model,
+            input_price_less_200,
+            output_price_less_200,
+            input_price_more_200,
+            output_price_more_200,
+            valid_from=valid_from,
+            valid_to=valid_to,
             other_prices=other_prices,
         )
 
-    def set_exchange_rate(self, day: Union[date, datetime, str], rate: Union[Decimal, str, float], currency: str = "BRL") -> None:
+    def set_exchange_rate(self, day: date | datetime | str, rate: Decimal | str | float, currency: str = "BRL") -> None:
         """Record the USD->``currency`` rate of ``day`` (e.g. ``("2025-01-31", "5.87")``).
 
         A second call for the same day replaces the first. Raises :class:`ReportError`
@@ -255,7 +263,7 @@ class Telemetry:
         """Resolve a period name with this report's clock and zone."""
         return period_bounds(period, self._now, self._tz)
 
-    def get_telemetry_data(self, group: Optional[str] = "day", period: str = "24h") -> list[dict[str, Any]]:
+    def get_telemetry_data(self, group: str | None = "day", period: str = "24h") -> list[dict[str, Any]]:
         """Per task and ``group`` bucket over ``period``: events, tokens, cost, latency.
 
         ``group``: ``year``, ``month``, ``day``, ``hour`` (hour of the day, as the
@@ -396,7 +404,7 @@ ORDER BY data, task
         self,
         budgets: Any = None,
         *,
-        redis_url: Optional[str] = None,
+        redis_url: str | None = None,
     ) -> list[Any]:
         """Each budget rule now: spent, reserved, limit, remaining, when it resets.
 
@@ -426,7 +434,7 @@ ORDER BY data, task
         now = self._now() if callable(self._now) else self._now
         return now.timestamp() if now is not None else time.time()
 
-    def timeseries(self, period: str = "24h", group: Optional[str] = None, by: str = "task") -> list[dict[str, Any]]:
+    def timeseries(self, period: str = "24h", group: str | None = None, by: str = "task") -> list[dict[str, Any]]:
         """Calls, tokens and cost per time bucket and ``by`` (task, model, tier...), for charts.
 
         ``group`` defaults to a bucket size that suits the period's length.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, Optional
+from typing import Any
 
 from ..exceptions import ReportError
 from .periods import Period, group_format
@@ -99,7 +99,7 @@ ORDER BY calls DESC, {col}
 SELECT toString({col}) AS value, toString(quota_id) AS quota_id,
        count() AS requests,
        countIf(http_status = 429) AS http_429
-FROM {table(database, 'ai_attempts')}
+FROM {table(database, "ai_attempts")}
 WHERE {PERIOD_WHERE}
 GROUP BY value, quota_id
 """,
@@ -123,10 +123,25 @@ GROUP BY value, quota_id
 def _empty_usage_row(col: str, value: str) -> dict[str, Any]:
     zero = Decimal(0)
     return {
-        col: value, "calls": 0, "ok": 0, "errors": 0, "free_events": 0, "paid_events": 0,
-        "tokens_input": 0, "tokens_output": 0, "tokens_reasoning": 0, "tokens_cached": 0, "tokens_total": 0,
-        "custo_usd": zero, "custo_lista_usd": zero, "economia_usd": zero,
-        "latencia_p50_ms": None, "latencia_p95_ms": None, "requests": 0, "http_429": 0, "quota_429": {},
+        col: value,
+        "calls": 0,
+        "ok": 0,
+        "errors": 0,
+        "free_events": 0,
+        "paid_events": 0,
+        "tokens_input": 0,
+        "tokens_output": 0,
+        "tokens_reasoning": 0,
+        "tokens_cached": 0,
+        "tokens_total": 0,
+        "custo_usd": zero,
+        "custo_lista_usd": zero,
+        "economia_usd": zero,
+        "latencia_p50_ms": None,
+        "latencia_p95_ms": None,
+        "requests": 0,
+        "http_429": 0,
+        "quota_429": {},
     }
 
 
@@ -138,12 +153,14 @@ def quota_errors(client: Any, database: str, period: Period, by: str = "key") ->
     """
     col = _column(by)
     if col == "service_tier":
-        raise ReportError("429s are recorded per request, which has no service tier; use key, project, model, tier or task.")
+        raise ReportError(
+            "429s are recorded per request, which has no service tier; use key, project, model, tier or task."
+        )
     result = client.query(
         f"""
 SELECT toString({col}) AS {col}, toString(quota_id) AS quota_id, count() AS count,
        min(timestamp) AS first_seen, max(timestamp) AS last_seen
-FROM {table(database, 'ai_attempts')}
+FROM {table(database, "ai_attempts")}
 WHERE {PERIOD_WHERE} AND http_status = 429
 GROUP BY {col}, quota_id
 ORDER BY count DESC, {col}, quota_id
@@ -168,7 +185,7 @@ SELECT toString({col}) AS {col}, count() AS calls,
        quantilesExact(0.5, 0.9, 0.95, 0.99)(total_duration_ms) AS q,
        q[1] AS p50_ms, q[2] AS p90_ms, q[3] AS p95_ms, q[4] AS p99_ms,
        max(total_duration_ms) AS max_ms, avg(total_duration_ms) AS avg_ms
-FROM {table(database, 'ai_events')}
+FROM {table(database, "ai_events")}
 WHERE {PERIOD_WHERE} AND outcome = 'ok'
 GROUP BY {col}
 ORDER BY calls DESC, {col}
@@ -184,7 +201,7 @@ ORDER BY calls DESC, {col}
         for value, p50, p95 in client.query(
             f"""
 SELECT toString({col}) AS value, quantileExact(0.5)(duration_ms), quantileExact(0.95)(duration_ms)
-FROM {table(database, 'ai_attempts')}
+FROM {table(database, "ai_attempts")}
 WHERE {PERIOD_WHERE}
 GROUP BY value
 """,
@@ -214,7 +231,7 @@ def timeseries(
     client: Any,
     database: str,
     period: Period,
-    group: Optional[str],
+    group: str | None,
     by: str = "task",
     *,
     tz: str = "UTC",
@@ -265,7 +282,7 @@ SELECT toString(task) AS task, toString(model_name) AS model_name, toString(outc
        sum(tokens_output) AS tokens_output,
        toDecimal128(sum(cost_usd), 12) AS custo_usd,
        toDecimal128(sum(list_cost_usd), 12) AS custo_lista_usd
-FROM {table(database, 'ai_attempts')}
+FROM {table(database, "ai_attempts")}
 WHERE {PERIOD_WHERE} AND outcome != 'ok'
 GROUP BY task, model_name, failure
 ORDER BY custo_usd DESC, custo_lista_usd DESC, task, model_name, failure
@@ -284,13 +301,13 @@ def cost_by_served_tier(client: Any, database: str, period: Period) -> list[dict
     """
     result = client.query(
         f"""
-SELECT {billed_tier_sql('service_tier', 'served_tier')} AS service_tier,
+SELECT {billed_tier_sql("service_tier", "served_tier")} AS service_tier,
        count() AS requests,
        sum(tokens_input) AS tokens_input,
        sum(tokens_output) AS tokens_output,
        toDecimal128(sum(cost_usd), 12) AS custo_usd,
        toDecimal128(sum(list_cost_usd), 12) AS custo_lista_usd
-FROM {table(database, 'ai_attempts')}
+FROM {table(database, "ai_attempts")}
 WHERE {PERIOD_WHERE} AND usage_known
 GROUP BY service_tier
 ORDER BY custo_lista_usd DESC, service_tier

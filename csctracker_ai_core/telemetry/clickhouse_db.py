@@ -18,7 +18,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from ..exceptions import TelemetryError
 from . import ownership
@@ -75,24 +76,30 @@ class ClickHouseDb:
 
     def __init__(
         self,
-        host: Optional[str] = None,
-        port: Optional[int] = None,
-        username: Optional[str] = None,
-        password: Optional[str] = None,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
         *,
-        database: Optional[str] = None,
-        dsn: Optional[str] = None,
-        telemetry: Optional[str] = None,
-        settings: Optional[ClickHouseSettings] = None,
-        sink: Optional[TelemetrySink] = None,
-        env: Optional[Mapping[str, str]] = None,
+        database: str | None = None,
+        dsn: str | None = None,
+        telemetry: str | None = None,
+        settings: ClickHouseSettings | None = None,
+        sink: TelemetrySink | None = None,
+        env: Mapping[str, str] | None = None,
         **writer_options: Any,
     ) -> None:
         if settings is None:
             from ..settings import process_environment  # the facade's one environment lookup
 
             settings = resolve_clickhouse_settings(
-                host, port, username, password, database=database, dsn=dsn, telemetry=telemetry,
+                host,
+                port,
+                username,
+                password,
+                database=database,
+                dsn=dsn,
+                telemetry=telemetry,
                 env=process_environment(env),
             )
         self.settings = settings
@@ -114,8 +121,8 @@ class ClickHouseDb:
 
     def log_event_telemetry(
         self,
-        event_id: Optional[str],
-        tokens: Optional[Mapping[str, Any]],
+        event_id: str | None,
+        tokens: Mapping[str, Any] | None,
         payload: Any,
         result: Any,
         model_name: str,
@@ -246,7 +253,7 @@ class ClickHouseDb:
 
     # ------------------------------------------------------------------ lifetime
 
-    def close(self, timeout_s: Optional[float] = None) -> None:
+    def close(self, timeout_s: float | None = None) -> None:
         """Close the writer this object opened (last delivery, bounded) and let go of the store."""
         if self._own_sink and self._sink is not None and not isinstance(self._sink, NullSink):
             self._sink.close(timeout_s if timeout_s is not None else 5.0)
@@ -254,7 +261,7 @@ class ClickHouseDb:
             ownership.release(self.settings.embedded_path)
             self._holds_store = False
 
-    def __enter__(self) -> "ClickHouseDb":
+    def __enter__(self) -> ClickHouseDb:
         return self
 
     def __exit__(self, *exc: Any) -> None:

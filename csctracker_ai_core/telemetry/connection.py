@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 from .. import forking
 from ..exceptions import TelemetryError
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 _engine_lock = threading.Lock()  # held while a chDB client is being opened
 _engine_touched = False  # this process started chDB's engine (or began to)
 _engine_inherited = False  # forked from a process that had started it
-_embedded_clients: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_embedded_clients: weakref.WeakSet[Any] = weakref.WeakSet()
 _fork_hooks_registered = False
 
 
@@ -64,7 +64,7 @@ def _after_fork_in_child() -> None:
     _embedded_clients = weakref.WeakSet()
 
 
-def _open_embedded(path: Any, database: Optional[str], own_lifetime: bool) -> Any:
+def _open_embedded(path: Any, database: str | None, own_lifetime: bool) -> Any:
     global _engine_touched, _fork_hooks_registered
     import clickhouse_connect
 
@@ -81,8 +81,9 @@ def _open_embedded(path: Any, database: Optional[str], own_lifetime: bool) -> An
     close_idle_embedded(except_path=path)  # chDB runs one path per process
     with _engine_lock:
         if not _fork_hooks_registered:
-            forking.register(None, locks=lambda: (_engine_lock,), before=_close_embedded_before_fork,
-                             in_child=_after_fork_in_child)
+            forking.register(
+                None, locks=lambda: (_engine_lock,), before=_close_embedded_before_fork, in_child=_after_fork_in_child
+            )
             _fork_hooks_registered = True
         _engine_touched = True
         client = clickhouse_connect.get_client(**kwargs)
@@ -123,7 +124,7 @@ def preload_driver(settings: ClickHouseSettings) -> None:
 def connect(
     settings: ClickHouseSettings,
     *,
-    database: Optional[str] = None,
+    database: str | None = None,
     connect_timeout_s: float = 3.0,
     send_receive_timeout_s: float = 30.0,
     own_lifetime: bool = False,

@@ -37,9 +37,9 @@ generate_content and provider gcp.gemini are constants of every row.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Mapping, Optional, Tuple, Union
 
 from ..pool.decision import Action, FailureKind, PoolChange
 
@@ -56,7 +56,7 @@ class CallOutcome(str, enum.Enum):
 #: ``ai_attempts.decision``: what the pool did about the attempt; the pool change when
 #: there was one (suspend, disable_key, park_*, skip_model, cooldown), else the action
 #: (served, retry, raise). See :attr:`~csctracker_ai_core.pool.decision.Decision.label`.
-AttemptDecision = Union[PoolChange, Action]
+AttemptDecision = PoolChange | Action
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ class AttemptEvent:
     error_message: str = ""  # short, key-free
     quota_id: str = ""  # Gemini's QuotaFailure quotaId, when a 429 carried one
     retry_delay_s: float = 0.0  # RetryInfo.retryDelay, when present
-    decision: Union[AttemptDecision, str] = ""  # see AttemptDecision
-    suspended_until: Optional[float] = None  # epoch seconds, when the decision set a suspension
+    decision: AttemptDecision | str = ""  # see AttemptDecision
+    suspended_until: float | None = None  # epoch seconds, when the decision set a suspension
     # What Gemini reported for this request (zeros and usage_known=False when nothing
     # came back), and what it cost (pricing.price_usage at the served tier).
     service_tier: str = ""  # asked
@@ -139,7 +139,7 @@ class CallEvent:
     image_base64: str = ""  # kept only when the user opted in to storing images
     return_json: bool = True
     metadata: Mapping[str, str] = field(default_factory=dict)
-    attempt_events: Tuple[AttemptEvent, ...] = ()
+    attempt_events: tuple[AttemptEvent, ...] = ()
 
     @property
     def model(self) -> str:

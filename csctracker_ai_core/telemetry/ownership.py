@@ -17,14 +17,13 @@ import fcntl
 import os
 import threading
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 from .. import forking
 from ..paths import open_private_file, private_dir
 
 __all__ = ["try_acquire", "release", "holder_pid", "lock_path"]
 
-_registry: Dict[str, Tuple[int, int]] = {}  # lock path -> (fd, references)
+_registry: dict[str, tuple[int, int]] = {}  # lock path -> (fd, references)
 _guard = threading.Lock()
 
 
@@ -86,7 +85,7 @@ def release(embedded_path: Path) -> None:
         os.close(fd)
 
 
-def holder_pid(embedded_path: Path) -> Optional[int]:
+def holder_pid(embedded_path: Path) -> int | None:
     """PID written by the current (or last) owner, if readable."""
     try:
         fd = os.open(lock_path(embedded_path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))

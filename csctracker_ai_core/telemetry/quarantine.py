@@ -30,15 +30,24 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any
 
 from .._version import __version__
 from ..paths import open_private_file
 from .records import ATTEMPT_COLUMN_NAMES, EVENT_COLUMN_NAMES, records_to_columns
-from .schema import ATTEMPT_COLUMNS, ATTEMPTS_TABLE, EVENT_COLUMNS, EVENTS_TABLE, REJECTED_COLUMNS, REJECTED_TABLE, Column
+from .schema import (
+    ATTEMPT_COLUMNS,
+    ATTEMPTS_TABLE,
+    EVENT_COLUMNS,
+    EVENTS_TABLE,
+    REJECTED_COLUMNS,
+    REJECTED_TABLE,
+    Column,
+)
 
 __all__ = [
     "QUARANTINE_FILE",
@@ -84,10 +93,10 @@ class Rejected:
 
 _UINT_BITS = {"UInt8": 8, "UInt16": 16, "UInt32": 32, "UInt64": 64}
 _MIN_TS, _MAX_TS = -2208988800.0, 10413791999.0  # DateTime64 range: 1900 .. 2299
-_Check = Callable[[Any], Optional[str]]
+_Check = Callable[[Any], str | None]
 
 
-def _inner(typ: str, wrapper: str) -> Optional[str]:
+def _inner(typ: str, wrapper: str) -> str | None:
     prefix = wrapper + "("
     return typ[len(prefix) : -1] if typ.startswith(prefix) and typ.endswith(")") else None
 
@@ -96,7 +105,7 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _checker(typ: str) -> _Check:
     """The check of a column type: ``value -> why it cannot go in (None: it can)``.
 
@@ -117,10 +126,11 @@ def _checker(typ: str) -> _Check:
     if typ in _UINT_BITS:
         top = 2 ** _UINT_BITS[typ]
 
-        def uint(v: Any) -> Optional[str]:
+        def uint(v: Any) -> str | None:
             if not isinstance(v, int):
                 return f"expected an unsigned integer ({typ}), got {_kind(v)}"
             return None if 0 <= v < top else f"integer out of the {typ} range"
+
         return uint
     if typ.startswith("Float"):
         return lambda v: None if isinstance(v, (int, float)) else f"expected a number ({typ}), got {_kind(v)}"
@@ -130,7 +140,7 @@ def _checker(typ: str) -> _Check:
         precision, scale = (int(p) for p in typ[len("Decimal(") : -1].split(","))
         limit = decimal.Decimal(10) ** (precision - scale)
 
-        def dec(v: Any) -> Optional[str]:
+        def dec(v: Any) -> str | None:
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 return f"expected a decimal, got {_kind(v)}"
             try:
@@ -138,19 +148,22 @@ def _checker(typ: str) -> _Check:
             except decimal.InvalidOperation:
                 return "not a decimal number"
             return None if number.is_finite() and abs(number) < limit else f"decimal out of the {typ} range"
+
         return dec
     if typ.startswith("DateTime"):
-        def ts(v: Any) -> Optional[str]:
+
+        def ts(v: Any) -> str | None:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return f"expected a timestamp (seconds), got {_kind(v)}"
             return None if math.isfinite(v) and _MIN_TS <= v <= _MAX_TS else "timestamp out of range"
+
         return ts
     inner = _inner(typ, "Map")
     if inner is not None:
         key_type, _, value_type = inner.partition(", ")
         key_check, value_check = _checker(key_type), _checker(value_type)
 
-        def mapping(v: Any) -> Optional[str]:
+        def mapping(v: Any) -> str | None:
             if not isinstance(v, dict):
                 return f"expected a map, got {_kind(v)}"
             for k, item in v.items():
@@ -158,15 +171,17 @@ def _checker(typ: str) -> _Check:
                 if problem:
                     return "map entry: " + problem
             return None
+
         return mapping
     return lambda v: None  # a type we do not write: let ClickHouse judge
 
 
-def _compiled(spec: _Spec) -> Tuple[Tuple[str, bool, _Check], ...]:
+def _compiled(spec: _Spec) -> tuple[tuple[str, bool, _Check], ...]:
     """(name, required, check) of each column a record carries."""
     return tuple(
         (c.name, c.default is None and not c.type.startswith(("Nullable", "Map")), _checker(c.type))
-        for c in spec if c.from_record
+        for c in spec
+        if c.from_record
     )
 
 
@@ -174,7 +189,7 @@ _EVENT_CHECKS = _compiled(EVENT_COLUMNS)
 _ATTEMPT_CHECKS = _compiled(ATTEMPT_COLUMNS)
 
 
-def _row_problem(row: Any, checks: Tuple[Tuple[str, bool, _Check], ...]) -> Optional[Tuple[str, str]]:
+def _row_problem(row: Any, checks: tuple[tuple[str, bool, _Check], ...]) -> tuple[str, str] | None:
     """``(reason, cause)`` when ``row`` cannot be a row of a table with these columns."""
     if not isinstance(row, dict):
         return f"expected a JSON object, got {_kind(row)}", "not an object"
@@ -190,7 +205,7 @@ def _row_problem(row: Any, checks: Tuple[Tuple[str, bool, _Check], ...]) -> Opti
     return None
 
 
-def record_problem(record: Any) -> Optional[Tuple[str, str]]:
+def record_problem(record: Any) -> tuple[str, str] | None:
     """``(reason, cause)`` when a spool record cannot be inserted as is, else ``None``.
 
     Checks the ``ai_events`` row and each ``ai_attempts`` row (under ``_a``) against
@@ -222,7 +237,9 @@ def is_data_error(exc: BaseException) -> bool:
     errors (a missing column: repaired at reconnection) are not.
     """
     # AttributeError: the driver calls .encode() on what it expects to be text.
-    if isinstance(exc, (UnicodeError, TypeError, AttributeError, struct.error, OverflowError, decimal.InvalidOperation)):
+    if isinstance(
+        exc, (UnicodeError, TypeError, AttributeError, struct.error, OverflowError, decimal.InvalidOperation)
+    ):
         return True
     code = getattr(exc, "code", None)
     if isinstance(code, int) and code in _DATA_ERROR_CODES:
@@ -238,7 +255,7 @@ def insert_isolating(
     rows: Sequence[Any],
     token: str,
     insert: Callable[[Sequence[Any], str], None],
-) -> List[Tuple[Any, str, str]]:
+) -> list[tuple[Any, str, str]]:
     """Insert ``rows``; rows refused for their data come back as ``(row, reason, cause)``.
 
     One ``insert(rows, token)`` when all is well. On a data error the rows are split
@@ -267,7 +284,7 @@ class Delivery:
 
     inserts: int  # successful INSERT statements
     quarantined: int  # rows moved to the quarantine (events and attempts)
-    not_inserted: FrozenSet[int]  # ids (``id()``) of the records whose ai_events row did not land
+    not_inserted: frozenset[int]  # ids (``id()``) of the records whose ai_events row did not land
 
 
 def insert_batch(
@@ -275,10 +292,10 @@ def insert_batch(
     database: str,
     records: Sequence[Any],
     token: str,
-    quarantine: "Quarantine",
+    quarantine: Quarantine,
     now: float,
     *,
-    screen: Optional[Set[int]] = None,
+    screen: set[int] | None = None,
 ) -> Delivery:
     """Insert a batch of spool records; the ones that cannot be stored go to the quarantine.
 
@@ -292,16 +309,18 @@ def insert_batch(
     what landed is deduplicated) or when the quarantine file cannot be written (nothing
     is acknowledged, nothing lost).
     """
-    good: List[Any] = []
-    rejected: List[Rejected] = []
-    not_inserted: Set[int] = set()
+    good: list[Any] = []
+    rejected: list[Rejected] = []
+    not_inserted: set[int] = set()
     for rec in records:
         problem = record_problem(rec) if screen is None or id(rec) in screen else None
         if problem is None:
             good.append(rec)
         else:
             not_inserted.add(id(rec))
-            rejected.append(Rejected(EVENTS_TABLE, problem[0], rec if isinstance(rec, dict) else {"_value": rec}, problem[1]))
+            rejected.append(
+                Rejected(EVENTS_TABLE, problem[0], rec if isinstance(rec, dict) else {"_value": rec}, problem[1])
+            )
     inserts = [0]
 
     def inserter(table: str, names: Sequence[str], suffix: str) -> Callable[[Sequence[Any], str], None]:
@@ -311,10 +330,15 @@ def insert_batch(
             if not data or not data[0]:
                 return
             client.insert(
-                table, data, column_names=list(names), database=database, column_oriented=True,
+                table,
+                data,
+                column_names=list(names),
+                database=database,
+                column_oriented=True,
                 settings={"insert_deduplication_token": tok + suffix},
             )
             inserts[0] += 1
+
         return run
 
     for rec, why, cause in insert_isolating(good, token, inserter(EVENTS_TABLE, EVENT_COLUMN_NAMES, ":e")):
@@ -327,10 +351,16 @@ def insert_batch(
     if rejected:
         rows = quarantine.put(rejected, now=now)
         names = [c.name for c in REJECTED_COLUMNS]
-        cols = [[datetime.fromtimestamp(r[n], timezone.utc) if n == "rejected_at" else r[n] for r in rows] for n in names]
+        cols = [
+            [datetime.fromtimestamp(r[n], timezone.utc) if n == "rejected_at" else r[n] for r in rows] for n in names
+        ]
         try:  # the quarantine file is the record; the table is a convenience
             client.insert(
-                REJECTED_TABLE, cols, column_names=names, database=database, column_oriented=True,
+                REJECTED_TABLE,
+                cols,
+                column_names=names,
+                database=database,
+                column_oriented=True,
                 settings={"insert_deduplication_token": token + ":r"},
             )
             inserts[0] += 1
@@ -348,9 +378,9 @@ class Quarantine:
     def __init__(self, directory: Path) -> None:
         self.path = Path(directory) / QUARANTINE_FILE
         self._lock = threading.Lock()
-        self._causes: Set[str] = set()
+        self._causes: set[str] = set()
 
-    def put(self, rejected: Sequence[Rejected], now: Optional[float] = None) -> List[Dict[str, Any]]:
+    def put(self, rejected: Sequence[Rejected], now: float | None = None) -> list[dict[str, Any]]:
         """Append ``rejected`` to the file; returns the rows for ``ai_events_rejected``.
 
         Raises ``OSError`` when the file cannot be written (the caller then keeps
@@ -359,8 +389,8 @@ class Quarantine:
         if not rejected:
             return []
         at = time.time() if now is None else now
-        rows: List[Dict[str, Any]] = []
-        lines: List[bytes] = []
+        rows: list[dict[str, Any]] = []
+        lines: list[bytes] = []
         for r in rejected:
             # ASCII JSON: whatever the record holds, the line is valid and one line.
             text = json.dumps(dict(r.record), ensure_ascii=True, default=repr, separators=(",", ":"))
@@ -394,6 +424,8 @@ class Quarantine:
             logger.warning(
                 "telemetry record rejected (%s), event %s; moved to %s with the reason "
                 "(further records with this cause are counted in stats().quarantined, not logged)",
-                key, r.event_id, self.path,
+                key,
+                r.event_id,
+                self.path,
             )
         return rows

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import operator
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import orjson
 
@@ -47,8 +48,8 @@ TRUNCATION_MARKER_FORMAT = "\n[csctracker-ai-core: truncated, {kept} of {total} 
 RECORD_FORMAT_VERSION = 1
 REPLACEMENT_CHARACTER = "\ufffd"
 
-EVENT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS if c.from_record)
-ATTEMPT_COLUMN_NAMES: Tuple[str, ...] = tuple(c.name for c in ATTEMPT_COLUMNS if c.from_record)
+EVENT_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in EVENT_COLUMNS if c.from_record)
+ATTEMPT_COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in ATTEMPT_COLUMNS if c.from_record)
 
 _UTC = timezone.utc
 
@@ -57,14 +58,26 @@ _UTC = timezone.utc
 # as is (Encoding.VALUE, Encoding.TIMESTAMP: epoch seconds) or as exact text
 # (Encoding.DECIMAL). tests/test_telemetry_schema.py checks that the union is exactly
 # the column table.
-EVENT_DERIVED = frozenset({
-    "payload", "result", "payload_bytes", "result_bytes", "error_message", "model", "image_base64",
-    "metadata", "operation", "provider", "library_version", "sanitized_fields",
-})
+EVENT_DERIVED = frozenset(
+    {
+        "payload",
+        "result",
+        "payload_bytes",
+        "result_bytes",
+        "error_message",
+        "model",
+        "image_base64",
+        "metadata",
+        "operation",
+        "provider",
+        "library_version",
+        "sanitized_fields",
+    }
+)
 ATTEMPT_DERIVED = frozenset({"task", "library_version"})
 
 
-def _copied(columns: Sequence[Column], derived: frozenset[str]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+def _copied(columns: Sequence[Column], derived: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(names copied as is, names copied as decimal text) of ``columns``."""
     kept = [c for c in columns if c.from_record and c.name not in derived]
     return (
@@ -80,7 +93,7 @@ _event_values = operator.attrgetter(*EVENT_COPIED)
 _attempt_values = operator.attrgetter(*ATTEMPT_COPIED)
 
 
-def cap_text(text: str, max_bytes: int) -> Tuple[str, int]:
+def cap_text(text: str, max_bytes: int) -> tuple[str, int]:
     """``(text capped to max_bytes UTF-8 bytes + marker, original byte size)``.
 
     The cut never splits a character; the marker says how much was kept.
@@ -96,7 +109,7 @@ def cap_text(text: str, max_bytes: int) -> Tuple[str, int]:
     return kept + TRUNCATION_MARKER_FORMAT.format(kept=kept_bytes, total=total), total
 
 
-def _attempt_record(a: AttemptEvent, task: str) -> Dict[str, Any]:
+def _attempt_record(a: AttemptEvent, task: str) -> dict[str, Any]:
     rec = dict(zip(ATTEMPT_COPIED, _attempt_values(a), strict=True))
     for name in ATTEMPT_DECIMALS:
         rec[name] = str(getattr(a, name))
@@ -106,7 +119,9 @@ def _attempt_record(a: AttemptEvent, task: str) -> Dict[str, Any]:
     return rec
 
 
-def event_to_record(event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES, store_images: bool = False) -> Dict[str, Any]:
+def event_to_record(
+    event: CallEvent, *, max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES, store_images: bool = False
+) -> dict[str, Any]:
     """The spool record of ``event``: capped, image bytes removed unless opted in.
 
     Keys: every column of ``ai_events`` that is not filled by ClickHouse, ``"_v"`` (the
@@ -142,7 +157,7 @@ def _json_text(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
 
 
-def encode_record(record: Dict[str, Any]) -> bytes:
+def encode_record(record: dict[str, Any]) -> bytes:
     """One spool line: compact JSON (newlines inside strings are escaped) + ``\\n``.
 
     The line is valid UTF-8: when a text is not (a lone surrogate), ``record`` is
@@ -162,7 +177,7 @@ def encode_record(record: Dict[str, Any]) -> bytes:
         return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _valid_text(value: str) -> Optional[str]:
+def _valid_text(value: str) -> str | None:
     """``value`` with every lone surrogate replaced by U+FFFD, or ``None`` when already valid."""
     try:
         value.encode("utf-8")
@@ -171,12 +186,12 @@ def _valid_text(value: str) -> Optional[str]:
         return "".join(REPLACEMENT_CHARACTER if "\ud800" <= ch <= "\udfff" else ch for ch in value)
 
 
-def _sanitize_value(value: Any) -> Tuple[Any, bool]:
+def _sanitize_value(value: Any) -> tuple[Any, bool]:
     if isinstance(value, str):
         fixed = _valid_text(value)
         return (value, False) if fixed is None else (fixed, True)
     if isinstance(value, dict):
-        out: Dict[Any, Any] = {}
+        out: dict[Any, Any] = {}
         changed = False
         for k, v in value.items():
             k2, ck = _sanitize_value(k)
@@ -191,14 +206,14 @@ def _sanitize_value(value: Any) -> Tuple[Any, bool]:
     return value, False
 
 
-def sanitize_record(record: Dict[str, Any]) -> List[str]:
+def sanitize_record(record: dict[str, Any]) -> list[str]:
     """Make every text of ``record`` valid UTF-8, in place; returns the fields fixed.
 
     Lone surrogates become U+FFFD. The names of the fields fixed (``_a.<field>`` for
     attempts) are added to ``record["sanitized_fields"]`` (comma-separated), so the
     row says its text was altered.
     """
-    fixed: List[str] = []
+    fixed: list[str] = []
     for name, value in list(record.items()):
         if name == "_a" and isinstance(value, list):
             for attempt in value:
@@ -216,18 +231,20 @@ def sanitize_record(record: Dict[str, Any]) -> List[str]:
             fixed.append(name)
     if fixed:
         before = [f for f in str(record.get("sanitized_fields") or "").split(",") if f]
-        record["sanitized_fields"] = ",".join(before + [f for f in fixed if f not in before and f != "sanitized_fields"])
+        record["sanitized_fields"] = ",".join(
+            before + [f for f in fixed if f not in before and f != "sanitized_fields"]
+        )
     return fixed
 
 
-def decode_record(line: bytes) -> Dict[str, Any]:
+def decode_record(line: bytes) -> dict[str, Any]:
     """Inverse of :func:`encode_record` (raises ``ValueError`` on a torn line).
 
     Lines of older versions may hold lone surrogates (written with ``surrogatepass``):
     they are sanitized like new ones (see :func:`sanitize_record`).
     """
     try:
-        record: Dict[str, Any] = orjson.loads(line)
+        record: dict[str, Any] = orjson.loads(line)
         return record
     except orjson.JSONDecodeError:  # a torn line, or one of an older version (surrogates)
         pass
@@ -240,7 +257,7 @@ def decode_record(line: bytes) -> Dict[str, Any]:
     return record
 
 
-def _python_default(typ: str, default: Optional[str]) -> Any:
+def _python_default(typ: str, default: str | None) -> Any:
     """The value a record without this column stands for (lines of older versions)."""
     if typ.startswith("Nullable"):
         return None
@@ -263,11 +280,13 @@ def _dt(value: float) -> datetime:
     return datetime.fromtimestamp(value, _UTC)
 
 
-def _converters(columns: Sequence[Column], names: Sequence[str]) -> Tuple[Optional[Callable[[Any], Any]], ...]:
+def _converters(columns: Sequence[Column], names: Sequence[str]) -> tuple[Callable[[Any], Any] | None, ...]:
     """Per column: what turns a record value into the insert value (``None``: as is)."""
     by_name = {c.name: c for c in columns}
-    table: Dict[Encoding, Optional[Callable[[Any], Any]]] = {
-        Encoding.TIMESTAMP: _dt, Encoding.DECIMAL: Decimal, Encoding.VALUE: None,
+    table: dict[Encoding, Callable[[Any], Any] | None] = {
+        Encoding.TIMESTAMP: _dt,
+        Encoding.DECIMAL: Decimal,
+        Encoding.VALUE: None,
     }
     return tuple(table[by_name[n].encoding] for n in names)
 
@@ -280,8 +299,13 @@ _event_row = operator.itemgetter(*EVENT_COLUMN_NAMES)
 _attempt_row = operator.itemgetter(*ATTEMPT_COLUMN_NAMES)
 
 
-def _columns(rows: Sequence[Dict[str, Any]], names: Sequence[str], convert: Sequence[Any],
-             defaults: Sequence[Any], row_values: Callable[[Dict[str, Any]], Tuple[Any, ...]]) -> List[List[Any]]:
+def _columns(
+    rows: Sequence[dict[str, Any]],
+    names: Sequence[str],
+    convert: Sequence[Any],
+    defaults: Sequence[Any],
+    row_values: Callable[[dict[str, Any]], tuple[Any, ...]],
+) -> list[list[Any]]:
     if not rows:
         return [[] for _ in names]
     try:
@@ -300,9 +324,14 @@ def _columns(rows: Sequence[Dict[str, Any]], names: Sequence[str], convert: Sequ
     return cols
 
 
-def records_to_columns(records: Sequence[Dict[str, Any]]) -> Tuple[List[List[Any]], List[List[Any]]]:
+def records_to_columns(records: Sequence[dict[str, Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
     """Column-wise data for ``ai_events`` and ``ai_attempts`` (names: the *_COLUMN_NAMES)."""
     events = _columns(records, EVENT_COLUMN_NAMES, _EVENT_CONVERT, _EVENT_DEFAULTS, _event_row)
-    attempts = _columns([a for r in records for a in r.get("_a", ())], ATTEMPT_COLUMN_NAMES, _ATTEMPT_CONVERT,
-                        _ATTEMPT_DEFAULTS, _attempt_row)
+    attempts = _columns(
+        [a for r in records for a in r.get("_a", ())],
+        ATTEMPT_COLUMN_NAMES,
+        _ATTEMPT_CONVERT,
+        _ATTEMPT_DEFAULTS,
+        _attempt_row,
+    )
     return events, attempts

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from .._version import __version__
 from ..exceptions import TelemetryError
@@ -90,14 +91,14 @@ class Column:
 
     name: str
     type: str
-    default: Optional[str] = None
-    codec: Optional[str] = None
+    default: str | None = None
+    codec: str | None = None
     from_record: bool = True
 
     @property
     def encoding(self) -> Encoding:
         """How the value is held in a record and converted for the insert (see :class:`Encoding`)."""
-        base = self.type[len("Nullable("):-1] if self.type.startswith("Nullable(") else self.type
+        base = self.type[len("Nullable(") : -1] if self.type.startswith("Nullable(") else self.type
         if base.startswith("DateTime"):
             return Encoding.TIMESTAMP
         if base.startswith("Decimal"):
@@ -118,7 +119,7 @@ class Column:
 # ``ADD COLUMN IF NOT EXISTS`` on the next start; a field of the same name on
 # CallEvent / AttemptEvent fills it (tests/test_telemetry_schema.py ties the two).
 # Order = column order.
-EVENT_COLUMNS: Tuple[Column, ...] = (
+EVENT_COLUMNS: tuple[Column, ...] = (
     # --- the original library's columns, same names and meanings -----------------
     Column("timestamp", _TS),
     Column("event_id", "String"),
@@ -171,7 +172,7 @@ EVENT_COLUMNS: Tuple[Column, ...] = (
     Column("ingested_at", _TS, "now64(3)", from_record=False),
 )
 
-ATTEMPT_COLUMNS: Tuple[Column, ...] = (
+ATTEMPT_COLUMNS: tuple[Column, ...] = (
     Column("timestamp", _TS),
     Column("event_id", "String"),
     Column("attempt", "UInt16"),
@@ -209,7 +210,7 @@ ATTEMPT_COLUMNS: Tuple[Column, ...] = (
 )
 
 # A record the writer could not insert: what, why, and the spool record itself (JSON).
-REJECTED_COLUMNS: Tuple[Column, ...] = (
+REJECTED_COLUMNS: tuple[Column, ...] = (
     Column("rejected_at", _TS),
     Column("source_table", _LC),
     Column("event_id", "String", "''"),
@@ -255,7 +256,7 @@ def _ai_events_rejected_ddl(database: str) -> str:
 # model_prices keeps every price ever inserted: one row per (model, valid_from) and
 # insertion time; the reports' reader takes the last inserted per (model, valid_from).
 # NULL price columns follow the row's input price (the price file's defaults).
-_PRICE_COLUMNS_ADDED: Tuple[Column, ...] = (
+_PRICE_COLUMNS_ADDED: tuple[Column, ...] = (
     # No DEFAULT expression (ClickHouse refuses one on a column joining the sorting key
     # in place); the type's default, the epoch, means "since always" (undated).
     Column("valid_from", _TS),
@@ -263,13 +264,19 @@ _PRICE_COLUMNS_ADDED: Tuple[Column, ...] = (
     Column("service_tier_multipliers", "String", "''"),  # JSON {tier: multiplier}, '' = the table's
 ) + tuple(
     Column(f"{kind}_{band}", "Nullable(Decimal(18, 9))")
-    for kind in ("cached_input_price", "image_input_price", "video_input_price", "audio_input_price",
-                 "cached_audio_input_price")
+    for kind in (
+        "cached_input_price",
+        "image_input_price",
+        "video_input_price",
+        "audio_input_price",
+        "cached_audio_input_price",
+    )
     for band in ("less_200", "more_200")
 )
 _MODEL_PRICES_ORDER_BY = "(model, timestamp, valid_from)"
 
-_MODEL_PRICES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
+_MODEL_PRICES_DDL = (
+    """CREATE TABLE IF NOT EXISTS {t} (
   `timestamp` DateTime,
   `model` String,
   `input_price_less_200` Decimal(18, 9),
@@ -277,10 +284,13 @@ _MODEL_PRICES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
   `input_price_more_200` Decimal(18, 9),
   `output_price_more_200` Decimal(18, 9),
   `source` String DEFAULT '',
-  """ + ",\n  ".join(
-    c.sql() for c in _PRICE_COLUMNS_ADDED
-) + """
-) ENGINE = ReplacingMergeTree ORDER BY """ + _MODEL_PRICES_ORDER_BY + "\n"
+  """
+    + ",\n  ".join(c.sql() for c in _PRICE_COLUMNS_ADDED)
+    + """
+) ENGINE = ReplacingMergeTree ORDER BY """
+    + _MODEL_PRICES_ORDER_BY
+    + "\n"
+)
 
 _EXCHANGE_RATES_DDL = """CREATE TABLE IF NOT EXISTS {t} (
   `date` Date,
@@ -294,14 +304,14 @@ class SchemaReport:
     """What :func:`ensure_schema` found and did."""
 
     version: int  # schema version after the run
-    applied: Tuple[str, ...]  # names of the migrations run this time
+    applied: tuple[str, ...]  # names of the migrations run this time
     legacy_rows_migrated: int  # rows copied from an original-library ai_events (0 if none)
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _table_info(client: Any, database: str, table: str) -> Optional[Tuple[str, Dict[str, str]]]:
+def _table_info(client: Any, database: str, table: str) -> tuple[str, dict[str, str]] | None:
     """``(engine, {column: type})`` of a table, or ``None`` when it does not exist."""
     rows = client.query(
         "SELECT engine FROM system.tables WHERE database = {db:String} AND name = {t:String}",
@@ -316,7 +326,7 @@ def _table_info(client: Any, database: str, table: str) -> Optional[Tuple[str, D
     return rows[0][0], dict(cols)
 
 
-def _is_current_events_layout(info: Tuple[str, Dict[str, str]]) -> bool:
+def _is_current_events_layout(info: tuple[str, dict[str, str]]) -> bool:
     engine, cols = info
     return engine.startswith("Replacing") and "model_name" in cols
 
@@ -338,8 +348,8 @@ def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[
     info = _table_info(client, database, table)
     if info is None:
         return
-    failed: List[str] = []
-    cause: Optional[BaseException] = None
+    failed: list[str] = []
+    cause: BaseException | None = None
     for col in spec:
         if col.name not in info[1]:
             sql = f"ALTER TABLE {_q(database, table)} ADD COLUMN IF NOT EXISTS {col.sql()}"
@@ -353,13 +363,13 @@ def _add_missing_columns(client: Any, database: str, table: str, spec: Sequence[
     if failed:
         raise SchemaDriftError(
             f"the telemetry table {database}.{table} lacks columns the writer needs and adding them failed "
-            f"({type(cause).__name__}: {str(cause)[:200]}); events stay spooled until you run: "
-            + "; ".join(failed)
+            f"({type(cause).__name__}: {str(cause)[:200]}); events stay spooled until you run: " + "; ".join(failed)
         ) from cause
 
 
-def _legacy_select(database: str, source: str, cols: Dict[str, str], model_names: Optional[List[str]] = None,
-                   prices_file: Any = None) -> Tuple[str, str]:
+def _legacy_select(
+    database: str, source: str, cols: dict[str, str], model_names: list[str] | None = None, prices_file: Any = None
+) -> tuple[str, str]:
     """``(target column list, SELECT ...)`` copying an original-library table.
 
     Columns the original added late (``tokens_reasoning``, ``service_tier``) may be
@@ -372,7 +382,7 @@ def _legacy_select(database: str, source: str, cols: Dict[str, str], model_names
         return c in cols
 
     model = "toString(model)" if has("model") else "''"
-    exprs: List[Tuple[str, str]] = [
+    exprs: list[tuple[str, str]] = [
         ("timestamp", "toDateTime64(timestamp, 3, 'UTC')"),
         (
             "event_id",
@@ -400,9 +410,7 @@ def _legacy_select(database: str, source: str, cols: Dict[str, str], model_names
         ("attempts", "1"),
         (
             "tokens_total",
-            "toUInt32(tokens_input) + toUInt32(tokens_output)"
-            if has("tokens_input") and has("tokens_output")
-            else "0",
+            "toUInt32(tokens_input) + toUInt32(tokens_output)" if has("tokens_input") and has("tokens_output") else "0",
         ),
         ("library_version", "'legacy'"),
     ]
@@ -415,9 +423,17 @@ def _legacy_select(database: str, source: str, cols: Dict[str, str], model_names
 
         tier = dict(exprs)["tier"]
         list_cost = list_cost_sql(
-            get_prices(prices_file), model_names, model=model, tier=dict(exprs)["service_tier"],
-            at="timestamp", tokens_input=dict(exprs)["tokens_input"], tokens_output=dict(exprs)["tokens_output"],
-            tokens_cached="0", tokens_image=dict(exprs)["tokens_image"], tokens_audio="0", tokens_video="0",
+            get_prices(prices_file),
+            model_names,
+            model=model,
+            tier=dict(exprs)["service_tier"],
+            at="timestamp",
+            tokens_input=dict(exprs)["tokens_input"],
+            tokens_output=dict(exprs)["tokens_output"],
+            tokens_cached="0",
+            tokens_image=dict(exprs)["tokens_image"],
+            tokens_audio="0",
+            tokens_video="0",
         )
         exprs += [("list_cost_usd", list_cost), ("cost_usd", cost_on_key_sql(tier, list_cost))]
     # result / payload / timestamp / task may be reserved-ish; quote the source columns
@@ -460,22 +476,26 @@ def _m1_ai_events(client: Any, database: str) -> int:
     # Legacy layout: build beside it, copy, check, swap.
     client.command(f"DROP TABLE IF EXISTS {_q(database, _BUILD_TABLE)}")
     client.command(ai_events_ddl(database, _BUILD_TABLE))
-    names = [r[0] for r in client.query(
-        f"SELECT DISTINCT toString(model) FROM {_q(database, EVENTS_TABLE)}").result_rows] if "model" in info[1] else []
+    names = (
+        [r[0] for r in client.query(f"SELECT DISTINCT toString(model) FROM {_q(database, EVENTS_TABLE)}").result_rows]
+        if "model" in info[1]
+        else []
+    )
     target, select = _legacy_select(database, EVENTS_TABLE, info[1], names)
     client.command(f"INSERT INTO {_q(database, _BUILD_TABLE)} ({target}) {select}")
     copied, source_rows = _count(client, database, _BUILD_TABLE), _count(client, database, EVENTS_TABLE)
     if copied != source_rows:
         # Rows inserted into the legacy table during the copy: start again next run
         # rather than swap and lose them.
-        raise RuntimeError(
-            f"ai_events upgrade copied {copied} of {source_rows} rows; will retry on the next start"
-        )
+        raise RuntimeError(f"ai_events upgrade copied {copied} of {source_rows} rows; will retry on the next start")
     client.command(f"EXCHANGE TABLES {_q(database, EVENTS_TABLE)} AND {_q(database, _BUILD_TABLE)}")
     _park_legacy(client, database, _BUILD_TABLE)
     logger.warning(
         "Upgraded %s.%s from the original library's layout: %d rows kept; the old table is kept as %s",
-        database, EVENTS_TABLE, copied, LEGACY_TABLE,
+        database,
+        EVENTS_TABLE,
+        copied,
+        LEGACY_TABLE,
     )
     return copied
 
@@ -528,7 +548,7 @@ def _m5_price_history(client: Any, database: str) -> int:
     return 0
 
 
-_MIGRATIONS: Tuple[Tuple[int, str, Callable[[Any, str], int]], ...] = (
+_MIGRATIONS: tuple[tuple[int, str, Callable[[Any, str], int]], ...] = (
     (1, "ai_events", _m1_ai_events),
     (2, "ai_attempts", _m2_ai_attempts),
     (3, "model_prices+daily_exchange_rates", _m3_prices),
@@ -537,7 +557,7 @@ _MIGRATIONS: Tuple[Tuple[int, str, Callable[[Any, str], int]], ...] = (
 )
 
 # Tables the writer inserts into, with their columns: drift repaired at every connection.
-_OWNED_TABLES: Tuple[Tuple[str, Sequence[Column]], ...] = (
+_OWNED_TABLES: tuple[tuple[str, Sequence[Column]], ...] = (
     (EVENTS_TABLE, EVENT_COLUMNS),
     (ATTEMPTS_TABLE, ATTEMPT_COLUMNS),
     (REJECTED_TABLE, REJECTED_COLUMNS),
@@ -545,7 +565,7 @@ _OWNED_TABLES: Tuple[Tuple[str, Sequence[Column]], ...] = (
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 
-def ensure_schema(client: Any, database: Optional[str] = None) -> SchemaReport:
+def ensure_schema(client: Any, database: str | None = None) -> SchemaReport:
     """Bring the telemetry schema of ``database`` up to :data:`SCHEMA_VERSION`.
 
     Idempotent and safe to re-run after an interruption. ``client`` is a
@@ -561,7 +581,7 @@ def ensure_schema(client: Any, database: Optional[str] = None) -> SchemaReport:
         f"ENGINE = ReplacingMergeTree ORDER BY version"
     )
     done = {int(r[0]) for r in client.query(f"SELECT version FROM {_q(db, VERSION_TABLE)}").result_rows}
-    applied: List[str] = []
+    applied: list[str] = []
     legacy = 0
     for version, name, fn in _MIGRATIONS:
         # Migration 1 always re-checks: an original-library process may re-create a

@@ -8,9 +8,9 @@ When no server is named anywhere, the embedded store is used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
 
 from ..exceptions import ConfigurationError
 from ..paths import embedded_clickhouse_path, spool_dir
@@ -29,13 +29,13 @@ class ClickHouseSettings:
     """Resolved telemetry destination. ``password`` is hidden from ``repr``."""
 
     mode: str  # "server", "embedded" or "off"
-    host: Optional[str] = None
-    port: Optional[int] = None
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
     database: str = "default"
     secure: bool = False
-    dsn: Optional[str] = field(default=None, repr=False)
+    dsn: str | None = field(default=None, repr=False)
     # Defaults: the default data folder (no environment read here; see settings.py).
     embedded_path: Path = field(default_factory=lambda: embedded_clickhouse_path({}))
     spool_path: Path = field(default_factory=lambda: spool_dir({}))
@@ -57,16 +57,16 @@ class ClickHouseSettings:
 
 
 def resolve_clickhouse_settings(
-    host: Optional[str] = None,
-    port: Optional[int] = None,
-    username: Optional[str] = None,
-    password: Optional[str] = None,
+    host: str | None = None,
+    port: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
     *,
-    database: Optional[str] = None,
-    dsn: Optional[str] = None,
-    telemetry: Optional[str] = None,
-    spool_max_bytes: Optional[int] = None,
-    best_effort: Optional[bool] = None,
+    database: str | None = None,
+    dsn: str | None = None,
+    telemetry: str | None = None,
+    spool_max_bytes: int | None = None,
+    best_effort: bool | None = None,
     env: Mapping[str, str],
 ) -> ClickHouseSettings:
     """Build :class:`ClickHouseSettings` from arguments and the environment.

@@ -21,7 +21,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .. import forking
 from .events import CallEvent
@@ -39,7 +40,7 @@ class _Entry:
     refs: int = 0
 
 
-_entries: Dict[ClickHouseSettings, _Entry] = {}
+_entries: dict[ClickHouseSettings, _Entry] = {}
 _guard = threading.Lock()
 
 
@@ -59,7 +60,7 @@ class SharedSink:
         settings: ClickHouseSettings,
         writer: TelemetryWriter,
         *,
-        redact: Optional[Callable[[CallEvent], CallEvent]],
+        redact: Callable[[CallEvent], CallEvent] | None,
         store_images: bool,
         max_text_bytes: int,
     ) -> None:
@@ -90,7 +91,7 @@ class SharedSink:
         """Deliver now, bounded; True when nothing is pending."""
         return self._writer.flush(timeout_s)
 
-    def close(self, timeout_s: Optional[float] = None) -> bool:
+    def close(self, timeout_s: float | None = None) -> bool:
         """Deliver what is pending (bounded by ``timeout_s``) and drop this share. Idempotent."""
         timeout = self._writer.close_timeout_s if timeout_s is None else timeout_s
         if self._closed:
@@ -112,7 +113,7 @@ class SharedSink:
 def open_shared(
     settings: ClickHouseSettings,
     *,
-    redact: Optional[Callable[[CallEvent], CallEvent]] = None,
+    redact: Callable[[CallEvent], CallEvent] | None = None,
     store_images: bool = False,
     max_text_bytes: int,
     **writer_options: Any,
@@ -136,7 +137,8 @@ def close_idle_embedded(except_path: Any = None) -> None:
     """Close idle embedded writers (all, or those not on ``except_path``): chDB opens one path per process."""
     with _guard:
         stale = [
-            e.writer for k, e in list(_entries.items())
+            e.writer
+            for k, e in list(_entries.items())
             if k.mode == "embedded" and e.refs == 0 and (except_path is None or k.embedded_path != except_path)
         ]
         for k in [k for k, e in _entries.items() if e.writer in stale]:

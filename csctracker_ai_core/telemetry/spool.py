@@ -43,7 +43,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ..exceptions import TelemetryError
 from ..paths import open_private_file, private_dir
@@ -51,7 +51,13 @@ from .records import decode_record
 from .settings import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = [
-    "Segment", "Spool", "SpoolFullError", "SEGMENT_PREFIX", "SEGMENT_SUFFIX", "DEFAULT_SPOOL_MAX_BYTES", "forget_segment",
+    "Segment",
+    "Spool",
+    "SpoolFullError",
+    "SEGMENT_PREFIX",
+    "SEGMENT_SUFFIX",
+    "DEFAULT_SPOOL_MAX_BYTES",
+    "forget_segment",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,7 +82,7 @@ class Segment:
     own: bool  # written by this process (False: claimed from another one)
     records: int = 0  # records appended (own) or -1 when unknown (claimed, not yet read)
     size: int = 0
-    mem: Optional[List[Dict[str, Any]]] = field(default_factory=list)  # None: read from disk
+    mem: list[dict[str, Any]] | None = field(default_factory=list)  # None: read from disk
     mem_bytes: int = 0
     created_at: float = 0.0  # clock time of the first record
     sealed: bool = False
@@ -101,8 +107,8 @@ class Spool:
         self.memory_limit_bytes = memory_limit_bytes
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
-        self._active: Optional[Segment] = None
-        self._retired: List[Segment] = []  # sealed by a failed roll-back, for the writer to take
+        self._active: Segment | None = None
+        self._retired: list[Segment] = []  # sealed by a failed roll-back, for the writer to take
         self._mem_bytes = 0
         self._pid = os.getpid()
         # Every segment descriptor this spool holds, opened and closed under _lock (which
@@ -147,7 +153,7 @@ class Spool:
             raise
         return Segment(path=final, fd=fd, own=True, created_at=now)
 
-    def append(self, line: bytes, record: Dict[str, Any], now: float) -> None:
+    def append(self, line: bytes, record: dict[str, Any], now: float) -> None:
         """Write one encoded record to the active segment (raises ``OSError`` on disk failure).
 
         ``record`` is kept in memory for the writer unless the memory bound is reached;
@@ -201,15 +207,17 @@ class Spool:
             self._retired.append(seg)
             self._disk_bytes += written
             where = f"sealed with a torn tail (truncate failed: {exc}); the next event starts a new segment"
-        raise OSError(errno.ENOSPC, f"short write to {seg.path.name} ({written} of {wanted} bytes, disk full?); {where}")
+        raise OSError(
+            errno.ENOSPC, f"short write to {seg.path.name} ({written} of {wanted} bytes, disk full?); {where}"
+        )
 
-    def take_retired(self) -> List[Segment]:
+    def take_retired(self) -> list[Segment]:
         """Segments sealed by :meth:`append` itself (torn tail it could not cut), oldest first."""
         with self._lock:
             retired, self._retired = self._retired, []
         return retired
 
-    def usage(self) -> Tuple[int, int]:
+    def usage(self) -> tuple[int, int]:
         """``(bytes used, cap)`` of the spool folder as last measured plus this process's appends."""
         with self._lock:
             return self._disk_bytes, self.max_bytes
@@ -238,13 +246,13 @@ class Spool:
             self._disk_bytes = total + (self._appended - appended_before)
             return self._disk_bytes
 
-    def active_info(self) -> Tuple[int, int, float]:
+    def active_info(self) -> tuple[int, int, float]:
         """``(records, bytes, created_at)`` of the active segment (zeros when none)."""
         with self._lock:
             seg = self._active
             return (seg.records, seg.size, seg.created_at) if seg is not None else (0, 0, 0.0)
 
-    def seal_active(self) -> Optional[Segment]:
+    def seal_active(self) -> Segment | None:
         """Close the active segment to appends; the next append starts a new one."""
         with self._lock:
             seg, self._active = self._active, None
@@ -275,11 +283,13 @@ class Spool:
 
     # ------------------------------------------------------------------ claiming
 
-    def claim_orphans(self, exclude: set[Path], limit: int = 64) -> List[Segment]:
+    def claim_orphans(self, exclude: set[Path], limit: int = 64) -> list[Segment]:
         """Lock and return segments no live process holds (oldest first, at most ``limit``)."""
-        claimed: List[Segment] = []
+        claimed: list[Segment] = []
         try:
-            names = sorted(n for n in os.listdir(self.directory) if n.startswith(SEGMENT_PREFIX) and n.endswith(SEGMENT_SUFFIX))
+            names = sorted(
+                n for n in os.listdir(self.directory) if n.startswith(SEGMENT_PREFIX) and n.endswith(SEGMENT_SUFFIX)
+            )
         except OSError as exc:
             logger.error("cannot list the telemetry spool %s: %s", self.directory, exc)
             return claimed
@@ -312,7 +322,7 @@ class Spool:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, seg: Segment, max_records: int, max_bytes: int) -> Tuple[List[Dict[str, Any]], int, int]:
+    def read(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
         """Up to ``max_records`` / ``max_bytes`` records from the first unacknowledged one.
 
         Returns ``(records, next_offset, records_consumed)``; ``records_consumed`` may
@@ -322,7 +332,7 @@ class Spool:
         if seg.mem is not None:
             kept = seg.mem[seg.delivered : seg.delivered + max_records]
             return kept, seg.offset, len(kept)
-        records: List[Dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
         consumed = 0
         offset = seg.offset
         size = 0
@@ -345,8 +355,12 @@ class Spool:
                     records.append(decode_record(line))
                 except ValueError as exc:
                     # Not lost and not retried forever: the writer quarantines it.
-                    records.append({"_unreadable": f"{seg.path.name} byte {offset - len(line)}: {exc}"[:300],
-                                    "_line": line[:65536].decode("utf-8", "backslashreplace")})
+                    records.append(
+                        {
+                            "_unreadable": f"{seg.path.name} byte {offset - len(line)}: {exc}"[:300],
+                            "_line": line[:65536].decode("utf-8", "backslashreplace"),
+                        }
+                    )
         return records, offset, consumed
 
     def acknowledge(self, seg: Segment, consumed: int, next_offset: int) -> None:

@@ -39,23 +39,23 @@ import math
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Protocol
 
 from .. import forking
+from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, TelemetryError
 from ..paths import private_dir, tighten_tree
-from . import connection
+from . import connection, ownership
 from .connection import preload_driver
-from ..clock import SYSTEM_CLOCK, Clock
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
-from .records import DEFAULT_MAX_TEXT_BYTES, encode_record, event_to_record
 from .quarantine import Quarantine, insert_batch
+from .records import DEFAULT_MAX_TEXT_BYTES, encode_record, event_to_record
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
-from . import ownership
 from .spool import Segment, Spool, SpoolFullError, forget_segment
 
 __all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "WriterStats", "open_telemetry"]
@@ -87,7 +87,7 @@ class WriterStats:
     dropped: int = 0
     pending: int = 0
     inserts: int = 0
-    last_error: Optional[str] = None
+    last_error: str | None = None
     failures: int = 0  # failed delivery/connection attempts
     handed_off: int = 0  # events left for the embedded store's owner process
     redaction_errors: int = 0  # events whose redaction hook raised (texts withheld)
@@ -162,7 +162,7 @@ class NullSink:
 @dataclass
 class _Piece:
     segment: Segment
-    records: List[Dict[str, Any]]
+    records: list[dict[str, Any]]
     next_offset: int
     consumed: int
     from_disk: bool = True  # read back from a file (screened before the insert) vs. this process's memory
@@ -170,7 +170,7 @@ class _Piece:
 
 @dataclass
 class _Batch:
-    pieces: List[_Piece]
+    pieces: list[_Piece]
     token: str
 
     @property
@@ -178,7 +178,7 @@ class _Batch:
         return sum(len(p.records) for p in self.pieces)
 
 
-_live_writers: "weakref.WeakSet[TelemetryWriter]" = weakref.WeakSet()
+_live_writers: weakref.WeakSet[TelemetryWriter] = weakref.WeakSet()
 _atexit_registered = False
 _atexit_guard = threading.Lock()
 
@@ -197,7 +197,7 @@ def _close_all_at_exit() -> None:
             logger.exception("telemetry writer failed to close at exit")
 
 
-def _register_atexit(writer: "TelemetryWriter") -> None:
+def _register_atexit(writer: TelemetryWriter) -> None:
     global _atexit_registered
     with _atexit_guard:
         _live_writers.add(writer)
@@ -229,7 +229,7 @@ class TelemetryWriter:
         self,
         settings: ClickHouseSettings,
         *,
-        redact: Optional[Redactor] = None,
+        redact: Redactor | None = None,
         store_images: bool = False,
         max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
         batch_interval_s: float = 1.0,
@@ -245,10 +245,10 @@ class TelemetryWriter:
         handoff_interval_s: float = 1.0,
         ownership_retry_s: float = 5.0,
         connect_timeout_s: float = 3.0,
-        spool_max_bytes: Optional[int] = None,
+        spool_max_bytes: int | None = None,
         fork_reconnect_delay_s: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
-        connect: Optional[Callable[[ClickHouseSettings], Any]] = None,
+        connect: Callable[[ClickHouseSettings], Any] | None = None,
         start: bool = True,
     ) -> None:
         if settings.mode not in ("server", "embedded"):
@@ -297,13 +297,13 @@ class TelemetryWriter:
         self._spool_warned = False  # WARNING at 80 % of the cap said, until it drains
         self._next_tighten_at = 0.0
         self._own_delivered = 0
-        self._last_error: Optional[str] = None
+        self._last_error: str | None = None
         self._role = "starting"
 
         self._client: Any = None
         self._owner = False
-        self._queue: List[Segment] = []  # sealed segments to deliver, oldest first
-        self._inflight: Optional[_Batch] = None
+        self._queue: list[Segment] = []  # sealed segments to deliver, oldest first
+        self._inflight: _Batch | None = None
         self._consecutive_failures = 0
         self._retry_at = 0.0
         self._next_connect_at = 0.0
@@ -317,7 +317,7 @@ class TelemetryWriter:
         self._closing = False
         self._close_deadline = 0.0
         self._closed = False
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
         self._started = False
         # Held around connecting and each insert, so a fork never happens mid-way.
         self._delivery_lock = threading.Lock()
@@ -325,8 +325,13 @@ class TelemetryWriter:
         if connect is None:
             preload_driver(settings)
         _register_atexit(self)
-        forking.register(self, locks=TelemetryWriter._fork_locks, before=TelemetryWriter._before_fork,
-                         in_child=TelemetryWriter._after_fork_in_child, outer=True)
+        forking.register(
+            self,
+            locks=TelemetryWriter._fork_locks,
+            before=TelemetryWriter._before_fork,
+            in_child=TelemetryWriter._after_fork_in_child,
+            outer=True,
+        )
         if start:
             self.start()
 
@@ -337,7 +342,7 @@ class TelemetryWriter:
         self.record_with(event, redact=self.redact, max_text_bytes=self.max_text_bytes, store_images=self.store_images)
 
     def record_with(
-        self, event: CallEvent, *, redact: Optional[Redactor], max_text_bytes: int, store_images: bool
+        self, event: CallEvent, *, redact: Redactor | None, max_text_bytes: int, store_images: bool
     ) -> None:
         """:meth:`record` with one user's options (writers are shared, see shared.py)."""
         try:
@@ -348,7 +353,9 @@ class TelemetryWriter:
                 except Exception:
                     # Never store what the hook was meant to hide: keep the event's
                     # numbers, withhold its texts.
-                    logger.exception("telemetry redaction hook failed; texts withheld for event %s", getattr(event, "event_id", "?"))
+                    logger.exception(
+                        "telemetry redaction hook failed; texts withheld for event %s", getattr(event, "event_id", "?")
+                    )
                     event = dataclasses.replace(
                         event,
                         payload=REDACTION_FAILED,
@@ -370,7 +377,9 @@ class TelemetryWriter:
                     self._sanitized += 1
                 recovered, self._drops_in_a_row = self._drops_in_a_row, 0
             if recovered:
-                logger.warning("telemetry spool %s accepts events again after %d dropped", self.settings.spool_path, recovered)
+                logger.warning(
+                    "telemetry spool %s accepts events again after %d dropped", self.settings.spool_path, recovered
+                )
             self._check_spool_usage()
             if self._closed:
                 # No thread any more: leave it on disk, unlocked, for the next start.
@@ -397,7 +406,10 @@ class TelemetryWriter:
             logger.error(
                 "TELEMETRY EVENT DROPPED: could not write event %s to the spool %s (%d dropped in a row, "
                 "stats().dropped counts them all): %s",
-                getattr(event, "event_id", "?"), self.settings.spool_path, in_a_row, exc,
+                getattr(event, "event_id", "?"),
+                self.settings.spool_path,
+                in_a_row,
+                exc,
                 exc_info=not isinstance(exc, (OSError, SpoolFullError)),
             )
 
@@ -409,7 +421,11 @@ class TelemetryWriter:
             logger.warning(
                 "telemetry spool %s is %d%% full (%d of %d bytes, CSCTRACKER_AI_SPOOL_MAX_BYTES): past the cap "
                 "new events are dropped; delivery is failing: %s",
-                self.settings.spool_path, 100 * used // max(1, cap), used, cap, self._last_error or "not yet known",
+                self.settings.spool_path,
+                100 * used // max(1, cap),
+                used,
+                cap,
+                self._last_error or "not yet known",
             )
         elif self._spool_warned and used < 0.5 * cap:
             self._spool_warned = False
@@ -450,7 +466,7 @@ class TelemetryWriter:
                 self._idle.wait(min(left, 0.05))
         return self._pending() == 0
 
-    def close(self, timeout_s: Optional[float] = None) -> bool:
+    def close(self, timeout_s: float | None = None) -> bool:
         """Last delivery attempt (now, not at the next backoff), bounded by ``timeout_s``.
 
         What cannot be delivered in time stays in the spool for the next start (or for
@@ -469,7 +485,9 @@ class TelemetryWriter:
             if thread.is_alive():
                 logger.warning(
                     "telemetry writer did not finish within %.1fs; %d events stay spooled in %s",
-                    timeout, self._pending(), self.settings.spool_path,
+                    timeout,
+                    self._pending(),
+                    self.settings.spool_path,
                 )
         else:
             self._shutdown_resources()
@@ -510,11 +528,13 @@ class TelemetryWriter:
 
     def __repr__(self) -> str:
         s = self.stats()
-        return f"TelemetryWriter(mode={self.settings.mode!r}, role={s.role!r}, pending={s.pending}, written={s.written})"
+        return (
+            f"TelemetryWriter(mode={self.settings.mode!r}, role={s.role!r}, pending={s.pending}, written={s.written})"
+        )
 
     # ================================================================== fork
 
-    def _fork_locks(self) -> Tuple[Any, ...]:
+    def _fork_locks(self) -> tuple[Any, ...]:
         # The delivery lock first: a fork waits for the insert or connection in progress
         # (an embedded writer must close chDB; and a child must not inherit the driver's
         # state mid-request: lazy imports half done, HTTP pool locks held).
@@ -606,14 +626,19 @@ class TelemetryWriter:
         rows, nbytes, oldest = self._waiting()
         candidates.append(
             delivery_delay(
-                now, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=self._last_insert_at,
-                retry_at=self._retry_at, policy=self.policy,
+                now,
+                rows=rows,
+                nbytes=nbytes,
+                oldest_at=oldest,
+                last_insert_at=self._last_insert_at,
+                retry_at=self._retry_at,
+                policy=self.policy,
             )
         )
         wait = min(candidates)
         return min(max(wait, 0.005), 1.0)
 
-    def _waiting(self) -> Tuple[int, int, float]:
+    def _waiting(self) -> tuple[int, int, float]:
         """(rows, bytes, oldest spool time) waiting for delivery."""
         rows, nbytes, created = self._spool.active_info()
         oldest = created if rows else math.inf
@@ -651,8 +676,14 @@ class TelemetryWriter:
             self._next_scan_at = now + self.scan_interval_s
         rows, nbytes, oldest = self._waiting()
         delay = delivery_delay(
-            now, rows=rows, nbytes=nbytes, oldest_at=oldest, last_insert_at=self._last_insert_at,
-            retry_at=self._retry_at, policy=self.policy, force=force,
+            now,
+            rows=rows,
+            nbytes=nbytes,
+            oldest_at=oldest,
+            last_insert_at=self._last_insert_at,
+            retry_at=self._retry_at,
+            policy=self.policy,
+            force=force,
         )
         if delay <= 0:
             ok = self._deliver_once(now)
@@ -696,7 +727,8 @@ class TelemetryWriter:
             if self._role != "spooler":
                 logger.info(
                     "forked from the process that opened the embedded telemetry store %s: "
-                    "this process spools, the store's owner delivers", self.settings.embedded_path,
+                    "this process spools, the store's owner delivers",
+                    self.settings.embedded_path,
                 )
             self._role = "spooler"
             self._next_connect_at = math.inf
@@ -712,7 +744,8 @@ class TelemetryWriter:
                 if self._role != "spooler":
                     logger.info(
                         "embedded telemetry store %s is held by PID %s: this process spools, the owner delivers",
-                        self.settings.embedded_path, ownership.holder_pid(self.settings.embedded_path),
+                        self.settings.embedded_path,
+                        ownership.holder_pid(self.settings.embedded_path),
                     )
                 self._role = "spooler"
                 self._next_connect_at = now + self.ownership_retry_s
@@ -776,7 +809,7 @@ class TelemetryWriter:
         except OSError as exc:
             logger.error("telemetry spool fsync failed (%s)", exc)
 
-    def _build_batch(self) -> Optional[_Batch]:
+    def _build_batch(self) -> _Batch | None:
         own_waiting = any(s.own for s in self._queue)
         active_rows, active_bytes, _ = self._spool.active_info()
         # Seal the active segment for delivery unless one of ours is still waiting
@@ -787,7 +820,7 @@ class TelemetryWriter:
             if seg is not None:
                 self._fsync_quietly(seg)
                 self._queue.append(seg)
-        pieces: List[_Piece] = []
+        pieces: list[_Piece] = []
         rows = nbytes = 0
         for seg in list(self._queue):
             if rows >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
@@ -831,7 +864,12 @@ class TelemetryWriter:
                 if records and self._client is None:  # closed for a fork meanwhile: retried later
                     return False
                 delivery = insert_batch(
-                    self._client, self.database, records, batch.token, self._quarantine, self._clock.time(),
+                    self._client,
+                    self.database,
+                    records,
+                    batch.token,
+                    self._quarantine,
+                    self._clock.time(),
                     screen=screen,
                 )
         except Exception as exc:
@@ -875,9 +913,19 @@ class TelemetryWriter:
             self._failures += 1
             first = self._last_error is None
             self._last_error = msg
-        level = logging.WARNING if first or self._consecutive_failures in (1, 5, 20) or self._consecutive_failures % 100 == 0 else logging.DEBUG
-        logger.log(level, "telemetry %s failed (%d in a row); events stay spooled in %s: %s",
-                   what, self._consecutive_failures, self.settings.spool_path, msg)
+        level = (
+            logging.WARNING
+            if first or self._consecutive_failures in (1, 5, 20) or self._consecutive_failures % 100 == 0
+            else logging.DEBUG
+        )
+        logger.log(
+            level,
+            "telemetry %s failed (%d in a row); events stay spooled in %s: %s",
+            what,
+            self._consecutive_failures,
+            self.settings.spool_path,
+            msg,
+        )
 
     def _final_delivery(self) -> None:
         """Close: deliver what we can before the deadline, then let go of everything."""
@@ -953,12 +1001,12 @@ def _close_quietly(client: Any) -> None:
 def open_telemetry(
     settings: ClickHouseSettings,
     *,
-    redact: Optional[Redactor] = None,
+    redact: Redactor | None = None,
     store_images: bool = False,
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES,
     batch_interval_s: float = 1.0,
     **options: Any,
-) -> "TelemetrySink":
+) -> TelemetrySink:
     """The sink for ``settings``: a share of the process's writer for that store
     (:class:`~.shared.SharedSink`), or a :class:`NullSink` when off.
 
@@ -978,14 +1026,22 @@ def open_telemetry(
     try:
         if options.get("connect") is not None:
             return TelemetryWriter(
-                settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
-                batch_interval_s=batch_interval_s, **options,
+                settings,
+                redact=redact,
+                store_images=store_images,
+                max_text_bytes=max_text_bytes,
+                batch_interval_s=batch_interval_s,
+                **options,
             )
         from .shared import open_shared
 
         return open_shared(
-            settings, redact=redact, store_images=store_images, max_text_bytes=max_text_bytes,
-            batch_interval_s=batch_interval_s, **options,
+            settings,
+            redact=redact,
+            store_images=store_images,
+            max_text_bytes=max_text_bytes,
+            batch_interval_s=batch_interval_s,
+            **options,
         )
     except (TelemetryError, OSError) as exc:
         if not settings.best_effort:

@@ -29,19 +29,20 @@ import json
 import logging
 import re
 import signal
-import sys
 import socket
+import sys
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from ..catalog import get_catalog, model_info
 from ..clock import SYSTEM_CLOCK, Clock
 from ..fingerprint import key_fingerprint
-from ..catalog import get_catalog, model_info
 from . import emulator_errors as errors
 from . import emulator_replies as replies
 from . import emulator_wire as wire
@@ -104,7 +105,7 @@ class KeySpec:
     """One API key known to the emulator. ``project=None``: the key is its own project."""
 
     key: str
-    project: Optional[str] = None
+    project: str | None = None
     tier: str = "free"  # free / paid
     state: KeyState = KeyState.ACTIVE
 
@@ -140,12 +141,12 @@ class ReplyRule:
     """
 
     contains: str
-    text: Optional[str] = None
+    text: str | None = None
     json: Any = None
-    model: Optional[str] = None
-    finish_reason: Optional[str] = None
-    block_reason: Optional[str] = None
-    thoughts: Optional[int] = None
+    model: str | None = None
+    finish_reason: str | None = None
+    block_reason: str | None = None
+    thoughts: int | None = None
     raw: bool = False
 
     def matches(self, prompt: str, model: str) -> bool:
@@ -181,10 +182,10 @@ class Fault:
 
     kind: FaultKind
     count: int = 1
-    model: Optional[str] = None
-    key_fingerprint: Optional[str] = None
+    model: str | None = None
+    key_fingerprint: str | None = None
     delay_s: float = 1.0
-    message: Optional[str] = None
+    message: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", FaultKind(self.kind))
@@ -222,7 +223,7 @@ class EmulatorConfig:
     For tests that a key never leaks out of the client."""
     replies: tuple[ReplyRule, ...] = ()
     """Checked in order, before the built-in ones."""
-    default_text: Optional[str] = None
+    default_text: str | None = None
     default_json: Any = None
     """Default JSON reply; ``None`` means ``{"resposta": ..., "modelo": <model>}``."""
     echo_prompt: bool = False
@@ -254,20 +255,23 @@ class EmulatorConfig:
         object.__setattr__(self, "keys", tuple(_as(KeySpec, k, "key") for k in self.keys))
         quotas: Any = self.quotas
         if isinstance(quotas, Mapping):  # {"free": {"*": {"rpm": 10}}, "paid": {...}}
-            quotas = [QuotaRule(tier=t, model=m, **limits) for t, by_model in quotas.items()
-                      for m, limits in by_model.items()]
+            quotas = [
+                QuotaRule(tier=t, model=m, **limits) for t, by_model in quotas.items() for m, limits in by_model.items()
+            ]
         object.__setattr__(self, "quotas", tuple(_as(QuotaRule, q, "model") for q in quotas))
         object.__setattr__(self, "replies", tuple(_as(ReplyRule, r, "contains") for r in self.replies))
         object.__setattr__(self, "faults", tuple(_as(Fault, f, "kind") for f in self.faults))
         object.__setattr__(self, "errors", tuple(_as(ErrorRule, e, "status") for e in self.errors))
-        object.__setattr__(self, "model_rules", {m: _as(ModelRule, r, "max_input_tokens") for m, r in dict(self.model_rules).items()})
+        object.__setattr__(
+            self, "model_rules", {m: _as(ModelRule, r, "max_input_tokens") for m, r in dict(self.model_rules).items()}
+        )
         object.__setattr__(self, "retired_models", tuple(self.retired_models))
         object.__setattr__(self, "free_tier_unavailable", tuple(self.free_tier_unavailable))
         if self.unknown_keys not in ("accept", "reject"):
             raise ValueError("unknown_keys must be 'accept' or 'reject'")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EmulatorConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> EmulatorConfig:
         """Build from parsed JSON. Fields as in the dataclass; additionally:
 
         - ``keys``: strings or ``{"key", "project", "tier", "state"}``;
@@ -297,7 +301,7 @@ class EmulatorConfig:
         return cls(**data)
 
     @classmethod
-    def from_file(cls, path: str) -> "EmulatorConfig":
+    def from_file(cls, path: str) -> EmulatorConfig:
         """Read a JSON config file (see :meth:`from_dict`)."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))
@@ -320,7 +324,7 @@ class RecordedRequest:
     method: str  # generateContent / streamGenerateContent / countTokens
     api_version: str
     status: int  # 0: connection dropped on purpose
-    body: Optional[dict[str, Any]] = field(default=None, compare=False)
+    body: dict[str, Any] | None = field(default=None, compare=False)
     at: float = 0.0
     connection: str = field(default="", compare=False)  # the client's address: one per TCP connection
 
@@ -364,9 +368,16 @@ _KEY_IN_TEXT = re.compile(r"([?&]key=)[^&\s\"]+")
 class _Reply:
     """What the handler should write back."""
 
-    def __init__(self, status: int, body: Any = None, *, raw: Optional[bytes] = None,
-                 headers: Optional[dict[str, str]] = None, drop: bool = False,
-                 events: Optional[list[bytes]] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        drop: bool = False,
+        events: list[bytes] | None = None,
+    ) -> None:
         self.status, self.body, self.raw, self.drop, self.events = status, body, raw, drop, events
         self.headers = headers or {}
 
@@ -379,7 +390,7 @@ class GeminiEmulator:
     ``minute_s=0.5`` ...). ``clock`` (``time() -> unix seconds``) drives quota windows.
     """
 
-    def __init__(self, config: Optional[EmulatorConfig] = None, *, clock: Optional[Clock] = None, **overrides: Any) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, *, clock: Clock | None = None, **overrides: Any) -> None:
         config = config or EmulatorConfig()
         if overrides:
             config = replace(config, **overrides)
@@ -405,12 +416,12 @@ class GeminiEmulator:
         self.served_tiers: dict[str, str] = {}
         # cachedContentTokenCount to report (implicit caching), capped at the prompt.
         self.cached_tokens = 0
-        self._server: Optional[ThreadingHTTPServer] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
 
     # --- lifecycle ----------------------------------------------------------------
 
-    def start(self) -> "GeminiEmulator":
+    def start(self) -> GeminiEmulator:
         """Bind (a free port unless configured) and serve in a daemon thread."""
         if self._server is not None:
             return self
@@ -439,7 +450,7 @@ class GeminiEmulator:
             self._thread.join(timeout=5)
         logger.info("Gemini emulator stopped")
 
-    def __enter__(self) -> "GeminiEmulator":
+    def __enter__(self) -> GeminiEmulator:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -463,15 +474,16 @@ class GeminiEmulator:
 
     # --- keys -----------------------------------------------------------------------
 
-    def add_key(self, key: str, *, project: Optional[str] = None, tier: str = "free",
-                state: Union[KeyState, str] = KeyState.ACTIVE) -> KeySpec:
+    def add_key(
+        self, key: str, *, project: str | None = None, tier: str = "free", state: KeyState | str = KeyState.ACTIVE
+    ) -> KeySpec:
         """Register (or replace) a key. Keys with the same ``project`` share quotas."""
         spec = KeySpec(key, project, tier, KeyState(state))
         with self._lock:
             self._keys[key] = spec
         return spec
 
-    def add_keys(self, keys: Iterable[Union[str, KeySpec]], **kwargs: Any) -> None:
+    def add_keys(self, keys: Iterable[str | KeySpec], **kwargs: Any) -> None:
         """Register several keys, with the same ``project`` / ``tier`` / ``state`` unless given as KeySpec."""
         for k in keys:
             if isinstance(k, KeySpec):
@@ -480,7 +492,7 @@ class GeminiEmulator:
             else:
                 self.add_key(k, **kwargs)
 
-    def set_key_state(self, key: str, state: Union[KeyState, str]) -> None:
+    def set_key_state(self, key: str, state: KeyState | str) -> None:
         """Make a key active, invalid, leaked, service_blocked or suspended."""
         spec = self._key_spec(key)
         with self._lock:
@@ -497,8 +509,15 @@ class GeminiEmulator:
 
     # --- quotas ---------------------------------------------------------------------
 
-    def set_quota(self, model: str = "*", *, tier: str = "free", rpm: Optional[int] = None,
-                  rpd: Optional[int] = None, tpm: Optional[int] = None) -> None:
+    def set_quota(
+        self,
+        model: str = "*",
+        *,
+        tier: str = "free",
+        rpm: int | None = None,
+        rpd: int | None = None,
+        tpm: int | None = None,
+    ) -> None:
         """Set the limits of ``model`` (or ``"*"``) on ``tier``; ``None`` = unlimited, 0 = no quota."""
         self.quotas.set_rule(QuotaRule(tier, model, rpm, rpd, tpm))
 
@@ -529,10 +548,20 @@ class GeminiEmulator:
 
     # --- faults ---------------------------------------------------------------------
 
-    def inject(self, kind: Union[FaultKind, str], count: int = 1, *, model: Optional[str] = None,
-               key: Optional[str] = None, delay_s: float = 1.0, message: Optional[str] = None) -> Fault:
+    def inject(
+        self,
+        kind: FaultKind | str,
+        count: int = 1,
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        delay_s: float = 1.0,
+        message: str | None = None,
+    ) -> Fault:
         """The next ``count`` requests (of ``model`` / ``key`` if given) meet the fault ``kind``."""
-        fault = Fault(FaultKind(kind), count, model, key_fingerprint(key) if key is not None else None, delay_s, message)
+        fault = Fault(
+            FaultKind(kind), count, model, key_fingerprint(key) if key is not None else None, delay_s, message
+        )
         with self._lock:
             self._faults.append([fault, count])
         return fault
@@ -551,7 +580,7 @@ class GeminiEmulator:
         with self._lock:
             return sum(n for _, n in self._faults)
 
-    def _take_fault(self, model: str, fingerprint: str) -> Optional[Fault]:
+    def _take_fault(self, model: str, fingerprint: str) -> Fault | None:
         with self._lock:
             for entry in self._faults:
                 fault: Fault = entry[0]
@@ -566,17 +595,26 @@ class GeminiEmulator:
 
     # --- error cases (bodies and rules in emulator_errors.py) ---------------------------
 
-    def add_error(self, status: int, body: Mapping[str, Any], *, model: Optional[str] = None,
-                  key: Optional[str] = None, project: Optional[str] = None, tier: Optional[str] = None,
-                  count: Optional[int] = None) -> ErrorRule:
+    def add_error(
+        self,
+        status: int,
+        body: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        key: str | None = None,
+        project: str | None = None,
+        tier: str | None = None,
+        count: int | None = None,
+    ) -> ErrorRule:
         """Answer ``status`` / ``body`` to matching requests (``count`` times, or for ever)."""
         rule = ErrorRule(status, body, model, key_fingerprint(key) if key is not None else None, project, tier, count)
         with self._lock:
             self._errors.append([rule, count])
         return rule
 
-    def deny_model(self, model: str, *, key: Optional[str] = None, project: Optional[str] = None,
-                   count: Optional[int] = None) -> ErrorRule:
+    def deny_model(
+        self, model: str, *, key: str | None = None, project: str | None = None, count: int | None = None
+    ) -> ErrorRule:
         """403 PERMISSION_DENIED (no key-level reason) for ``model``, for one key/project or all."""
         return self.add_error(403, errors.permission_denied_body(), model=model, key=key, project=project, count=count)
 
@@ -585,7 +623,7 @@ class GeminiEmulator:
         with self._lock:
             self._retired.add(model)
 
-    def set_model_rule(self, model: str, rule: Optional[ModelRule] = None, **fields_: Any) -> ModelRule:
+    def set_model_rule(self, model: str, rule: ModelRule | None = None, **fields_: Any) -> ModelRule:
         """What ``model`` accepts (a :class:`ModelRule`, or its fields): other requests get its real 400."""
         rule = rule if rule is not None else ModelRule(**fields_)
         with self._lock:
@@ -613,12 +651,12 @@ class GeminiEmulator:
             self._no_free_tier.clear()
             self.location_unsupported = False
 
-    def _take_error(self, model: str, spec: KeySpec) -> Optional[ErrorRule]:
+    def _take_error(self, model: str, spec: KeySpec) -> ErrorRule | None:
         fp = key_fingerprint(spec.key)
         with self._lock:
             for entry in self._errors:
                 rule: ErrorRule = entry[0]
-                remaining: Optional[int] = entry[1]
+                remaining: int | None = entry[1]
                 if rule.matches(model, fp, spec.project_id, spec.tier):
                     if remaining is not None:
                         if remaining <= 1:
@@ -628,7 +666,7 @@ class GeminiEmulator:
                     return rule
         return None
 
-    def _error_case(self, model: str, method: str, spec: KeySpec, parsed: wire.ParsedRequest) -> Optional[_Reply]:
+    def _error_case(self, model: str, method: str, spec: KeySpec, parsed: wire.ParsedRequest) -> _Reply | None:
         """The error this request meets before any quota is spent, if any."""
         rule = self._take_error(model, spec)
         if rule is not None:
@@ -645,7 +683,7 @@ class GeminiEmulator:
 
     # --- counters -------------------------------------------------------------------
 
-    def _fp(self, key: Optional[str], fingerprint: Optional[str]) -> Optional[str]:
+    def _fp(self, key: str | None, fingerprint: str | None) -> str | None:
         return key_fingerprint(key) if key is not None else fingerprint
 
     def calls(self) -> dict[tuple[str, str, int], int]:
@@ -653,12 +691,19 @@ class GeminiEmulator:
         with self._counters.lock:
             return dict(self._counters.calls)
 
-    def count(self, *, key: Optional[str] = None, fingerprint: Optional[str] = None,
-              model: Optional[str] = None, status: Optional[int] = None) -> int:
+    def count(
+        self,
+        *,
+        key: str | None = None,
+        fingerprint: str | None = None,
+        model: str | None = None,
+        status: int | None = None,
+    ) -> int:
         """Number of finished requests matching every filter given."""
         fp = self._fp(key, fingerprint)
         return sum(
-            n for (f, m, s), n in self.calls().items()
+            n
+            for (f, m, s), n in self.calls().items()
             if (fp is None or f == fp) and (model is None or m == model) and (status is None or s == status)
         )
 
@@ -672,22 +717,26 @@ class GeminiEmulator:
         """Requests answered 429."""
         return self.count(status=429)
 
-    def max_in_flight(self, *, key: Optional[str] = None, fingerprint: Optional[str] = None,
-                      model: Optional[str] = None) -> int:
+    def max_in_flight(self, *, key: str | None = None, fingerprint: str | None = None, model: str | None = None) -> int:
         """Most requests in flight at once for one (key, model) pair, max over the pairs matching."""
         fp = self._fp(key, fingerprint)
         with self._counters.lock:
-            values = [n for (f, m), n in self._counters.max_in_flight.items()
-                      if (fp is None or f == fp) and (model is None or m == model)]
+            values = [
+                n
+                for (f, m), n in self._counters.max_in_flight.items()
+                if (fp is None or f == fp) and (model is None or m == model)
+            ]
         return max(values, default=0)
 
-    def in_flight(self, *, key: Optional[str] = None, fingerprint: Optional[str] = None,
-                  model: Optional[str] = None) -> int:
+    def in_flight(self, *, key: str | None = None, fingerprint: str | None = None, model: str | None = None) -> int:
         """Requests being served right now, summed over the (key, model) pairs matching."""
         fp = self._fp(key, fingerprint)
         with self._counters.lock:
-            return sum(n for (f, m), n in self._counters.in_flight.items()
-                       if (fp is None or f == fp) and (model is None or m == model))
+            return sum(
+                n
+                for (f, m), n in self._counters.in_flight.items()
+                if (fp is None or f == fp) and (model is None or m == model)
+            )
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -696,7 +745,7 @@ class GeminiEmulator:
             return list(self._counters.requests)
 
     @property
-    def last_request(self) -> Optional[RecordedRequest]:
+    def last_request(self) -> RecordedRequest | None:
         """The most recent finished request, if any was recorded."""
         with self._counters.lock:
             return self._counters.requests[-1] if self._counters.requests else None
@@ -707,14 +756,15 @@ class GeminiEmulator:
 
     # --- serving --------------------------------------------------------------------
 
-    def _serve(self, version: str, model: str, method: str, key: Optional[str], raw_body: bytes,
-               connection: str = "") -> _Reply:
+    def _serve(
+        self, version: str, model: str, method: str, key: str | None, raw_body: bytes, connection: str = ""
+    ) -> _Reply:
         """Answer one API request (called by the handler thread)."""
         fp = key_fingerprint(key) if key else NO_KEY
         slot = (fp, model)
         self._counters.enter(slot)
         reply = _Reply(500, wire.internal_body())
-        body: Optional[dict[str, Any]] = None
+        body: dict[str, Any] | None = None
         try:
             if self.latency_s > 0:
                 time.sleep(self.latency_s)
@@ -728,13 +778,22 @@ class GeminiEmulator:
         except Exception:  # a bug here must still answer like a server, and be visible
             logger.exception("emulator failed on %s:%s", model, method)
         finally:
-            record = RecordedRequest(fp, model, method, version, 0 if reply.drop else reply.status,
-                                     body if isinstance(body, dict) else None, self.clock.time(), connection)
+            record = RecordedRequest(
+                fp,
+                model,
+                method,
+                version,
+                0 if reply.drop else reply.status,
+                body if isinstance(body, dict) else None,
+                self.clock.time(),
+                connection,
+            )
             self._counters.leave(slot, record)
         return reply
 
-    def _answer(self, version: str, model: str, method: str, key: Optional[str],
-                body: Optional[dict[str, Any]], raw_body: bytes) -> _Reply:
+    def _answer(
+        self, version: str, model: str, method: str, key: str | None, body: dict[str, Any] | None, raw_body: bytes
+    ) -> _Reply:
         if not key:
             return _Reply(403, wire.missing_key_body())
         spec = self._key_spec(key)
@@ -785,7 +844,9 @@ class GeminiEmulator:
 
         if method == "countTokens":
             # countTokens has its own (generous) quota upstream; it never spends generate quota.
-            return _Reply(200, {"totalTokens": parsed.prompt_tokens, "promptTokensDetails": parsed.prompt_token_details()})
+            return _Reply(
+                200, {"totalTokens": parsed.prompt_tokens, "promptTokensDetails": parsed.prompt_token_details()}
+            )
 
         verdict = self.quotas.admit(spec.project_id, model, spec.tier, parsed.prompt_tokens)
         if not verdict.admitted:
@@ -805,7 +866,9 @@ class GeminiEmulator:
                 return _Reply(200, headers=headers, events=[b"data: " + raw + b"\r\n\r\n"])
             return _Reply(200, raw=raw, headers=headers)
         body = replies.reply_body(
-            model, parsed, text,
+            model,
+            parsed,
+            text,
             finish_reason=rule.finish_reason if rule else None,
             block_reason=rule.block_reason if rule else None,
             thoughts=rule.thoughts if rule else None,
@@ -828,13 +891,13 @@ class GeminiEmulator:
         if self.cached_tokens:
             usage["cachedContentTokenCount"] = min(self.cached_tokens, usage["promptTokenCount"])
 
-    def _rule(self, parsed: wire.ParsedRequest, model: str) -> Optional[ReplyRule]:
+    def _rule(self, parsed: wire.ParsedRequest, model: str) -> ReplyRule | None:
         for rule in self.config.replies + BUILTIN_REPLIES:
             if rule.matches(parsed.prompt_text, model):
                 return rule
         return None
 
-    def _reply_text(self, parsed: wire.ParsedRequest, model: str, rule: Optional[ReplyRule]) -> str:
+    def _reply_text(self, parsed: wire.ParsedRequest, model: str, rule: ReplyRule | None) -> str:
         if self.config.echo_prompt:
             text = parsed.prompt_text
             return json.dumps({"resposta": text}, ensure_ascii=False) if parsed.json_mode else text
@@ -847,12 +910,18 @@ class GeminiEmulator:
             return json.dumps(default, ensure_ascii=False)
         return self.config.default_text or f"Resposta simulada pelo emulador Gemini ({model})."
 
-    def _serve_models(self, version: str, model: Optional[str]) -> _Reply:
+    def _serve_models(self, version: str, model: str | None) -> _Reply:
         """GET models / models/{model}: enough of ListModels for clients that probe it."""
+
         def describe(name: str) -> dict[str, Any]:
-            return {"name": f"models/{name}", "displayName": name, "inputTokenLimit": 1048576,
-                    "outputTokenLimit": 65536,
-                    "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            return {
+                "name": f"models/{name}",
+                "displayName": name,
+                "inputTokenLimit": 1048576,
+                "outputTokenLimit": 65536,
+                "supportedGenerationMethods": ["generateContent", "countTokens"],
+            }
+
         if model is None:
             return _Reply(200, {"models": [describe(m) for m in sorted(self.models) if m != "*"]})
         if model in self.models or "*" in self.models:
@@ -869,22 +938,36 @@ def _with_key_echo(body: dict[str, Any], key: str) -> dict[str, Any]:
     error["message"] = f"{error.get('message', '')} Consumer '{consumer}'.".strip()
     details = error.setdefault("details", [])
     if isinstance(details, list):
-        details.append({"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-                        "message": f"Consumer '{consumer}': {error['message']}"})
+        details.append(
+            {
+                "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                "locale": "en-US",
+                "message": f"Consumer '{consumer}': {error['message']}",
+            }
+        )
         for item in details:
             if isinstance(item, dict) and item.get("@type", "").endswith("google.rpc.ErrorInfo"):
                 item.setdefault("metadata", {})["containerInfo"] = consumer
     return body
 
 
-def _with_message(body: dict[str, Any], message: Optional[str]) -> dict[str, Any]:
+def _with_message(body: dict[str, Any], message: str | None) -> dict[str, Any]:
     if message:
         body["error"]["message"] = message
     return body
 
 
-def _response(model: str, parsed: wire.ParsedRequest, piece: str, thoughts: int, chars_so_far: int,
-              *, final: bool, thought_part: bool = True, response_id: Optional[str] = None) -> dict[str, Any]:
+def _response(
+    model: str,
+    parsed: wire.ParsedRequest,
+    piece: str,
+    thoughts: int,
+    chars_so_far: int,
+    *,
+    final: bool,
+    thought_part: bool = True,
+    response_id: str | None = None,
+) -> dict[str, Any]:
     """One GenerateContentResponse (or stream chunk) with cumulative usage."""
     parts: list[dict[str, Any]] = []
     if thoughts and thought_part:
@@ -900,22 +983,36 @@ def _response(model: str, parsed: wire.ParsedRequest, piece: str, thoughts: int,
         usage["thoughtsTokenCount"] = thoughts
     usage["totalTokenCount"] = prompt + out + thoughts
     usage["promptTokensDetails"] = parsed.prompt_token_details()
-    return {"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
-            "responseId": response_id or wire.new_response_id()}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": model,
+        "responseId": response_id or wire.new_response_id(),
+    }
 
 
 def _stream_chunks(model: str, parsed: wire.ParsedRequest, text: str) -> list[dict[str, Any]]:
     """Split ``text`` in up to 3 chunks; usage is cumulative, the last one has finishReason."""
     n = max(1, min(3, len(text)))
     step = -(-len(text) // n) if text else 1
-    pieces = [text[i:i + step] for i in range(0, len(text), step)] or [""]
+    pieces = [text[i : i + step] for i in range(0, len(text), step)] or [""]
     response_id = wire.new_response_id()
     thoughts = replies.thoughts_tokens(model_info(model), parsed)
     chunks, done = [], 0
     for i, piece in enumerate(pieces):
         done += len(piece)
-        chunks.append(_response(model, parsed, piece, thoughts, done, final=i == len(pieces) - 1,
-                                thought_part=i == 0, response_id=response_id))
+        chunks.append(
+            _response(
+                model,
+                parsed,
+                piece,
+                thoughts,
+                done,
+                final=i == len(pieces) - 1,
+                thought_part=i == 0,
+                response_id=response_id,
+            )
+        )
     return chunks
 
 
@@ -946,7 +1043,7 @@ class _Server(ThreadingHTTPServer):
         logger.debug("request from %s ended with an error", client_address, exc_info=sys.exc_info())
 
 
-def _request_key(header: Optional[str], query: str) -> Optional[str]:
+def _request_key(header: str | None, query: str) -> str | None:
     """The key of a request: the x-goog-api-key header, or the older ?key= parameter."""
     if header:
         return header
@@ -991,7 +1088,7 @@ class _Handler(BaseHTTPRequestHandler):
         version, model, method = match.groups()
         model = model.removeprefix("models/")
         key = _request_key(self.headers.get("x-goog-api-key"), url.query)
-        peer = "%s:%s" % self.client_address[:2]
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
         self._send(self.emulator._serve(version, model, method, key, raw, peer))
 
     def do_GET(self) -> None:  # noqa: N802
@@ -1071,7 +1168,7 @@ def serve_until_stopped(config: EmulatorConfig, on_start: Callable[[GeminiEmulat
             signal.signal(signal.SIGTERM, previous)
 
 
-def config_with_overrides(path: Optional[str], port: Optional[int], host: Optional[str]) -> EmulatorConfig:
+def config_with_overrides(path: str | None, port: int | None, host: str | None) -> EmulatorConfig:
     """The config in ``path`` (or the defaults), with ``port`` / ``host`` when given."""
     config = EmulatorConfig.from_file(path) if path else EmulatorConfig()
     if port is not None:
@@ -1081,10 +1178,12 @@ def config_with_overrides(path: Optional[str], port: Optional[int], host: Option
     return config
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m csctracker_ai_core.testing.emulator --config FILE [--port N] [--host H]``."""
-    parser = argparse.ArgumentParser(prog="python -m csctracker_ai_core.testing.emulator",
-                                     description="Run the Gemini API emulator until interrupted.")
+    parser = argparse.ArgumentParser(
+        prog="python -m csctracker_ai_core.testing.emulator",
+        description="Run the Gemini API emulator until interrupted.",
+    )
     parser.add_argument("--config", help="JSON config file (keys, quotas, replies, faults...)")
     parser.add_argument("--port", type=int, help="port to bind (default: config, else a free one)")
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")

@@ -24,8 +24,9 @@ What the emulator can be told to answer (all of it also from a JSON config file)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..catalog import model_info
 from .emulator_wire import ParsedRequest, error_body, invalid_key_body
@@ -47,7 +48,6 @@ __all__ = [
     "json_mode_body",
     "retired_model_body",
 ]
-
 
 
 # --- bodies (each a public fact; sources in the docstrings) ---------------------------
@@ -76,10 +76,21 @@ def service_disabled_body(project_number: str = "123456789012") -> dict[str, Any
         "PERMISSION_DENIED",
         message,
         [
-            {"@type": "type.googleapis.com/google.rpc.Help", "links": [{"description": "Google developers console API activation",
-             "url": f"https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project={project_number}"}]},
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED", "domain": "googleapis.com",
-             "metadata": {"service": "generativelanguage.googleapis.com", "consumer": f"projects/{project_number}"}},
+            {
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [
+                    {
+                        "description": "Google developers console API activation",
+                        "url": f"https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview?project={project_number}",
+                    }
+                ],
+            },
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "SERVICE_DISABLED",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com", "consumer": f"projects/{project_number}"},
+            },
         ],
     )
 
@@ -152,11 +163,11 @@ class ErrorRule:
 
     status: int
     body: Mapping[str, Any]
-    model: Optional[str] = None
-    key_fingerprint: Optional[str] = None
-    project: Optional[str] = None
-    tier: Optional[str] = None
-    count: Optional[int] = None
+    model: str | None = None
+    key_fingerprint: str | None = None
+    project: str | None = None
+    tier: str | None = None
+    count: int | None = None
 
     def __post_init__(self) -> None:
         if self.count is not None and self.count < 1:
@@ -181,8 +192,8 @@ class ModelRule:
     taken; ``max_input_tokens``: the input limit; ``json_mode``: JSON replies.
     """
 
-    thinking_levels: Optional[tuple[str, ...]] = None
-    thinking_budget: Optional[tuple[int, int]] = None
+    thinking_levels: tuple[str, ...] | None = None
+    thinking_budget: tuple[int, int] | None = None
     budget_zero: bool = True
     max_input_tokens: int = 1_048_576
     json_mode: bool = True
@@ -218,7 +229,7 @@ def default_model_rule(model: str) -> ModelRule:
     )
 
 
-def check_request(model: str, parsed: ParsedRequest, rule: ModelRule) -> Optional[tuple[int, dict[str, Any]]]:
+def check_request(model: str, parsed: ParsedRequest, rule: ModelRule) -> tuple[int, dict[str, Any]] | None:
     """The 400 ``model`` answers to ``parsed`` under ``rule``, or ``None`` when it takes it.
 
     Checked in the order Gemini validates (as far as public bodies show): thinking,

@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Iterable, Optional
+from typing import Any
 from zoneinfo import ZoneInfo
 
 __all__ = ["QuotaRule", "Violation", "QuotaVerdict", "QuotaTracker", "quota_exceeded_body", "pacific_day"]
@@ -61,11 +62,11 @@ class QuotaRule:
 
     tier: str = "free"
     model: str = "*"
-    rpm: Optional[int] = None
+    rpm: int | None = None
     """Requests per minute (per project and model)."""
-    rpd: Optional[int] = None
+    rpd: int | None = None
     """Requests per Pacific calendar day (per project and model)."""
-    tpm: Optional[int] = None
+    tpm: int | None = None
     """Input (prompt) tokens per minute (per project and model)."""
 
 
@@ -109,7 +110,7 @@ class _Usage:
     def __init__(self) -> None:
         self.minute_requests: deque[float] = deque()
         self.minute_tokens: deque[tuple[float, int]] = deque()
-        self.day: Optional[date] = None
+        self.day: date | None = None
         self.day_requests = 0
 
 
@@ -141,7 +142,7 @@ class QuotaTracker:
         with self._lock:
             self._rules.clear()
 
-    def rule_for(self, tier: str, model: str) -> Optional[QuotaRule]:
+    def rule_for(self, tier: str, model: str) -> QuotaRule | None:
         """The rule that applies to ``model`` on ``tier`` (exact model, else ``"*"``)."""
         with self._lock:
             return self._rules.get((tier, model)) or self._rules.get((tier, "*"))

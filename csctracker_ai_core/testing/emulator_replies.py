@@ -21,7 +21,7 @@ same catalog.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from ..catalog import ModelInfo, model_info
 from ..gemini.response import BLOCKING_FINISH_REASONS
@@ -49,8 +49,15 @@ def thoughts_tokens(info: ModelInfo, parsed: wire.ParsedRequest) -> int:
     return 0  # 2.5 and older: the emulator keeps its historical figures (no thinking unless asked)
 
 
-def reply_body(model: str, parsed: wire.ParsedRequest, text: str, *, finish_reason: Optional[str] = None,
-               block_reason: Optional[str] = None, thoughts: Optional[int] = None) -> dict[str, Any]:
+def reply_body(
+    model: str,
+    parsed: wire.ParsedRequest,
+    text: str,
+    *,
+    finish_reason: str | None = None,
+    block_reason: str | None = None,
+    thoughts: int | None = None,
+) -> dict[str, Any]:
     """A whole (non-streamed) GenerateContentResponse for ``text`` on ``model``.
 
     ``finish_reason`` / ``block_reason`` script an unusable reply; ``thoughts`` overrides

@@ -12,8 +12,9 @@ import base64
 import json
 import math
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 __all__ = [
     "ParsedRequest",
@@ -39,8 +40,7 @@ __all__ = [
 INLINE_PART_TOKENS = 258
 
 OVERLOADED_2026 = (
-    "This model is currently experiencing high demand. Spikes in demand are usually "
-    "temporary. Please try again later."
+    "This model is currently experiencing high demand. Spikes in demand are usually temporary. Please try again later."
 )
 OVERLOADED_LEGACY = "The model is overloaded. Please try again later."
 
@@ -74,12 +74,12 @@ class ParsedRequest:
     inline_modalities: tuple[str, ...]
     """One modality (IMAGE, VIDEO, AUDIO, DOCUMENT) per inline data part."""
     json_mode: bool
-    thinking_level: Optional[str]
-    thinking_budget: Optional[int]
+    thinking_level: str | None
+    thinking_budget: int | None
     service_tier: str
-    response_schema: Optional[Mapping[str, Any]]
-    max_output_tokens: Optional[int] = None
-    temperature: Optional[float] = None
+    response_schema: Mapping[str, Any] | None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
 
     def prompt_token_details(self) -> list[dict[str, Any]]:
         """``promptTokensDetails``: tokens by modality, TEXT first."""
@@ -149,8 +149,7 @@ def parse_request(body: Any) -> ParsedRequest:
                     base64.b64decode(data, validate=True)
                 except (ValueError, TypeError):
                     raise RequestError(
-                        "Invalid value at 'contents[0].parts[1].inline_data.data' (TYPE_BYTES), "
-                        "Base64 decoding failed"
+                        "Invalid value at 'contents[0].parts[1].inline_data.data' (TYPE_BYTES), Base64 decoding failed"
                     ) from None
                 modalities.append(_modality(str(_get(inline, "mimeType", "image/jpeg"))))
             file_data = _get(part, "fileData")
@@ -184,7 +183,7 @@ def new_response_id() -> str:
 # --- error bodies -----------------------------------------------------------------
 
 
-def error_body(code: int, status: str, message: str, details: Optional[list[Any]] = None) -> dict[str, Any]:
+def error_body(code: int, status: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
     """``{"error": {code, message, status[, details]}}`` as Google APIs send it."""
     error: dict[str, Any] = {"code": code, "message": message, "status": status}
     if details is not None:
