@@ -180,21 +180,7 @@ class Call:
     ) -> AttemptEvent:
         slot = lease.slot
         failure = decision.failure
-        if failure is None:
-            return AttemptEvent(
-                event_id=self.event_id,
-                attempt=self.attempt_count,
-                timestamp=started_wall,
-                key_fingerprint=slot.key_fingerprint,
-                project=slot.project,
-                tier=slot.tier,
-                model_name=slot.model,
-                duration_ms=duration_s * 1000.0,
-                outcome=FailureKind.OK,
-                http_status=200,
-                decision=decision.label,
-            )
-        return AttemptEvent(
+        common: dict[str, Any] = dict(
             event_id=self.event_id,
             attempt=self.attempt_count,
             timestamp=started_wall,
@@ -203,14 +189,19 @@ class Call:
             tier=slot.tier,
             model_name=slot.model,
             duration_ms=duration_s * 1000.0,
+            decision=decision.label,
+        )
+        if failure is None:
+            return AttemptEvent(outcome=FailureKind.OK, http_status=200, **common)
+        return AttemptEvent(
             outcome=failure.kind,
             http_status=failure.http_status,
             error_type=type(error).__name__ if error is not None else "",
             error_message=failure.message or scrub(error or ""),
             quota_id=failure.quota_id,
             retry_delay_s=failure.retry_delay_s or 0.0,
-            decision=decision.label,
             suspended_until=decision.suspended_until,
+            **common,
         )
 
     def retry_truncated(self, model: str) -> bool:
