@@ -207,6 +207,76 @@ def test_sigkilled_writer_process_is_replayed_by_the_next_one(tmp_path, server):
     assert _spooled_lines(tmp_path / "spool") == 0
 
 
+def test_a_batch_that_landed_before_its_writer_died_is_dropped_when_replayed(tmp_path, server):
+    """A process dies after ClickHouse took its batch but before it deleted the segment (a
+    worker whose bounded exit gave up mid-insert). The next writer replays that segment next
+    to its own events: the replay carries the dead writer's token, so ClickHouse drops it.
+
+    Found by the fork-during-calls test on the server store: 1,412 rows for 1,406 events
+    in one CI run out of two, because the replayer put the claimed segment and its own
+    in one INSERT whose token the dead writer never used."""
+    server.start()
+    settings = server_settings(tmp_path, server.port)
+    n, m = 50, 20
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from test_telemetry_support import make_event, server_settings
+        from csctracker_ai_core.telemetry.connection import connect
+        from csctracker_ai_core.telemetry.writer import TelemetryWriter
+
+        class DiesAfterTheInsert:
+            def __init__(self, client):
+                self.client = client
+            def __getattr__(self, name):
+                return getattr(self.client, name)
+            def insert(self, table, *args, **kw):
+                self.client.insert(table, *args, **kw)
+                if table == "ai_attempts":  # the batch landed; the process dies before deleting it
+                    os._exit(0)
+
+        w = TelemetryWriter(server_settings(Path({str(tmp_path)!r}), {server.port}), batch_interval_s=0.05,
+                            connect=lambda s: DiesAfterTheInsert(connect(s)))
+        for i in range({n}):
+            w.record(make_event(i, task="died"))
+        w.flush(30)
+        os._exit(3)  # not reached when the insert went through
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert child.returncode == 0, child.stderr[-3000:]
+    c = _client(server.port)
+    try:
+        assert c.command("SELECT count() FROM ai_events WHERE task = 'died'") == n  # it landed
+        assert _spooled_lines(tmp_path / "spool") == n  # and is still spooled
+        go = threading.Event()
+
+        def connect_when_told(s):
+            assert go.wait(30)
+            from csctracker_ai_core.telemetry.connection import connect
+
+            return connect(s)
+
+        w = _writer(settings, connect=connect_when_told)
+        try:
+            for i in range(m):  # own events waiting when the orphan is claimed: one delivery takes both
+                w.record(make_event(i, task="own"))
+            go.set()
+            assert w.flush(30), w.stats()
+            assert w.stats().replayed == n and w.stats().written == n + m, w.stats()
+        finally:
+            w.close(5)
+        assert c.command("SELECT count() FROM ai_events WHERE task = 'died'") == n
+        died_attempts = (
+            "SELECT count() FROM ai_attempts WHERE event_id IN (SELECT event_id FROM ai_events WHERE task = 'died')"
+        )
+        assert c.command(died_attempts) == n  # one attempt each, not inserted twice either
+        assert c.command("SELECT count() FROM ai_events WHERE task = 'own'") == m
+    finally:
+        c.close()
+    assert _spooled_lines(tmp_path / "spool") == 0
+
+
 def test_live_process_segments_are_never_claimed_twice(tmp_path):
     """A live writer's segment is locked: a second spool in another process-like open cannot claim it."""
     from csctracker_ai_core.telemetry.records import encode_record, event_to_record
@@ -225,6 +295,41 @@ def test_live_process_segments_are_never_claimed_twice(tmp_path):
     records, _, consumed = b.read(claimed[0], 100, 1 << 20)
     assert consumed == 1 and records[0]["event_id"] == rec["event_id"]
     b.delete(claimed[0])
+
+
+@pytest.mark.parametrize(("max_rows", "max_bytes"), [(7, 1 << 20), (1000, 700), (3, 500), (1, 1)])
+def test_chunks_are_cut_the_same_from_memory_and_from_the_file(tmp_path, max_rows, max_bytes):
+    """The writer reads its own segment from memory; a replaying process reads the file.
+    Both must cut the same chunks (same records, same bounds), whatever the limits, or a
+    replay after a crash would carry tokens ClickHouse has never seen."""
+    import random
+
+    from csctracker_ai_core.telemetry.records import encode_record, event_to_record
+    from csctracker_ai_core.telemetry.spool import Spool
+
+    def chunks(spool, seg):
+        cut = []
+        while (chunk := spool.read(seg, max_rows, max_bytes))[2]:
+            records, next_offset, consumed = chunk
+            cut.append((seg.delivered, consumed, [r["event_id"] for r in records]))
+            spool.acknowledge(seg, consumed, next_offset)
+        return cut
+
+    rng = random.Random(max_rows * 7919 + max_bytes)
+    writer = Spool(tmp_path / "spool")
+    for i in range(40):  # lines of varied sizes, so byte limits fall mid-way
+        rec = event_to_record(make_event(i, result="x" * rng.randrange(0, 400)))
+        writer.append(encode_record(rec), rec, 1.0)
+    own = writer.seal_active()
+    assert own.mem is not None
+    from_memory = chunks(writer, own)
+    writer.release(own)  # as if the writer died before deleting it
+    (claimed,) = Spool(tmp_path / "spool").claim_orphans(exclude=set())
+    assert claimed.mem is None
+    from_file = chunks(Spool(tmp_path / "spool"), claimed)
+    assert sum(n for _, n, _ in from_file) == 40
+    assert len(from_file) > 1  # the limits did cut
+    assert from_memory == from_file
 
 
 def test_torn_last_line_is_skipped(tmp_path):

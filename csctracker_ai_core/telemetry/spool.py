@@ -83,6 +83,7 @@ class Segment:
     records: int = 0  # records appended (own) or -1 when unknown (claimed, not yet read)
     size: int = 0
     mem: list[dict[str, Any]] | None = field(default_factory=list)  # None: read from disk
+    mem_sizes: list[int] = field(default_factory=list)  # line length of each record in mem
     mem_bytes: int = 0
     created_at: float = 0.0  # clock time of the first record
     sealed: bool = False
@@ -183,11 +184,12 @@ class Spool:
             if seg.mem is not None:
                 if self._mem_bytes + written <= self.memory_limit_bytes:
                     seg.mem.append(record)
+                    seg.mem_sizes.append(written)
                     seg.mem_bytes += written
                     self._mem_bytes += written
                 else:  # past the bound: this segment lives on disk only
                     self._mem_bytes -= seg.mem_bytes
-                    seg.mem, seg.mem_bytes = None, 0
+                    seg.mem, seg.mem_sizes, seg.mem_bytes = None, [], 0
 
     def _roll_back(self, seg: Segment, written: int, wanted: int) -> None:
         """A short write (disk full) left part of a line: cut it off, or retire the segment.
@@ -323,15 +325,25 @@ class Spool:
     # ------------------------------------------------------------------ reading
 
     def read(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
-        """Up to ``max_records`` / ``max_bytes`` records from the first unacknowledged one.
+        """The next chunk: records from the first unacknowledged one while fewer than
+        ``max_records`` are taken and fewer than ``max_bytes`` read (the line crossing
+        ``max_bytes`` is included).
+
+        The rule is the same whether the records come from memory or from the file, so a
+        chunk's bounds depend only on the segment's lines and where the previous chunk
+        ended: a process replaying the file cuts the chunks its writer cut.
 
         Returns ``(records, next_offset, records_consumed)``; ``records_consumed`` may
         exceed ``len(records)`` when a torn last line was skipped. A line that is not
         JSON comes back as ``{"_unreadable": why, "_line": text}`` for the quarantine.
         """
         if seg.mem is not None:
-            kept = seg.mem[seg.delivered : seg.delivered + max_records]
-            return kept, seg.offset, len(kept)
+            start = end = seg.delivered
+            size = 0
+            while end < len(seg.mem) and end - start < max_records and size < max_bytes:
+                size += seg.mem_sizes[end]
+                end += 1
+            return seg.mem[start:end], seg.offset, end - start
         records: list[dict[str, Any]] = []
         consumed = 0
         offset = seg.offset
@@ -362,6 +374,12 @@ class Spool:
                         }
                     )
         return records, offset, consumed
+
+    def chunk_bytes(self, seg: Segment, consumed: int, next_offset: int) -> int:
+        """Bytes of the chunk :meth:`read` just returned (``consumed`` records, ending at ``next_offset``)."""
+        if seg.mem is not None:
+            return sum(seg.mem_sizes[seg.delivered : seg.delivered + consumed])
+        return next_offset - seg.offset
 
     def acknowledge(self, seg: Segment, consumed: int, next_offset: int) -> None:
         """Mark ``consumed`` records of ``seg`` as delivered."""
@@ -396,7 +414,7 @@ class Spool:
         with self._lock:
             if seg.mem is not None:
                 self._mem_bytes -= seg.mem_bytes
-                seg.mem, seg.mem_bytes = None, 0
+                seg.mem, seg.mem_sizes, seg.mem_bytes = None, [], 0
             if seg.fd in self._fds:  # else forgotten at a fork: not ours to close
                 self._fds.discard(seg.fd)
                 try:
@@ -410,4 +428,4 @@ def forget_segment(seg: Segment) -> None:
     """In a forked child: forget an inherited segment (its descriptor copy is closed by
     :meth:`Spool.forget_inherited`); nothing is unlocked, deleted or flushed."""
     seg.fd = -1
-    seg.mem = None
+    seg.mem, seg.mem_sizes = None, []

@@ -52,7 +52,7 @@ from . import connection, ownership
 from .connection import preload_driver
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
-from .quarantine import Quarantine, insert_batch
+from .quarantine import Delivery, Quarantine, insert_batch
 from .records import DEFAULT_MAX_TEXT_BYTES, encode_record, event_to_record
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
@@ -161,21 +161,29 @@ class NullSink:
 
 @dataclass
 class _Piece:
+    """One chunk of one segment, inserted on its own with its own deduplication token.
+
+    A chunk's bounds depend on the segment alone (see :meth:`Spool.read`), so whichever
+    process delivers it (its writer, or the one replaying it after that writer died)
+    sends the same rows under the same token, and ClickHouse keeps them once."""
+
     segment: Segment
     records: list[dict[str, Any]]
     next_offset: int
     consumed: int
+    token: str
     from_disk: bool = True  # read back from a file (screened before the insert) vs. this process's memory
 
 
 @dataclass
 class _Batch:
-    pieces: list[_Piece]
-    token: str
+    """The pieces of one delivery; a piece leaves it as soon as ClickHouse took it."""
 
-    @property
-    def rows(self) -> int:
-        return sum(len(p.records) for p in self.pieces)
+    pieces: list[_Piece]
+
+
+def _piece_token(seg: Segment, consumed: int) -> str:
+    return hashlib.sha256(f"{seg.path.name}@{seg.delivered}+{consumed}".encode()).hexdigest()[:32]
 
 
 _live_writers: weakref.WeakSet[TelemetryWriter] = weakref.WeakSet()
@@ -823,12 +831,10 @@ class TelemetryWriter:
         pieces: list[_Piece] = []
         rows = nbytes = 0
         for seg in list(self._queue):
-            if rows >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
-                break
             try:
-                records, next_offset, consumed = self._spool.read(
-                    seg, self.policy.max_rows - rows, self.policy.max_bytes - nbytes
-                )
+                # Always a whole chunk (never "what fits in this batch"): its bounds must
+                # not depend on what else this process happens to deliver with it.
+                records, next_offset, consumed = self._spool.read(seg, self.policy.max_rows, self.policy.max_bytes)
             except OSError as exc:
                 logger.error("cannot read telemetry spool segment %s: %s", seg.path, exc)
                 continue
@@ -837,16 +843,13 @@ class TelemetryWriter:
                     self._queue.remove(seg)
                     self._spool.delete(seg)
                 continue
-            pieces.append(_Piece(seg, records, next_offset, consumed, from_disk=seg.mem is None))
+            size = self._spool.chunk_bytes(seg, consumed, next_offset)
+            if pieces and (rows + len(records) > self.policy.max_rows or nbytes + size > self.policy.max_bytes):
+                break  # the next delivery takes it
+            pieces.append(_Piece(seg, records, next_offset, consumed, _piece_token(seg, consumed), seg.mem is None))
             rows += len(records)
-            if seg.mem is None:
-                nbytes += next_offset - seg.offset
-            else:  # in memory: estimate from the segment's average line size
-                nbytes += seg.mem_bytes * len(records) // max(1, len(seg.mem))
-        if not pieces:
-            return None
-        ident = ";".join(f"{p.segment.path.name}@{p.segment.delivered}+{p.consumed}" for p in pieces)
-        return _Batch(pieces=pieces, token=hashlib.sha256(ident.encode()).hexdigest()[:32])
+            nbytes += size
+        return _Batch(pieces) if pieces else None
 
     def _deliver_once(self, now: float) -> bool:
         """Insert one batch (the in-flight one first). True on success or nothing to do."""
@@ -855,56 +858,61 @@ class TelemetryWriter:
             if self._inflight is None:
                 return True
         batch = self._inflight
-        records = [r for p in batch.pieces for r in p.records]
-        # Records this process built from events are well-typed; lines read from files
-        # (other processes, other versions, hand edits) are checked first.
-        screen = {id(r) for p in batch.pieces if p.from_disk for r in p.records}
-        try:
-            with self._delivery_lock:
-                if records and self._client is None:  # closed for a fork meanwhile: retried later
-                    return False
-                delivery = insert_batch(
-                    self._client,
-                    self.database,
-                    records,
-                    batch.token,
-                    self._quarantine,
-                    self._clock.time(),
-                    screen=screen,
-                )
-        except Exception as exc:
-            self._note_failure(exc, "insert")
-            self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
-            self._drop_client()  # reconnect (and re-check the schema) before the retry
-            self._next_connect_at = self._retry_at
-            return False
-        own = replayed = 0
-        for piece in batch.pieces:
-            seg = piece.segment
-            self._spool.acknowledge(seg, piece.consumed, piece.next_offset)
-            landed = sum(1 for r in piece.records if id(r) not in delivery.not_inserted)
-            if seg.own:
-                own += landed
-            else:
-                replayed += landed
-            if self._spool.is_done(seg):
-                if seg in self._queue:
-                    self._queue.remove(seg)
-                self._spool.delete(seg)
+        replayed = 0
+        while batch.pieces:
+            piece = batch.pieces[0]
+            try:
+                with self._delivery_lock:
+                    if piece.records and self._client is None:  # closed for a fork meanwhile: retried later
+                        return False
+                    delivery = insert_batch(
+                        self._client,
+                        self.database,
+                        piece.records,
+                        piece.token,
+                        self._quarantine,
+                        self._clock.time(),
+                        # Records this process built from events are well-typed; lines read
+                        # from files (other processes, other versions, hand edits) are checked.
+                        screen=None if piece.from_disk else set(),
+                    )
+            except Exception as exc:
+                self._note_failure(exc, "insert")
+                self._retry_at = self._clock.time() + backoff_delay(self._consecutive_failures, self.policy)
+                self._drop_client()  # reconnect (and re-check the schema) before the retry
+                self._next_connect_at = self._retry_at
+                return False
+            batch.pieces.pop(0)
+            replayed += self._settle(piece, delivery)
+        if replayed:
+            logger.info("telemetry: replayed %d spooled events", replayed)
         self._inflight = None
         self._consecutive_failures = 0
         self._retry_at = 0.0
         self._last_insert_at = self._clock.time()
+        return True
+
+    def _settle(self, piece: _Piece, delivery: Delivery) -> int:
+        """ClickHouse took ``piece``: acknowledge it, delete its segment when done, count.
+
+        Returns how many of its events were replayed (from another process's segment)."""
+        seg = piece.segment
+        self._spool.acknowledge(seg, piece.consumed, piece.next_offset)
+        landed = len(piece.records) - len(delivery.not_inserted)
+        if self._spool.is_done(seg):
+            if seg in self._queue:
+                self._queue.remove(seg)
+            self._spool.delete(seg)
         with self._counters_lock:
             self._quarantined += delivery.quarantined
-            self._written += own + replayed
-            self._replayed += replayed
-            self._own_delivered += sum(p.consumed for p in batch.pieces if p.segment.own)
+            self._written += landed
             self._inserts += delivery.inserts
             self._last_error = None
-        if replayed:
-            logger.info("telemetry: replayed %d spooled events", replayed)
-        return True
+            if seg.own:
+                self._own_delivered += piece.consumed
+            else:
+                self._replayed += landed
+        return 0 if seg.own else landed
 
     def _note_failure(self, exc: BaseException, what: str) -> None:
         self._consecutive_failures += 1
