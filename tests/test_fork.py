@@ -306,3 +306,52 @@ def test_fork_while_another_thread_holds_the_key_registry_lock_does_not_deadlock
         os.waitpid(pid, 0)
         raise AssertionError("child hung on the registry lock")
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_reports_in_a_forked_child_use_their_own_connection_and_lock(tmp_path):
+    """A Telemetry object used in the parent, then a fork while a parent thread holds its
+    lock (in the middle of a report): the child's report neither waits for that lock nor
+    talks over the parent's kept-alive connection."""
+    import threading
+    import time
+
+    from test_telemetry_support import server_settings
+
+    from csctracker_ai_core.reports import Telemetry
+
+    server = ServerProcess(tmp_path / "server-chdb").start()
+    try:
+        t = Telemetry(settings=server_settings(tmp_path, server.port), seed_prices=False)
+        assert t.usage_by_model("24h") == []
+        parent_client = t.client
+        taken, release = threading.Event(), threading.Event()
+
+        def report_in_progress():
+            with t._lock:
+                taken.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=report_in_progress)
+        holder.start()
+        assert taken.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                rows = t.usage_by_model("24h")
+                os._exit(0 if rows == [] and t.client is not parent_client else 3)
+            except BaseException:
+                os._exit(4)
+        release.set()
+        holder.join()
+        deadline = time.monotonic() + 60
+        while not (done := os.waitpid(pid, os.WNOHANG))[0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not done[0]:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            raise AssertionError("the child's report waited for the parent's lock")
+        assert os.waitstatus_to_exitcode(done[1]) == 0
+        assert t.usage_by_model("24h") == []  # the parent's connection still works
+        t.close()
+    finally:
+        server.stop()

@@ -54,6 +54,7 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from .. import forking
 from ..exceptions import TelemetryError
 from ..pricing import PriceTable, get_prices
 from . import price_tables, views
@@ -150,6 +151,19 @@ class Telemetry:
         self._ready = False
         self._owned_db: Any | None = None  # a ClickHouseDb made here (holds the embedded store)
         self._owned_client = False
+        # The lock is held across a whole connect + schema check (seconds): a fork does not
+        # wait for it; the child gets a new one and its own connection (see forking.py).
+        forking.register(self, in_child=Telemetry._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a new lock; a connection opened here is dropped (its socket
+        is the parent's) unclosed, and the next report opens this process's own."""
+        self._lock = threading.RLock()
+        if self._owned_client and self._client is not None:
+            forking.abandon(self._client)
+            self._client = None
+            self._ready = False
+            self._owned_client = False
 
     # ------------------------------------------------------------------ connection
 
