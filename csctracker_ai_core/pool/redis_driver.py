@@ -38,6 +38,19 @@ def text(v: Any) -> str:
     return str(v)
 
 
+def _grant_args(now: float, tokens: int, midnight: float, ttl_s: float, n_models: int) -> list[Any]:
+    """The first arguments of the scripts that may grant a lease (ACQUIRE, PIN)."""
+    return [
+        repr(float(now)),
+        tokens,
+        repr(midnight),
+        repr(WINDOW_S),
+        repr(DAILY_RESET_MARGIN_S),
+        int(ttl_s * 1000),
+        n_models,
+    ]
+
+
 class LuaDriver:
     """The scripts of one pool (one prefix) on one ``redis.Redis`` client."""
 
@@ -82,40 +95,16 @@ class LuaDriver:
         avoid_ids: Sequence[str],
     ) -> Any:
         """ACQUIRE: the raw reply."""
+        head = _grant_args(now, tokens, midnight, ttl_s, n_models)
         return self._acquire(
             keys=self._keys,
-            args=[
-                repr(float(now)),
-                tokens,
-                repr(midnight),
-                repr(WINDOW_S),
-                repr(DAILY_RESET_MARGIN_S),
-                int(ttl_s * 1000),
-                n_models,
-                _WALK_CAP,
-                RECLAIM_PER_CALL,
-                *plan_args,
-                len(avoid_ids),
-                *avoid_ids,
-            ],
+            args=[*head, _WALK_CAP, RECLAIM_PER_CALL, *plan_args, len(avoid_ids), *avoid_ids],
         )
 
     def pin(self, now: float, tokens: int, midnight: float, ttl_s: float, n_models: int, sid: int) -> Any:
         """PIN: the raw reply."""
-        return self._pin(
-            keys=self._keys,
-            args=[
-                repr(float(now)),
-                tokens,
-                repr(midnight),
-                repr(WINDOW_S),
-                repr(DAILY_RESET_MARGIN_S),
-                int(ttl_s * 1000),
-                n_models,
-                RECLAIM_PER_CALL,
-                sid,
-            ],
-        )
+        head = _grant_args(now, tokens, midnight, ttl_s, n_models)
+        return self._pin(keys=self._keys, args=[*head, RECLAIM_PER_CALL, sid])
 
     def release(self, lease_id: str, at: float, code: str, tokens: str) -> bool:
         """RELEASE (``code``: ok / rl / e / v; ``tokens`` "" when unknown); ``False`` if unknown."""
