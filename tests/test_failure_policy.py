@@ -6,7 +6,7 @@ import pytest
 from csctracker_ai_core import IaProcessor
 from csctracker_ai_core.clock import FakeClock
 from csctracker_ai_core.exceptions import GeminiRequestError, GeminiServiceException, InvalidResponseError
-from csctracker_ai_core.pool import redis_state
+from csctracker_ai_core.pool import redis_primary
 from csctracker_ai_core.pool.decision import KIND_POLICIES, Action, Decision, Failure, FailureKind, PoolChange
 
 FREE = ["AIzaFREE-one-0000000000000000000000", "AIzaFREE-two-0000000000000000000000"]
@@ -22,10 +22,10 @@ def test_every_kind_has_one_policy_row():
 def test_quota_kinds_are_defined_once_and_read_by_every_backend():
     assert {k.value for k in FailureKind if k.is_quota} == QUOTA_KINDS
     # the Redis release script's outcome codes derive from the same fact
-    assert {k.value for k, code in redis_state._OUTCOME.items() if code == "rl"} == QUOTA_KINDS
-    assert redis_state._OUTCOME[FailureKind.OK] == "ok"
-    assert set(redis_state._OUTCOME) == set(FailureKind) | {None}  # None: a lease taken back unused
-    assert redis_state._OUTCOME[None] == "v"
+    assert {k.value for k, code in redis_primary._OUTCOME.items() if code == "rl"} == QUOTA_KINDS
+    assert redis_primary._OUTCOME[FailureKind.OK] == "ok"
+    assert set(redis_primary._OUTCOME) == set(FailureKind) | {None}  # None: a lease taken back unused
+    assert redis_primary._OUTCOME[None] == "v"
 
 
 def _d(kind, action=Action.RETRY, **kw):

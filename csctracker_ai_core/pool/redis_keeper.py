@@ -1,10 +1,12 @@
 """The two background threads of a Redis pool state, in one small object.
 
 * the keeper: every :meth:`KeeperOwner.keeper_interval` seconds calls
-  :meth:`KeeperOwner.keeper_round` (renew this process's leases, or probe Redis during
-  an outage); it never dies of an exception, since it is what returns leases;
+  :meth:`KeeperOwner.keeper_round` (renew this process's leases, or probe the primary
+  during an outage: its owner is the :class:`~.fallback_state.FallbackPoolState`); it
+  never dies of an exception, since it is what returns leases;
 * the listener: subscribes to the pool's change channel and turns each message into
-  :meth:`KeeperOwner.note` (wakes local waiters of ``wait_for_change``).
+  :meth:`ListenerOwner.note` (wakes local waiters of ``wait_for_change``; its owner is
+  the :class:`~.redis_primary.RedisPrimary`).
 
 Both hold only a weak reference to their owner between rounds, so a state nobody uses
 any more is collected and its threads end; :meth:`Keeper.stop` ends them at once. After
@@ -19,26 +21,34 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["Keeper", "KeeperOwner"]
+__all__ = ["Keeper", "KeeperOwner", "ListenerOwner"]
 
-_log = logging.getLogger("csctracker_ai_core.pool.redis_state")
+_log = logging.getLogger(__name__)
 
 
 class KeeperOwner(Protocol):
-    """What the keeper's threads call on the state they serve."""
+    """What the keeper thread calls on the state it serves."""
 
     def keeper_round(self) -> None: ...
 
     def keeper_interval(self) -> float: ...
 
+
+class ListenerOwner(Protocol):
+    """What the listener thread calls on the state it serves."""
+
     def note(self, version: int | None) -> None: ...
 
 
 class Keeper:
-    """Starts (once, and again after a fork) and stops the keeper and listener threads."""
+    """Starts (once, and again after a fork) and stops the keeper and listener threads.
 
-    def __init__(self, owner: KeeperOwner) -> None:
-        self._ref: weakref.ref[KeeperOwner] = weakref.ref(owner)
+    The owner implements :class:`KeeperOwner` if :meth:`start_keeper` is used and
+    :class:`ListenerOwner` if :meth:`start_listener` is.
+    """
+
+    def __init__(self, owner: KeeperOwner | ListenerOwner) -> None:
+        self._ref: weakref.ref[Any] = weakref.ref(owner)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -63,11 +73,14 @@ class Keeper:
             )
 
     def after_fork(self) -> None:
-        """In a forked child: the parent's threads do not exist here; start the keeper again."""
+        """In a forked child: the parent's threads do not exist here; start the keeper again
+        if the parent had one (the listener starts again on the next wait)."""
+        had_keeper = self._keeper is not None
         self._lock = threading.Lock()
         self._keeper = None
         self._listener = None
-        self.start_keeper()
+        if had_keeper:
+            self.start_keeper()
 
     def stop(self) -> None:
         """Ask both threads to end (they do within about a second)."""
@@ -100,7 +113,7 @@ def _keeper_loop(ref: weakref.ref[KeeperOwner], stop: threading.Event) -> None:
         del owner
 
 
-def _listen_loop(ref: weakref.ref[KeeperOwner], stop: threading.Event, client: Any, channel: str) -> None:
+def _listen_loop(ref: weakref.ref[ListenerOwner], stop: threading.Event, client: Any, channel: str) -> None:
     """Turns the pool's change notifications into wake-ups of local waiters."""
     pubsub = None
     while not stop.is_set():
