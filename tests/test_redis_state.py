@@ -1,9 +1,11 @@
 """RedisPoolState: the PoolState contract on a real redis-server, side by side with memory.
 
-The same behaviours as the in-memory tests (``test_pool_*.py``) run on both backends;
-a randomised differential test drives both states with the same operations and
-requires the same answers; then what only Redis has: namespaces, layout checks,
-leases that expire, outages.
+The same behaviours as the in-memory tests (``test_pool_*.py``) run on three backends:
+memory, Redis (``RedisPoolState``: the fallback wrapper over the Redis primary), and
+the fallback wrapper over a primary in memory (``tests/memory_primary.py``). A
+randomised differential test drives memory and each of the others (the bare Redis
+primary too) with the same operations and requires the same answers; then what only
+Redis has: namespaces, layout checks, leases that expire, outages.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from memory_primary import MemoryPrimary
 
 from csctracker_ai_core.clock import FakeClock, SystemClock
 from csctracker_ai_core.exceptions import ConfigurationError, QuotaExhaustedError
 from csctracker_ai_core.fingerprint import key_fingerprint
 from csctracker_ai_core.pool import constants as C
 from csctracker_ai_core.pool.decision import FailureKind
+from csctracker_ai_core.pool.fallback_state import FallbackPoolState
 from csctracker_ai_core.pool.lease import Slot
+from csctracker_ai_core.pool.redis_primary import RedisPrimary
 from csctracker_ai_core.pool.redis_state import RedisPoolState, RedisUnavailableError
 from csctracker_ai_core.pool.rotator import ApiKeyRotator
 from csctracker_ai_core.pool.selection import Filters
@@ -39,11 +44,15 @@ class NoJitter:
         return low
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "fallback-over-memory"])
 def backend(request):
-    """A factory of fresh states: in memory, or on the test redis-server."""
+    """A factory of fresh states: in memory, on the test redis-server, or the fallback
+    wrapper over a primary in memory."""
     if request.param == "memory":
         yield lambda **kw: InMemoryPoolState()
+        return
+    if request.param == "fallback-over-memory":
+        yield lambda **kw: FallbackPoolState(MemoryPrimary(), background=False)
         return
     url = request.getfixturevalue("redis_url")
     made = []
@@ -369,16 +378,29 @@ def _slot_view(s):
     )
 
 
+def _other_state(kind, request):
+    """The state compared with memory: RedisPoolState (the fallback wrapper over Redis), the bare
+    Redis primary, or the fallback wrapper over a primary in memory."""
+    if kind == "redis":
+        return RedisPoolState.from_url(request.getfixturevalue("redis_url"))
+    if kind == "redis-primary":
+        import redis
+
+        return RedisPrimary(redis.Redis.from_url(request.getfixturevalue("redis_url")))
+    return FallbackPoolState(MemoryPrimary(), background=False)
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-primary", "fallback-over-memory"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_redis_answers_exactly_like_memory(redis_url, seed):
+def test_redis_answers_exactly_like_memory(request, kind, seed):
     """2,000 random operations (acquire with filters, avoid and tokens; pin one slot; release with any
     outcome; suspend one or many; disable; time jumps) give identical grants, retry_at, busy flags,
-    reasons, deadlines, counts and snapshots on both backends."""
+    reasons, deadlines, counts and snapshots in memory and on the other backend."""
     limits = {FLASH: {"free": {"rpm": 3, "rpd": 12, "tpm": 2000}}, PRO: {"paid": {"rpm": 2}}, LITE: {"rpm": 4}}
     keys = (["p1:AIzaA", "p1:AIzaB", "p2:AIzaC", "AIzaD"], ["pp:AIzaP", "AIzaQ"])
     caps = f"{FLASH}=2,{PRO}=1,{LITE}=1"
     mem = InMemoryPoolState()
-    red = RedisPoolState.from_url(redis_url)
+    red = _other_state(kind, request)
     rm = ApiKeyRotator(*keys, caps, known_limits=limits, clock=FakeClock(T0), state=mem)
     ApiKeyRotator(*keys, caps, known_limits=limits, clock=FakeClock(T0), state=red)
     filters = [
@@ -463,6 +485,7 @@ def test_redis_answers_exactly_like_memory(redis_url, seed):
         red.release(ib, now, FailureKind.OK)
     assert [_slot_view(s) for s in mem.snapshot(now).slots] == [_slot_view(s) for s in red.snapshot(now).slots]
     assert red.leased == 0
+    assert not getattr(red, "degraded", False)  # the wrapper answered from its primary throughout
     red.close()
 
 

@@ -309,20 +309,26 @@ class FallbackPoolState:
         if lease_id in self._local_leases:
             self._local_leases.discard(lease_id)
             return self._local.release(lease_id, now, outcome, input_tokens)
-        twin = self._adopted.pop(lease_id, None) if self._adopted else None
-        if twin is not None:
-            self._local.release(twin, now, outcome, input_tokens)
+        self._release_twin(lease_id, now, outcome, input_tokens)
         if not self._down:
             try:
                 return self.primary.release(lease_id, now, outcome, input_tokens)
             except self._errors as exc:
                 self._outage(exc)
+            # The outage may have just adopted this very lease: free its twin too.
+            self._release_twin(lease_id, now, outcome, input_tokens)
         if self.policy == "fail":
             raise self.primary.unavailable()
         with self._lock:
             # Replayed when the primary is back (a no-op if the lease expired meanwhile).
             self._pending_releases.append((lease_id, now, outcome, input_tokens))
         return True
+
+    def _release_twin(self, lease_id: str, now: float, outcome: FailureKind | None, input_tokens: int | None) -> None:
+        """Free the mirror's twin of a primary lease adopted during an outage, if it has one."""
+        twin = self._adopted.pop(lease_id, None) if self._adopted else None
+        if twin is not None:
+            self._local.release(twin, now, outcome, input_tokens)
 
     def suspend(self, scope: Scope, until: float, reason: str, now: float) -> float:
         """Suspend a project x model or a slot until ``until`` -- only ever later."""
