@@ -261,3 +261,17 @@ def test_a_version_from_the_other_mode_means_look_again_now():
     state.keeper_round()
     assert state.wait_for_change(refused.version, 30) is True
     assert held.grant is not None
+
+
+def test_a_scope_or_key_outside_the_layout_is_refused_before_the_journal_keeps_it():
+    """Else the resync would push it again and fail on it at every probe."""
+    rot, state, primary, _ = make()
+    with pytest.raises(KeyError):
+        state.disable_key("k-not-in-the-pool", "bad")
+    with pytest.raises(KeyError):
+        state.suspend(Scope.project_model("nowhere", FLASH), T0 + 60, "x", T0)
+    primary.down = True
+    rot.release(rot.acquire())
+    primary.down = False
+    state.keeper_round()
+    assert not state.degraded

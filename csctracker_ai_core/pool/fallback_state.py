@@ -336,12 +336,13 @@ class FallbackPoolState:
 
     def suspend_many(self, scopes: Sequence[Scope], until: float, reason: str, now: float) -> float:
         """Suspend several project x models / slots in one step; the earliest deadline in force."""
+        # The mirror first: it refuses a scope outside the layout before the journal keeps it.
+        local = self._local.suspend_many(scopes, until, reason, now)
         with self._lock:
             for scope in scopes:
                 held = self._known_susp.get(scope)
                 if held is None or until > held[0]:
                     self._known_susp[scope] = (until, reason)
-        local = self._local.suspend_many(scopes, until, reason, now)  # the mirror, for outages
         if not self._down:
             try:
                 return self.primary.suspend_many(scopes, until, reason, now)
@@ -353,9 +354,9 @@ class FallbackPoolState:
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int:
         """The key serves nothing more; returns how many keys remain enabled."""
+        local = self._local.disable_key(key_fingerprint, reason)  # the mirror first, as above
         with self._lock:
             self._known_dkeys.setdefault(key_fingerprint, reason)
-        local = self._local.disable_key(key_fingerprint, reason)
         if not self._down:
             try:
                 return self.primary.disable_key(key_fingerprint, reason)
