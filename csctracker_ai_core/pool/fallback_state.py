@@ -68,6 +68,7 @@ POLICIES = ("fallback", "fail")
 DEFAULT_PROBE_INTERVAL_S = 1.0
 
 _T = TypeVar("_T")
+_U = TypeVar("_U")
 
 
 class PrimaryDataLostError(AiCoreError):
@@ -268,16 +269,24 @@ class FallbackPoolState:
                     return res
                 except self._errors as exc:
                     self._outage(exc)
-            if self.policy == "fail":
-                raise self.primary.unavailable()
             with self._lock:
-                if self._down:  # else the primary came back while we waited for the lock: ask it
+                if self._down:  # never under policy "fail": _outage raised instead  # else the primary came back while we waited for the lock: ask it
                     res = on_local()
                     if res.grant is not None:
                         self._local_leases.add(res.grant.lease_id)
                         self._granted(res.grant.slot, now, tokens, local=True)
                     # Local versions are told apart from the primary's by their sign.
                     return AcquireResult(res.grant, res.retry_at, res.reason, res.busy, -1 - res.version)
+
+    def _to_primary(self, call: Callable[[], _T], during_outage: _U) -> _T | _U:
+        """``call()`` on the primary while it is up; ``during_outage`` when it is not (under policy
+        ``"fail"`` the state never goes down: :meth:`_outage` raises instead)."""
+        if not self._down:
+            try:
+                return call()
+            except self._errors as exc:
+                self._outage(exc)
+        return during_outage
 
     def _on_primary(self, call: Callable[[], _T]) -> _T:
         """``call()`` on the primary; when it lost its data, push what we know and call once more."""
@@ -310,15 +319,11 @@ class FallbackPoolState:
             self._local_leases.discard(lease_id)
             return self._local.release(lease_id, now, outcome, input_tokens)
         self._release_twin(lease_id, now, outcome, input_tokens)
-        if not self._down:
-            try:
-                return self.primary.release(lease_id, now, outcome, input_tokens)
-            except self._errors as exc:
-                self._outage(exc)
-            # The outage may have just adopted this very lease: free its twin too.
-            self._release_twin(lease_id, now, outcome, input_tokens)
-        if self.policy == "fail":
-            raise self.primary.unavailable()
+        released = self._to_primary(lambda: self.primary.release(lease_id, now, outcome, input_tokens), None)
+        if released is not None:
+            return released
+        # The outage may have just adopted this very lease: free its twin too.
+        self._release_twin(lease_id, now, outcome, input_tokens)
         with self._lock:
             # Replayed when the primary is back (a no-op if the lease expired meanwhile).
             self._pending_releases.append((lease_id, now, outcome, input_tokens))
@@ -343,28 +348,14 @@ class FallbackPoolState:
                 held = self._known_susp.get(scope)
                 if held is None or until > held[0]:
                     self._known_susp[scope] = (until, reason)
-        if not self._down:
-            try:
-                return self.primary.suspend_many(scopes, until, reason, now)
-            except self._errors as exc:
-                self._outage(exc)
-        if self.policy == "fail":
-            raise self.primary.unavailable()
-        return local
+        return self._to_primary(lambda: self.primary.suspend_many(scopes, until, reason, now), local)
 
     def disable_key(self, key_fingerprint: str, reason: str) -> int:
         """The key serves nothing more; returns how many keys remain enabled."""
         local = self._local.disable_key(key_fingerprint, reason)  # the mirror first, as above
         with self._lock:
             self._known_dkeys.setdefault(key_fingerprint, reason)
-        if not self._down:
-            try:
-                return self.primary.disable_key(key_fingerprint, reason)
-            except self._errors as exc:
-                self._outage(exc)
-        if self.policy == "fail":
-            raise self.primary.unavailable()
-        return local
+        return self._to_primary(lambda: self.primary.disable_key(key_fingerprint, reason), local)
 
     def wait_for_change(self, version: int, timeout: float) -> bool:
         """Wait on the backend the version came from; ``True`` at once when the mode changed."""

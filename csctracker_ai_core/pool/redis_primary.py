@@ -203,12 +203,9 @@ class RedisPrimary:
             self._plan_args(plan),
             avoid_ids,
         )
-        code = int(res[0])
-        if code == 1:
-            return self._granted(res, now, tokens)
-        if code == -1:
-            raise PrimaryDataLostError(f"{self.name} holds no layout")
-        self._check_generation(_text(res[7]))
+        granted = self._grant_or_check(res, now, tokens, gen_at=7)
+        if granted is not None:
+            return granted
         retry_at = float(_text(res[1])) if _text(res[1]) else None
         rsid, why = _text(res[2]), _text(res[3])
         if rsid:
@@ -225,13 +222,21 @@ class RedisPrimary:
         res = self._lua.pin(
             now, tokens, self._next_midnight(now), self.lease_ttl_s, self._ids.n_models, self._ids.sid[slot]
         )
+        granted = self._grant_or_check(res, now, tokens, gen_at=3)
+        if granted is not None:
+            return granted
+        return AcquireResult(None, busy=bool(int(res[1])), version=int(res[2]))
+
+    def _grant_or_check(self, res: list[Any], now: float, tokens: int, *, gen_at: int) -> AcquireResult | None:
+        """An ACQUIRE / PIN reply: the grant, or ``None`` for a refusal from the Redis data we
+        know (its generation is item ``gen_at``); else :class:`PrimaryDataLostError`."""
         code = int(res[0])
         if code == 1:
             return self._granted(res, now, tokens)
         if code == -1:
             raise PrimaryDataLostError(f"{self.name} holds no layout")
-        self._check_generation(_text(res[3]))
-        return AcquireResult(None, busy=bool(int(res[1])), version=int(res[2]))
+        self._check_generation(_text(res[gen_at]))
+        return None
 
     def _check_generation(self, gen: str) -> None:
         if gen != self._gen:

@@ -152,24 +152,24 @@ class RedisPoolState(FallbackPoolState):
 
     @property
     def where(self) -> str:
-        """``redis://host:port/db`` of the Redis (no credentials)."""
+        """The primary's :attr:`~.redis_primary.RedisPrimary.where`."""
         return self.primary.where
 
     @property
     def namespace(self) -> str:
-        """The pool's name in Redis (known once configured)."""
+        """The primary's :attr:`~.redis_primary.RedisPrimary.namespace`."""
         return self.primary.namespace
 
     @property
     def prefix(self) -> str:
-        """``csc-ai:{namespace}:``, the start of every Redis key of the pool."""
+        """The primary's :attr:`~.redis_primary.RedisPrimary.prefix`."""
         return self.primary.prefix
 
     @property
     def lease_ttl_s(self) -> float:
-        """A lease outlives its process's last renewal by this long."""
+        """The primary's ``lease_ttl_s``: a lease outlives its process's last renewal by this long."""
         return self.primary.lease_ttl_s
 
     def purge(self) -> int:
-        """Delete every Redis key of this pool's namespace (all processes lose the shared state)."""
+        """The primary's :meth:`~.redis_primary.RedisPrimary.purge`: every process loses the shared state."""
         return self.primary.purge()
