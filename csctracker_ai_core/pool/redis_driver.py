@@ -3,8 +3,9 @@
 Each method runs one script of ``redis_scripts.py`` (or one plain command) on the
 pool's prefix and converts its arguments to the wire form (floats with ``repr``, so
 they round-trip exactly). It knows nothing of outages: connection errors reach the
-caller, which decides (``redis_state.py``). Replies of ``acquire`` and ``pin`` are
-returned raw; their layout is documented next to the scripts.
+caller (``redis_primary.py``) and then the fallback wrapper, which decides
+(``fallback_state.py``). Replies of ``acquire`` and ``pin`` are returned raw; their
+layout is documented next to the scripts.
 """
 
 from __future__ import annotations

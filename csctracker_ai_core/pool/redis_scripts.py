@@ -237,7 +237,7 @@ end
 # ARGV: digest, payload JSON, generation. Returns 2 when stored now, 1 when an equal
 # layout was there, {0, digest, summary} when the namespace holds another layout. The
 # generation (random, per store) tells processes that Redis lost its data since they
-# last saw it, so they re-push what they know (see RedisPoolState._resync).
+# last saw it, so they re-push what they know (see FallbackPoolState._resync).
 CONFIGURE = (
     PRELUDE
     + r"""

@@ -2,8 +2,9 @@
 
 The rotator decides *what* a failure means (pure functions); the state holds *who is
 where*: leases in flight, suspensions, disabled keys, local rate counters,
-per-slot counters. Every method is atomic. A Redis backend (``redis_state.py``) must
-implement the same protocol; the notes below are written for it.
+per-slot counters. Every method is atomic. A Redis backend (``redis_primary.py``, used
+through the fallback wrapper of ``fallback_state.py``) must implement the same
+protocol; the notes below are written for it.
 
 Vocabulary
 ----------
@@ -50,7 +51,7 @@ Protocol
     as a grant of ``try_acquire`` (counters, limits, the tier's cursor). Otherwise
     ``grant=None``; a refusal carries only ``busy`` (the slot was at its cap) and
     ``version``. How a state takes over the leases of calls already in flight (the
-    Redis fallback adopts them into its local mirror during an outage).
+    fallback wrapper adopts its primary's into its local mirror during an outage).
 
 ``release(lease_id, now, outcome, input_tokens=None) -> bool``
     Gives the slot back (``in_flight -= 1``), counts the outcome on the slot
