@@ -110,7 +110,8 @@ class Recoverable(PoolState, Protocol):
         ...
 
     def own_leases(self) -> list[tuple[str, Slot]]:
-        """This process's leases in flight on the primary: ``(lease_id, slot)``."""
+        """This process's leases in flight on the primary: ``(lease_id, slot)``, from memory
+        (called when an outage starts)."""
         ...
 
     def restore_leases(self, leases: Sequence[tuple[str, Slot]], now: float) -> None:
@@ -119,7 +120,8 @@ class Recoverable(PoolState, Protocol):
 
     def counted_since(self, project: str, model: str, now: float) -> float | None:
         """Requests on this project x model sent after this time still count against its
-        known limits; ``None``: the primary counts none (no known limits)."""
+        known limits; ``None``: the primary counts none (no known limits). Called during
+        outages too: answered without reaching the store."""
         ...
 
     def account(self, requests: Sequence[Request], now: float) -> None:
@@ -270,7 +272,9 @@ class FallbackPoolState:
                 except self._errors as exc:
                     self._outage(exc)
             with self._lock:
-                if self._down:  # never under policy "fail": _outage raised instead  # else the primary came back while we waited for the lock: ask it
+                # Down (never under policy "fail": _outage raised instead); else the primary
+                # came back while we waited for the lock: ask it again.
+                if self._down:
                     res = on_local()
                     if res.grant is not None:
                         self._local_leases.add(res.grant.lease_id)
