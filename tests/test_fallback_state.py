@@ -45,13 +45,9 @@ def make(*, free=("p1:AIzaA", "p2:AIzaB"), policy="fallback", known=None, down_a
     return rot, state, primary, clock
 
 
-def on_primary(primary, fp):
+def on_primary(primary, fp, now=T0):
     """The primary's own view of the slot of key ``fp`` (its store, not through the wrapper)."""
-    return next(s for s in primary.store.snapshot(primary_now(primary)).slots if s.key_fingerprint == fp)
-
-
-def primary_now(primary):
-    return T0 + 1e-3  # any time inside the test's first minute
+    return next(s for s in primary.store.snapshot(now).slots if s.key_fingerprint == fp)
 
 
 def messages(caplog, word):
