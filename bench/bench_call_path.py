@@ -1,0 +1,183 @@
+"""Where telemetry's cost lands inside real calls: ``record()`` timed in place, per stage.
+
+    .venv/bin/python bench/bench_call_path.py [-n 2000] [--rounds 2] > bench/out/call_path.md
+
+``bench_telemetry.py`` times ``record()`` in a tight loop (warm caches, nothing else
+running); here the same stages are timed inside ``IaProcessor.analisar_com_gemini`` calls
+on the emulator (no latency, in this orchestrating process), one contender process per
+configuration, interleaved over ``rounds``:
+
+- telemetry off (the baseline of the call);
+- embedded store, this process its owner (the writer thread inserts into chDB in-process);
+- embedded store owned by another process (``nice -n 10``; this process only spools and
+  hands its segments over, see docs/TELEMETRY.md "several processes").
+
+The stages are wrapped with ``time.perf_counter_ns`` (wrapping adds about 1 µs each):
+``record`` (all of it), ``event_to_record`` (the event as a capped, redacted dict),
+``encode_record`` (orjson) and ``spool.append`` (one ``os.write`` under the spool lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "AIzaBENCH-callpath-00000000000000000000"
+OWNER = "AIzaBENCH-callpath-owner-0000000000000"
+CONFIGS = [
+    ("telemetry off", "off", False),
+    ("embedded, owner in this process", "embedded", False),
+    ("embedded, owner in another process (nice 10)", "embedded", True),
+]
+STAGES = ("record", "event_to_record", "encode_record", "spool.append")
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration: ``n`` timed calls, the stages timed in place; prints one JSON line."""
+    sys.path.insert(0, str(ROOT))
+    from csctracker_ai_core import IaProcessor
+    from csctracker_ai_core.telemetry import spool, writer
+
+    times: dict[str, list[int]] = {s: [] for s in STAGES}
+
+    def timed(owner: object, name: str, stage: str) -> None:
+        inner = getattr(owner, name)
+
+        def wrapper(*a: object, **k: object) -> object:
+            t = time.perf_counter_ns()
+            try:
+                return inner(*a, **k)
+            finally:
+                times[stage].append(time.perf_counter_ns() - t)
+
+        setattr(owner, name, wrapper)
+
+    timed(writer.TelemetryWriter, "record_with", "record")
+    timed(writer, "event_to_record", "event_to_record")
+    timed(writer, "encode_record", "encode_record")
+    timed(spool.Spool, "append", "spool.append")
+    p = IaProcessor(
+        google_free_keys=[KEY],
+        base_url=args.base_url,
+        telemetry=args.telemetry,
+        google_models_limits="gemini-2.5-flash=1",
+    )
+
+    def call(i: int) -> None:
+        p.analisar_com_gemini(input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.", task="bench")
+
+    for i in range(args.warmup):
+        call(i)
+    time.sleep(1.5)  # the writer's start-up (connect, schema) is not what is measured
+    for v in times.values():
+        v.clear()
+    calls = []
+    cpu = time.process_time()
+    for i in range(args.n):
+        t = time.perf_counter_ns()
+        call(i)
+        calls.append(time.perf_counter_ns() - t)
+    cpu = time.process_time() - cpu
+    role = getattr(p.telemetry.stats(), "role", "off")
+    p.close(30)
+    print(json.dumps({"calls": calls, "stages": times, "role": role, "cpu_us": cpu / args.n * 1e6}))
+
+
+def owner_process(data_dir: str) -> subprocess.Popen[str]:
+    """A process that takes the embedded store first and keeps it (delivering) until stdin closes."""
+    code = (
+        "import sys; from csctracker_ai_core import IaProcessor; "
+        f"p = IaProcessor(google_free_keys=[{OWNER!r}], telemetry='embedded', base_url='http://127.0.0.1:9'); "
+        "p.telemetry.flush(30); print(p.telemetry.stats().role, flush=True); sys.stdin.read(); p.close(30)"
+    )
+    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=data_dir, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        ["nice", "-n", "10", sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    role = proc.stdout.readline().strip()
+    if role != "writer":
+        raise SystemExit(f"the owner process did not take the store (role {role!r})")
+    return proc
+
+
+def pct(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--base-url", help=argparse.SUPPRESS)
+    ap.add_argument("--telemetry", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args)
+        return
+    pooled: dict[str, dict] = {
+        name: {"calls": [], "stages": {s: [] for s in STAGES}, "cpu": []} for name, _, _ in CONFIGS
+    }
+    ratios: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
+    with common.fast_emulator(keys=[KEY, OWNER], latency_s=0.0) as emu:
+        for rnd in range(args.rounds):
+            base = None
+            for name, telemetry, separate_owner in CONFIGS:
+                data = tempfile.mkdtemp(prefix="csc-callpath-")
+                owner = owner_process(data) if separate_owner else None
+                try:
+                    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=data)
+                    argv = [sys.executable, __file__, "--child", "--base-url", emu.base_url, "--telemetry", telemetry]
+                    argv += ["-n", str(args.n), "--warmup", str(args.warmup)]
+                    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=900)
+                finally:
+                    if owner is not None:
+                        owner.communicate("", timeout=120)
+                res = json.loads(out.stdout.strip().splitlines()[-1])
+                common.log(f"call path round {rnd + 1}/{args.rounds}: {name}: role {res['role']}")
+                p50 = statistics.median(res["calls"])
+                base = p50 if base is None else base
+                ratios[name].append(p50 / base)
+                pooled[name]["calls"] += res["calls"]
+                pooled[name]["cpu"].append(res["cpu_us"])
+                for s in STAGES:
+                    pooled[name]["stages"][s] += res["stages"][s]
+    print(f"{args.rounds} interleaved rounds x {args.n} calls per configuration, emulator with no latency.\n")
+    print("| configuration | call p50 ms | call p99 ms | p50 vs off (median of rounds) | CPU µs/call |")
+    print("|---|---|---|---|---|")
+    for name, _, _ in CONFIGS:
+        c = pooled[name]["calls"]
+        print(
+            f"| {name} | {pct(c, 0.5) / 1000:.3f} | {pct(c, 0.99) / 1000:.3f} | "
+            f"x{statistics.median(ratios[name]):.3f} | {statistics.mean(pooled[name]['cpu']):.0f} |"
+        )
+    print("\n| configuration | stage | p50 µs | p99 µs | mean µs |")
+    print("|---|---|---|---|---|")
+    for name, _, _ in CONFIGS[1:]:
+        for s in STAGES:
+            v = pooled[name]["stages"][s]
+            if v:
+                print(f"| {name} | {s} | {pct(v, 0.5):.1f} | {pct(v, 0.99):.1f} | {statistics.mean(v) / 1000:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
