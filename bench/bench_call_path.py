@@ -9,8 +9,8 @@ configuration, interleaved over ``rounds``:
 
 - telemetry off (the baseline of the call);
 - embedded store, this process its owner (the writer thread inserts into chDB in-process);
-- embedded store owned by another process (``nice -n 10``; this process only spools and
-  hands its segments over, see docs/TELEMETRY.md "several processes").
+- embedded store with ``telemetry_delivery="external"``: this process only spools and
+  hands its segments over; ``csc-ai deliver`` (``nice`` 10, another process) inserts.
 
 The stages are wrapped with ``time.perf_counter_ns`` (wrapping adds about 1 µs each):
 ``record`` (all of it), ``event_to_record`` (the event as a capped, redacted dict),
@@ -35,11 +35,10 @@ import common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "AIzaBENCH-callpath-00000000000000000000"
-OWNER = "AIzaBENCH-callpath-owner-0000000000000"
 CONFIGS = [
     ("telemetry off", "off", False),
     ("embedded, owner in this process", "embedded", False),
-    ("embedded, owner in another process (nice 10)", "embedded", True),
+    ("embedded, external delivery (csc-ai deliver)", "embedded", True),
 ]
 STAGES = ("record", "event_to_record", "encode_record", "spool.append")
 
@@ -73,6 +72,7 @@ def child(args: argparse.Namespace) -> None:
         base_url=args.base_url,
         telemetry=args.telemetry,
         google_models_limits="gemini-2.5-flash=1",
+        telemetry_delivery=args.delivery,
     )
 
     def call(i: int) -> None:
@@ -95,28 +95,6 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"calls": calls, "stages": times, "role": role, "cpu_us": cpu / args.n * 1e6}))
 
 
-def owner_process(data_dir: str) -> subprocess.Popen[str]:
-    """A process that takes the embedded store first and keeps it (delivering) until stdin closes."""
-    code = (
-        "import sys; from csctracker_ai_core import IaProcessor; "
-        f"p = IaProcessor(google_free_keys=[{OWNER!r}], telemetry='embedded', base_url='http://127.0.0.1:9'); "
-        "p.telemetry.flush(30); print(p.telemetry.stats().role, flush=True); sys.stdin.read(); p.close(30)"
-    )
-    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=data_dir, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        ["nice", "-n", "10", sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert proc.stdout is not None
-    role = proc.stdout.readline().strip()
-    if role != "writer":
-        raise SystemExit(f"the owner process did not take the store (role {role!r})")
-    return proc
-
-
 def pct(values: list[int], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
@@ -130,6 +108,7 @@ def main() -> None:
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--base-url", help=argparse.SUPPRESS)
     ap.add_argument("--telemetry", help=argparse.SUPPRESS)
+    ap.add_argument("--delivery", default="thread", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
@@ -138,20 +117,21 @@ def main() -> None:
         name: {"calls": [], "stages": {s: [] for s in STAGES}, "cpu": []} for name, _, _ in CONFIGS
     }
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
-    with common.fast_emulator(keys=[KEY, OWNER], latency_s=0.0) as emu:
+    with common.fast_emulator(keys=[KEY], latency_s=0.0) as emu:
         for rnd in range(args.rounds):
             base = None
-            for name, telemetry, separate_owner in CONFIGS:
-                data = tempfile.mkdtemp(prefix="csc-callpath-")
-                owner = owner_process(data) if separate_owner else None
+            for name, telemetry, external in CONFIGS:
+                data = Path(tempfile.mkdtemp(prefix="csc-callpath-"))
+                deliverer = common.start_deliverer(data, None) if external else None
                 try:
-                    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=data)
+                    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(data))
                     argv = [sys.executable, __file__, "--child", "--base-url", emu.base_url, "--telemetry", telemetry]
                     argv += ["-n", str(args.n), "--warmup", str(args.warmup)]
+                    argv += ["--delivery", "external" if external else "thread"]
                     out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True, timeout=900)
                 finally:
-                    if owner is not None:
-                        owner.communicate("", timeout=120)
+                    if deliverer is not None:
+                        common.stop_deliverer(deliverer)
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 common.log(f"call path round {rnd + 1}/{args.rounds}: {name}: role {res['role']}")
                 p50 = statistics.median(res["calls"])

@@ -46,6 +46,20 @@ def contenders(ready: dict) -> list:
         ("ours, telemetry off", "ours", "ours.py", ["overhead", "--telemetry", "off"], False),
         ("ours, telemetry embedded (chDB)", "ours", "ours.py", ["overhead", "--telemetry", "embedded"], False),
         ("ours, telemetry server (HTTP)", "ours", "ours.py", ["overhead", "--telemetry", "server"], True),
+        (
+            "ours, embedded, delivered by csc-ai deliver",
+            "ours",
+            "ours.py",
+            ["overhead", "--telemetry", "embedded", "--delivery", "external"],
+            False,
+        ),
+        (
+            "ours, server, delivered by csc-ai deliver",
+            "ours",
+            "ours.py",
+            ["overhead", "--telemetry", "server", "--delivery", "external"],
+            True,
+        ),
     ]
     if ready.get("original"):
         out += [
@@ -95,8 +109,9 @@ def main() -> None:
                 ]
                 if needs_ch:
                     calls[peer] = calls.get(peer, 0) + n + args.warmup
+                data_dir = work / f"data-{rnd}-{len(pooled)}"
                 if peer == "ours" and "--telemetry" in extra_args:
-                    argv += ["--data-dir", str(work / f"data-{rnd}-{len(pooled)}")]
+                    argv += ["--data-dir", str(data_dir)]
                 # A ClickHouse server runs only while a contender that writes to it runs
                 # (one per contender, same data across rounds), so its background work
                 # never steals CPU from the others.
@@ -106,8 +121,13 @@ def main() -> None:
                     argv += ["--ch-port", str(ch.port)]
                 common.log(f"overhead round {rnd + 1}/{args.rounds}: {name}")
                 t0 = time.perf_counter()
+                deliverer = common.start_deliverer(data_dir, ch) if "--delivery" in extra_args else None
                 try:
-                    result = common.run_runner(peer, script, argv)
+                    try:
+                        result = common.run_runner(peer, script, argv)
+                    finally:
+                        if deliverer is not None:
+                            common.stop_deliverer(deliverer)
                     if ch is not None:
                         rows_ch[peer] = common.count_rows_http(ch.port, "ai_events")
                 finally:

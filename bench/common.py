@@ -236,6 +236,27 @@ def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def start_deliverer(data_dir: Path, ch: ClickHouseServer | None) -> subprocess.Popen:
+    """``csc-ai deliver --nice 10`` for a contender's data folder (and loopback server)."""
+    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
+    if ch is not None:
+        env.update(CLICKHOUSE_HOST="127.0.0.1", CLICKHOUSE_PORT=str(ch.port), CLICKHOUSE_USER="default")
+    return subprocess.Popen(
+        [str(OURS_PY), "-m", "csctracker_ai_core", "deliver", "--nice", "10"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def stop_deliverer(proc: subprocess.Popen) -> None:
+    """SIGTERM: it delivers what is left, then exits."""
+    proc.terminate()
+    _out, err = proc.communicate(timeout=120)
+    log(f"  csc-ai deliver: {(err or '').strip().splitlines()[-1:]}")
+
+
 class ClickHouseServer:
     """``bench/ch_server.py`` as a child process; stoppable and restartable on the same port."""
 

@@ -474,6 +474,29 @@ def build_parser() -> argparse.ArgumentParser:
     met.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     met.add_argument("--once", action="store_true", help="print the metrics once (exposition format) and exit")
     _add_pool_options(met)
+
+    dlv = sub.add_parser(
+        "deliver",
+        help="insert every process's spooled telemetry (for CSCTRACKER_AI_TELEMETRY_DELIVERY=external)",
+        description="Run the telemetry delivery out of your application's processes: this process "
+        "claims the spool files the applications hand over (every second) and inserts them into "
+        "the store of the environment's settings (CLICKHOUSE_* / CSCTRACKER_AI_*), until SIGTERM "
+        "or Ctrl-C; then it delivers what is left and exits. With the embedded store it is the "
+        "store's owner. Set CSCTRACKER_AI_TELEMETRY_DELIVERY=external in the applications so "
+        "their calls never insert themselves.",
+    )
+    dlv.add_argument(
+        "--nice",
+        type=int,
+        default=10,
+        help="lower this process's CPU priority by N (default 10: the applications' calls come first)",
+    )
+    dlv.add_argument(
+        "--scan-interval", type=float, default=0.5, help="seconds between looks at the spool (default 0.5)"
+    )
+    dlv.add_argument("--close-timeout", type=float, default=30.0, help="seconds for the last delivery (default 30)")
+    dlv.add_argument("--once", action="store_true", help="deliver what is spooled now, then exit")
+    dlv.add_argument("--telemetry", choices=["server", "embedded"], help="the store (default: from the environment)")
     return parser
 
 
@@ -1199,6 +1222,47 @@ def cmd_metrics(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+# ----------------------------------------------------------------------------- deliver
+
+
+def cmd_deliver(args: argparse.Namespace, out: Output) -> int:
+    import dataclasses
+    import signal
+
+    from .telemetry.settings import resolve_clickhouse_settings
+    from .telemetry.writer import TelemetryWriter
+
+    if args.scan_interval <= 0 or args.close_timeout < 0:
+        raise UsageError("--scan-interval must be above 0 and --close-timeout 0 or more (seconds).")
+    settings = resolve_clickhouse_settings(env=dict(os.environ), telemetry=args.telemetry)
+    if settings.mode == "off":
+        raise UsageError("telemetry is off (CSCTRACKER_AI_TELEMETRY=off): there is nothing to deliver to.")
+    # This process is the delivery, whatever the applications' setting says.
+    settings = dataclasses.replace(settings, delivery="thread")
+    if args.nice:
+        os.nice(args.nice)
+    stop = threading.Event()
+    if not args.once:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    writer = TelemetryWriter(settings, scan_interval_s=args.scan_interval, close_timeout_s=args.close_timeout)
+    out.info(
+        f"delivering the spool {settings.spool_path} to {settings.location}"
+        + ("" if args.once else " (SIGTERM or Ctrl-C stops)")
+    )
+    while not args.once and not stop.wait(0.5):
+        pass
+    writer.close(args.close_timeout)
+    stats = writer.stats()
+    # Applications' active files are there too: only a failing store makes this an error.
+    left = sum(1 for f in Path(settings.spool_path).glob("seg-*.jsonl"))
+    out.info(
+        f"{stats.replayed} events delivered, {stats.quarantined} quarantined, {left} spool files left"
+        + (f"; last error: {stats.last_error}" if stats.last_error else "")
+    )
+    return EXIT_FAILED if stats.last_error else EXIT_OK
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "ask": cmd_ask,
     "batch": cmd_batch,
@@ -1211,6 +1275,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "demo": cmd_demo,
     "grafana-dashboard": cmd_grafana_dashboard,
     "metrics": cmd_metrics,
+    "deliver": cmd_deliver,
 }
 
 

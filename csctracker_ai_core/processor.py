@@ -145,6 +145,10 @@ class IaProcessor:
     - ``telemetry_best_effort`` [``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT``]: when the
       telemetry store cannot be used, run on and count events as dropped instead of
       raising :class:`TelemetryError` here.
+    - ``telemetry_delivery`` [``CSCTRACKER_AI_TELEMETRY_DELIVERY``]: ``"thread"`` (this
+      process's writer thread inserts) or ``"external"`` (this process only spools and
+      hands its spool files over; run ``csc-ai deliver`` next to it). See
+      ``docs/TELEMETRY.md``.
     - ``clock``, ``rotator``, ``telemetry_sink``: injection points for tests.
     - ``env``: the environment mapping read instead of ``os.environ`` (``env={}`` reads
       nothing). Everything is read once, here, into :attr:`settings`
@@ -181,6 +185,7 @@ class IaProcessor:
         on_budget: Callable[[BudgetAlert], Any] | None = None,
         spool_max_bytes: int | None = None,
         telemetry_best_effort: bool | None = None,
+        telemetry_delivery: str | None = None,
         clock: Clock | None = None,
         rotator: ApiKeyRotator | APIKeyRotator | None = None,
         telemetry_sink: Any | None = None,
@@ -210,6 +215,7 @@ class IaProcessor:
             max_output_tokens=max_output_tokens,
             spool_max_bytes=spool_max_bytes,
             telemetry_best_effort=telemetry_best_effort,
+            telemetry_delivery=telemetry_delivery,
         )
         settings = self.settings
         self._clock: Clock = clock or SYSTEM_CLOCK

@@ -70,6 +70,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "CSCTRACKER_AI_TELEMETRY": "server, embedded or off",
     "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT": "1: a store that cannot be opened drops events (counted) instead of raising",
     "CSCTRACKER_AI_SPOOL_MAX_BYTES": "cap of the telemetry spool in bytes (default 1 GiB)",
+    "CSCTRACKER_AI_TELEMETRY_DELIVERY": "thread (this process inserts) or external (it spools; csc-ai deliver inserts)",
     "CSCTRACKER_AI_CLICKHOUSE_DSN": "ClickHouse DSN",
     "CLICKHOUSE_HOST": "ClickHouse server host (the original's)",
     "CLICKHOUSE_PORT": "ClickHouse server port",
@@ -166,6 +167,7 @@ class Settings:
         budgets: Any = None,
         spool_max_bytes: int | None = None,
         telemetry_best_effort: bool | None = None,
+        telemetry_delivery: str | None = None,
     ) -> Settings:
         """Arguments first, then ``env`` (``None``: ``os.environ``), then defaults.
 
@@ -245,6 +247,7 @@ class Settings:
                 env=env,
                 spool_max_bytes=spool_max_bytes,
                 best_effort=telemetry_best_effort,
+                delivery=telemetry_delivery,
             ),
             budgets=rules,
         )

@@ -55,3 +55,42 @@ def test_cap_text_never_splits_a_character_and_says_so():
     assert total == 30
     assert text == "aéaé" + TRUNCATION_MARKER_FORMAT.format(kept=6, total=30)
     assert cap_text("short", 6) == ("short", 5)
+
+
+@pytest.mark.parametrize("case", ["external delivery", "server unreachable"])
+def test_a_writer_that_cannot_insert_sleeps_until_it_can(tmp_path, case):
+    """A writer without a client (a spooler handing off every 3 s, or one waiting 5 s or more to
+    reconnect) wakes for its next fsync, hand-off or connection attempt. Before, once the
+    1 s batch window of its waiting rows was over, the delivery delay was 0 and the thread
+    woke every 5 ms (200 times a second, each time taking the GIL from the calls)."""
+    from test_telemetry_support import make_event
+
+    from csctracker_ai_core.clock import FakeClock
+    from csctracker_ai_core.telemetry.settings import ClickHouseSettings
+    from csctracker_ai_core.telemetry.writer import TelemetryWriter
+
+    def unreachable(_settings):
+        raise ConnectionRefusedError("nobody listens")
+
+    clock = FakeClock()
+    external = case == "external delivery"
+    settings = ClickHouseSettings(
+        mode="server",
+        host="127.0.0.1",
+        port=9,
+        spool_path=tmp_path / "spool",
+        delivery="external" if external else "thread",
+    )
+    w = TelemetryWriter(
+        settings, clock=clock, connect=unreachable, start=False, handoff_interval_s=3.0, backoff_base_s=10.0
+    )
+    try:
+        w.record(make_event(1))
+        w._step(False)  # what the thread does: fsync (next in 0.5 s), try to connect
+        assert w.stats().role == ("spooler" if external else "starting")
+        clock.advance(1.2)  # the batch window of the waiting row is over
+        w._step(False)
+        assert w._spool.active_info()[0] == 1  # still waiting: not handed off, not inserted
+        assert w._next_wait() == pytest.approx(0.5)  # the next fsync, not 5 ms
+    finally:
+        w.close(0)

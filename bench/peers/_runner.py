@@ -1,7 +1,10 @@
 """Loops shared by the runner scripts in bench/peers/ (standard library only, so every
 peer venv can import it; the runners run with their own venv's python from this folder).
 
-- ``sequential(call, n, warmup)``: per-call wall times of ``n`` calls after ``warmup``.
+- ``sequential(call, n, warmup)``: per-call wall times of ``n`` calls after ``warmup``;
+  with ``BENCH_INTERLEAVED=1`` in the environment it serves blocks of calls on command
+  instead (``run K`` on stdin, one JSON line per block on stdout, ``done`` ends), so an
+  orchestrator can interleave several contenders block by block (bench_interleaved.py).
 - ``concurrent(call, n, threads)``: ``n`` calls spread over ``threads`` workers; outcome
   of each (ok or the exception's class name), wall time.
 - ``emit(obj)``: the one JSON line a runner prints on stdout for the orchestrator.
@@ -10,6 +13,7 @@ peer venv can import it; the runners run with their own venv's python from this 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -28,6 +32,8 @@ def sequential(call: Callable[[int], Any], n: int, warmup: int, settle: Callable
         call(-1 - i)
     if settle is not None:
         settle()
+    if os.environ.get("BENCH_INTERLEAVED") == "1":
+        return _serve_blocks(call, settle, warmup)
     times = []
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
@@ -38,6 +44,32 @@ def sequential(call: Callable[[int], Any], n: int, warmup: int, settle: Callable
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     return {"times_s": times, "wall_s": wall, "cpu_s": cpu, "n": n, "warmup": warmup}
+
+
+def _serve_blocks(call: Callable[[int], Any], settle: Callable[[], Any] | None, warmup: int) -> dict[str, Any]:
+    """``run K``: K timed calls, then ``settle`` (untimed: the background work a block
+    caused ends before the next contender's block); one JSON line per block."""
+    emit({"ready": True})
+    times: list[float] = []
+    cpu_s = 0.0
+    i = 0
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "done":
+            break
+        block = []
+        cpu0 = time.process_time()
+        for _ in range(int(cmd[1])):
+            t0 = time.perf_counter()
+            call(i)
+            block.append(time.perf_counter() - t0)
+            i += 1
+        if settle is not None:
+            settle()
+        cpu_s += time.process_time() - cpu0
+        times += block
+        emit({"block_s": block})
+    return {"times_s": times, "wall_s": sum(times), "cpu_s": cpu_s, "n": len(times), "warmup": warmup}
 
 
 def concurrent(call: Callable[[int], Any], n: int, threads: int) -> dict[str, Any]:

@@ -77,6 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--telemetry", default="off", choices=["off", "embedded", "server"])
     ap.add_argument("--ch-port", type=int, default=0)
+    ap.add_argument("--delivery", default="thread", choices=["thread", "external"])
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--clock", default=None)
     ap.add_argument("--max-wait-s", type=float, default=None)
@@ -87,7 +88,10 @@ def main() -> None:
     from csctracker_ai_core import IaProcessor
 
     kwargs = dict(
-        base_url=args.base_url, telemetry=args.telemetry, google_models_limits=args.limits or f"{args.model}=1"
+        base_url=args.base_url,
+        telemetry=args.telemetry,
+        google_models_limits=args.limits or f"{args.model}=1",
+        telemetry_delivery=args.delivery,
     )
     if args.telemetry == "server":
         kwargs.update(host="127.0.0.1", port=args.ch_port, username="default", password="")
@@ -112,7 +116,7 @@ def main() -> None:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 stats = proc.telemetry.stats()
-                if getattr(stats, "role", "off") in ("off", "writer") and getattr(stats, "pending", 0) == 0:
+                if getattr(stats, "role", "off") in ("off", "writer", "spooler") and getattr(stats, "pending", 0) == 0:
                     break
                 time.sleep(0.05)
             time.sleep(0.2)

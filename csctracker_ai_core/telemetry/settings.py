@@ -20,8 +20,12 @@ __all__ = ["ClickHouseSettings", "resolve_clickhouse_settings", "DEFAULT_SPOOL_M
 DEFAULT_SPOOL_MAX_BYTES = 1024 * 1024 * 1024  # 1 GiB: about 500 000 events of 2 KB
 SPOOL_MAX_BYTES_ENV = "CSCTRACKER_AI_SPOOL_MAX_BYTES"
 BEST_EFFORT_ENV = "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT"
+DELIVERY_ENV = "CSCTRACKER_AI_TELEMETRY_DELIVERY"
 
 _MODES = ("server", "embedded", "off")
+# "thread": each process's writer thread inserts its events. "external": processes only
+# spool and hand their segments over; `csc-ai deliver` (another process) inserts them.
+DELIVERIES = ("thread", "external")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ClickHouseSettings:
     spool_path: Path = field(default_factory=lambda: spool_dir({}))
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # past it new events are dropped (counted)
     best_effort: bool = False  # a store that cannot be opened drops events (counted) instead of raising
+    delivery: str = "thread"  # see DELIVERIES
 
     @property
     def location(self) -> str:
@@ -67,6 +72,7 @@ def resolve_clickhouse_settings(
     telemetry: str | None = None,
     spool_max_bytes: int | None = None,
     best_effort: bool | None = None,
+    delivery: str | None = None,
     env: Mapping[str, str],
 ) -> ClickHouseSettings:
     """Build :class:`ClickHouseSettings` from arguments and the environment.
@@ -78,6 +84,8 @@ def resolve_clickhouse_settings(
     (``CSCTRACKER_AI_SPOOL_MAX_BYTES``, default 1 GiB) caps the spool; ``best_effort``
     (``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT=1``) turns a store that cannot be opened into
     dropped (counted) events instead of a :class:`TelemetryError` at construction.
+    ``delivery`` (``CSCTRACKER_AI_TELEMETRY_DELIVERY``) is ``"thread"`` (default) or
+    ``"external"``: this process only spools, and ``csc-ai deliver`` inserts.
     """
     mode = (telemetry or env.get("CSCTRACKER_AI_TELEMETRY") or "").strip().lower() or None
     if mode is not None and mode not in _MODES:
@@ -109,6 +117,12 @@ def resolve_clickhouse_settings(
         )
     if best_effort is None:
         best_effort = (env.get(BEST_EFFORT_ENV) or "").strip().lower() in ("1", "true", "yes", "on")
+    how = (delivery or env.get(DELIVERY_ENV) or "thread").strip().lower()
+    if how not in DELIVERIES:
+        raise ConfigurationError(
+            f"telemetry delivery {how!r} is unknown: use 'thread' (this process inserts its events) or "
+            f"'external' (it only spools; run `csc-ai deliver`), as telemetry_delivery= or {DELIVERY_ENV}."
+        )
     secure_raw = env.get("CLICKHOUSE_SECURE", "")
     return ClickHouseSettings(
         mode=mode,
@@ -123,6 +137,7 @@ def resolve_clickhouse_settings(
         spool_path=spool_dir(env),
         spool_max_bytes=int(cap),
         best_effort=bool(best_effort),
+        delivery=how,
     )
 
 

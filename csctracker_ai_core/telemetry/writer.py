@@ -626,11 +626,16 @@ class TelemetryWriter:
         now = self._clock.time()
         candidates = [self._next_fsync_at - now]
         if self._client is None:
+            # Nothing can be inserted before the next connection attempt (or, for a
+            # spooler, the next hand-off): waking to deliver would spin this thread every
+            # 5 ms, taking the GIL from the calls, for as long as rows waited.
             candidates.append(self._next_connect_at - now)
-        elif self._owner or not self._embedded:
+            if self._role == "spooler":
+                rows, _, created = self._spool.active_info()
+                candidates.append(created + self.handoff_interval_s - now if rows else self.handoff_interval_s)
+            return min(max(min(candidates), 0.005), 1.0)
+        if self._owner or not self._embedded:
             candidates.append(self._next_scan_at - now)
-        if self._role == "spooler":
-            candidates.append(self.handoff_interval_s)
         rows, nbytes, oldest = self._waiting()
         candidates.append(
             delivery_delay(
@@ -731,6 +736,15 @@ class TelemetryWriter:
             self._try_connect_locked(now)
 
     def _try_connect_locked(self, now: float) -> None:
+        if self.settings.delivery == "external":
+            if self._role != "spooler":
+                logger.info(
+                    "telemetry delivery is external: this process spools to %s and `csc-ai deliver` inserts",
+                    self.settings.spool_path,
+                )
+            self._role = "spooler"
+            self._next_connect_at = math.inf
+            return
         if self._embedded and not connection.embedded_engine_usable():
             if self._role != "spooler":
                 logger.info(
@@ -801,7 +815,8 @@ class TelemetryWriter:
             logger.error("telemetry spool fsync failed (%s): events are in the OS cache only", exc)
 
     def _hand_off(self, now: float, force: bool) -> None:
-        """Embedded non-owner: give the active segment to whichever process owns the store."""
+        """A spooler (embedded non-owner, or external delivery): give the active segment
+        to whichever process delivers."""
         rows, _, created = self._spool.active_info()
         if rows and (force or now - created >= self.handoff_interval_s):
             seg = self._spool.seal_active()
@@ -941,7 +956,7 @@ class TelemetryWriter:
             if self._client is None and time.monotonic() < self._close_deadline:
                 self._try_connect(self._clock.time())  # now, not at the next backoff
             if self._client is None:
-                if self._embedded:
+                if self._embedded or self._role == "spooler":
                     self._hand_off(self._clock.time(), force=True)
                 return
             # Segments handed over (or left by dead processes) until now: gunicorn's
