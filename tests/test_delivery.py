@@ -43,7 +43,9 @@ def _ask(p: IaProcessor, n: int, first: int = 0) -> None:
 
 def test_calls_only_spool_and_csc_ai_deliver_inserts_them(store, echo):  # noqa: F811
     kind, env, count, data = store
-    p = IaProcessor(google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, telemetry_delivery="external", env=env)
+    p = IaProcessor(
+        google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, telemetry_delivery="external", env=env
+    )
     _ask(p, 20)
     assert p.telemetry.flush(10)  # handed over: nothing of this process's is pending
     stats = p.telemetry.stats()
@@ -76,7 +78,9 @@ def test_deliver_once_takes_what_an_exited_application_left(store, echo):  # noq
     """An application that ended (close, then exit) with nothing delivering: `csc-ai
     deliver --once` inserts its events and exits."""
     kind, env, count, data = store
-    p = IaProcessor(google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, telemetry_delivery="external", env=env)
+    p = IaProcessor(
+        google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, telemetry_delivery="external", env=env
+    )
     _ask(p, 12)
     p.close(10)
     assert spooled_lines(data) == 12
