@@ -10,6 +10,7 @@ echoes each prompt, so every reply names the process and call that asked for it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -181,7 +182,7 @@ def test_thirty_processors_keep_threads_and_fds_flat(store, echo):
 NOT_PROBE = "task = 'fork' AND payload != '\"probe\"'"
 
 WSGI_APP = """
-import json, os
+import json, os, time
 from urllib.parse import parse_qs
 from csctracker_ai_core import IaProcessor
 
@@ -192,7 +193,9 @@ processor.analisar_com_gemini(prompt="master-0", return_json=False, task="fork")
 
 
 def app(environ, start_response):
-    marker = parse_qs(environ.get("QUERY_STRING", "")).get("m", [""])[0]
+    query = parse_qs(environ.get("QUERY_STRING", ""))
+    marker = query.get("m", [""])[0]
+    time.sleep(float(query.get("hold", ["0"])[0]))  # a busy sync worker does not accept: others serve
     text, _tokens, event_id = processor.analisar_com_gemini(prompt=marker, return_json=False, task="fork")
     body = json.dumps({"pid": os.getpid(), "reply": text, "event_id": event_id}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
@@ -239,12 +242,19 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
                 return proc.poll() is not None  # stop waiting if gunicorn died
 
         assert wait_until(up, 120, 0.2) and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
-        pids, wrong = set(), 0
-        for i in range(60):
+
+        def request(i: int) -> tuple[int, bool]:
             marker = f"req-{i}"
-            reply = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/?m={marker}", timeout=60).read())
-            pids.add(reply["pid"])
-            wrong += reply["reply"].strip() != marker
+            url = f"http://127.0.0.1:{port}/?m={marker}&hold=0.05"
+            reply = json.loads(urllib.request.urlopen(url, timeout=60).read())
+            return reply["pid"], reply["reply"].strip() == marker
+
+        # 4 clients at once: sequential requests could all go to one worker (whichever
+        # returns to accept() first), so "served by several workers" would be luck.
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(request, range(60)))
+        pids = {pid for pid, _ in replies}
+        wrong = sum(not ok for _, ok in replies)
         assert wrong == 0
         assert len(pids) >= 2, pids
         expected = 1 + 60  # the master's call and the requests (probes counted apart: a retried one may land twice)
