@@ -633,23 +633,25 @@ class TelemetryWriter:
             if self._role == "spooler":
                 rows, _, created = self._spool.active_info()
                 candidates.append(created + self.handoff_interval_s - now if rows else self.handoff_interval_s)
-            return min(max(min(candidates), 0.005), 1.0)
-        if self._owner or not self._embedded:
-            candidates.append(self._next_scan_at - now)
+        else:
+            if self._owner or not self._embedded:
+                candidates.append(self._next_scan_at - now)
+            candidates.append(self._delivery_delay(now, force=False))
+        return min(max(min(candidates), 0.005), 1.0)
+
+    def _delivery_delay(self, now: float, *, force: bool) -> float:
+        """Seconds until the next insert is due (see :func:`.policy.delivery_delay`)."""
         rows, nbytes, oldest = self._waiting()
-        candidates.append(
-            delivery_delay(
-                now,
-                rows=rows,
-                nbytes=nbytes,
-                oldest_at=oldest,
-                last_insert_at=self._last_insert_at,
-                retry_at=self._retry_at,
-                policy=self.policy,
-            )
+        return delivery_delay(
+            now,
+            rows=rows,
+            nbytes=nbytes,
+            oldest_at=oldest,
+            last_insert_at=self._last_insert_at,
+            retry_at=self._retry_at,
+            policy=self.policy,
+            force=force,
         )
-        wait = min(candidates)
-        return min(max(wait, 0.005), 1.0)
 
     def _waiting(self) -> tuple[int, int, float]:
         """(rows, bytes, oldest spool time) waiting for delivery."""
@@ -687,17 +689,7 @@ class TelemetryWriter:
             self._queue.extend(self._spool.claim_orphans(exclude={s.path for s in self._queue}))
             self._queue.sort(key=lambda s: s.path.name)
             self._next_scan_at = now + self.scan_interval_s
-        rows, nbytes, oldest = self._waiting()
-        delay = delivery_delay(
-            now,
-            rows=rows,
-            nbytes=nbytes,
-            oldest_at=oldest,
-            last_insert_at=self._last_insert_at,
-            retry_at=self._retry_at,
-            policy=self.policy,
-            force=force,
-        )
+        delay = self._delivery_delay(now, force=force)
         if delay <= 0:
             ok = self._deliver_once(now)
             # A flush drains everything now; normal operation sends one batch per tick.
