@@ -25,7 +25,6 @@ answer). So on Gemini 3 Pro Preview (low, high) ``minimal`` and ``medium`` becom
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import ConfigurationError
+from .json_overlay import OverlayCache, read_object, read_user_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from .pricing import ModelPrice
@@ -434,16 +434,6 @@ def _family_by_shape(model: str) -> str:
     return "other"
 
 
-def _read_json(source: str | Path, text: str) -> Mapping[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"model catalog {source} is not valid JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigurationError(f"model catalog {source} must hold a JSON object.")
-    return data
-
-
 def _merge(base: Catalog | None, data: Mapping[str, Any], source: str) -> Catalog:
     models: dict[str, ModelInfo] = dict(base.models) if base else {}
     raw_models = data.get("models", {})
@@ -483,38 +473,29 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     :class:`~csctracker_ai_core.exceptions.ConfigurationError` on an unreadable or
     malformed file.
     """
-    catalog = _merge(
-        None, _read_json("<shipped model_catalog.json>", SHIPPED_CATALOG_FILE.read_text(encoding="utf-8")), "shipped"
-    )
-    user = path
-    if user:
-        user_path = Path(user).expanduser()
-        try:
-            text = user_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(
-                f"model catalog {user_path} cannot be read ({exc.strerror or exc}); "
-                f"fix the path or unset {CATALOG_FILE_ENV}."
-            ) from None
-        catalog = _merge(catalog, _read_json(user_path, text), str(user_path))
+    shipped = SHIPPED_CATALOG_FILE.read_text(encoding="utf-8")
+    catalog = _merge(None, read_object("model catalog", "<shipped model_catalog.json>", shipped), "shipped")
+    if path:
+        user_path, data = read_user_file("model catalog", path, CATALOG_FILE_ENV)
+        catalog = _merge(catalog, data, str(user_path))
     return catalog
 
 
-_cache_lock = threading.Lock()
-_cache: dict[tuple[str | None, int | None], Catalog] = {}
+_catalogs: OverlayCache[Catalog] = OverlayCache("model catalog", load_catalog)
 _user_file: Path | None = None
 
 
 def use_catalog_file(path: str | Path | None) -> None:
     """Make ``path`` the user's catalog file for this process (``None``: shipped only).
 
-    Checked at once (a broken file is a :class:`ConfigurationError` now, not at the first
-    call). The catalog is process-wide: facts about Google's models do not depend on
-    the caller.
+    Checked at once, strictly (a broken file is a :class:`ConfigurationError` now, even
+    if an earlier version of it is in use; later edits that break it are logged and the
+    last good version kept). The catalog is process-wide: facts about Google's models do
+    not depend on the caller.
     """
     global _user_file
     if path is not None:
-        get_catalog(path)
+        load_catalog(path)
     _user_file = Path(path).expanduser() if path is not None else None
 
 
@@ -522,23 +503,7 @@ def get_catalog(path: str | Path | None = None) -> Catalog:
     """The catalog (``path``, else the file set by :func:`use_catalog_file`), cached per
     (file, modification time): an edited user file takes effect on the next call; an
     unchanged one costs one ``stat``."""
-    user = path if path is not None else _user_file
-    mtime: int | None = None
-    if user:
-        try:
-            mtime = Path(user).expanduser().stat().st_mtime_ns
-        except OSError:
-            mtime = -1  # load_catalog raises the readable error
-    key = (str(user) if user else None, mtime)
-    catalog = _cache.get(key)
-    if catalog is None:
-        with _cache_lock:
-            catalog = _cache.get(key)
-            if catalog is None:
-                catalog = load_catalog(user)
-                _cache.clear()
-                _cache[key] = catalog
-    return catalog
+    return _catalogs.get(path if path is not None else _user_file)
 
 
 # -- the name-level helpers the pool uses ---------------------------------------------

@@ -37,9 +37,7 @@ multipliers at most 6 (checked when loading), so the SQL built from the same tab
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
@@ -47,8 +45,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from . import forking
 from .exceptions import ConfigurationError
+from .json_overlay import OverlayCache, read_object, read_user_file
 
 __all__ = [
     "COST_SCALE",
@@ -379,16 +377,6 @@ def parse_model_entry(name: str, raw: Any, source: str) -> tuple[ModelPrice, ...
     return order_periods(name, periods, source)
 
 
-def _read_json(source: str | Path, text: str) -> Mapping[str, Any]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"price file {source} is not valid JSON: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigurationError(f"price file {source} must hold a JSON object.")
-    return data
-
-
 def _merge(base: PriceTable | None, data: Mapping[str, Any], source: str) -> PriceTable:
     models: dict[str, tuple[ModelPrice, ...]] = dict(base.models) if base else {}
     raw_models = data.get("models", {})
@@ -426,31 +414,14 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     Raises :class:`~csctracker_ai_core.exceptions.ConfigurationError` on an unreadable
     or malformed file.
     """
-    table = _merge(None, _read_json("<shipped model_prices.json>", _shipped_text()), "shipped")
-    user = path
-    if user:
-        user_path = Path(user).expanduser()
-        try:
-            text = user_path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigurationError(
-                f"price file {user_path} cannot be read ({exc.strerror or exc}); "
-                f"fix the path or unset {PRICES_FILE_ENV}."
-            ) from None
-        table = _merge(table, _read_json(user_path, text), str(user_path))
+    table = _merge(None, read_object("price file", "<shipped model_prices.json>", _shipped_text()), "shipped")
+    if path:
+        user_path, data = read_user_file("price file", path, PRICES_FILE_ENV)
+        table = _merge(table, data, str(user_path))
     return table
 
 
-_cache_lock = threading.Lock()
-_cache: dict[tuple[str | None, int | None], PriceTable] = {}
-
-
-def _after_fork_in_child() -> None:
-    global _cache_lock
-    _cache_lock = threading.Lock()
-
-
-forking.register(None, locks=lambda: (_cache_lock,), in_child=_after_fork_in_child)
+_tables: OverlayCache[PriceTable] = OverlayCache("price file", load_prices)
 
 
 def get_prices(path: str | Path | None = None) -> PriceTable:
@@ -459,32 +430,7 @@ def get_prices(path: str | Path | None = None) -> PriceTable:
     Editing the user's price file takes effect on the next call without a restart;
     an unchanged file costs one ``stat``.
     """
-    user = path
-    mtime = None
-    if user:
-        try:
-            mtime = Path(user).expanduser().stat().st_mtime_ns
-        except OSError:
-            mtime = -1  # load_prices raises the readable error
-    cache_key = (str(user) if user else None, mtime)
-    table = _cache.get(cache_key)
-    if table is None:
-        with _cache_lock:
-            table = _cache.get(cache_key)
-            if table is None:
-                try:
-                    table = load_prices(user)
-                except ConfigurationError:
-                    # A file that breaks while the process runs (a bad edit, a half-written
-                    # save) must not stop calls: keep pricing with the last good table.
-                    previous = next((t for (src, _), t in _cache.items() if src == cache_key[0]), None)
-                    if previous is None:  # never read successfully: a configuration error
-                        raise
-                    logger.exception("price file %s is unreadable; still using the previous prices", user)
-                    return previous
-                _cache.clear()  # only the current version is worth keeping
-                _cache[cache_key] = table
-    return table
+    return _tables.get(path)
 
 
 def _count(usage: Any, name: str) -> int:

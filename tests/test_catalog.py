@@ -309,3 +309,23 @@ def test_a_pinned_watch_judges_every_day_as_its_own():
     watch = ShutdownWatch(pinned_today=date(2026, 11, 25))
     assert watch.retired(["gemini-2.5-flash"], date(2027, 6, 1)) == set()
     assert ShutdownWatch().retired(["gemini-2.5-flash"], date(2027, 6, 1)) == {"gemini-2.5-flash"}
+
+
+def test_a_catalog_file_broken_while_running_keeps_the_last_good_version(tmp_path, caplog):
+    """Calls go on with the last good catalog when an edit breaks the file; configuring
+    with the broken file is still an error (json_overlay.OverlayCache, shared with prices)."""
+    import os
+
+    from csctracker_ai_core.catalog import use_catalog_file
+
+    user = tmp_path / "catalog.json"
+    entry = {"family": "flash", "generation": 9, "thinking": {"style": "level"}, "input_token_limit": 10}
+    entry.update(output_token_limit=10, released="2026-11-01")
+    user.write_text(json.dumps({"models": {"gemini-9-flash": entry}}))
+    assert get_catalog(user).info("gemini-9-flash").known
+    user.write_text("{")
+    os.utime(user, ns=(1, 1))  # a new modification time, whatever the clock's resolution
+    assert get_catalog(user).info("gemini-9-flash").known
+    assert "still using its previous version" in caplog.text
+    with pytest.raises(ConfigurationError, match="not valid JSON"):
+        use_catalog_file(user)
