@@ -84,19 +84,17 @@ _COST_ZERO = _ZERO.quantize(COST_SCALE)
 
 # Price fields of one period. The two required ones, then what derives from them.
 REQUIRED_FIELDS = ("input_price_less_200", "output_price_less_200")
-PRICE_FIELDS: tuple[str, ...] = tuple(
-    f"{kind}_{band}"
-    for kind in (
-        "input_price",
-        "output_price",
-        "cached_input_price",
-        "image_input_price",
-        "video_input_price",
-        "audio_input_price",
-        "cached_audio_input_price",
-    )
-    for band in ("less_200", "more_200")
+# The order of ModelPrice.band()'s tuple.
+PRICE_KINDS = (
+    "input_price",
+    "output_price",
+    "cached_input_price",
+    "image_input_price",
+    "video_input_price",
+    "audio_input_price",
+    "cached_audio_input_price",
 )
+PRICE_FIELDS: tuple[str, ...] = tuple(f"{kind}_{band}" for kind in PRICE_KINDS for band in ("less_200", "more_200"))
 _PERIOD_KEYS = ("valid_from", "valid_to", "service_tier_multipliers")
 
 
@@ -184,18 +182,7 @@ class ModelPrice:
     def band(self, long_context: bool) -> tuple[Decimal, ...]:
         """``(input, output, cached, image, video, audio, cached_audio)`` of one prompt-size band."""
         suffix = "more_200" if long_context else "less_200"
-        return tuple(
-            getattr(self, f"{kind}_{suffix}")
-            for kind in (
-                "input_price",
-                "output_price",
-                "cached_input_price",
-                "image_input_price",
-                "video_input_price",
-                "audio_input_price",
-                "cached_audio_input_price",
-            )
-        )
+        return tuple(getattr(self, f"{kind}_{suffix}") for kind in PRICE_KINDS)
 
     def as_row(self) -> dict[str, Any]:
         """This period as a ``model_prices`` row (``valid_from``/``valid_to`` as naive UTC or None)."""
