@@ -442,3 +442,130 @@ def test_memory_bound_events_read_back_from_disk(tmp_path):
     finally:
         client.close()
         w.close(10)
+
+
+# --------------------------------------------------------------- the JSON insert path
+
+
+class _Spy:
+    """A client that counts its typed and JSON inserts (and can refuse JSON ones)."""
+
+    def __init__(self, client, refuse_json=False):
+        self.client, self.refuse_json = client, refuse_json
+        self.calls: list[tuple[str, str]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def insert(self, table, *args, **kw):
+        self.calls.append(("typed", table))
+        return self.client.insert(table, *args, **kw)
+
+    def raw_insert(self, table, *args, **kw):
+        self.calls.append(("json", table))
+        if self.refuse_json:
+            from clickhouse_connect.driver.exceptions import DatabaseError
+
+            err = DatabaseError("Code: 27. DB::Exception: Cannot parse input (refused for the test)")
+            err.code = 27  # type: ignore[attr-defined]
+            raise err
+        return self.client.raw_insert(table, *args, **kw)
+
+
+def _varied_records(n):
+    """Records that exercise every encoding: fractions of a second, decimals at full
+    scale, maps, non-ASCII and escaped text, empty and None values."""
+    import dataclasses
+
+    from csctracker_ai_core.telemetry.records import event_to_record
+
+    out = []
+    for i in range(n):
+        e = make_event(i, ok=i % 3 != 0)
+        e = dataclasses.replace(
+            e,
+            # Binary fractions: a float like 1764000000.124 is stored .124 by the JSON path
+            # (the store parses its shortest decimal form) but .123 by the typed one
+            # (the driver truncates the float's milliseconds), 1 ms apart.
+            timestamp=1764000000.125 + i * 0.0625,
+            cost_usd=Decimal("0.000000123456") * i,
+            metadata={"origem": "fila", "ç": "ü"} if i % 2 else {},
+            payload='olá "mundo"\n\t\\ é 😀' * (i % 4),
+            total_duration_ms=1.5 * i,
+            served_tier="flex" if i % 5 == 0 else "",
+        )
+        out.append(event_to_record(e))
+    return out
+
+
+def test_json_inserts_store_exactly_what_typed_inserts_store(store):
+    """The writer inserts JSONEachRow lines that the store parses; every column of every
+    row (both tables) equals what the typed path (Python columns, driver encoding) stores."""
+    from csctracker_ai_core.telemetry.quarantine import Quarantine, insert_batch
+    from csctracker_ai_core.telemetry.records import (
+        ATTEMPT_COLUMN_NAMES,
+        EVENT_COLUMN_NAMES,
+        attempt_columns,
+        event_columns,
+    )
+    from csctracker_ai_core.telemetry.schema import ATTEMPTS_TABLE, EVENTS_TABLE
+
+    settings, client = store
+    ensure_schema(client)
+    settings.spool_path.mkdir()
+    records = _varied_records(30)
+    spy = _Spy(client)
+    done = insert_batch(spy, "default", records, "tok-json", Quarantine(settings.spool_path), 0.0)
+    assert done.inserts == 2 and done.quarantined == 0
+    assert spy.calls == [("json", f"`default`.`{EVENTS_TABLE}`"), ("json", f"`default`.`{ATTEMPTS_TABLE}`")]
+    for table, names, columns in (
+        (EVENTS_TABLE, EVENT_COLUMN_NAMES, event_columns),
+        (ATTEMPTS_TABLE, ATTEMPT_COLUMN_NAMES, attempt_columns),
+    ):
+        client.command(f"CREATE TABLE typed_{table} AS {table}")
+        client.insert(f"typed_{table}", columns(records), column_names=list(names), column_oriented=True)
+        cols = ", ".join(f"`{n}`" for n in names)
+        order = "event_id, attempt" if table == ATTEMPTS_TABLE else "event_id"
+        via_json = client.query(f"SELECT {cols} FROM {table} ORDER BY {order}").result_rows
+        typed = client.query(f"SELECT {cols} FROM typed_{table} ORDER BY {order}").result_rows
+        assert len(via_json) == len(typed) > 0
+        assert via_json == typed
+
+
+def test_a_json_insert_the_store_refuses_takes_the_typed_path_and_isolates_the_bad_row(store):
+    """A record the store refuses fails the whole JSON insert (one block: nothing lands);
+    the typed path, with the same token, then finds the one bad row: the others land,
+    it goes to the quarantine."""
+    from csctracker_ai_core.telemetry.quarantine import Quarantine, insert_batch
+
+    settings, client = store
+    ensure_schema(client)
+    settings.spool_path.mkdir()
+    records = _varied_records(8)
+    records[5]["tokens_input"] = -7  # UInt32: the store and the driver both refuse it
+    done = insert_batch(_Spy(client), "default", records, "tok-bad", Quarantine(settings.spool_path), 0.0, screen=set())
+    assert done.quarantined == 1 and done.not_inserted == frozenset({id(records[5])})
+    assert client.command("SELECT count() FROM ai_events") == 7
+    assert client.command(f"SELECT count() FROM ai_events WHERE event_id = '{records[5]['event_id']}'") == 0
+    assert client.command("SELECT count() FROM ai_attempts") == sum(
+        len(r["_a"]) for i, r in enumerate(records) if i != 5
+    )
+    quarantined = (settings.spool_path / "quarantine.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in quarantined] == [records[5]["event_id"]]
+
+
+def test_a_refused_json_insert_retried_typed_keeps_its_token(store):
+    """Both paths carry the same deduplication token: a batch that landed as JSON and is
+    sent again typed (a replay after a refusal elsewhere) is dropped by the store."""
+    from csctracker_ai_core.telemetry.quarantine import Quarantine, insert_batch
+
+    settings, client = store
+    ensure_schema(client)
+    settings.spool_path.mkdir()
+    records = _varied_records(10)
+    insert_batch(_Spy(client), "default", records, "tok-same", Quarantine(settings.spool_path), 0.0)
+    spy = _Spy(client, refuse_json=True)
+    insert_batch(spy, "default", records, "tok-same", Quarantine(settings.spool_path), 0.0)
+    assert [kind for kind, _ in spy.calls] == ["json", "typed", "json", "typed"]
+    assert client.command("SELECT count() FROM ai_events") == 10
+    assert client.command("SELECT count() FROM ai_attempts") == sum(len(r["_a"]) for r in records)

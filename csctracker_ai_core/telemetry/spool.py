@@ -154,11 +154,13 @@ class Spool:
             raise
         return Segment(path=final, fd=fd, own=True, created_at=now)
 
-    def append(self, line: bytes, record: dict[str, Any], now: float) -> None:
+    def append(self, line: bytes, record: dict[str, Any], now: float) -> tuple[int, int, int]:
         """Write one encoded record to the active segment (raises ``OSError`` on disk failure).
 
         ``record`` is kept in memory for the writer unless the memory bound is reached;
-        past it the segment is read back from disk when delivered.
+        past it the segment is read back from disk when delivered. Returns the active
+        segment's ``(records, bytes)`` and the spool's bytes used, read under the lock
+        the append took (the caller needs them after every append).
         """
         if self._pid != os.getpid():  # forked without our hook having run: never share a file
             self.forget_inherited()
@@ -190,6 +192,7 @@ class Spool:
                 else:  # past the bound: this segment lives on disk only
                     self._mem_bytes -= seg.mem_bytes
                     seg.mem, seg.mem_sizes, seg.mem_bytes = None, [], 0
+            return seg.records, seg.size, self._disk_bytes
 
     def _roll_back(self, seg: Segment, written: int, wanted: int) -> None:
         """A short write (disk full) left part of a line: cut it off, or retire the segment.

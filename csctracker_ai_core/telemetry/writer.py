@@ -376,7 +376,7 @@ class TelemetryWriter:
             rec = event_to_record(event, max_text_bytes=max_text_bytes, store_images=store_images)
             line = encode_record(rec)  # sanitizes rec in place when a text is not valid UTF-8
             now = self._clock.time()
-            self._spool.append(line, rec, now)
+            active_records, active_bytes, used = self._spool.append(line, rec, now)
             with self._counters_lock:
                 self._spooled += 1
                 if redaction_failed:
@@ -388,7 +388,7 @@ class TelemetryWriter:
                 logger.warning(
                     "telemetry spool %s accepts events again after %d dropped", self.settings.spool_path, recovered
                 )
-            self._check_spool_usage()
+            self._check_spool_usage(used)
             if self._closed:
                 # No thread any more: leave it on disk, unlocked, for the next start.
                 seg = self._spool.seal_active()
@@ -397,8 +397,7 @@ class TelemetryWriter:
                 return
             if self._thread is None and self._started:
                 self._restart_after_fork()
-            records, nbytes, _ = self._spool.active_info()
-            if records >= self.policy.max_rows or nbytes >= self.policy.max_bytes:
+            if active_records >= self.policy.max_rows or active_bytes >= self.policy.max_bytes:
                 self._wake.set()
         except Exception as exc:  # the disk failed, the cap was reached (or a bug): count it, say it
             self._note_dropped(event, exc)
@@ -421,9 +420,13 @@ class TelemetryWriter:
                 exc_info=not isinstance(exc, (OSError, SpoolFullError)),
             )
 
-    def _check_spool_usage(self) -> None:
-        """WARNING once when the spool passes 80 % of its cap (again after it drained below 50 %)."""
-        used, cap = self._spool.usage()
+    def _check_spool_usage(self, used: int | None = None) -> None:
+        """WARNING once when the spool passes 80 % of its cap (again after it drained below 50 %).
+
+        ``used``: the spool's bytes used when the caller just read them (else read here)."""
+        if used is None:
+            used = self._spool.usage()[0]
+        cap = self._spool.max_bytes
         if not self._spool_warned and used >= 0.8 * cap:
             self._spool_warned = True
             logger.warning(
