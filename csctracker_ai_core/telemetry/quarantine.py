@@ -344,9 +344,9 @@ def insert_batch(
     ) -> Callable[[Sequence[Any], str], None]:
         def run(rows: Sequence[Any], tok: str) -> None:
             settings = {"insert_deduplication_token": tok + suffix}
-            # JSON lines the store parses: the writer thread holds the GIL (which the calls
-            # need) for about 10 us a row, against 60-76 us to build typed columns that the
-            # driver then serializes in Python (bench/RESULTS.md, "Inserting JSON lines").
+            # JSON lines the store parses, rather than typed columns built in Python and
+            # serialized by the driver: the writer thread keeps the GIL (which the calls
+            # need) for a few ms less per chunk (bench/RESULTS.md, "Inserting JSON lines").
             try:
                 body = as_json(rows)
                 if not body:
