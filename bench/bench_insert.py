@@ -29,7 +29,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
 from bench_telemetry import _event  # noqa: E402
 
 from csctracker_ai_core.telemetry.connection import connect  # noqa: E402
@@ -43,6 +42,8 @@ from csctracker_ai_core.telemetry.records import (  # noqa: E402
 )
 from csctracker_ai_core.telemetry.schema import ensure_schema  # noqa: E402
 from csctracker_ai_core.telemetry.settings import ClickHouseSettings  # noqa: E402
+
+import common  # noqa: E402
 
 
 class LateWakeups:
