@@ -64,7 +64,9 @@ def main() -> None:
         json.loads(reply.text or "")
 
     def ours(i: int) -> None:
-        processor.analisar_com_gemini(input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.", task="b")
+        processor.analisar_com_gemini(
+            input_text=f"Qual a capital da França? #{i}", prompt="Responda em JSON.", task="b"
+        )
 
     for i in range(200):
         raw(i)
