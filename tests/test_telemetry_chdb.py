@@ -569,3 +569,21 @@ def test_a_refused_json_insert_retried_typed_keeps_its_token(store):
     assert [kind for kind, _ in spy.calls] == ["json", "typed", "json", "typed"]
     assert client.command("SELECT count() FROM ai_events") == 10
     assert client.command("SELECT count() FROM ai_attempts") == sum(len(r["_a"]) for r in records)
+
+
+def test_a_json_insert_into_a_table_that_lost_a_column_fails_instead_of_dropping_it(store):
+    """The JSON insert names its columns: a column dropped from the table after the writer
+    connected fails the insert (a schema error, retried after the reconnection repairs the
+    table), where skipping unknown keys alone would store the rows without that value."""
+    from csctracker_ai_core.telemetry.quarantine import Quarantine, insert_batch, is_data_error
+
+    settings, client = store
+    ensure_schema(client)
+    settings.spool_path.mkdir()
+    client.command("ALTER TABLE ai_events DROP COLUMN quota_id")
+    records = _varied_records(3)
+    with pytest.raises(Exception) as caught:
+        insert_batch(_Spy(client), "default", records, "tok-drift", Quarantine(settings.spool_path), 0.0)
+    assert not is_data_error(caught.value) and "quota_id" in str(caught.value)
+    assert client.command("SELECT count() FROM ai_events") == 0
+    assert not (settings.spool_path / "quarantine.jsonl").exists()
