@@ -20,8 +20,9 @@ from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent
 from csctracker_ai_core.telemetry.records import (
     ATTEMPT_COLUMN_NAMES,
     EVENT_COLUMN_NAMES,
+    attempt_columns,
+    event_columns,
     event_to_record,
-    records_to_columns,
 )
 from csctracker_ai_core.telemetry.schema import ensure_schema
 
@@ -128,9 +129,9 @@ def attempt(
 
 
 def insert_events(client: Any, events: Sequence[CallEvent], database: str = "default") -> None:
-    """Insert ``events`` (and their attempts) as the writer does."""
+    """Insert ``events`` (and their attempts) as typed columns: the writer's own encoding of each row."""
     records = [event_to_record(e) for e in events]
-    event_cols, attempt_cols = records_to_columns(records)
+    event_cols, attempt_cols = event_columns(records), attempt_columns(records)
     client.insert(
         "ai_events", event_cols, column_names=list(EVENT_COLUMN_NAMES), column_oriented=True, database=database
     )

@@ -235,9 +235,9 @@ def test_replayed_batch_is_deduplicated(tmp_path):
         assert _final_count(client) == 20
         assert client.command("SELECT uniqExact(event_id) FROM ai_events") == 20
         # The same insert retried with its token is dropped by ClickHouse itself.
-        from csctracker_ai_core.telemetry.records import EVENT_COLUMN_NAMES, event_to_record, records_to_columns
+        from csctracker_ai_core.telemetry.records import EVENT_COLUMN_NAMES, event_columns, event_to_record
 
-        cols, _ = records_to_columns([event_to_record(make_event(1000, event_id="same"))])
+        cols = event_columns([event_to_record(make_event(1000, event_id="same"))])
         before = client.command("SELECT count() FROM ai_events")
         for _ in range(2):
             client.insert(

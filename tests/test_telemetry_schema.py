@@ -15,10 +15,11 @@ from csctracker_ai_core.telemetry.records import (
     EVENT_COLUMN_NAMES,
     EVENT_COPIED,
     EVENT_DERIVED,
+    attempt_columns,
     decode_record,
     encode_record,
+    event_columns,
     event_to_record,
-    records_to_columns,
 )
 from csctracker_ai_core.telemetry.schema import ATTEMPT_COLUMNS, EVENT_COLUMNS, Encoding, ai_events_ddl
 
@@ -54,7 +55,7 @@ def test_timestamps_stay_epoch_seconds_until_the_columns_are_built():
     rec = decode_record(encode_record(event_to_record(event)))
     assert rec["timestamp"] == NOW.timestamp() and isinstance(rec["timestamp"], float)
     assert isinstance(rec["_a"][0]["suspended_until"], float)
-    events, attempts = records_to_columns([rec])
+    events, attempts = event_columns([rec]), attempt_columns([rec])
     by_name = dict(zip(EVENT_COLUMN_NAMES, events, strict=True))
     assert by_name["timestamp"] == [NOW]
     assert by_name["cost_usd"] == [Decimal("0.000012345678")]
@@ -138,7 +139,7 @@ def test_records_spooled_before_a_column_existed_still_become_columns():
     old = event_to_record(make_event(ok=False))
     del old["served_tier"]  # as if written by a version without the column
     new = event_to_record(make_event())
-    events, _ = records_to_columns([old, new])
+    events = event_columns([old, new])
     by_name = dict(zip(EVENT_COLUMN_NAMES, events, strict=True))
     assert by_name["served_tier"] == ["", ""]  # the column's default
     assert by_name["timestamp"] == [NOW, NOW]

@@ -1,4 +1,4 @@
-"""A :class:`CallEvent` as a spool record (a JSON-able dict), and records as insert columns.
+"""A :class:`CallEvent` as a spool record (a JSON-able dict), and records as insert bodies or columns.
 
 One record per call: the ``ai_events`` row (keys are column names) plus its attempts
 under ``"_a"``. The same dict is what goes to disk and what the writer keeps in
@@ -40,7 +40,6 @@ __all__ = [
     "sanitize_record",
     "REPLACEMENT_CHARACTER",
     "decode_record",
-    "records_to_columns",
     "event_columns",
     "attempt_columns",
     "events_json",
@@ -338,11 +337,6 @@ def attempt_columns(records: Sequence[dict[str, Any]]) -> list[list[Any]]:
     """Column-wise ``ai_attempts`` data of the attempts of ``records`` (names: :data:`ATTEMPT_COLUMN_NAMES`)."""
     attempts = [a for r in records for a in r.get("_a", ())]
     return _columns(attempts, ATTEMPT_COLUMN_NAMES, _ATTEMPT_CONVERT, _ATTEMPT_DEFAULTS, _attempt_row)
-
-
-def records_to_columns(records: Sequence[dict[str, Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Column-wise data for ``ai_events`` and ``ai_attempts`` (names: the *_COLUMN_NAMES)."""
-    return event_columns(records), attempt_columns(records)
 
 
 # The same rows as JSONEachRow bodies, which the store parses itself. A record's keys
