@@ -37,7 +37,7 @@ from csctracker_ai_core.pool.lease import Lease, Slot  # noqa: E402
 from csctracker_ai_core.tokens import TokenUsage  # noqa: E402
 from csctracker_ai_core.validation import validate_call  # noqa: E402
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 USAGE = TokenUsage(input=120, output=250, total=370)
 RULES_1 = [{"limit": "1000000", "name": "diario"}]
 RULES_3 = RULES_1 + [
@@ -70,7 +70,7 @@ def measure_pool(n: int) -> tuple[list[float], float]:
     rot = ApiKeyRotator(
         [f"AIzaFREE{i:06d}" for i in range(4)],
         ["AIzaPAID000000"],
-        {"gemini-2.5-flash": 1, "gemini-2.5-pro": 1},
+        {"gemini-3.5-flash": 1, "gemini-3.1-pro-preview": 1},
         clock=FakeClock(),
     )
     out = []

@@ -13,8 +13,9 @@ configuration, interleaved over ``rounds``:
   hands its segments over; ``csc-ai deliver`` (``nice`` 10, another process) inserts.
 
 The stages are wrapped with ``time.perf_counter_ns`` (wrapping adds about 1 µs each):
-``record`` (all of it), ``event_to_record`` (the event as a capped, redacted dict),
-``encode_record`` (orjson) and ``spool.append`` (one ``os.write`` under the spool lock).
+``record`` (all of it), ``encode_event`` (the spool line: the redaction and cap checks,
+then orjson of the event, or the record path when a text must change) and
+``spool.append`` (the copy into the mapped segment under the spool lock).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ CONFIGS = [
     ("embedded, owner in this process", "embedded", False),
     ("embedded, external delivery (csc-ai deliver)", "embedded", True),
 ]
-STAGES = ("record", "event_to_record", "encode_record", "spool.append")
+STAGES = ("record", "encode_event", "spool.append")
 
 
 def child(args: argparse.Namespace) -> None:
@@ -64,14 +65,13 @@ def child(args: argparse.Namespace) -> None:
         setattr(owner, name, wrapper)
 
     timed(writer.TelemetryWriter, "record_with", "record")
-    timed(writer, "event_to_record", "event_to_record")
-    timed(writer, "encode_record", "encode_record")
+    timed(writer, "encode_event", "encode_event")
     timed(spool.Spool, "append", "spool.append")
     p = IaProcessor(
         google_free_keys=[KEY],
         base_url=args.base_url,
         telemetry=args.telemetry,
-        google_models_limits="gemini-2.5-flash=1",
+        google_models_limits="gemini-3.5-flash=1",
         telemetry_delivery=args.delivery,
     )
 

@@ -53,13 +53,13 @@ def main() -> None:
         google_free_keys=[KEY],
         base_url=emulator.base_url,
         telemetry=args.telemetry,
-        google_models_limits="gemini-2.5-flash=1",
+        google_models_limits="gemini-3.5-flash=1",
         telemetry_delivery=args.delivery,
     )
 
     def raw(i: int) -> None:
         reply = client.models.generate_content(
-            model="gemini-2.5-flash", contents=f"Responda em JSON. Qual a capital da França? #{i}", config=config
+            model="gemini-3.5-flash", contents=f"Responda em JSON. Qual a capital da França? #{i}", config=config
         )
         json.loads(reply.text or "")
 

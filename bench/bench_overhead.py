@@ -182,7 +182,7 @@ def main() -> None:
             "warmup": args.warmup,
             "rounds": args.rounds,
             "emulator_latency_s": 0.0,
-            "model": "gemini-2.5-flash",
+            "model": "gemini-3.5-flash",
         },
         "results": results,
         "rows_in_clickhouse": {

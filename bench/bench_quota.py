@@ -7,7 +7,7 @@ library and LiteLLM's Router, on the same emulator.
 Setup (the same for every contender, a fresh emulator each):
 - free keys k1 and k2 in one Google Cloud project (they share its quota), k3 and k4 in
   their own; free quota per project x model: ``--rpm`` requests per minute and ``--rpd``
-  per day; one paid key, unlimited; one model (gemini-2.5-flash), concurrency cap per
+  per day; one paid key, unlimited; one model (gemini-3.5-flash), concurrency cap per
   key x model = ``--threads`` (so caps never bind);
 - every reply takes ``--latency-s`` real seconds;
 - time: Gemini's minute is shortened by ``--time-factor`` (default 10: a minute lasts 6 s,
@@ -47,7 +47,7 @@ from _runner import ScaledClock  # noqa: E402
 
 import common  # noqa: E402
 
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 FREE = [("k-free-1", "proj-a"), ("k-free-2", "proj-a"), ("k-free-3", "proj-b"), ("k-free-4", "proj-c")]
 PAID = "k-paid-1"
 

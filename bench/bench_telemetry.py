@@ -1,6 +1,6 @@
 """Benchmark of the telemetry writer on the embedded store (chDB).
 
-Measures what a call pays (``record()``: redact + cap + serialize + one os.write),
+Measures what a call pays (``record()``: redaction and cap checks, the line, its copy into the spool),
 events per second sustained into chDB, inserts per second, and memory.
 
     python bench/bench_telemetry.py [--events 20000] [--payload-bytes 2000]
@@ -37,7 +37,7 @@ def _event(i: int, payload: str) -> CallEvent:
         timestamp=now,
         task="bench",
         outcome="ok",
-        model_name="gemini-2.5-flash",
+        model_name="gemini-3.5-flash",
         tier="free",
         key_fingerprint="k-0123456789",
         project="p",
@@ -57,7 +57,7 @@ def _event(i: int, payload: str) -> CallEvent:
                 key_fingerprint="k-0123456789",
                 project="p",
                 tier="free",
-                model_name="gemini-2.5-flash",
+                model_name="gemini-3.5-flash",
                 duration_ms=321.0,
                 outcome="ok",
                 http_status=200,

@@ -37,7 +37,7 @@ import common  # noqa: E402
 
 FREE = ["soak-free-1", "soak-free-2", "soak-free-3", "soak-free-4"]
 PAID = "soak-paid-1"
-MODEL = "gemini-2.5-flash"
+MODEL = "gemini-3.5-flash"
 
 
 def stats_dict(stats) -> dict:

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import copy
 import logging
+import random
 import time
-from dataclasses import dataclass, replace
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -56,6 +58,16 @@ _ZERO_COST = COST_SCALE * 0
 _SUMMED = tuple(
     (f"tokens_{kind}", 0) for kind in ("input", "image", "audio", "video", "output", "reasoning", "cached", "total")
 ) + (("cost_usd", _ZERO_COST), ("list_cost_usd", _ZERO_COST))
+
+
+def new_event_id() -> str:
+    """A random (version 4) UUID for a call's event.
+
+    From ``random``, not ``uuid.uuid4()``: its ``os.urandom`` is a system call, which lets
+    another thread take the GIL on every call. Ids need to be unique, not secret; the
+    generator is seeded from the OS and reseeded in every forked child (``random``
+    does that itself)."""
+    return str(uuid.UUID(int=random.getrandbits(128), version=4))
 
 
 @dataclass(frozen=True)
@@ -133,8 +145,8 @@ class Call:
             if decision.spends_retry:
                 self.retries_left -= 1
         if self.recording:
-            event = self._attempt_event(lease, started_wall, duration_s, decision, error)
-            self.attempts.append(replace(event, **self._ledger(lease, started_wall, response, usage, prices)))
+            ledger = self._ledger(lease, started_wall, response, usage, prices)
+            self.attempts.append(self._attempt_event(lease, started_wall, duration_s, decision, error, ledger))
 
     def _ledger(
         self, lease: Lease, started_wall: float, response: Any, usage: TokenUsage | None, prices: PriceTable | None
@@ -176,11 +188,18 @@ class Call:
         )
 
     def _attempt_event(
-        self, lease: Lease, started_wall: float, duration_s: float, decision: Decision, error: BaseException | None
+        self,
+        lease: Lease,
+        started_wall: float,
+        duration_s: float,
+        decision: Decision,
+        error: BaseException | None,
+        ledger: dict[str, Any],
     ) -> AttemptEvent:
         slot = lease.slot
         failure = decision.failure
         common: dict[str, Any] = dict(
+            ledger,
             event_id=self.event_id,
             attempt=self.attempt_count,
             timestamp=started_wall,

@@ -15,7 +15,6 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -28,7 +27,7 @@ from .budgets.cost import (
     reserved_output_tokens,
     worst_case_usd,
 )
-from .call import Call, Served
+from .call import Call, Served, new_event_id
 from .clock import SYSTEM_CLOCK, Clock
 from .compat import APIKeyRotator
 from .exceptions import (
@@ -409,7 +408,7 @@ class IaProcessor:
         )
         call = Call(
             request,
-            request.event_id or str(uuid.uuid4()),
+            request.event_id or new_event_id(),
             clock=self._clock,
             max_retries=self._max_retries,
             recording=self._recording,

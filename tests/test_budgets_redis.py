@@ -19,7 +19,8 @@ from csctracker_ai_core.budgets.redis_state import RedisBudgetState
 from csctracker_ai_core.pricing import estimate_cost
 
 PAID = AttemptScope(tier="paid", project="p", model="gemini-2.5-flash", task="t")
-MODEL = "gemini-2.5-flash"
+# A model with no shutdown date: the worker processes do not get the suite's pinned lineup day.
+MODEL = "gemini-2.5-flash-lite"
 PROMPT = "Qual a capital da França?"
 PAID_KEY = "AIzaPAID-red-0000000000000000000000"
 
@@ -88,7 +89,7 @@ _WORKER = textwrap.dedent(
     import json, sys, threading
     from csctracker_ai_core import BudgetExceededError, IaProcessor
     url, base, limit, out_tokens, calls = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-    p = IaProcessor(google_paid_keys=[%r], google_models_limits={"gemini-2.5-flash": 16}, base_url=base,
+    p = IaProcessor(google_paid_keys=[%r], google_models_limits={%r: 16}, base_url=base,
                     redis_url=url, telemetry="off", max_wait_s=5, budgets=[{"limit": limit}],
                     max_output_tokens=out_tokens)  # bounds the reply: 0 overshoot
     ok, refused, other = [], [], []
@@ -107,7 +108,7 @@ _WORKER = textwrap.dedent(
     p.close()
     print(json.dumps({"ok": len(ok), "refused": len(refused), "sent_when_refused": sum(refused), "other": other}))
     """
-) % (PAID_KEY, PROMPT)
+) % (PAID_KEY, MODEL, PROMPT)
 
 
 def test_three_processes_of_four_threads_share_one_limit(redis_url, make_gemini_emulator):

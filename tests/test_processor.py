@@ -412,3 +412,27 @@ def test_a_numeric_setting_that_is_not_a_number_names_its_variable(emu, monkeypa
     monkeypatch.setenv("CSCTRACKER_AI_TIMEOUT_S", "soon")
     with pytest.raises(ConfigurationError, match="CSCTRACKER_AI_TIMEOUT_S='soon' is not a number"):
         IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry="off")
+
+
+def test_event_ids_are_version_4_uuids_unique_and_differ_in_a_forked_child():
+    """Ids come from ``random`` (no system call on the call path, see call.new_event_id): they
+    must still be valid UUID4s, unique, and a forked child must not repeat its parent's."""
+    import os
+    import uuid
+
+    from csctracker_ai_core.call import new_event_id
+
+    ids = [new_event_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert {uuid.UUID(i).version for i in ids} == {4}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.write(write, "\n".join(new_event_id() for _ in range(100)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        child = fh.read().split("\n")
+    os.waitpid(pid, 0)
+    parent = [new_event_id() for _ in range(100)]
+    assert len(child) == 100 and not set(child) & set(parent)

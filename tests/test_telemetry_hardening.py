@@ -20,7 +20,7 @@ from csctracker_ai_core.exceptions import TelemetryError
 from csctracker_ai_core.telemetry import open_telemetry, ownership, resolve_clickhouse_settings
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.quarantine import QUARANTINE_FILE, insert_isolating, is_data_error
-from csctracker_ai_core.telemetry.records import encode_record, event_to_record
+from csctracker_ai_core.telemetry.records import encode_event, encode_record, event_to_record
 from csctracker_ai_core.telemetry.schema import SchemaDriftError, ensure_schema
 from csctracker_ai_core.telemetry.writer import DroppingSink, NullSink, TelemetryWriter
 
@@ -398,7 +398,7 @@ def test_spool_cap_drops_new_events_loudly_and_keeps_the_oldest(tmp_path, caplog
     caplog.set_level(logging.WARNING, logger="csctracker_ai_core")
     w = _writer(settings, connect=gated, spool_max_bytes=64 * 1024)
     events = [make_event(i, event_id=f"e-{i:03d}", result="r" * 2000) for i in range(60)]
-    sizes = [len(encode_record(event_to_record(e))) for e in events]
+    sizes = [len(encode_event(e)[0]) for e in events]  # the lines record() writes
     kept = max(k for k in range(61) if sum(sizes[:k]) <= 64 * 1024)
     for e in events:
         w.record(e)

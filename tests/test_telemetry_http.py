@@ -289,7 +289,7 @@ def test_live_process_segments_are_never_claimed_twice(tmp_path):
 
     a = Spool(tmp_path / "spool")
     rec = event_to_record(make_event(1))
-    a.append(encode_record(rec), rec, 1.0)
+    a.append(encode_record(rec), 1.0)
     b = Spool(tmp_path / "spool")
     assert b.claim_orphans(exclude=set()) == []  # held by a (flock on its own open file)
     seg = a.seal_active()
@@ -324,7 +324,7 @@ def test_chunks_are_cut_the_same_from_memory_and_from_the_file(tmp_path, max_row
     writer = Spool(tmp_path / "spool")
     for i in range(40):  # lines of varied sizes, so byte limits fall mid-way
         rec = event_to_record(make_event(i, result="x" * rng.randrange(0, 400)))
-        writer.append(encode_record(rec), rec, 1.0)
+        writer.append(encode_record(rec), 1.0)
     own = writer.seal_active()
     assert own.mem is not None
     from_memory = chunks(writer, own)

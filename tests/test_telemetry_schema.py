@@ -4,6 +4,8 @@ import dataclasses
 from datetime import datetime, timezone
 from decimal import Decimal
 
+import orjson
+import pytest
 from test_telemetry_support import NOW, make_event
 
 from csctracker_ai_core.pool.decision import Action, FailureKind, PoolChange
@@ -17,6 +19,7 @@ from csctracker_ai_core.telemetry.records import (
     EVENT_DERIVED,
     attempt_columns,
     decode_record,
+    encode_event,
     encode_record,
     event_columns,
     event_to_record,
@@ -143,3 +146,120 @@ def test_records_spooled_before_a_column_existed_still_become_columns():
     by_name = dict(zip(EVENT_COLUMN_NAMES, events, strict=True))
     assert by_name["served_tier"] == ["", ""]  # the column's default
     assert by_name["timestamp"] == [NOW, NOW]
+
+
+def test_the_writer_loops_let_calls_take_the_gil_every_few_records(monkeypatch):
+    """Encoding and decoding a chunk (up to 10,000 records) on the writer thread releases the
+    GIL every YIELD_EVERY records (time.sleep(0)): else a call needing the GIL waits for the
+    interpreter's 5 ms switch interval. The bodies are the same either way."""
+    from csctracker_ai_core.telemetry import records as records_module
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(records_module.time, "sleep", sleeps.append)
+    recs = [event_to_record(make_event(i)) for i in range(3 * records_module.YIELD_EVERY + 5)]
+    body = records_module.events_json(recs)
+    assert sleeps == [0, 0, 0]
+    lines = [encode_record(r) for r in recs]
+    sleeps.clear()
+    decoded = records_module.decode_lines(lines)
+    assert sleeps == [0, 0, 0]
+    assert decoded == [decode_record(line) for line in lines]
+    assert body == b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in recs)
+
+
+# --------------------------------------------------------------------------- event lines
+
+_HEAD = b'{"_v":2,'
+
+
+def _via_record(event, **options):
+    return decode_record(encode_record(event_to_record(event, **options)))
+
+
+@pytest.mark.parametrize(
+    ("event", "options"),
+    [
+        (make_event(1), {}),
+        (make_event(2, ok=False, error_type="QuotaExhaustedError", error_message="429 for p1"), {}),
+        (make_event(3, payload="São Paulo — ação 日本語 🚀", result='{"cidade": "Brasília"}', metadata={}), {}),
+        (make_event(4, timestamp=1764000000.123456, total_duration_ms=3.0000001, time_spent=0.1), {}),
+        (make_event(5, cost_usd=Decimal("0.000000000001"), list_cost_usd=Decimal("12.345678901234")), {}),
+        (make_event(6, payload="", result="", task="", metadata={"a": "", "b": "ç"}), {}),
+        (
+            make_event(7, image_sha256="ab" * 32, image_bytes=3, image_mime="image/png", image_base64="AAAA"),
+            {"store_images": True},
+        ),
+        (
+            make_event(
+                8, served_tier="flex", service_tier="flex", finish_reason="STOP", response_id="r", model_version="v"
+            ),
+            {},
+        ),
+        (make_event(9, model_name="", tier=""), {}),
+        (make_event(10, payload="x" * 1000), {"max_text_bytes": 1000}),
+    ],
+)
+def test_an_event_line_decodes_to_the_record_the_event_gives(event, options):
+    """The call path writes the event itself (orjson, in C) when nothing has to change;
+    the writer must get exactly the record the Python path builds, column for column."""
+    line, sanitized = encode_event(event, **options)
+    assert line.startswith(_HEAD) and line.endswith(b"}\n") and line.count(b"\n") == 1
+    assert not sanitized
+    assert decode_record(line) == _via_record(event, **options)
+
+
+@pytest.mark.parametrize(
+    ("event", "options", "hidden"),
+    [
+        (make_event(1, payload="minha chave AIzaSyA-0123456789abcdefghijklmnopq"), {}, b"AIzaSyA-0123456789"),
+        (make_event(2, result="https://x?key=segredo123&y=1"), {}, b"segredo123"),
+        (make_event(3, payload="y" * 2000), {"max_text_bytes": 1000}, None),
+        (make_event(4, error_message="e" * 20_000), {}, None),
+        (make_event(5, image_base64="QUJD"), {}, b"QUJD"),
+        (make_event(6, task="lote-\udce9"), {}, None),
+        (make_event(7, metadata={"k": "AIzaSyA-0123456789abcdefghijklmnopq"}), {}, b"AIzaSyA-0123456789"),
+    ],
+)
+def test_an_event_that_must_change_is_written_as_its_record(event, options, hidden):
+    """A key to hide, a text over its cap, an image not to store, a text that is not valid
+    UTF-8: the record line of the Python path, never the event as it came."""
+    line, sanitized = encode_event(event, **options)
+    assert not line.startswith(_HEAD)
+    assert decode_record(line) == _via_record(event, **options)
+    if hidden is not None:
+        assert hidden not in line
+    assert sanitized == ("lote" in event.task)
+
+
+def test_a_registered_key_of_any_shape_sends_the_event_down_the_record_path():
+    from csctracker_ai_core.redaction import register_keys, unregister_keys
+
+    key = "AQ.custom-shaped-key-000111"
+    handle = register_keys([key])
+    try:
+        event = make_event(1, payload=f"usei {key} aqui")
+        line, _ = encode_event(event)
+        assert not line.startswith(_HEAD) and key.encode() not in line
+    finally:
+        unregister_keys(handle)
+    line, _ = encode_event(make_event(1, payload=f"usei {key} aqui"))
+    assert line.startswith(_HEAD)  # no longer a key of ours: nothing to hide
+
+
+def test_an_event_line_keeps_the_version_of_the_library_that_wrote_it():
+    line, _ = encode_event(make_event(1))
+    old = line.replace(b'"_lib":"', b'"_lib":"0.0.1+', 1)
+    rec = decode_record(old)
+    assert rec["library_version"].startswith("0.0.1+")
+    assert {a["library_version"] for a in rec["_a"]} == {rec["library_version"]}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"_v":2,"_lib":"x","e":{}}\n', b'{"_v":2,"_lib":"x","e":[1]}\n', b'{"_v":2,"_lib":"x"}\n'],
+)
+def test_a_malformed_event_line_is_unreadable_not_fatal(line):
+    """Read back from a file (a hand edit, a bug): ValueError, which the spool turns into a
+    quarantined line (spool.read), like any line that is not a record."""
+    with pytest.raises(ValueError, match="not an event line"):
+        decode_record(line)

@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--key")
     ap.add_argument("--free", default="")
     ap.add_argument("--paid", default="")
-    ap.add_argument("--model", default="gemini-2.5-flash")
+    ap.add_argument("--model", default="gemini-3.5-flash")
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--threads", type=int, default=8)

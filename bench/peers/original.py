@@ -3,7 +3,7 @@
     bench/.venvs/original/bin/python bench/peers/original.py overhead --base-url URL --key K \
         [--model M] [-n 500] [--warmup 50] [--ch-port P | --ch-port 0 for unreachable]
     bench/.venvs/original/bin/python bench/peers/original.py quota --base-url URL \
-        --free k1,k2 --paid p1 --limits gemini-2.5-flash=2 -n 300 --threads 8 [--time-scale 0.0333]
+        --free k1,k2 --paid p1 --limits gemini-3.5-flash=2 -n 300 --threads 8 [--time-scale 0.0333]
 
 How it is pointed at the emulator: the original creates ``genai.Client(api_key=key)`` per
 attempt, with no base URL argument. google-genai 1.70 (its pinned SDK) reads the
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--key", help="overhead mode: the one free key")
     ap.add_argument("--free", default="")
     ap.add_argument("--paid", default="")
-    ap.add_argument("--model", default="gemini-2.5-flash")
+    ap.add_argument("--model", default="gemini-3.5-flash")
     ap.add_argument("--limits", default=None, help="GOOGLE_MODEL_LIMITS (default: <model>=1)")
     ap.add_argument("-n", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)

@@ -3,7 +3,7 @@
     .venv/bin/python bench/peers/ours.py overhead --base-url URL --key K [--model M] \
         [-n 500] [--warmup 50] --telemetry off|embedded|server [--ch-port P] [--data-dir D]
     .venv/bin/python bench/peers/ours.py quota --base-url URL --free A:k1,A:k2,k3 --paid p1 \
-        --limits gemini-2.5-flash=8 -n 300 --threads 8 --clock F:R:C [--known-limits JSON]
+        --limits gemini-3.5-flash=8 -n 300 --threads 8 --clock F:R:C [--known-limits JSON]
 
 The Gemini endpoint is IaProcessor's ``base_url``. Telemetry: ``off``; ``embedded``
 (chDB in ``--data-dir``); ``server`` (the ClickHouse HTTP loopback server on
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--key")
     ap.add_argument("--free", default="")
     ap.add_argument("--paid", default="")
-    ap.add_argument("--model", default="gemini-2.5-flash")
+    ap.add_argument("--model", default="gemini-3.5-flash")
     ap.add_argument("--limits", default=None)
     ap.add_argument("--known-limits", default=None)
     ap.add_argument("-n", type=int, default=500)

@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base-url", required=True)
     ap.add_argument("--key", required=True)
-    ap.add_argument("--model", default="gemini-2.5-flash")
+    ap.add_argument("--model", default="gemini-3.5-flash")
     ap.add_argument("-n", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
     args = ap.parse_args()

@@ -144,6 +144,11 @@ class CallEvent:
     @property
     def model(self) -> str:
         """The original library's ``model`` column: ``"<model>-<tier>"``."""
-        if not self.model_name:
-            return ""
-        return f"{self.model_name}-{self.tier}" if self.tier else self.model_name
+        return legacy_model(self.model_name, self.tier)
+
+
+def legacy_model(model_name: str, tier: str) -> str:
+    """The original library's ``model`` column of a call on ``model_name`` at ``tier``."""
+    if not model_name:
+        return ""
+    return f"{model_name}-{tier}" if tier else model_name

@@ -53,7 +53,7 @@ from .connection import preload_driver
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
 from .quarantine import Delivery, Quarantine, insert_batch
-from .records import DEFAULT_MAX_TEXT_BYTES, encode_record, event_to_record
+from .records import DEFAULT_MAX_TEXT_BYTES, encode_event
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
 from .spool import Segment, Spool, SpoolFullError, forget_segment
@@ -293,6 +293,7 @@ class TelemetryWriter:
             memory_limit_bytes=memory_limit_bytes,
             max_bytes=settings.spool_max_bytes if spool_max_bytes is None else spool_max_bytes,
         )
+        self._spool.on_segment_needed = self._segment_needed
         self._quarantine = Quarantine(Path(settings.spool_path))
         if self._embedded:
             _check_embedded_location(settings)
@@ -373,15 +374,14 @@ class TelemetryWriter:
                         metadata={},
                     )
                     redaction_failed = True
-            rec = event_to_record(event, max_text_bytes=max_text_bytes, store_images=store_images)
-            line = encode_record(rec)  # sanitizes rec in place when a text is not valid UTF-8
+            line, sanitized = encode_event(event, max_text_bytes=max_text_bytes, store_images=store_images)
             now = self._clock.time()
-            active_records, active_bytes, used = self._spool.append(line, rec, now)
+            active_records, active_bytes, used = self._spool.append(line, now)
             with self._counters_lock:
                 self._spooled += 1
                 if redaction_failed:
                     self._redaction_errors += 1
-                if rec.get("sanitized_fields"):
+                if sanitized:
                     self._sanitized += 1
                 recovered, self._drops_in_a_row = self._drops_in_a_row, 0
             if recovered:
@@ -401,6 +401,11 @@ class TelemetryWriter:
                 self._wake.set()
         except Exception as exc:  # the disk failed, the cap was reached (or a bug): count it, say it
             self._note_dropped(event, exc)
+
+    def _segment_needed(self) -> None:
+        # The next spare is made on the thread, now: at tens of thousands of events a
+        # second a segment fills long before the next batch tick.
+        self._wake.set()
 
     def _note_dropped(self, event: CallEvent, exc: BaseException) -> None:
         """Count a lost event; ERROR for the first of a run of drops, then every 1000th."""
@@ -678,6 +683,7 @@ class TelemetryWriter:
             self._fsync()
             self._next_fsync_at = now + self.fsync_interval_s
         self._collect_retired()
+        self._spool.prepare_spare(now)
         if now >= self._next_tighten_at:
             self._housekeeping()
             self._next_tighten_at = now + max(self.scan_interval_s, 10.0)
@@ -849,6 +855,8 @@ class TelemetryWriter:
                 logger.error("cannot read telemetry spool segment %s: %s", seg.path, exc)
                 continue
             if consumed == 0:
+                # Nothing left but the zeros a killed process had reserved: past them.
+                self._spool.acknowledge(seg, 0, next_offset)
                 if self._spool.is_done(seg):
                     self._queue.remove(seg)
                     self._spool.delete(seg)
@@ -979,6 +987,7 @@ class TelemetryWriter:
 
     def _shutdown_resources(self) -> None:
         """Release every segment (kept on disk if undelivered), the client and the store lock."""
+        self._spool.discard_spare()
         seg = self._spool.seal_active()
         if seg is not None:
             self._fsync_quietly(seg)
