@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import operator
 import random
 import time
 import uuid
@@ -39,7 +40,6 @@ from typing import Any
 from .clock import Clock
 from .exceptions import GeminiServiceException
 from .gemini.request import RequestOptions, truncation_retry
-from .gemini.response import finish_reason, served_tier
 from .pool.classify import scrub
 from .pool.decision import Decision, FailureKind
 from .pool.lease import Lease, Slot
@@ -58,6 +58,17 @@ _ZERO_COST = COST_SCALE * 0
 _SUMMED = tuple(
     (f"tokens_{kind}", 0) for kind in ("input", "image", "audio", "video", "output", "reasoning", "cached", "total")
 ) + (("cost_usd", _ZERO_COST), ("list_cost_usd", _ZERO_COST))
+_SUMMED_NAMES = tuple(name for name, _ in _SUMMED)
+_summed_values = operator.attrgetter(*_SUMMED_NAMES)
+
+
+def _sums(attempts: list[AttemptEvent]) -> dict[str, Any]:
+    """The event's fields that are sums over its attempts: ``sum()`` of each, as one left
+    fold (one pass, no generator per field: this runs on every recorded call)."""
+    totals = [start for _, start in _SUMMED]
+    for a in attempts:
+        totals = [t + v for t, v in zip(totals, _summed_values(a), strict=True)]
+    return dict(zip(_SUMMED_NAMES, totals, strict=True))
 
 
 def new_event_id() -> str:
@@ -79,6 +90,8 @@ class Served:
     usage: TokenUsage
     response: Any
     duration_s: float
+    served_tier: str = ""  # x-gemini-service-tier of the reply (read once, see gemini/response.py)
+    finish_reason: str = ""
 
 
 class Call:
@@ -133,8 +146,13 @@ class Call:
         response: Any = None,
         usage: TokenUsage | None = None,
         prices: PriceTable | None = None,
+        served_as: str = "",
+        reason: str = "",
     ) -> None:
-        """Count one upstream request and what the pool decided about it."""
+        """Count one upstream request and what the pool decided about it.
+
+        ``served_as`` / ``reason``: the reply's served tier and finish reason, read once by
+        the caller from ``response``."""
         self.attempt_count += 1
         self.last_lease = lease
         if error is not None:
@@ -145,15 +163,21 @@ class Call:
             if decision.spends_retry:
                 self.retries_left -= 1
         if self.recording:
-            ledger = self._ledger(lease, started_wall, response, usage, prices)
+            ledger = self._ledger(lease, started_wall, response, usage, prices, served_as, reason)
             self.attempts.append(self._attempt_event(lease, started_wall, duration_s, decision, error, ledger))
 
     def _ledger(
-        self, lease: Lease, started_wall: float, response: Any, usage: TokenUsage | None, prices: PriceTable | None
+        self,
+        lease: Lease,
+        started_wall: float,
+        response: Any,
+        usage: TokenUsage | None,
+        prices: PriceTable | None,
+        served_as: str,
+        reason: str,
     ) -> dict[str, Any]:
         """What Gemini reported for one request and what it cost (zeros, usage_known=False, without a reply)."""
         slot = lease.slot
-        served_as = served_tier(response) if response is not None else ""
         known = response is not None and getattr(response, "usage_metadata", None) is not None
         used = usage if usage is not None and known else TokenUsage()
         try:
@@ -184,7 +208,7 @@ class Call:
             tokens_total=used.total,
             cost_usd=cost_on_key(slot.tier, list_cost),
             list_cost_usd=list_cost,
-            finish_reason=finish_reason(response) if response is not None else "",
+            finish_reason=reason,
         )
 
     def _attempt_event(
@@ -279,7 +303,7 @@ class Call:
         return dict(
             # The ledger: the event's tokens and cost are the sums over its attempts;
             # the attempts that did not produce the result are the waste.
-            **{name: sum((getattr(a, name) for a in done), start) for name, start in _SUMMED},
+            **_sums(done),
             cost_wasted_usd=sum((a.cost_usd for a in done if a.outcome != FailureKind.OK), _ZERO_COST),
             event_id=self.event_id,
             timestamp=self.started_wall,
@@ -308,10 +332,10 @@ class Call:
         response = served.response
         return CallEvent(
             outcome=CallOutcome.OK,
-            served_tier=served_tier(response),
+            served_tier=served.served_tier,
             time_spent=served.duration_s,
             result=served.text,
-            finish_reason=finish_reason(response),
+            finish_reason=served.finish_reason,
             response_id=response.response_id or "",
             model_version=response.model_version or "",
             **self._base(lease),

@@ -44,7 +44,7 @@ from .exceptions import (
 )
 from .gemini.client_pool import GeminiClients
 from .gemini.request import FAMILY_TEMPERATURE, RequestOptions, build_config, build_contents, options_for
-from .gemini.response import ReplyProblem, read_reply, served_tier
+from .gemini.response import ReplyProblem, finish_reason, read_reply, served_tier
 from .observability import build_observers, needs_events, notify
 from .observability.metrics import PrometheusMetrics
 from .pool.classify import scrub
@@ -624,7 +624,7 @@ class IaProcessor:
         try:
             outcome = self._send(call, lease)
             if isinstance(outcome, Served):
-                usage, served = outcome.usage, served_tier(outcome.response) or call.request.service_tier
+                usage, served = outcome.usage, outcome.served_tier or call.request.service_tier
             elif isinstance(outcome[1], InvalidResponseError):
                 usage = getattr(outcome[1], "usage", None)  # billed all the same
             return outcome
@@ -660,6 +660,8 @@ class IaProcessor:
                 return decision, exc
             duration = time.perf_counter() - t0
             usage = TokenUsage.from_usage_metadata(response.usage_metadata)
+            # Read once: the attempt's ledger, the event and the budget all need them.
+            served_as, reason = served_tier(response), finish_reason(response)
             try:
                 reply = read_reply(
                     response,
@@ -688,6 +690,8 @@ class IaProcessor:
                     response=response,
                     usage=usage,
                     prices=pricing.get_prices(self._prices_file),
+                    served_as=served_as,
+                    reason=reason,
                 )
                 return decision, error
             decision = self.rotator.release(lease, usage_input_tokens=usage.input)
@@ -699,8 +703,10 @@ class IaProcessor:
                 response=response,
                 usage=usage,
                 prices=pricing.get_prices(self._prices_file),
+                served_as=served_as,
+                reason=reason,
             )
-            return Served(reply.result, reply.text, usage, response, duration)
+            return Served(reply.result, reply.text, usage, response, duration, served_as, reason)
 
     # -- events -------------------------------------------------------------------
 

@@ -436,3 +436,26 @@ def test_event_ids_are_version_4_uuids_unique_and_differ_in_a_forked_child():
     os.waitpid(pid, 0)
     parent = [new_event_id() for _ in range(100)]
     assert len(child) == 100 and not set(child) & set(parent)
+
+
+def test_the_event_sums_are_sum_of_each_field_over_the_attempts_to_the_decimal():
+    """call._sums folds the attempts once instead of a sum() per field: same values, and the
+    same Decimal exponents (the record keeps the decimal text)."""
+    import dataclasses
+    from decimal import Decimal
+
+    from test_telemetry_support import make_event
+
+    from csctracker_ai_core.call import _SUMMED, _sums
+
+    base = make_event(1, ok=False).attempt_events[0]
+    attempts = [
+        dataclasses.replace(base, tokens_input=7, cost_usd=Decimal("0.000123"), list_cost_usd=Decimal("1.5")),
+        dataclasses.replace(base, tokens_input=0, tokens_total=3, cost_usd=Decimal("0E-12")),
+        dataclasses.replace(base, tokens_output=11, list_cost_usd=Decimal("0.000000000001")),
+    ]
+    for n in range(len(attempts) + 1):
+        expected = {name: sum((getattr(a, name) for a in attempts[:n]), start) for name, start in _SUMMED}
+        got = _sums(attempts[:n])
+        assert got == expected
+        assert {k: str(v) for k, v in got.items()} == {k: str(v) for k, v in expected.items()}

@@ -587,3 +587,35 @@ def test_a_json_insert_into_a_table_that_lost_a_column_fails_instead_of_dropping
     assert not is_data_error(caught.value) and "quota_id" in str(caught.value)
     assert client.command("SELECT count() FROM ai_events") == 0
     assert not (settings.spool_path / "quarantine.jsonl").exists()
+
+
+def test_lines_are_inserted_in_one_pass_and_a_refused_chunk_still_isolates_its_bad_row(store):
+    """insert_lines (what the writer calls): the usual chunk goes as two JSON inserts built
+    line by line; a chunk the store refuses is decoded and isolated like insert_batch does,
+    under the same tokens, so nothing lands twice and only the bad row is quarantined."""
+    from csctracker_ai_core.telemetry.quarantine import Quarantine, insert_lines
+    from csctracker_ai_core.telemetry.records import encode_event, encode_record
+    from csctracker_ai_core.telemetry.schema import ATTEMPTS_TABLE, EVENTS_TABLE
+
+    settings, client = store
+    ensure_schema(client)
+    settings.spool_path.mkdir()
+    quarantine = Quarantine(settings.spool_path)
+    events = [make_event(i, event_id=f"ok-{i}") for i in range(6)]
+    lines = [encode_event(e)[0] for e in events]
+    spy = _Spy(client)
+    done = insert_lines(spy, "default", lines, "tok-lines", quarantine, 0.0, checked=False, origin="seg-a")
+    assert done.inserts == 2 and done.quarantined == 0 and done.not_inserted == frozenset()
+    assert spy.calls == [("json", f"`default`.`{EVENTS_TABLE}`"), ("json", f"`default`.`{ATTEMPTS_TABLE}`")]
+    assert client.command("SELECT count() FROM ai_events") == 6
+    assert client.command("SELECT count() FROM ai_attempts") == 6
+
+    records = _varied_records(8)
+    records[3]["tokens_input"] = -7  # refused by the store: the JSON chunk fails whole
+    bad = [encode_record(r) for r in records]
+    done = insert_lines(_Spy(client), "default", bad, "tok-bad-lines", quarantine, 0.0, checked=False, origin="seg-b")
+    assert done.quarantined == 1 and len(done.not_inserted) == 1
+    assert client.command("SELECT count() FROM ai_events") == 6 + 7
+    again = insert_lines(_Spy(client), "default", lines, "tok-lines", quarantine, 0.0, checked=False, origin="seg-a")
+    assert again.quarantined == 0
+    assert client.command("SELECT count() FROM ai_events") == 6 + 7  # the same token: not stored again

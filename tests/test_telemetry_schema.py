@@ -161,9 +161,12 @@ def test_the_writer_loops_let_calls_take_the_gil_every_few_records(monkeypatch):
     assert sleeps == [0, 0, 0]
     lines = [encode_record(r) for r in recs]
     sleeps.clear()
-    decoded = records_module.decode_lines(lines)
+    decoded = records_module.records_of_lines(lines, "seg", None)
     assert sleeps == [0, 0, 0]
     assert decoded == [decode_record(line) for line in lines]
+    sleeps.clear()
+    assert records_module.lines_json(lines, check=None) is not None
+    assert sleeps == [0, 0, 0]
     assert body == b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in recs)
 
 
@@ -263,3 +266,42 @@ def test_a_malformed_event_line_is_unreadable_not_fatal(line):
     quarantined line (spool.read), like any line that is not a record."""
     with pytest.raises(ValueError, match="not an event line"):
         decode_record(line)
+
+
+def test_a_chunk_of_lines_becomes_the_same_bodies_in_one_pass_keeping_no_record_alive():
+    """lines_json (the writer's usual path) builds exactly what events_json / attempts_json
+    build from the decoded records, without a chunk of records alive: no container of it
+    is left for the garbage collector (a decoded chunk outlives collections, reaches the
+    oldest generation and sets off full passes over the whole heap)."""
+    import gc
+
+    from csctracker_ai_core.telemetry import records as records_module
+
+    events = [make_event(i, ok=bool(i % 3), metadata={"i": str(i)}) for i in range(2000)]
+    lines = [encode_event(e)[0] for e in events] + [encode_record(event_to_record(make_event(7)))]
+    recs = [decode_record(line) for line in lines]
+    bodies = records_module.lines_json(lines, check=None)
+    assert bodies == (records_module.events_json(recs), records_module.attempts_json(recs))
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        records_module.lines_json(lines, check=None)
+        kept_by_lines = gc.get_count()[0] - before
+        before = gc.get_count()[0]
+        chunk = records_module.records_of_lines(lines, "seg", None)
+        kept_by_records = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert kept_by_lines < len(lines) // 100  # a handful, whatever the chunk size
+    assert kept_by_records >= len(chunk)  # what the decoded chunk holds, for comparison
+
+
+def test_a_line_that_is_not_a_record_or_fails_the_check_sends_the_chunk_down_the_record_path():
+    from csctracker_ai_core.telemetry import records as records_module
+
+    good = encode_event(make_event(1))[0]
+    assert records_module.lines_json([good, b"not json\n"], check=None) is None
+    assert records_module.lines_json([good], check=lambda rec: rec["task"] != "task-a") is None
+    [unreadable] = records_module.records_of_lines([b"not json\n"], "seg-x.jsonl", 120)
+    assert unreadable["_unreadable"].startswith("seg-x.jsonl byte 120: ")

@@ -45,6 +45,8 @@ from .records import (
     attempts_json,
     event_columns,
     events_json,
+    lines_json,
+    records_of_lines,
 )
 from .schema import (
     ATTEMPT_COLUMNS,
@@ -297,6 +299,62 @@ class Delivery:
     not_inserted: frozenset[int]  # ids (``id()``) of the records whose ai_events row did not land
 
 
+def insert_json(client: Any, database: str, table: str, names: Sequence[str], body: bytes, token: str) -> bool:
+    """One ``INSERT ... FORMAT JSONEachRow`` of ``body`` under deduplication ``token``;
+    False when there was nothing to send.
+
+    JSON lines the store parses, rather than typed columns built in Python and serialized
+    by the driver: the writer thread keeps the GIL (which the calls need) for a few ms
+    less per chunk (bench/RESULTS.md, "Inserting JSON lines")."""
+    if not body:
+        return False
+    client.raw_insert(
+        f"`{database}`.`{table}`",
+        list(names),  # a column missing from the table fails the insert (never skipped)
+        body,
+        settings={"insert_deduplication_token": token, **_JSON_INSERT_SETTINGS},
+        fmt="JSONEachRow",
+    )
+    return True
+
+
+def insert_lines(
+    client: Any,
+    database: str,
+    lines: Sequence[bytes],
+    token: str,
+    quarantine: Quarantine,
+    now: float,
+    *,
+    checked: bool,
+    origin: str,
+    offset: int | None = None,
+) -> Delivery:
+    """Insert a chunk of spool lines (segment ``origin``, from byte ``offset``, ``None``
+    for lines from memory); the records that cannot be stored go to the quarantine.
+
+    The usual case in one pass: both bodies built line by line (no chunk of records kept
+    alive, see :func:`~.records.lines_json`), two inserts. ``checked``: every record is
+    checked with :func:`record_problem` first (lines read from files; lines this process
+    encoded need not be). A line that is not a record, a record the check refuses, or a
+    body the store refuses for its data: the chunk is decoded and goes through
+    :func:`insert_batch`, under the same tokens (what already landed is deduplicated).
+    """
+    bodies = lines_json(lines, check=(lambda rec: record_problem(rec) is None) if checked else None)
+    if bodies is not None:
+        sent = 0
+        try:
+            sent += insert_json(client, database, EVENTS_TABLE, EVENT_COLUMN_NAMES, bodies[0], token + ":e")
+            sent += insert_json(client, database, ATTEMPTS_TABLE, ATTEMPT_COLUMN_NAMES, bodies[1], token + ":a")
+            return Delivery(inserts=sent, quarantined=0, not_inserted=frozenset())
+        except Exception as exc:
+            if not is_data_error(exc):
+                raise
+            logger.debug("JSON insert of %s refused (%s); record by record instead", origin, exc)
+    records = records_of_lines(lines, origin, offset)
+    return insert_batch(client, database, records, token, quarantine, now, screen=None if checked else set())
+
+
 def insert_batch(
     client: Any,
     database: str,
@@ -344,21 +402,9 @@ def insert_batch(
     ) -> Callable[[Sequence[Any], str], None]:
         def run(rows: Sequence[Any], tok: str) -> None:
             settings = {"insert_deduplication_token": tok + suffix}
-            # JSON lines the store parses, rather than typed columns built in Python and
-            # serialized by the driver: the writer thread keeps the GIL (which the calls
-            # need) for a few ms less per chunk (bench/RESULTS.md, "Inserting JSON lines").
             try:
-                body = as_json(rows)
-                if not body:
-                    return
-                client.raw_insert(
-                    f"`{database}`.`{table}`",
-                    list(names),  # a column missing from the table fails the insert (never skipped)
-                    body,
-                    settings={**settings, **_JSON_INSERT_SETTINGS},
-                    fmt="JSONEachRow",
-                )
-                inserts[0] += 1
+                if insert_json(client, database, table, names, as_json(rows), tok + suffix):
+                    inserts[0] += 1
                 return
             except Exception as exc:
                 if not is_data_error(exc):

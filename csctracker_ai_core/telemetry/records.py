@@ -58,7 +58,9 @@ __all__ = [
     "attempt_columns",
     "events_json",
     "attempts_json",
-    "decode_lines",
+    "record_of_line",
+    "records_of_lines",
+    "lines_json",
     "YIELD_EVERY",
 ]
 
@@ -492,6 +494,7 @@ def attempt_columns(records: Sequence[dict[str, Any]]) -> list[list[Any]]:
 # the holder's next release, and a thread that never releases is asked to only after
 # the 5 ms switch interval. ``time.sleep(0)`` releases it (about 0.5 ms of work apart).
 YIELD_EVERY = 64
+_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 def _yielding(items: Iterable[Any]) -> Iterator[Any]:
@@ -501,9 +504,52 @@ def _yielding(items: Iterable[Any]) -> Iterator[Any]:
         yield item
 
 
-def decode_lines(lines: Iterable[bytes]) -> list[dict[str, Any]]:
-    """:func:`decode_record` of each line (lines this process encoded), letting calls run."""
-    return [decode_record(line) for line in _yielding(lines)]
+def record_of_line(line: bytes, where: str) -> dict[str, Any]:
+    """:func:`decode_record`, or for a line that is not a record ``{"_unreadable": why,
+    "_line": text}``: kept for the quarantine, never lost nor retried for ever."""
+    try:
+        return decode_record(line)
+    except ValueError as exc:
+        return {
+            "_unreadable": f"{where}: {exc}"[:300],
+            "_line": line[:65536].decode("utf-8", "backslashreplace"),
+        }
+
+
+def records_of_lines(lines: Sequence[bytes], origin: str, offset: int | None) -> list[dict[str, Any]]:
+    """:func:`record_of_line` of each line of a chunk of segment ``origin`` that starts at
+    byte ``offset`` (``None``: lines from memory), letting calls run."""
+    records = []
+    for line in _yielding(lines):
+        where = origin if offset is None else f"{origin} byte {offset}"
+        records.append(record_of_line(line, where))
+        if offset is not None:
+            offset += len(line)
+    return records
+
+
+def lines_json(lines: Sequence[bytes], *, check: Callable[[dict[str, Any]], bool] | None) -> tuple[bytes, bytes] | None:
+    """The ``ai_events`` and ``ai_attempts`` JSONEachRow bodies of a chunk's lines, built
+    in one pass that keeps one record alive at a time; ``None`` when a line is not a
+    record or ``check`` refuses one (the caller then takes the record by record path).
+
+    One record at a time: a chunk of 10,000 decoded records kept alive until its insert
+    outlives two collections and is promoted to the oldest generation, whose full
+    passes over the process's heap (the SDK's included) stop every thread for tens
+    of ms (measured: 87 ms each)."""
+    events = bytearray()
+    attempts = bytearray()
+    for line in _yielding(lines):
+        try:
+            rec = decode_record(line)
+        except ValueError:
+            return None
+        if check is not None and not check(rec):
+            return None
+        events += orjson.dumps(rec, option=_LINE)
+        for a in rec.get("_a", ()):
+            attempts += orjson.dumps(a, option=_LINE)
+    return bytes(events), bytes(attempts)
 
 
 # The same rows as JSONEachRow bodies, which the store parses itself. A record's keys
@@ -513,7 +559,6 @@ def decode_lines(lines: Iterable[bytes]) -> list[dict[str, Any]]:
 # ``input_format_skip_unknown_fields``. orjson raises TypeError on what it cannot write
 # (an integer over 64 bits, a lone surrogate): the caller then takes the typed path,
 # which finds the refused row.
-_LINE = orjson.OPT_APPEND_NEWLINE
 
 
 def events_json(records: Sequence[dict[str, Any]]) -> bytes:

@@ -63,7 +63,7 @@ from typing import Any
 
 from ..exceptions import TelemetryError
 from ..paths import open_private_file, private_dir
-from .records import decode_lines, decode_record
+from .records import records_of_lines
 from .settings import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = [
@@ -492,18 +492,18 @@ class Spool:
 
     # ------------------------------------------------------------------ reading
 
-    def read(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
-        """The next chunk: records from the first unacknowledged one while fewer than
+    def read_lines(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[bytes], int, int]:
+        """The next chunk, as lines: from the first unacknowledged one while fewer than
         ``max_records`` are taken and fewer than ``max_bytes`` read (the line crossing
         ``max_bytes`` is included).
 
-        The rule is the same whether the records come from memory or from the file, so a
+        The rule is the same whether the lines come from memory or from the file, so a
         chunk's bounds depend only on the segment's lines and where the previous chunk
         ended: a process replaying the file cuts the chunks its writer cut.
 
-        Returns ``(records, next_offset, records_consumed)``; ``records_consumed`` may
-        exceed ``len(records)`` when a torn last line was skipped. A line that is not
-        JSON comes back as ``{"_unreadable": why, "_line": text}`` for the quarantine.
+        Returns ``(lines, next_offset, records_consumed)``; ``records_consumed`` may
+        exceed ``len(lines)`` when a torn last line was skipped. The lines are whole
+        (each ends in a newline) but not checked: see :func:`~.records.record_of_line`.
         """
         if seg.mem is not None:
             start = end = seg.delivered
@@ -512,15 +512,14 @@ class Spool:
             while end < len(mem) and end - start < max_records and size < max_bytes:
                 size += len(mem[end])
                 end += 1
-            # Lines this process encoded (valid JSON by construction), decoded like the file's.
-            return decode_lines(mem[start:end]), seg.offset, end - start
-        records: list[dict[str, Any]] = []
+            return mem[start:end], seg.offset, end - start
+        lines: list[bytes] = []
         consumed = 0
         offset = seg.offset
         size = 0
         with os.fdopen(os.open(seg.path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW), "rb") as fh:
             fh.seek(offset)
-            while len(records) < max_records and size < max_bytes:
+            while len(lines) < max_records and size < max_bytes:
                 line = fh.readline()
                 if not line:
                     break
@@ -543,17 +542,15 @@ class Spool:
                 offset += len(line)
                 size += len(line)
                 consumed += 1
-                try:
-                    records.append(decode_record(line))
-                except ValueError as exc:
-                    # Not lost and not retried forever: the writer quarantines it.
-                    records.append(
-                        {
-                            "_unreadable": f"{seg.path.name} byte {offset - len(line)}: {exc}"[:300],
-                            "_line": line[:65536].decode("utf-8", "backslashreplace"),
-                        }
-                    )
-        return records, offset, consumed
+                lines.append(line)
+        return lines, offset, consumed
+
+    def read(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
+        """:meth:`read_lines`, each line decoded (:func:`~.records.record_of_line`): a line
+        that is not a record comes back as ``{"_unreadable": why, "_line": text}``."""
+        start = seg.offset if seg.mem is None else None
+        lines, next_offset, consumed = self.read_lines(seg, max_records, max_bytes)
+        return records_of_lines(lines, seg.path.name, start), next_offset, consumed
 
     def chunk_bytes(self, seg: Segment, consumed: int, next_offset: int) -> int:
         """Bytes of the chunk :meth:`read` just returned (``consumed`` records, ending at ``next_offset``)."""

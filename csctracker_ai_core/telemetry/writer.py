@@ -52,7 +52,7 @@ from . import connection, ownership
 from .connection import preload_driver
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay
-from .quarantine import Delivery, Quarantine, insert_batch
+from .quarantine import Delivery, Quarantine, insert_lines
 from .records import DEFAULT_MAX_TEXT_BYTES, encode_event
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
@@ -163,16 +163,18 @@ class NullSink:
 class _Piece:
     """One chunk of one segment, inserted on its own with its own deduplication token.
 
-    A chunk's bounds depend on the segment alone (see :meth:`Spool.read`), so whichever
-    process delivers it (its writer, or the one replaying it after that writer died)
-    sends the same rows under the same token, and ClickHouse keeps them once."""
+    A chunk's bounds depend on the segment alone (see :meth:`Spool.read_lines`), so
+    whichever process delivers it (its writer, or the one replaying it after that writer
+    died) sends the same rows under the same token, and ClickHouse keeps them once."""
 
     segment: Segment
-    records: list[dict[str, Any]]
+    lines: list[bytes]
     next_offset: int
     consumed: int
     token: str
-    from_disk: bool = True  # read back from a file (screened before the insert) vs. this process's memory
+    # Read back from a file, from this byte (checked before the insert); None: this
+    # process's memory.
+    offset: int | None = 0
 
 
 @dataclass
@@ -850,7 +852,8 @@ class TelemetryWriter:
             try:
                 # Always a whole chunk (never "what fits in this batch"): its bounds must
                 # not depend on what else this process happens to deliver with it.
-                records, next_offset, consumed = self._spool.read(seg, self.policy.max_rows, self.policy.max_bytes)
+                offset = seg.offset if seg.mem is None else None
+                lines, next_offset, consumed = self._spool.read_lines(seg, self.policy.max_rows, self.policy.max_bytes)
             except OSError as exc:
                 logger.error("cannot read telemetry spool segment %s: %s", seg.path, exc)
                 continue
@@ -862,10 +865,10 @@ class TelemetryWriter:
                     self._spool.delete(seg)
                 continue
             size = self._spool.chunk_bytes(seg, consumed, next_offset)
-            if pieces and (rows + len(records) > self.policy.max_rows or nbytes + size > self.policy.max_bytes):
+            if pieces and (rows + len(lines) > self.policy.max_rows or nbytes + size > self.policy.max_bytes):
                 break  # the next delivery takes it
-            pieces.append(_Piece(seg, records, next_offset, consumed, _piece_token(seg, consumed), seg.mem is None))
-            rows += len(records)
+            pieces.append(_Piece(seg, lines, next_offset, consumed, _piece_token(seg, consumed), offset))
+            rows += len(lines)
             nbytes += size
         return _Batch(pieces) if pieces else None
 
@@ -881,18 +884,20 @@ class TelemetryWriter:
             piece = batch.pieces[0]
             try:
                 with self._delivery_lock:
-                    if piece.records and self._client is None:  # closed for a fork meanwhile: retried later
+                    if piece.lines and self._client is None:  # closed for a fork meanwhile: retried later
                         return False
-                    delivery = insert_batch(
+                    delivery = insert_lines(
                         self._client,
                         self.database,
-                        piece.records,
+                        piece.lines,
                         piece.token,
                         self._quarantine,
                         self._clock.time(),
-                        # Records this process built from events are well-typed; lines read
+                        # Lines this process encoded from events are well-typed; lines read
                         # from files (other processes, other versions, hand edits) are checked.
-                        screen=None if piece.from_disk else set(),
+                        checked=piece.offset is not None,
+                        origin=piece.segment.path.name,
+                        offset=piece.offset,
                     )
             except Exception as exc:
                 self._note_failure(exc, "insert")
@@ -916,7 +921,7 @@ class TelemetryWriter:
         Returns how many of its events were replayed (from another process's segment)."""
         seg = piece.segment
         self._spool.acknowledge(seg, piece.consumed, piece.next_offset)
-        landed = len(piece.records) - len(delivery.not_inserted)
+        landed = len(piece.lines) - len(delivery.not_inserted)
         if self._spool.is_done(seg):
             if seg in self._queue:
                 self._queue.remove(seg)
