@@ -370,7 +370,8 @@ class Spool:
         try:
             with os.scandir(self.directory) as it:
                 for entry in it:
-                    if entry.name.endswith(SEGMENT_SUFFIX) or entry.name.endswith(_HIDDEN_SUFFIX):
+                    # Hidden files (spares, segments being created) never hold a record.
+                    if entry.name.endswith(SEGMENT_SUFFIX) and not entry.name.startswith("."):
                         try:
                             total += entry.stat(follow_symlinks=False).st_size
                         except FileNotFoundError:
@@ -379,11 +380,11 @@ class Spool:
             logger.error("cannot measure the telemetry spool %s: %s", self.directory, exc)
             return self._disk_bytes
         with self._lock:
-            # This process's reservations are not data (other live processes' still count:
-            # an over-estimate keeps the cap a cap).
-            reserved = sum(
-                s.capacity - s.size for s in (self._active, self._spare) if s is not None and s.mm is not None
-            )
+            # This process's reservation is not data (another live process's active segment
+            # counts whole: at most one reservation each, an over-estimate that keeps the
+            # cap a cap).
+            active = self._active
+            reserved = active.capacity - active.size if active is not None and active.mm is not None else 0
             self._disk_bytes = max(0, total - reserved) + (self._appended - appended_before)
             return self._disk_bytes
 
