@@ -83,7 +83,16 @@ _Spec = Sequence[Column]
 _DATA_ERROR_CODES = frozenset({6, 27, 32, 33, 38, 41, 53, 69, 70, 72, 117, 131, 407, 321, 467})
 # JSONEachRow inserts: a record's keys that are not columns (``_v``, ``_a``) are skipped;
 # a key that is absent takes the column's DEFAULT, as in the typed path.
-_JSON_INSERT_SETTINGS = {"input_format_skip_unknown_fields": 1, "input_format_defaults_for_omitted_fields": 1}
+# One thread per insert: telemetry must not compete with the application for cores (an
+# embedded store parses in this process; by default ClickHouse parses a body on several
+# threads, which on a 2-core machine pre-empt the calls' threads).
+_JSON_INSERT_SETTINGS = {
+    "input_format_skip_unknown_fields": 1,
+    "input_format_defaults_for_omitted_fields": 1,
+    "input_format_parallel_parsing": 0,
+    "max_threads": 1,
+    "max_insert_threads": 1,
+}
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,9 @@ class Spool:
         size = (preallocate_bytes // mmap.PAGESIZE) * mmap.PAGESIZE
         self.preallocate_bytes = size if size > 0 and size * 64 <= max_bytes else 0
         self._lock = threading.Lock()
+        # Held while the writer thread creates a spare (system calls: milliseconds): not
+        # the appends' lock, which only takes the descriptor. A fork waits for both.
+        self._create_lock = threading.Lock()
         self._active: Segment | None = None
         self._spare: Segment | None = None  # created ahead by the writer thread (prepare_spare)
         # Called (lock held) when an append needs a new segment: the writer makes the next spare.
@@ -162,6 +165,7 @@ class Spool:
         locks stay the parent's (a flock belongs to the open file, which the parent holds).
         """
         self._lock = threading.Lock()
+        self._create_lock = threading.Lock()
         seg, self._active = self._active, None
         spare, self._spare = self._spare, None
         retired, self._retired = self._retired, []  # the parent's writer delivers these
@@ -212,14 +216,17 @@ class Spool:
         if not self.preallocate_bytes or self._spare is not None or not self._appended:
             return
         try:
-            with self._lock:  # a fork never sees a descriptor the spool does not know
+            # A fork never sees a descriptor the spool does not know: it waits for this
+            # lock, and the descriptor is known (under the appends' lock) before it is let go.
+            with self._create_lock:
                 spare = self._new_segment(now, mapped=True, hidden=True)
-                self._fds.add(spare.fd)
+                with self._lock:
+                    self._fds.add(spare.fd)
         except (OSError, TelemetryError) as exc:
             logger.debug("could not create a spare telemetry segment in %s: %s", self.directory, exc)
             return
         if spare.mm is not None:
-            _populate(spare.mm)  # outside the lock: appends go on meanwhile
+            _populate(spare.mm)  # appends go on meanwhile
         with self._lock:
             if self._spare is None and self._pid == os.getpid():
                 self._spare = spare
@@ -349,8 +356,8 @@ class Spool:
         oldest first, each a plain file of its lines (the writer thread calls this)."""
         with self._lock:
             retired, self._retired = self._retired, []
-            for seg in retired:
-                _unmap(seg)
+        for seg in retired:  # outside the lock: out of every append's reach already
+            _unmap(seg)
         return retired
 
     def usage(self) -> tuple[int, int]:
@@ -398,9 +405,9 @@ class Spool:
         """Close the active segment to appends; the next append starts a new one."""
         with self._lock:
             seg, self._active = self._active, None
-            if seg is not None:
-                seg.sealed = True
-                _unmap(seg)
+        if seg is not None:
+            seg.sealed = True
+            _unmap(seg)  # outside the lock (milliseconds for a reservation): no append can reach it now
         return seg
 
     def fsync(self) -> None:

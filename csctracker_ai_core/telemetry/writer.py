@@ -556,7 +556,14 @@ class TelemetryWriter:
         # The delivery lock first: a fork waits for the insert or connection in progress
         # (an embedded writer must close chDB; and a child must not inherit the driver's
         # state mid-request: lazy imports half done, HTTP pool locks held).
-        return (self._delivery_lock, self._start_lock, self._counters_lock, self._idle, self._spool._lock)
+        return (
+            self._delivery_lock,
+            self._start_lock,
+            self._counters_lock,
+            self._idle,
+            self._spool._create_lock,
+            self._spool._lock,
+        )
 
     def _before_fork(self) -> None:
         """Holding the delivery lock: no chDB engine may run across a fork."""
