@@ -13,14 +13,19 @@ configuration, interleaved over ``rounds``:
   hands its segments over; ``csc-ai deliver`` (``nice`` 10, another process) inserts.
 
 The stages are wrapped with ``time.perf_counter_ns`` (wrapping adds about 1 µs each):
+the call path's own (``validate_call``, the pool's acquire and release, reading the
+reply and its usage) and telemetry's: the attempt's event and price, the call's event,
 ``record`` (all of it), ``encode_event`` (the spool line: the redaction and cap checks,
 then orjson of the event, or the record path when a text must change) and
-``spool.append`` (the copy into the mapped segment under the spool lock).
+``spool.append`` (the copy into the mapped segment under the spool lock). The full
+garbage collections during the measured calls are counted (``gc.callbacks``): each
+stops every thread for as long as a pass over the whole heap takes.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -41,7 +46,18 @@ CONFIGS = [
     ("embedded, owner in this process", "embedded", False),
     ("embedded, external delivery (csc-ai deliver)", "embedded", True),
 ]
-STAGES = ("record", "encode_event", "spool.append")
+STAGES = (
+    "validate_call",
+    "pool.acquire",
+    "read_reply",
+    "usage",
+    "pool.release",
+    "attempt (event and price)",
+    "call event",
+    "record",
+    "encode_event",
+    "spool.append",
+)
 
 
 def child(args: argparse.Namespace) -> None:
@@ -64,9 +80,37 @@ def child(args: argparse.Namespace) -> None:
 
         setattr(owner, name, wrapper)
 
+    from csctracker_ai_core import call as call_module
+    from csctracker_ai_core import processor as processor_module
+    from csctracker_ai_core.pool.rotator import ApiKeyRotator
+    from csctracker_ai_core.tokens import TokenUsage
+
+    timed(processor_module, "validate_call", "validate_call")
+    timed(ApiKeyRotator, "acquire", "pool.acquire")
+    timed(processor_module, "read_reply", "read_reply")
+    timed(ApiKeyRotator, "release", "pool.release")
+    timed(call_module.Call, "attempt_done", "attempt (event and price)")
+    timed(call_module.Call, "success_event", "call event")
     timed(writer.TelemetryWriter, "record_with", "record")
     timed(writer, "encode_event", "encode_event")
     timed(spool.Spool, "append", "spool.append")
+    usage_of = TokenUsage.from_usage_metadata
+
+    def usage(cls: object, value: object) -> object:
+        t = time.perf_counter_ns()
+        try:
+            return usage_of(value)
+        finally:
+            times["usage"].append(time.perf_counter_ns() - t)
+
+    TokenUsage.from_usage_metadata = classmethod(usage)  # type: ignore[method-assign, assignment]
+    full_gcs = [0]
+
+    def count_full_gcs(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_gcs[0] += 1
+
+    gc.callbacks.append(count_full_gcs)
     p = IaProcessor(
         google_free_keys=[KEY],
         base_url=args.base_url,
@@ -83,6 +127,7 @@ def child(args: argparse.Namespace) -> None:
     time.sleep(1.5)  # the writer's start-up (connect, schema) is not what is measured
     for v in times.values():
         v.clear()
+    full_gcs[0] = 0
     calls = []
     cpu = time.process_time()
     for i in range(args.n):
@@ -92,7 +137,8 @@ def child(args: argparse.Namespace) -> None:
     cpu = time.process_time() - cpu
     role = getattr(p.telemetry.stats(), "role", "off")
     p.close(30)
-    print(json.dumps({"calls": calls, "stages": times, "role": role, "cpu_us": cpu / args.n * 1e6}))
+    out = {"calls": calls, "stages": times, "role": role, "cpu_us": cpu / args.n * 1e6, "full_gcs": full_gcs[0]}
+    print(json.dumps(out))
 
 
 def pct(values: list[int], q: float) -> float:
@@ -114,7 +160,7 @@ def main() -> None:
         child(args)
         return
     pooled: dict[str, dict] = {
-        name: {"calls": [], "stages": {s: [] for s in STAGES}, "cpu": []} for name, _, _ in CONFIGS
+        name: {"calls": [], "stages": {s: [] for s in STAGES}, "cpu": [], "full_gcs": 0} for name, _, _ in CONFIGS
     }
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in CONFIGS}
     with common.fast_emulator(keys=[KEY], latency_s=0.0) as emu:
@@ -139,20 +185,25 @@ def main() -> None:
                 ratios[name].append(p50 / base)
                 pooled[name]["calls"] += res["calls"]
                 pooled[name]["cpu"].append(res["cpu_us"])
+                pooled[name]["full_gcs"] += res["full_gcs"]
                 for s in STAGES:
                     pooled[name]["stages"][s] += res["stages"][s]
     print(f"{args.rounds} interleaved rounds x {args.n} calls per configuration, emulator with no latency.\n")
-    print("| configuration | call p50 ms | call p99 ms | p50 vs off (median of rounds) | CPU µs/call |")
-    print("|---|---|---|---|---|")
+    print(
+        "| configuration | call p50 ms | call p99 ms | p50 vs off (median of rounds) | CPU µs/call "
+        "| full garbage collections |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, _, _ in CONFIGS:
         c = pooled[name]["calls"]
         print(
             f"| {name} | {pct(c, 0.5) / 1000:.3f} | {pct(c, 0.99) / 1000:.3f} | "
-            f"x{statistics.median(ratios[name]):.3f} | {statistics.mean(pooled[name]['cpu']):.0f} |"
+            f"x{statistics.median(ratios[name]):.3f} | {statistics.mean(pooled[name]['cpu']):.0f} "
+            f"| {pooled[name]['full_gcs']} |"
         )
     print("\n| configuration | stage | p50 µs | p99 µs | mean µs |")
     print("|---|---|---|---|---|")
-    for name, _, _ in CONFIGS[1:]:
+    for name, _, _ in CONFIGS:
         for s in STAGES:
             v = pooled[name]["stages"][s]
             if v:
