@@ -12,7 +12,7 @@ path to ClickHouse. A line is one of two forms:
   and no oversized text). Its record is built when the line is decoded, on the writer
   thread;
 * the *record line* (``"_v": 1``): the record itself, for every other event (and every
-  line before 0.3).
+  line of 0.2.0 and before).
 
 Both go through :func:`_record`, the one definition of the derived columns.
 
@@ -153,7 +153,6 @@ def _record(
     metadata: dict[str, str],
     attempts: list[dict[str, Any]],
     library_version: str,
-    sanitized_fields: str = "",
 ) -> dict[str, Any]:
     """``rec`` (the copied columns, ``task`` already redacted) completed with the derived
     ones: the one definition, for records built from an event and from an event line."""
@@ -169,7 +168,7 @@ def _record(
     rec["operation"] = "generate_content"
     rec["provider"] = "gcp.gemini"
     rec["library_version"] = library_version
-    rec["sanitized_fields"] = sanitized_fields  # filled by encode_record when a text is not valid UTF-8
+    rec["sanitized_fields"] = ""  # filled by encode_record when a text is not valid UTF-8
     rec["_v"] = RECORD_FORMAT_VERSION
     task = rec["task"]
     for a in attempts:
