@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_telemetry_support import make_event
+from test_telemetry_support import make_event, read_records
 
 from csctracker_ai_core.telemetry import spool as spool_module
 from csctracker_ai_core.telemetry.records import encode_record, event_to_record
@@ -64,7 +64,7 @@ def test_a_sealed_segment_is_cut_back_to_its_lines(tmp_path):
     assert seg is not None and seg.mm is None and seg.capacity == 0
     assert seg.path.read_bytes() == b"".join(lines)  # no zeros left: a plain file
     s.fsync_segment(seg)  # the new size is flushed too (no error on an unmapped segment)
-    records, offset, consumed = s.read(seg, 100, 1 << 20)
+    records, offset, consumed = read_records(s, seg, 100, 1 << 20)
     assert consumed == 5 and offset == 0  # from memory
     assert [r["event_id"] for r in records] == [r["event_id"] for r in map(_decode, lines)]
 
@@ -187,7 +187,7 @@ def test_a_killed_process_mapped_segment_replays_its_records_then_is_deleted(tmp
     assert path.stat().st_size == 64 * PAGE  # the reservation is still there
     s = Spool(d)
     [seg] = s.claim_orphans(exclude=set())
-    records, offset, consumed = s.read(seg, 100, 1 << 20)
+    records, offset, consumed = read_records(s, seg, 100, 1 << 20)
     assert [r["event_id"] for r in records] == [f"ev-{i}" for i in range(7)]
     assert consumed == 8  # the torn one counted as consumed, never delivered
     s.acknowledge(seg, consumed, offset)
@@ -202,7 +202,7 @@ def test_a_segment_of_only_zeros_is_finished_with_nothing_delivered(tmp_path):
     (d / "seg-00000000000000000001-1-abcdef01.jsonl").write_bytes(b"\0" * PAGE)
     s = Spool(d)
     [seg] = s.claim_orphans(exclude=set())
-    records, offset, consumed = s.read(seg, 100, 1 << 20)
+    records, offset, consumed = read_records(s, seg, 100, 1 << 20)
     assert records == [] and consumed == 0 and offset == PAGE
     s.acknowledge(seg, 0, offset)
     assert s.is_done(seg)

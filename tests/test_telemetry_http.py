@@ -14,7 +14,7 @@ import chdb  # noqa: F401  (a dev dependency: the loopback server runs on it)
 import clickhouse_connect
 import pytest
 from clickhouse_connect.driver.exceptions import OperationalError
-from test_telemetry_support import make_event, server_settings, wait_until
+from test_telemetry_support import make_event, read_records, server_settings, wait_until
 
 from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
@@ -297,7 +297,7 @@ def test_live_process_segments_are_never_claimed_twice(tmp_path):
     claimed = b.claim_orphans(exclude=set())
     assert [s.path for s in claimed] == [seg.path]
     assert a.claim_orphans(exclude=set()) == []  # now b holds it
-    records, _, consumed = b.read(claimed[0], 100, 1 << 20)
+    records, _, consumed = read_records(b, claimed[0], 100, 1 << 20)
     assert consumed == 1 and records[0]["event_id"] == rec["event_id"]
     b.delete(claimed[0])
 
@@ -314,7 +314,7 @@ def test_chunks_are_cut_the_same_from_memory_and_from_the_file(tmp_path, max_row
 
     def chunks(spool, seg):
         cut = []
-        while (chunk := spool.read(seg, max_rows, max_bytes))[2]:
+        while (chunk := read_records(spool, seg, max_rows, max_bytes))[2]:
             records, next_offset, consumed = chunk
             cut.append((seg.delivered, consumed, [r["event_id"] for r in records]))
             spool.acknowledge(seg, consumed, next_offset)
@@ -348,7 +348,7 @@ def test_torn_last_line_is_skipped(tmp_path):
     (d / "seg-00000000000000000001-1-abcdef01.jsonl").write_bytes(good + good[:40])
     s = Spool(d)
     [seg] = s.claim_orphans(exclude=set())
-    records, off, consumed = s.read(seg, 100, 1 << 20)
+    records, off, consumed = read_records(s, seg, 100, 1 << 20)
     assert len(records) == 1 and consumed == 2
     s.acknowledge(seg, consumed, off)
     assert s.is_done(seg)

@@ -59,11 +59,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..exceptions import TelemetryError
 from ..paths import open_private_file, private_dir
-from .records import records_of_lines
 from .settings import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = [
@@ -183,12 +181,11 @@ class Spool:
 
     # ------------------------------------------------------------------ writing
 
-    def _new_segment(self, now: float, *, mapped: bool, hidden: bool = False, size: int = 0) -> Segment:
+    def _new_segment(self, now: float, *, mapped: bool, hidden: bool = False) -> Segment:
         """A new segment of this process, locked before anyone can see it.
 
         ``hidden``: left under its temporary name (a spare: no reader or claimer looks
-        at it until :meth:`_next_segment` renames it into place). ``size``: bytes to
-        map (default ``preallocate_bytes``)."""
+        at it until :meth:`_next_segment` renames it into place)."""
         name = f"{SEGMENT_PREFIX}{int(now * 1e9):020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}{SEGMENT_SUFFIX}"
         tmp = self.directory / f".{name}{_HIDDEN_SUFFIX}"
         fd = open_private_file(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND)
@@ -196,7 +193,7 @@ class Spool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if mapped:
-                mm = _map(fd, size or self.preallocate_bytes)
+                mm = _map(fd, self.preallocate_bytes)
             path = tmp
             if not hidden:
                 path = self.directory / name
@@ -553,15 +550,8 @@ class Spool:
                 lines.append(line)
         return lines, offset, consumed
 
-    def read(self, seg: Segment, max_records: int, max_bytes: int) -> tuple[list[dict[str, Any]], int, int]:
-        """:meth:`read_lines`, each line decoded (:func:`~.records.record_of_line`): a line
-        that is not a record comes back as ``{"_unreadable": why, "_line": text}``."""
-        start = seg.offset if seg.mem is None else None
-        lines, next_offset, consumed = self.read_lines(seg, max_records, max_bytes)
-        return records_of_lines(lines, seg.path.name, start), next_offset, consumed
-
     def chunk_bytes(self, seg: Segment, consumed: int, next_offset: int) -> int:
-        """Bytes of the chunk :meth:`read` just returned (``consumed`` records, ending at ``next_offset``)."""
+        """Bytes of the chunk :meth:`read_lines` just returned (``consumed`` records, ending at ``next_offset``)."""
         if seg.mem is not None:
             return sum(map(len, seg.mem[seg.delivered : seg.delivered + consumed]))
         return next_offset - seg.offset
