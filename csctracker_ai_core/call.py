@@ -32,7 +32,6 @@ import logging
 import operator
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -45,7 +44,7 @@ from .pool.decision import Decision, FailureKind
 from .pool.lease import Lease, Slot
 from .pricing import COST_SCALE, PriceTable, billed_tier, cost_on_key, price_usage
 from .redaction import redact_exception
-from .telemetry.events import AttemptEvent, CallEvent, CallOutcome
+from .telemetry.events import AttemptEvent, CallEvent, CallOutcome, build_event
 from .tokens import TokenUsage
 from .validation import PreparedCall
 
@@ -71,14 +70,21 @@ def _sums(attempts: list[AttemptEvent]) -> dict[str, Any]:
     return dict(zip(_SUMMED_NAMES, totals, strict=True))
 
 
+# The version (4) and variant (RFC 4122) bits of a UUID, as in uuid.UUID(int=..., version=4).
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def new_event_id() -> str:
-    """A random (version 4) UUID for a call's event.
+    """A random (version 4) UUID for a call's event, in its canonical text form.
 
     From ``random``, not ``uuid.uuid4()``: its ``os.urandom`` is a system call, which lets
     another thread take the GIL on every call. Ids need to be unique, not secret; the
     generator is seeded from the OS and reseeded in every forked child (``random``
-    does that itself)."""
-    return str(uuid.UUID(int=random.getrandbits(128), version=4))
+    does that itself). Formatted here rather than through a ``uuid.UUID`` object: a
+    third of the cost (0.8 against 2.2 us)."""
+    h = "%032x" % ((random.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True)
@@ -235,17 +241,18 @@ class Call:
             decision=decision.label,
         )
         if failure is None:
-            return AttemptEvent(outcome=FailureKind.OK, http_status=200, **common)
-        return AttemptEvent(
-            outcome=failure.kind,
-            http_status=failure.http_status,
-            error_type=type(error).__name__ if error is not None else "",
-            error_message=failure.message or scrub(error or ""),
-            quota_id=failure.quota_id,
-            retry_delay_s=failure.retry_delay_s or 0.0,
-            suspended_until=decision.suspended_until,
-            **common,
-        )
+            common.update(outcome=FailureKind.OK, http_status=200)
+        else:
+            common.update(
+                outcome=failure.kind,
+                http_status=failure.http_status,
+                error_type=type(error).__name__ if error is not None else "",
+                error_message=failure.message or scrub(error or ""),
+                quota_id=failure.quota_id,
+                retry_delay_s=failure.retry_delay_s or 0.0,
+                suspended_until=decision.suspended_until,
+            )
+        return build_event(AttemptEvent, common)
 
     def retry_truncated(self, model: str) -> bool:
         """After a reply cut at MAX_TOKENS on ``model``: take the one change of
@@ -330,7 +337,8 @@ class Call:
         lease = self.last_lease
         assert lease is not None  # served: at least one attempt was made
         response = served.response
-        return CallEvent(
+        values = self._base(lease)
+        values.update(
             outcome=CallOutcome.OK,
             served_tier=served.served_tier,
             time_spent=served.duration_s,
@@ -338,26 +346,28 @@ class Call:
             finish_reason=served.finish_reason,
             response_id=response.response_id or "",
             model_version=response.model_version or "",
-            **self._base(lease),
         )
+        return build_event(CallEvent, values)
 
     def reduced_success_event(self, served: Served) -> CallEvent:
         """What is certain about a served call when the full event cannot be built."""
-        return CallEvent(
+        values = self._base(self.last_lease)
+        values.update(
             outcome=CallOutcome.OK,
             time_spent=served.duration_s,
             result=served.text,
             error_message="event built without reply metadata (see logs)",
-            **self._base(self.last_lease),
         )
+        return build_event(CallEvent, values)
 
     def failure_event(self, error: BaseException) -> CallEvent:
         """The ``ai_events`` row of a call that ends with ``error``."""
         last = self.attempts[-1] if self.attempts else None
-        return CallEvent(
+        values = self._base(self.last_lease)
+        values.update(
             outcome=CallOutcome.ERROR,
             error_type=type(error).__name__,
             error_message=scrub(error, limit=1000),
             quota_id=last.quota_id if last else "",
-            **self._base(self.last_lease),
         )
+        return build_event(CallEvent, values)

@@ -188,6 +188,23 @@ def test_rotator_skips_a_shut_down_model_from_the_day_it_shuts_down(monkeypatch,
     assert sum("was shut down" in r.getMessage() for r in caplog.records) == 1
 
 
+def test_rotator_plans_change_at_utc_midnight_to_the_second_and_when_the_clock_goes_back(monkeypatch):
+    """The cached plans hold for [00:00, 24:00) UTC of their day (two comparisons a call):
+    one second before midnight they are kept, at midnight rebuilt, and a clock set back to
+    the day before rebuilds them for that day."""
+    monkeypatch.setattr(cat, "WATCH", ShutdownWatch())
+    clock = FakeClock(utc(date(2026, 11, 30)) - 3600 + 86399.0)  # 2026-11-30 23:59:59 UTC (utc() is 01:00)
+    rotator = ApiKeyRotator(["k1"], None, {"gemini-2.5-flash": 1, "gemini-3.8-flash": 1}, clock=clock)
+    both = {"gemini-2.5-flash", "gemini-3.8-flash"}
+    assert {g.model for g in rotator.plan(Filters())} == both
+    clock.advance(0.999)
+    assert {g.model for g in rotator.plan(Filters())} == both
+    clock.advance(0.001)  # 2026-12-01 00:00:00: gemini-2.5-flash is shut down
+    assert {g.model for g in rotator.plan(Filters())} == {"gemini-3.8-flash"}
+    clock.set(utc(date(2026, 11, 30)) - 3600 + 86399.0)
+    assert {g.model for g in rotator.plan(Filters())} == both
+
+
 def test_unset_model_limits_use_the_catalog_defaults_for_the_clock_day():
     rotator = ApiKeyRotator(["k1"], None, None, clock=FakeClock(utc(date(2026, 8, 1))))
     assert rotator.models == {"gemini-3.6-flash": 1, "gemini-3.5-flash-lite": 1}

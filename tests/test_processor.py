@@ -425,6 +425,8 @@ def test_event_ids_are_version_4_uuids_unique_and_differ_in_a_forked_child():
     ids = [new_event_id() for _ in range(20_000)]
     assert len(set(ids)) == len(ids)
     assert {uuid.UUID(i).version for i in ids} == {4}
+    assert {uuid.UUID(i).variant for i in ids} == {uuid.RFC_4122}
+    assert all(str(uuid.UUID(i)) == i for i in ids)  # the canonical lower-case 8-4-4-4-12 form
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child

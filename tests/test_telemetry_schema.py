@@ -9,7 +9,7 @@ import pytest
 from test_telemetry_support import NOW, make_event
 
 from csctracker_ai_core.pool.decision import Action, FailureKind, PoolChange
-from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent, CallOutcome
+from csctracker_ai_core.telemetry.events import AttemptEvent, CallEvent, CallOutcome, build_event
 from csctracker_ai_core.telemetry.records import (
     ATTEMPT_COLUMN_NAMES,
     ATTEMPT_COPIED,
@@ -305,3 +305,35 @@ def test_a_line_that_is_not_a_record_or_fails_the_check_sends_the_chunk_down_the
     assert records_module.lines_json([good], check=lambda rec: rec["task"] != "task-a") is None
     [unreadable] = records_module.records_of_lines([b"not json\n"], "seg-x.jsonl", 120)
     assert unreadable["_unreadable"].startswith("seg-x.jsonl byte 120: ")
+
+
+# --------------------------------------------------------------------------- build_event
+
+
+def _values(obj: object) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("i", range(6))
+def test_build_event_makes_the_event_the_dataclass_makes(i):
+    """The call path's constructor (call.py) and the dataclass's own: equal, same repr,
+    same spool line (orjson writes an instance's fields in the order of its __dict__)."""
+    event = make_event(i)
+    for cls, values in ((CallEvent, _values(event)), (AttemptEvent, _values(event.attempt_events[0]))):
+        built, made = build_event(cls, dict(values)), cls(**values)
+        assert built == made and repr(built) == repr(made)
+        assert orjson.dumps(built, default=str) == orjson.dumps(made, default=str)
+    some = {"event_id": "e", "timestamp": NOW, "task": "t", "outcome": CallOutcome.OK}
+    assert build_event(CallEvent, dict(some)) == CallEvent(**some)  # the defaults, too
+
+
+def test_build_event_refuses_what_the_dataclass_refuses_and_shares_no_default():
+    some = {"event_id": "e", "timestamp": NOW, "task": "t", "outcome": CallOutcome.OK}
+    with pytest.raises(TypeError, match="no field"):
+        build_event(CallEvent, {**some, "tokens_inptu": 3})
+    with pytest.raises(TypeError, match="'task'"):
+        build_event(CallEvent, {k: v for k, v in some.items() if k != "task"})
+    a, b = build_event(CallEvent, dict(some)), build_event(CallEvent, dict(some))
+    assert a.metadata == {} and a.metadata is not b.metadata
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.task = "x"  # type: ignore[misc]

@@ -152,7 +152,9 @@ class ApiKeyRotator:
             )
         )
         self._plans: dict[Filters, tuple[Group, ...]] = {}
-        self._plans_day: Any | None = None  # the UTC day the cached plans were built for
+        # The UTC day the cached plans were built for, as [start, end) in Unix seconds:
+        # two comparisons per call instead of a date built from the clock.
+        self._plans_span = (0.0, 0.0)
         self._retired: frozenset[str] = frozenset()
         self._lock = threading.Lock()  # guards the streak counters
         forking.register(self, locks=lambda r: (r._lock,), in_child=ApiKeyRotator._after_fork_in_child)
@@ -203,11 +205,14 @@ class ApiKeyRotator:
         Models the catalog says are shut down today are left out (one WARNING each,
         naming the successor); plans are rebuilt when the UTC day changes.
         """
-        today = utc_date(self._clock.time())
-        if today != self._plans_day:
+        now = self._clock.time()
+        start, end = self._plans_span
+        if not start <= now < end:
+            today = utc_date(now)
             self._retired = catalog.WATCH.retired(self._caps, today)
             self._plans = {}
-            self._plans_day = today
+            start = datetime(today.year, today.month, today.day, tzinfo=timezone.utc).timestamp()
+            self._plans_span = (start, start + 86400.0)  # Unix time has no leap seconds
         plan = self._plans.get(filters)
         if plan is None:
             plan = tuple(g for g in build_plan(self._order, self._tiers, filters) if g.model not in self._retired)

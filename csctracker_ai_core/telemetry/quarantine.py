@@ -308,7 +308,9 @@ class Delivery:
     not_inserted: frozenset[int]  # ids (``id()``) of the records whose ai_events row did not land
 
 
-def insert_json(client: Any, database: str, table: str, names: Sequence[str], body: bytes, token: str) -> bool:
+def insert_json(
+    client: Any, database: str, table: str, names: Sequence[str], body: bytes | bytearray, token: str
+) -> bool:
     """One ``INSERT ... FORMAT JSONEachRow`` of ``body`` under deduplication ``token``;
     False when there was nothing to send.
 
@@ -406,7 +408,7 @@ def insert_batch(
         table: str,
         names: Sequence[str],
         suffix: str,
-        as_json: Callable[[Sequence[Any]], bytes],
+        as_json: Callable[[Sequence[Any]], bytes | bytearray],
         as_columns: Callable[[Sequence[Any]], list[list[Any]]],
     ) -> Callable[[Sequence[Any], str], None]:
         def run(rows: Sequence[Any], tok: str) -> None:

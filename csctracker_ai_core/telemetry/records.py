@@ -491,8 +491,12 @@ def attempt_columns(records: Sequence[dict[str, Any]]) -> list[list[Any]]:
 # The writer thread's loops over a chunk's records (up to 10,000) let the calls run every
 # YIELD_EVERY records: a call that needs the GIL while another thread holds it waits for
 # the holder's next release, and a thread that never releases is asked to only after
-# the 5 ms switch interval. ``time.sleep(0)`` releases it (about 0.5 ms of work apart).
-YIELD_EVERY = 64
+# the 5 ms switch interval. ``time.sleep(0)`` releases it. A 2 kB event line costs about
+# 25 us here (decoded, its record built, two rows written), so 16 lines are about 0.4 ms
+# of work apart: while a 3,000-line chunk was built, a thread waking every 200 us waited
+# p50 0.26-0.28 ms for the GIL (1.0-1.4 ms at 64 lines), for 30-40% more of the
+# writer's own time (bench/RESULTS.md, "The writer's share of the GIL").
+YIELD_EVERY = 16
 _LINE = orjson.OPT_APPEND_NEWLINE
 
 
@@ -527,7 +531,9 @@ def records_of_lines(lines: Sequence[bytes], origin: str, offset: int | None) ->
     return records
 
 
-def lines_json(lines: Sequence[bytes], *, check: Callable[[dict[str, Any]], bool] | None) -> tuple[bytes, bytes] | None:
+def lines_json(
+    lines: Sequence[bytes], *, check: Callable[[dict[str, Any]], bool] | None
+) -> tuple[bytearray, bytearray] | None:
     """The ``ai_events`` and ``ai_attempts`` JSONEachRow bodies of a chunk's lines, built
     in one pass that keeps one record alive at a time; ``None`` when a line is not a
     record or ``check`` refuses one (the caller then takes the record by record path).
@@ -548,7 +554,9 @@ def lines_json(lines: Sequence[bytes], *, check: Callable[[dict[str, Any]], bool
         events += orjson.dumps(rec, option=_LINE)
         for a in rec.get("_a", ()):
             attempts += orjson.dumps(a, option=_LINE)
-    return bytes(events), bytes(attempts)
+    # The buffers as they are: a bytes() copy of a 10,000-line body holds the GIL for
+    # milliseconds (a memcpy into fresh pages), and the drivers take a bytearray.
+    return events, attempts
 
 
 # The same rows as JSONEachRow bodies, which the store parses itself. A record's keys
@@ -560,7 +568,7 @@ def lines_json(lines: Sequence[bytes], *, check: Callable[[dict[str, Any]], bool
 # which finds the refused row.
 
 
-def events_json(records: Sequence[dict[str, Any]]) -> bytes:
+def events_json(records: Sequence[dict[str, Any]]) -> bytearray:
     """The ``ai_events`` rows of ``records``, one JSON object a line."""
     # Appended to one buffer: each line's bytes are freed at once and their memory
     # reused. Joining a list of them kept every line alive until the end, and the fresh
@@ -568,13 +576,13 @@ def events_json(records: Sequence[dict[str, Any]]) -> bytes:
     body = bytearray()
     for r in _yielding(records):
         body += orjson.dumps(r, option=_LINE)
-    return bytes(body)
+    return body  # no bytes() copy (see lines_json)
 
 
-def attempts_json(records: Sequence[dict[str, Any]]) -> bytes:
+def attempts_json(records: Sequence[dict[str, Any]]) -> bytearray:
     """The ``ai_attempts`` rows of the attempts of ``records``, one JSON object a line."""
     body = bytearray()
     for r in _yielding(records):
         for a in r.get("_a", ()):
             body += orjson.dumps(a, option=_LINE)
-    return bytes(body)
+    return body
