@@ -361,3 +361,29 @@ def test_the_served_tier_is_billed_when_known():
         D("0.01125"),
         D("0.01125"),
     )
+
+
+@pytest.mark.parametrize(
+    ("fields", "prompt"),
+    [
+        (dict(input=500, output=100, cached=40, image=30, audio=20, video=10), 500),
+        (dict(input=10, output=5, cached=50, image=60, audio=70, video=80), 10),  # parts over the prompt: clamped
+        (dict(input=-5, output=-1), 0),  # negative counts read as 0
+        (dict(input=True, output=2.9), 1),  # a bool and a float, as int() reads them
+        (dict(input="12", output="x"), 12),  # text: int() of it, else 0
+    ],
+)
+def test_the_billing_split_reads_a_token_usage_as_it_reads_any_object(fields, prompt):
+    """split_prompt reads a TokenUsage of non-negative ints directly (the call path's case);
+    any other value goes through _count. Both readings give the same split, whose eight
+    prompt parts add up to the prompt."""
+    from types import SimpleNamespace
+
+    from csctracker_ai_core.pricing import split_prompt
+    from csctracker_ai_core.tokens import TokenUsage
+
+    as_usage = TokenUsage(**fields)
+    names = ("input", "output", "cached", "image", "audio", "video")
+    as_object = SimpleNamespace(**{name: getattr(as_usage, name) for name in names})
+    assert split_prompt(as_usage) == split_prompt(as_object) == split_prompt(dict(vars(as_object)))
+    assert sum(split_prompt(as_usage)[:8]) == prompt
