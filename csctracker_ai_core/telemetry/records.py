@@ -494,8 +494,9 @@ def attempt_columns(records: Sequence[dict[str, Any]]) -> list[list[Any]]:
 # the 5 ms switch interval. ``time.sleep(0)`` releases it. A 2 kB event line costs about
 # 25 us here (decoded, its record built, two rows written), so 16 lines are about 0.4 ms
 # of work apart: while a 3,000-line chunk was built, a thread waking every 200 us waited
-# p50 0.26-0.28 ms for the GIL (1.0-1.4 ms at 64 lines), for 30-40% more of the
-# writer's own time (bench/RESULTS.md, "The writer's share of the GIL").
+# p50 0.27-0.30 ms for the GIL (1.3-1.4 ms at 64 lines with the bytes() copy that
+# lines_json no longer makes), for 3-20% more of the writer's own time
+# (bench/bench_writer_gil.py; bench/RESULTS.md, "The writer's share of the GIL").
 YIELD_EVERY = 16
 _LINE = orjson.OPT_APPEND_NEWLINE
 
