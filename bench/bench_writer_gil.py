@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_insert import LateWakeups  # noqa: E402
 from bench_telemetry import _event  # noqa: E402
 
 from csctracker_ai_core.telemetry import records  # noqa: E402
@@ -31,25 +31,12 @@ from csctracker_ai_core.telemetry import records  # noqa: E402
 
 def _probe_during(work) -> tuple[float, list[float]]:
     """Run ``work`` on this thread while a probe thread records its late wake-ups (µs)."""
-    late: list[float] = []
-    stop = threading.Event()
-
-    def probe() -> None:
-        while not stop.is_set():
-            t = time.perf_counter()
-            time.sleep(0.0002)
-            late.append((time.perf_counter() - t - 0.0002) * 1e6)
-
-    thread = threading.Thread(target=probe, daemon=True)
-    thread.start()
-    time.sleep(0.02)
-    late.clear()
-    t0 = time.perf_counter()
-    work()
-    wall = time.perf_counter() - t0
-    stop.set()
-    thread.join()
-    return wall, sorted(late)
+    with LateWakeups() as probe:
+        probe.late.clear()  # only what happens during the work
+        t0 = time.perf_counter()
+        work()
+        wall = time.perf_counter() - t0
+    return wall, sorted(probe.late)
 
 
 def main() -> None:
