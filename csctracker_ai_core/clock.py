@@ -11,6 +11,8 @@ import threading
 import time as _time
 from typing import Protocol, runtime_checkable
 
+from . import forking
+
 __all__ = ["Clock", "SystemClock", "FakeClock", "SYSTEM_CLOCK"]
 
 
@@ -52,6 +54,15 @@ class FakeClock:
         self._now = float(start)
         self._lock = threading.Lock()
         self.slept: list[float] = []
+        # A forked child gets a fresh lock: a parent thread may have held this one at the
+        # fork, and the child would wait for it forever. Not held across the fork: other
+        # registered locks are held while the clock is read (the writer's, the pool's),
+        # and the forking thread takes registered locks in order. Each update is one
+        # assignment, so the child's copy is never half done.
+        forking.register(self, in_child=FakeClock._after_fork_in_child)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def time(self) -> float:
         with self._lock:

@@ -365,3 +365,33 @@ def test_reports_in_a_forked_child_use_their_own_connection_and_lock(tmp_path):
         t.close()
     finally:
         server.stop()
+
+
+def test_a_fake_clock_held_by_another_thread_at_the_fork_works_in_the_child():
+    """FakeClock gets a fresh lock in a forked child: the parent's lock, held at the fork by
+    another thread reading the clock, would otherwise stay held in the child for ever."""
+    import time
+
+    from csctracker_ai_core.clock import FakeClock
+
+    clock = FakeClock(100.0)
+    clock._lock.acquire()  # a thread of the parent inside clock.time() at the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            clock.advance(5.0)
+            os._exit(0 if clock.time() == 105.0 else 1)
+    finally:
+        clock._lock.release()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child waited for the parent's FakeClock lock")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert clock.time() == 100.0  # the parent's clock did not move
