@@ -57,8 +57,9 @@ class FakeClock:
         # A forked child gets a fresh lock: a parent thread may have held this one at the
         # fork, and the child would wait for it forever. Not held across the fork: other
         # registered locks are held while the clock is read (the writer's, the pool's),
-        # and the forking thread takes registered locks in order. Each update is one
-        # assignment, so the child's copy is never half done.
+        # and the forking thread takes registered locks in order. What the lock guards is
+        # a float and a list: at worst the child sees a sleep recorded in ``slept`` but not
+        # yet added to the time, never a torn value.
         forking.register(self, in_child=FakeClock._after_fork_in_child)
 
     def _after_fork_in_child(self) -> None:
