@@ -282,7 +282,6 @@ def test_fork_while_another_thread_holds_the_key_registry_lock_does_not_deadlock
     """The key registry's lock is held across fork by the forking thread, so a child forked
     while another thread registers keys can still register (and redact) its own."""
     import threading
-    import time
 
     from csctracker_ai_core import redaction
 
@@ -305,17 +304,7 @@ def test_fork_while_another_thread_holds_the_key_registry_lock_does_not_deadlock
             os._exit(4)
     release.set()
     t.join()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        time.sleep(0.05)
-    else:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-        raise AssertionError("child hung on the registry lock")
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert exit_code_within(pid, 30, "child hung on the registry lock") == 0
 
 
 def test_reports_in_a_forked_child_use_their_own_connection_and_lock(tmp_path):
@@ -370,7 +359,6 @@ def test_reports_in_a_forked_child_use_their_own_connection_and_lock(tmp_path):
 def test_a_fake_clock_held_by_another_thread_at_the_fork_works_in_the_child():
     """FakeClock gets a fresh lock in a forked child: the parent's lock, held at the fork by
     another thread reading the clock, would otherwise stay held in the child for ever."""
-    import time
 
     from csctracker_ai_core.clock import FakeClock
 
@@ -383,15 +371,21 @@ def test_a_fake_clock_held_by_another_thread_at_the_fork_works_in_the_child():
             os._exit(0 if clock.time() == 105.0 else 1)
     finally:
         clock._lock.release()
-    deadline = time.monotonic() + 20
+    assert exit_code_within(pid, 20, "the child waited for the parent's FakeClock lock") == 0
+    assert clock.time() == 100.0  # the parent's clock did not move
+
+
+def exit_code_within(pid: int, seconds: float, hung: str) -> int:
+    """The exit code of child ``pid``; the test fails with ``hung`` (the child killed) when
+    it has not exited within ``seconds``."""
+    import time
+
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
-            break
+            return os.waitstatus_to_exitcode(status)
         time.sleep(0.01)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.fail("the child waited for the parent's FakeClock lock")
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert clock.time() == 100.0  # the parent's clock did not move
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(hung)
