@@ -374,9 +374,9 @@ def test_the_served_tier_is_billed_when_known():
     ],
 )
 def test_the_billing_split_reads_a_token_usage_as_it_reads_any_object(fields, prompt):
-    """split_prompt reads a TokenUsage of non-negative ints directly (the call path's case);
-    any other value goes through _count. Both readings give the same split, whose eight
-    prompt parts add up to the prompt."""
+    """_count takes an int as it is (the call path's case) and reads any other value with
+    int(); a TokenUsage, an object and a dict of the same counts give the same split, whose
+    eight prompt parts add up to the prompt."""
     from types import SimpleNamespace
 
     from csctracker_ai_core.pricing import split_prompt
