@@ -7,6 +7,8 @@ emulator that runs in this process with no added latency:
 
 - raw SDK: one reused ``genai.Client``, ``generate_content`` + ``json.loads`` (project venv,
   google-genai 3.x; and the original's venv, google-genai 1.70, as that peer's own baseline);
+- the same raw call in this project's request models (``gemini/sdk_models.py``): the
+  SDK's share as IaProcessor pays it, so that ours against it is our layer's own cost;
 - IaProcessor.analisar_com_gemini with telemetry off, embedded (chDB) and server (the
   ClickHouse HTTP loopback server, ``bench/ch_server.py``);
 - the original csctracker-ai-core 26.37.1 with its ClickHouse on the loopback server, and
@@ -43,6 +45,7 @@ def contenders(ready: dict) -> list:
     """(name, peer venv, runner script, extra args, needs a ClickHouse server)."""
     out = [
         ("raw SDK (google-genai 3.x, reused client)", "ours", "raw_sdk.py", [], False),
+        ("raw SDK, this project's request models", "ours", "raw_sdk.py", ["--lean"], False),
         ("ours, telemetry off", "ours", "ours.py", ["overhead", "--telemetry", "off"], False),
         ("ours, telemetry embedded (chDB)", "ours", "ours.py", ["overhead", "--telemetry", "embedded"], False),
         ("ours, telemetry server (HTTP)", "ours", "ours.py", ["overhead", "--telemetry", "server"], True),

@@ -3,7 +3,13 @@
 Measures what a call pays (``record()``: redaction and cap checks, the line, its copy into the spool),
 events per second sustained into chDB, inserts per second, and memory.
 
-    python bench/bench_telemetry.py [--events 20000] [--payload-bytes 2000]
+``record()`` is timed four ways: in a tight loop with the writer thread delivering in
+the background (the worst case: 8,000+ events/s, the writer never idle); paced at
+``--pace-hz`` events a second, as calls come (the writer delivers between them); with
+``telemetry_delivery="external"`` (the process only spools, ``csc-ai deliver`` inserts);
+and with no thread at all (the call path's own cost).
+
+    python bench/bench_telemetry.py [--events 20000] [--payload-bytes 2000] [--pace-hz 400]
 
 Prints a markdown table. Everything lives in a temporary folder, deleted at the end.
 """
@@ -11,6 +17,7 @@ Prints a markdown table. Everything lives in a temporary folder, deleted at the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import shutil
 import statistics
@@ -67,6 +74,25 @@ def _event(i: int, payload: str) -> CallEvent:
     )
 
 
+def _timed_records(writer: TelemetryWriter, events: list[CallEvent], gap_s: float) -> list[int]:
+    """Each ``record()``'s time in ns, ``gap_s`` apart (0: back to back); the writer is closed after."""
+    while writer.stats().role == "starting" and writer._thread is not None:
+        time.sleep(0.01)
+    costs = []
+    next_at = time.perf_counter()
+    for e in events:
+        if gap_s:
+            next_at += gap_s
+            pause = next_at - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+        t = time.perf_counter_ns()
+        writer.record(e)
+        costs.append(time.perf_counter_ns() - t)
+    writer.close(30)
+    return costs
+
+
 def _pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -76,6 +102,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=20000)
     ap.add_argument("--payload-bytes", type=int, default=2000)
+    ap.add_argument("--pace-hz", type=float, default=400.0, help="events a second of the paced run")
+    ap.add_argument("--paced-events", type=int, default=4000)
     args = ap.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
     try:
@@ -106,7 +134,24 @@ def main(argv=None) -> int:
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         w.close(10)
 
-        # 3. Python heap peak of the record path alone (tracemalloc slows it, so separate run).
+        # 3. record() at the pace of calls, then with external delivery, then with no thread.
+        paced = _timed_records(
+            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-paced")),
+            events[: args.paced_events],
+            1.0 / args.pace_hz,
+        )
+        external = _timed_records(
+            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-external", delivery="external")),
+            events,
+            0.0,
+        )
+        threadless = _timed_records(
+            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-threadless"), start=False),
+            events,
+            0.0,
+        )
+
+        # 4. Python heap peak of the record path alone (tracemalloc slows it, so separate run).
         shutil.rmtree(root / "spool", ignore_errors=True)
         w2 = TelemetryWriter(settings, start=False)
         tracemalloc.start()
@@ -123,6 +168,18 @@ def main(argv=None) -> int:
             ("record() p99", f"{_pct(costs, 0.99) / 1000:.1f} µs"),
             ("record() mean", f"{statistics.mean(costs) / 1000:.1f} µs"),
             ("record() max", f"{max(costs) / 1000:.0f} µs"),
+            (
+                f"record() p50 / p99, paced at {args.pace_hz:.0f} events/s ({args.paced_events} events)",
+                f"{_pct(paced, 0.50) / 1000:.1f} / {_pct(paced, 0.99) / 1000:.1f} µs",
+            ),
+            (
+                "record() p50 / p99, delivery external (the process only spools)",
+                f"{_pct(external, 0.50) / 1000:.1f} / {_pct(external, 0.99) / 1000:.1f} µs",
+            ),
+            (
+                "record() p50 / p99, no writer thread",
+                f"{_pct(threadless, 0.50) / 1000:.1f} / {_pct(threadless, 0.99) / 1000:.1f} µs",
+            ),
             ("recording rate (call-path only)", f"{args.events / record_wall:,.0f} events/s"),
             ("sustained into chDB (record -> all acknowledged)", f"{s.written / total_s:,.0f} events/s"),
             ("all delivered", f"{ok} (written {s.written}, dropped {s.dropped}) in {total_s:.2f} s"),

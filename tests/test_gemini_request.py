@@ -14,6 +14,7 @@ from csctracker_ai_core.gemini.request import (
     truncation_retry,
 )
 from csctracker_ai_core.gemini.response import ReplyProblem, parse_json_reply, read_reply
+from csctracker_ai_core.gemini.sdk_models import RequestConfig, RequestContent, RequestPart
 from csctracker_ai_core.gemini.structured import response_schema_from
 from csctracker_ai_core.tokens import TokenUsage
 from csctracker_ai_core.validation import validate_call
@@ -121,15 +122,108 @@ def test_truncation_retry_only_with_a_change_that_can_help(model, before, after)
     assert truncation_retry(model, before) == after
 
 
-def test_text_only_contents_are_a_plain_string():
-    assert build_contents(validate_call(prompt="p", input_text="i")) == "p\ni"
+def test_text_only_contents_are_one_user_turn_with_one_text_part():
+    turn = build_contents(validate_call(prompt="p", input_text="i"))
+    assert isinstance(turn, RequestContent) and turn.role == "user"
+    assert [part.text for part in turn.parts] == ["p\ni"]
+    assert all(isinstance(part, RequestPart) for part in turn.parts)
+    # Each call gets its own turn (they are copies of one template).
+    other = build_contents(validate_call(prompt="q", input_text="j"))
+    assert [part.text for part in turn.parts] == ["p\ni"] and [part.text for part in other.parts] == ["q\nj"]
+    assert other.parts is not turn.parts and other.parts[0] is not turn.parts[0]
+    assert turn.model_dump() == types.Content(role="user", parts=[types.Part(text="p\ni")]).model_dump()
 
 
 def test_contents_carry_text_then_image():
     call = validate_call(prompt="describe", file_base64="iVBORw0KGgo=", mime_type="image/png")
-    text, part = build_contents(call)
-    assert text == "describe"
-    assert isinstance(part, types.Part) and part.inline_data.mime_type == "image/png"
+    text, part = build_contents(call).parts
+    assert text.text == "describe"
+    assert isinstance(part, RequestPart) and part.inline_data.mime_type == "image/png"
+    assert part.inline_data.data == call.image_bytes
+
+
+def test_the_lean_models_answer_in_as_pydantic_does():
+    # A field name is never "in" a pydantic model (iteration yields (name, value)
+    # pairs); the subclasses only skip the scan.
+    plain, lean = types.GenerateContentConfig(temperature=0.5), RequestConfig(temperature=0.5)
+    for item in ("temperature", "top_p", ("temperature", 0.5), ("temperature", 0.7), 3):
+        assert (item in lean) is (item in plain), item
+    assert ("temperature", 0.5) in lean
+
+
+def _as_the_sdk_documents_it(call, config):
+    """The contents and config a user of the SDK would write for the same request."""
+    text = call.text
+    contents = (
+        text if call.image_bytes is None else [types.Part.from_bytes(data=call.image_bytes, mime_type=call.mime_type)]
+    )
+    if call.image_bytes is not None and text:
+        contents.insert(0, text)
+    fields = {name: getattr(config, name) for name in config.model_fields_set if name != "automatic_function_calling"}
+    return contents, types.GenerateContentConfig(**fields)
+
+
+WIRE_CASES = [
+    ("gemini-2.5-flash", dict(prompt="Responda em JSON.", input_text="Qual a capital?"), opts()),
+    ("gemini-3-flash-preview", dict(prompt="p", input_text="i"), opts(thinking_level="high", max_output_tokens=100)),
+    ("gemini-2.5-pro", dict(prompt="p", input_text="i"), opts(thinking_level="minimal", temperature=0.7)),
+    ("gemini-2.5-flash", dict(prompt="p", input_text="i"), opts(return_json=False, service_tier="flex")),
+    (
+        "gemini-2.5-flash",
+        dict(prompt="p", input_text="i"),
+        opts(
+            response_schema=response_schema_from({"type": "object", "properties": {"a": {"type": "string"}}}).json_text
+        ),
+    ),
+    ("gemma-3-27b-it", dict(prompt="p", input_text="ç ação 😀"), opts(max_output_tokens=100_000)),
+    ("gemini-2.5-flash", dict(prompt="describe", file_base64="iVBORw0KGgo=", mime_type="image/png"), opts()),
+    ("gemini-2.5-flash", dict(file_base64="iVBORw0KGgo=", mime_type="image/png"), opts()),
+]
+
+
+@pytest.mark.parametrize("model, call_args, options", WIRE_CASES)
+def test_the_lean_request_sends_the_body_the_sdk_sends_for_the_plain_one(model, call_args, options):
+    # Over the wire, through the real SDK: what the emulator receives is the same body
+    # for the SDK's plain models (a str or [str, Part] and a GenerateContentConfig
+    # without automatic function calling) as for ours.
+    from google import genai
+
+    from csctracker_ai_core.testing import GeminiEmulator
+
+    call = validate_call(**call_args)
+    config = build_config(model, options)
+    plain_contents, plain_config = _as_the_sdk_documents_it(call, config)
+    assert type(plain_config) is types.GenerateContentConfig
+    with GeminiEmulator() as emu:
+        client = genai.Client(api_key="AIzaWIRE-lean-models", http_options=types.HttpOptions(base_url=emu.base_url))
+        client.models.generate_content(model=model, contents=plain_contents, config=plain_config)
+        client.models.generate_content(model=model, contents=build_contents(call), config=config)
+        client.models.count_tokens(model=model, contents=plain_contents)
+        client.models.count_tokens(model=model, contents=build_contents(call))
+        plain, lean, plain_count, lean_count = (r.body for r in emu.requests)
+    assert plain is not None and plain["contents"][0]["parts"]
+    assert lean == plain
+    assert lean_count == plain_count
+
+
+def test_a_call_does_not_run_the_sdks_function_calling_loop(caplog):
+    # google-genai logs "AFC is enabled with max remote calls: 10." at INFO on every
+    # generate_content whose config leaves automatic function calling on, and deep-copies
+    # the config for its loop; requests here carry no tools.
+    from google import genai
+
+    from csctracker_ai_core.testing import GeminiEmulator
+
+    call = validate_call(prompt="p", input_text="i")
+    with GeminiEmulator() as emu, caplog.at_level("INFO", logger="google_genai"):
+        client = genai.Client(api_key="AIzaWIRE-lean-models", http_options=types.HttpOptions(base_url=emu.base_url))
+        client.models.generate_content(model="gemini-2.5-flash", contents="p", config=types.GenerateContentConfig())
+        assert any("AFC is enabled" in r.getMessage() for r in caplog.records)  # the SDK's default, seen
+        caplog.clear()
+        client.models.generate_content(
+            model="gemini-2.5-flash", contents=build_contents(call), config=build_config("gemini-2.5-flash", opts())
+        )
+    assert not [r.getMessage() for r in caplog.records if "AFC" in r.getMessage()]
 
 
 @pytest.mark.parametrize(
