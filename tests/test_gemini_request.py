@@ -14,7 +14,7 @@ from csctracker_ai_core.gemini.request import (
     truncation_retry,
 )
 from csctracker_ai_core.gemini.response import ReplyProblem, parse_json_reply, read_reply
-from csctracker_ai_core.gemini.sdk_models import RequestConfig, RequestContent, RequestPart
+from csctracker_ai_core.gemini.sdk_models import RequestConfig, RequestContent, RequestPart, scans_for_names
 from csctracker_ai_core.gemini.structured import response_schema_from
 from csctracker_ai_core.tokens import TokenUsage
 from csctracker_ai_core.validation import validate_call
@@ -149,6 +149,20 @@ def test_the_lean_models_answer_in_as_pydantic_does():
     for item in ("temperature", "top_p", ("temperature", 0.5), ("temperature", 0.7), 3):
         assert (item in lean) is (item in plain), item
     assert ("temperature", 0.5) in lean
+
+
+def test_the_installed_sdk_still_scans_its_models_for_a_name():
+    # What the lean models save rests on this (google-genai 3.6.1): if a version gives its
+    # models a __contains__, the subclasses keep the SDK's, and this says the saving is gone.
+    for model in (types.GenerateContentConfig, types.Part, types.Content):
+        assert scans_for_names(model), model
+    assert all("__contains__" in vars(lean) for lean in (RequestConfig, RequestPart, RequestContent))
+
+    class Answers(types.Content):
+        def __contains__(self, item):
+            return True
+
+    assert not scans_for_names(Answers)
 
 
 def _as_the_sdk_documents_it(call, config):
