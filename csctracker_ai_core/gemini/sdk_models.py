@@ -10,10 +10,11 @@ so a one-line request pays about 1,900 iteration steps for nothing (google-genai
 read in its ``_common.py`` and ``models.py``).
 
 These subclasses give a str the answer the scan gives (False) at once, and leave every
-other behaviour to pydantic. Should an SDK version give its models a ``__contains__`` of
-their own, they keep it (then the SDK means something by ``in``, and its answer stands): same fields, same validation, same serialization, so the
+other behaviour to pydantic: same fields, same validation, same serialization, so the
 same bytes on the wire (``tests/test_gemini_request.py`` compares the request bodies the
-emulator receives). Measured here on the in-process emulator: the SDK's CPU per
+emulator receives both ways). Should an SDK version give its models a ``__contains__``
+of their own, the subclasses keep it: the SDK then means something by ``in``, and its
+answer stands. Measured on the in-process emulator: the SDK's CPU per
 ``generate_content`` falls by about a fifth with the config, and a tenth more with the
 contents (bench/RESULTS.md, "the SDK's share").
 """
