@@ -70,6 +70,23 @@ class LateWakeups:
         self._thread.join()
 
 
+def note_lateness(figures: dict[str, list[float]], late: list[float]) -> None:
+    """Add one round's p50, p99 and max of ``late`` (sorted, µs) to ``figures``."""
+    figures.setdefault("p50", []).append(late[len(late) // 2])
+    figures.setdefault("p99", []).append(late[int(0.99 * (len(late) - 1))])
+    figures.setdefault("max", []).append(late[-1])
+
+
+def print_medians(header: list[str], results: dict[str, dict[str, list[float]]], cells: list[str]) -> None:
+    """A markdown table: a row per contender, the median over rounds of each figure
+    (``cells``: format strings over those medians, e.g. ``"{p99:.0f}"``)."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for name, figures in results.items():
+        med = {k: statistics.median(v) for k, v in figures.items()}
+        print("| " + " | ".join([name, *(cell.format(**med) for cell in cells)]) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1000)
@@ -118,8 +135,7 @@ def main() -> None:
                 r = results[way]
                 r.setdefault("cpu", []).append(cpu / args.rows * 1e6)
                 r.setdefault("wall", []).append(wall / args.rows * 1e6)
-                r.setdefault("p99", []).append(late[int(0.99 * (len(late) - 1))])
-                r.setdefault("max", []).append(late[-1])
+                note_lateness(r, late)
         rows = client.command("SELECT count() FROM ai_events")
         assert rows == 2 * args.rounds * args.rows, f"{rows} rows stored"
     finally:
@@ -127,11 +143,11 @@ def main() -> None:
         if server is not None:
             server.stop()
     print(f"{args.rounds} alternating rounds, one chunk of {args.rows} records each, store: {args.store}.\n")
-    print("| insert | thread CPU µs/row | wall µs/row | a call's GIL wait p99 µs | max µs |")
-    print("|---|---|---|---|---|")
-    for way, r in results.items():
-        med = {k: statistics.median(v) for k, v in r.items()}
-        print(f"| {way} | {med['cpu']:.1f} | {med['wall']:.1f} | {med['p99']:.0f} | {med['max']:.0f} |")
+    print_medians(
+        ["insert", "thread CPU µs/row", "wall µs/row", "a call's GIL wait p99 µs", "max µs"],
+        results,
+        ["{cpu:.1f}", "{wall:.1f}", "{p99:.0f}", "{max:.0f}"],
+    )
 
 
 if __name__ == "__main__":

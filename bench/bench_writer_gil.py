@@ -15,7 +15,6 @@ then this module's value) and, with ``old``, the final ``bytes()`` copy of each 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_insert import LateWakeups  # noqa: E402
+from bench_insert import LateWakeups, note_lateness, print_medians  # noqa: E402
 from bench_telemetry import _event  # noqa: E402
 
 from csctracker_ai_core.telemetry import records  # noqa: E402
@@ -64,16 +63,14 @@ def main() -> None:
             wall, late = _probe_during(build)
             r = results[name]
             r.setdefault("wall", []).append(wall * 1e3)
-            r.setdefault("p50", []).append(late[len(late) // 2])
-            r.setdefault("p99", []).append(late[int(0.99 * (len(late) - 1))])
-            r.setdefault("max", []).append(late[-1])
+            note_lateness(r, late)
     records.YIELD_EVERY = now_every
     print(f"{args.rounds} alternating rounds, {args.lines} event lines of 2 kB prompts each (median of rounds).\n")
-    print("| writer | build ms | a call's GIL wait p50 µs | p99 µs | max µs |")
-    print("|---|---|---|---|---|")
-    for name, r in results.items():
-        med = {k: statistics.median(v) for k, v in r.items()}
-        print(f"| {name} | {med['wall']:.0f} | {med['p50']:.0f} | {med['p99']:.0f} | {med['max']:.0f} |")
+    print_medians(
+        ["writer", "build ms", "a call's GIL wait p50 µs", "p99 µs", "max µs"],
+        results,
+        ["{wall:.0f}", "{p50:.0f}", "{p99:.0f}", "{max:.0f}"],
+    )
 
 
 if __name__ == "__main__":
