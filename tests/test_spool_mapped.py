@@ -65,7 +65,7 @@ def test_a_sealed_segment_is_cut_back_to_its_lines(tmp_path):
     assert seg.path.read_bytes() == b"".join(lines)  # no zeros left: a plain file
     s.fsync_segment(seg)  # the new size is flushed too (no error on an unmapped segment)
     records, offset, consumed = read_records(s, seg, 100, 1 << 20)
-    assert consumed == 5 and offset == 0  # from memory
+    assert consumed == 5 and offset == len(b"".join(lines))  # read back from the file
     assert [r["event_id"] for r in records] == [r["event_id"] for r in map(_decode, lines)]
 
 
@@ -236,3 +236,44 @@ def test_a_forked_child_never_writes_into_the_parent_mapping(tmp_path):
     assert len(s.take_retired()) == 1
     s.append(_line(2), 3.0)
     assert s._active is parent_seg
+
+
+@pytest.mark.parametrize("step", [7, 64, 1000, 1 << 22])
+def test_chunks_read_in_steps_are_the_file_lines_whatever_the_step(tmp_path, monkeypatch, step):
+    """The file is read a step at a time: lines that cross a step, and a line longer than
+    a step, come back whole and in order, the chunk rule cutting where it always did."""
+    monkeypatch.setattr(spool_module, "_READ_STEP", step)
+    s = Spool(tmp_path / "spool", preallocate_bytes=0)
+    lines = [_line(i, size=(i * 97) % 700) for i in range(30)]
+    for line in lines:
+        s.append(line, 1.0)
+    seg = s.seal_active()
+    got: list[bytes] = []
+    chunks = []
+    while (chunk := s.read_lines(seg, 4, 2500))[2]:
+        got += chunk[0]
+        chunks.append(len(chunk[0]))
+        s.acknowledge(seg, chunk[2], chunk[1])
+    assert got == lines
+    assert seg.offset == sum(map(len, lines))
+    expected, rows, size = [], 0, 0  # the rule: up to 4 lines, the one crossing 2500 bytes included
+    for line in lines:
+        rows, size = rows + 1, size + len(line)
+        if rows == 4 or size >= 2500:
+            expected.append(rows)
+            rows = size = 0
+    assert chunks == expected + ([rows] if rows else [])
+
+
+def test_a_torn_tail_is_skipped_when_the_file_is_read_in_steps(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "_READ_STEP", 50)
+    s = Spool(tmp_path / "spool", preallocate_bytes=0)
+    whole = [_line(i) for i in range(3)]
+    for line in whole:
+        s.append(line, 1.0)
+    seg = s.seal_active()
+    with open(seg.path, "ab") as fh:
+        fh.write(b'{"torn": tr')  # a killed writer's last copy
+    lines, next_offset, consumed = s.read_lines(seg, 100, 1 << 20)
+    assert lines == whole and consumed == 4
+    assert next_offset == seg.path.stat().st_size

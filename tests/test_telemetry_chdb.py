@@ -41,6 +41,12 @@ def _writer(settings, **kw):
     return TelemetryWriter(settings, **kw)
 
 
+def test_memory_limit_bytes_is_accepted_and_says_it_has_no_effect(tmp_path):
+    with pytest.warns(DeprecationWarning, match="memory_limit_bytes=.*no effect"):
+        w = TelemetryWriter(embedded_settings(tmp_path), memory_limit_bytes=1 << 20, start=False)
+    w.close(0)
+
+
 def _final_count(client, table="ai_events"):
     return client.command(f"SELECT count() FROM {table} FINAL")
 
@@ -426,12 +432,25 @@ def test_embedded_non_owner_process_hands_events_to_owner(tmp_path):
         owner.close(10)
 
 
-def test_memory_bound_events_read_back_from_disk(tmp_path):
-    """Past the memory bound events live only on disk and are read back from the spool: none lost."""
+def test_a_backlog_lives_in_the_spool_files_not_in_the_heap(tmp_path):
+    """No copy of a spooled line stays in memory (a burst used to keep up to 32 MiB of
+    them, whose fresh heap pages slowed the calls): the writer reads its own segments
+    back from the files, in chunks, and loses none."""
+    import tracemalloc
+
     settings = embedded_settings(tmp_path)
-    w = _writer(settings, memory_limit_bytes=2000, max_batch_rows=7, start=False)
-    for i in range(40):
-        w.record(make_event(i))
+    w = _writer(settings, max_batch_rows=7, start=False)
+    w.record(make_event(0, result="r" * 2000))  # the first segment, and every lazy import
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(1, 40):
+            w.record(make_event(i, result="r" * 2000))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert w._spool.usage()[0] > 39 * 2000
+    assert held < 39 * 2000 / 4, held  # the lines are in the file, not in the heap
     w.start()
     assert w.flush(30)
     s = w.stats()

@@ -353,7 +353,7 @@ def test_disk_full_loses_only_what_was_reported_dropped(tmp_path, small_tmpfs, c
             raise ConnectionError("store away")
         return connect(s)
 
-    w = _writer(settings, connect=gated, memory_limit_bytes=0)
+    w = _writer(settings, connect=gated)
     big = "x" * 3000
     ids = []
     for i in range(20):

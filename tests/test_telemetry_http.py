@@ -326,15 +326,15 @@ def test_chunks_are_cut_the_same_from_memory_and_from_the_file(tmp_path, max_row
         rec = event_to_record(make_event(i, result="x" * rng.randrange(0, 400)))
         writer.append(encode_record(rec), 1.0)
     own = writer.seal_active()
-    assert own.mem is not None
-    from_memory = chunks(writer, own)
+    assert own.own
+    by_its_writer = chunks(writer, own)
     writer.release(own)  # as if the writer died before deleting it
     (claimed,) = Spool(tmp_path / "spool").claim_orphans(exclude=set())
-    assert claimed.mem is None
-    from_file = chunks(Spool(tmp_path / "spool"), claimed)
-    assert sum(n for _, n, _ in from_file) == 40
-    assert len(from_file) > 1  # the limits did cut
-    assert from_memory == from_file
+    assert not claimed.own
+    by_a_replayer = chunks(Spool(tmp_path / "spool"), claimed)
+    assert sum(n for _, n, _ in by_a_replayer) == 40
+    assert len(by_a_replayer) > 1  # the limits did cut
+    assert by_its_writer == by_a_replayer
 
 
 def test_torn_last_line_is_skipped(tmp_path):

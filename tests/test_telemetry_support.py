@@ -84,6 +84,6 @@ def read_records(spool, seg, max_records, max_bytes):
     """``spool.read_lines`` with each line decoded as the writer's record path decodes it."""
     from csctracker_ai_core.telemetry.records import records_of_lines
 
-    start = seg.offset if seg.mem is None else None
+    start = seg.offset
     lines, next_offset, consumed = spool.read_lines(seg, max_records, max_bytes)
     return records_of_lines(lines, seg.path.name, start), next_offset, consumed

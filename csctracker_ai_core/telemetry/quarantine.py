@@ -342,12 +342,12 @@ def insert_lines(
     offset: int | None = None,
 ) -> Delivery:
     """Insert a chunk of spool lines (segment ``origin``, from byte ``offset``, ``None``
-    for lines from memory); the records that cannot be stored go to the quarantine.
+    when unknown); the records that cannot be stored go to the quarantine.
 
     The usual case in one pass: both bodies built line by line (no chunk of records kept
     alive, see :func:`~.records.lines_json`), two inserts. ``checked``: every record is
-    checked with :func:`record_problem` first (lines read from files; lines this process
-    encoded need not be). A line that is not a record, a record the check refuses, or a
+    checked with :func:`record_problem` first (lines of other processes' files; lines
+    this process encoded need not be). A line that is not a record, a record the check refuses, or a
     body the store refuses for its data: the chunk is decoded and goes through
     :func:`insert_batch`, under the same tokens (what already landed is deduplicated).
     """

@@ -1,8 +1,8 @@
 """A :class:`CallEvent` as a spool line and a spool record, and records as insert bodies or columns.
 
 One *record* per call: the ``ai_events`` row (keys are column names) plus its attempts
-under ``"_a"``. Every spool line decodes (:func:`decode_record`, from memory or from a
-file alike) to that record, so a replayed event and a live one take exactly the same
+under ``"_a"``. Every spool line decodes (:func:`decode_record`, whichever process wrote
+it) to that record, so a replayed event and a live one take exactly the same
 path to ClickHouse. A line is one of two forms:
 
 * the *event line* (``"_v": 2``), written on the call path by :func:`encode_event`:
@@ -522,7 +522,7 @@ def record_of_line(line: bytes, where: str) -> dict[str, Any]:
 
 def records_of_lines(lines: Sequence[bytes], origin: str, offset: int | None) -> list[dict[str, Any]]:
     """:func:`record_of_line` of each line of a chunk of segment ``origin`` that starts at
-    byte ``offset`` (``None``: lines from memory), letting calls run."""
+    byte ``offset`` (``None``: unknown), letting calls run."""
     records = []
     for line in _yielding(lines):
         where = origin if offset is None else f"{origin} byte {offset}"

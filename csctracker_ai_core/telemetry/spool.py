@@ -52,16 +52,16 @@ import logging
 import mmap
 import os
 import stat
-import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..exceptions import TelemetryError
 from ..paths import open_private_file, private_dir
+from . import pages
 from .settings import DEFAULT_SPOOL_MAX_BYTES
 
 __all__ = [
@@ -86,9 +86,6 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 DEFAULT_PREALLOCATE_BYTES = 4 * 1024 * 1024
 """Bytes reserved and mapped per active segment (see the module docstring)."""
-# MADV_POPULATE_WRITE (Linux 5.14): fault every page in writable now, off the call path.
-# Python 3.11 does not name it; an older kernel answers EINVAL and pages fault on first use.
-_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23 if sys.platform.startswith("linux") else None)
 
 
 class SpoolFullError(TelemetryError):
@@ -104,10 +101,6 @@ class Segment:
     own: bool  # written by this process (False: claimed from another one)
     records: int = 0  # records appended (own) or -1 when unknown (claimed, not yet read)
     size: int = 0
-    # The encoded lines, kept for the writer (bytes: nothing for the garbage collector to
-    # walk); None: read from disk.
-    mem: list[bytes] | None = field(default_factory=list)
-    mem_bytes: int = 0
     created_at: float = 0.0  # clock time of the first record
     sealed: bool = False
     delivered: int = 0  # records acknowledged so far
@@ -126,12 +119,10 @@ class Spool:
         self,
         directory: Path,
         *,
-        memory_limit_bytes: int = 32 * 1024 * 1024,
         max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         preallocate_bytes: int = DEFAULT_PREALLOCATE_BYTES,
     ) -> None:
         self.directory = Path(directory)
-        self.memory_limit_bytes = memory_limit_bytes
         self.max_bytes = max_bytes
         # A reservation must stay a small share of the cap (the cap counts it): small
         # caps keep plain appends.
@@ -146,7 +137,6 @@ class Spool:
         # Called (lock held) when an append needs a new segment: the writer makes the next spare.
         self.on_segment_needed: Callable[[], None] | None = None
         self._retired: list[Segment] = []  # sealed by a failed roll-back, for the writer to take
-        self._mem_bytes = 0
         self._pid = os.getpid()
         # Every segment descriptor this spool holds, opened and closed under _lock (which
         # a fork waits for): a child closes its copies of exactly these.
@@ -167,7 +157,6 @@ class Spool:
         seg, self._active = self._active, None
         spare, self._spare = self._spare, None
         retired, self._retired = self._retired, []  # the parent's writer delivers these
-        self._mem_bytes = 0
         self._pid = os.getpid()
         fds, self._fds = self._fds, set()
         for fd in fds:
@@ -223,7 +212,7 @@ class Spool:
             logger.debug("could not create a spare telemetry segment in %s: %s", self.directory, exc)
             return
         if spare.mm is not None:
-            _populate(spare.mm)  # appends go on meanwhile
+            pages.populate(spare.mm)  # without the GIL: appends go on meanwhile
         with self._lock:
             if self._spare is None and self._pid == os.getpid():
                 self._spare = spare
@@ -270,15 +259,15 @@ class Spool:
         # the segment's lines would slow one in a hundred instead of one in a thousand.
         seg = self._new_segment(now, mapped=0 < size <= self.preallocate_bytes)
         if seg.mm is not None:
-            _populate(seg.mm, pause=False)
+            pages.populate(seg.mm)
         self._fds.add(seg.fd)
         return seg
 
     def append(self, line: bytes, now: float) -> tuple[int, int, int]:
         """Write one encoded record to the active segment (raises ``OSError`` on disk failure).
 
-        ``line`` is kept in memory for the writer unless the memory bound is reached;
-        past it the segment is read back from disk when delivered. Returns the active
+        No copy of ``line`` is kept: the writer reads the segment back (from the page
+        cache) when it delivers it. Returns the active
         segment's ``(records, bytes)`` and the spool's bytes used, read under the lock
         the append took (the caller needs them after every append).
         """
@@ -316,14 +305,6 @@ class Spool:
             self._disk_bytes += written
             self._appended += written
             seg.dirty = True
-            if seg.mem is not None:
-                if self._mem_bytes + written <= self.memory_limit_bytes:
-                    seg.mem.append(line)
-                    seg.mem_bytes += written
-                    self._mem_bytes += written
-                else:  # past the bound: this segment lives on disk only
-                    self._mem_bytes -= seg.mem_bytes
-                    seg.mem, seg.mem_bytes = None, 0
             return seg.records, seg.size, self._disk_bytes
 
     def _roll_back(self, seg: Segment, written: int, wanted: int) -> None:
@@ -420,9 +401,9 @@ class Spool:
         # unmaps the active segment (seal_active), so the mapping outlives this flush.
         try:
             if mm is not None:
-                # The written range only: the pages reserved ahead stay faulted in
-                # (a whole-file fsync would write them out and make each fault again).
-                mm.flush(0, size)
+                # The written range only (a whole-file fsync would write out the
+                # pages reserved ahead and make each fault again), without the GIL.
+                pages.sync(mm, size)
             else:
                 os.fsync(fd)
         except (OSError, ValueError):
@@ -472,7 +453,7 @@ class Spool:
                     os.close(fd)
                     continue
                 self._fds.add(fd)
-            claimed.append(Segment(path=path, fd=fd, own=False, records=-1, size=st.st_size, mem=None, sealed=True))
+            claimed.append(Segment(path=path, fd=fd, own=False, records=-1, size=st.st_size, sealed=True))
         return claimed
 
     def _remove_stale_hidden(self, path: Path) -> None:
@@ -502,72 +483,57 @@ class Spool:
         ``max_records`` are taken and fewer than ``max_bytes`` read (the line crossing
         ``max_bytes`` is included).
 
-        The rule is the same whether the lines come from memory or from the file, so a
-        chunk's bounds depend only on the segment's lines and where the previous chunk
-        ended: a process replaying the file cuts the chunks its writer cut.
+        Every segment is read from its file, this process's own (sealed first) as well
+        as one claimed from another, so a chunk's bounds depend only on the segment's
+        lines and where the previous chunk ended: a process replaying the file cuts the
+        chunks its writer cut.
 
         Returns ``(lines, next_offset, records_consumed)``; ``records_consumed`` may
         exceed ``len(lines)`` when a torn last line was skipped. The lines are whole
         (each ends in a newline) but not checked: see :func:`~.records.record_of_line`.
         """
-        if seg.mem is not None:
-            start = end = seg.delivered
-            size = 0
-            mem = seg.mem
-            while end < len(mem) and end - start < max_records and size < max_bytes:
-                size += len(mem[end])
-                end += 1
-            return mem[start:end], seg.offset, end - start
         lines: list[bytes] = []
         consumed = 0
         offset = seg.offset
         size = 0
-        with os.fdopen(os.open(seg.path, os.O_RDONLY | _CLOEXEC | _NOFOLLOW), "rb") as fh:
-            fh.seek(offset)
-            while len(lines) < max_records and size < max_bytes:
-                line = fh.readline()
-                if not line:
-                    break
-                zero = line.find(b"\0")
-                if zero >= 0:
-                    # The unused reservation of a mapped segment whose process was killed
-                    # (a line never holds a NUL: JSON escapes it): the data ends here,
-                    # after a torn line if one was being copied.
-                    if zero:
-                        logger.warning("skipping a torn record at the end of %s", seg.path.name)
-                        consumed += 1
-                    offset = os.fstat(fh.fileno()).st_size
-                    break
-                if not line.endswith(b"\n"):
-                    if seg.sealed:  # torn tail of a killed writer: the call never returned
-                        logger.warning("skipping a torn record at the end of %s", seg.path.name)
-                        offset += len(line)
-                        consumed += 1
-                    break
-                offset += len(line)
-                size += len(line)
-                consumed += 1
-                lines.append(line)
+        for line in _lines_from(seg.fd, offset):
+            if len(lines) >= max_records or size >= max_bytes:
+                break
+            zero = line.find(b"\0")
+            if zero >= 0:
+                # The unused reservation of a mapped segment whose process was killed
+                # (a line never holds a NUL: JSON escapes it): the data ends here,
+                # after a torn line if one was being copied.
+                if zero:
+                    logger.warning("skipping a torn record at the end of %s", seg.path.name)
+                    consumed += 1
+                offset = os.fstat(seg.fd).st_size
+                break
+            if not line.endswith(b"\n"):
+                if seg.sealed:  # torn tail of a killed writer: the call never returned
+                    logger.warning("skipping a torn record at the end of %s", seg.path.name)
+                    offset += len(line)
+                    consumed += 1
+                break
+            offset += len(line)
+            size += len(line)
+            consumed += 1
+            lines.append(line)
         return lines, offset, consumed
 
     def chunk_bytes(self, seg: Segment, consumed: int, next_offset: int) -> int:
         """Bytes of the chunk :meth:`read_lines` just returned (``consumed`` records, ending at ``next_offset``)."""
-        if seg.mem is not None:
-            return sum(map(len, seg.mem[seg.delivered : seg.delivered + consumed]))
         return next_offset - seg.offset
 
     def acknowledge(self, seg: Segment, consumed: int, next_offset: int) -> None:
         """Mark ``consumed`` records of ``seg`` as delivered."""
         seg.delivered += consumed
-        if seg.mem is None:
-            seg.offset = next_offset
+        seg.offset = next_offset
 
     def is_done(self, seg: Segment) -> bool:
         """True when a sealed segment has nothing left to deliver."""
         if not seg.sealed:
             return False
-        if seg.mem is not None:
-            return seg.delivered >= seg.records
         return seg.offset >= os.fstat(seg.fd).st_size
 
     def delete(self, seg: Segment) -> None:
@@ -590,9 +556,6 @@ class Spool:
             self._drop_locked(seg)
 
     def _drop_locked(self, seg: Segment) -> None:
-        if seg.mem is not None:
-            self._mem_bytes -= seg.mem_bytes
-            seg.mem, seg.mem_bytes = None, 0
         _unmap(seg)
         if seg.fd in self._fds:  # else forgotten at a fork: not ours to close
             self._fds.discard(seg.fd)
@@ -607,13 +570,43 @@ def forget_segment(seg: Segment) -> None:
     """In a forked child: forget an inherited segment (its descriptor copy is closed by
     :meth:`Spool.forget_inherited`); nothing is unlocked, deleted or flushed."""
     seg.fd = -1
-    seg.mem = None
     mm, seg.mm, seg.capacity = seg.mm, None, 0
     if mm is not None:
         try:
             mm.close()  # this process's view only: the parent's pages are untouched
         except (OSError, ValueError):
             pass
+
+
+_READ_STEP = DEFAULT_PREALLOCATE_BYTES
+
+
+def _lines_from(fd: int, offset: int) -> Iterator[bytes]:
+    """The lines of ``fd`` from byte ``offset``, each with its newline (the last one
+    without, when the file does not end in one).
+
+    Read in steps of a mapped segment's size, one ``pread`` each: a buffered
+    ``readline`` made a system call every 8 KiB, and each one lets the GIL go, which
+    the writer thread then waits up to the 5 ms switch interval to take back from a
+    busy call path."""
+    pending = b""
+    while True:
+        data = os.pread(fd, _READ_STEP, offset)
+        if not data:
+            if pending:
+                yield pending
+            return
+        offset += len(data)
+        if pending:
+            data = pending + data
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            yield data[start : end + 1]
+            start = end + 1
+        pending = data[start:]
+        if b"\0" in pending:  # a killed process's unused reservation: no line after it
+            yield pending
+            return
 
 
 def _map(fd: int, size: int) -> mmap.mmap | None:
@@ -636,24 +629,6 @@ def _map(fd: int, size: int) -> mmap.mmap | None:
             pass
         return None
     return mm
-
-
-_POPULATE_STEP = 64 * mmap.PAGESIZE
-
-
-def _populate(mm: mmap.mmap, *, pause: bool = True) -> None:
-    """Fault every page of ``mm`` in writable now, so no line copied into it takes a page
-    fault. A step at a time, with ``pause`` letting the calls run in between (the
-    kernel's work is done holding the GIL): the writer thread's spares."""
-    if _MADV_POPULATE_WRITE is None:
-        return
-    for offset in range(0, len(mm), _POPULATE_STEP):
-        try:
-            mm.madvise(_MADV_POPULATE_WRITE, offset, min(_POPULATE_STEP, len(mm) - offset))
-        except OSError:
-            return  # an older kernel: each page faults in on its first line instead
-        if pause:
-            time.sleep(0)
 
 
 def _unmap(seg: Segment) -> None:

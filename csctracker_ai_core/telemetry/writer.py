@@ -38,6 +38,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,9 +173,8 @@ class _Piece:
     next_offset: int
     consumed: int
     token: str
-    # Read back from a file, from this byte (checked before the insert); None: this
-    # process's memory.
-    offset: int | None = 0
+    # The byte of the segment's file the chunk starts at (named by a record it rejects).
+    offset: int = 0
 
 
 @dataclass
@@ -245,7 +245,7 @@ class TelemetryWriter:
         batch_interval_s: float = 1.0,
         max_batch_rows: int = 10_000,
         max_batch_bytes: int = 16 * 1024 * 1024,
-        memory_limit_bytes: int = 32 * 1024 * 1024,
+        memory_limit_bytes: int | None = None,
         segment_max_bytes: int = 64 * 1024 * 1024,
         fsync_interval_s: float = 0.5,
         backoff_base_s: float = 0.5,
@@ -265,6 +265,13 @@ class TelemetryWriter:
             raise ConfigurationError(
                 f"TelemetryWriter needs telemetry mode 'server' or 'embedded', not {settings.mode!r}; "
                 "use open_telemetry(), which returns a no-op sink for 'off'."
+            )
+        if memory_limit_bytes is not None:
+            warnings.warn(
+                "TelemetryWriter(memory_limit_bytes=...) has no effect since 0.2.0: no copy of a spooled "
+                "line is kept in memory (the writer reads segments back from the page cache); drop the argument.",
+                DeprecationWarning,
+                stacklevel=2,
             )
         self.settings = settings
         self.database = settings.database or "default"
@@ -292,7 +299,6 @@ class TelemetryWriter:
         # Raises TelemetryError when the folders cannot be used (see paths.py).
         self._spool = Spool(
             Path(settings.spool_path),
-            memory_limit_bytes=memory_limit_bytes,
             max_bytes=settings.spool_max_bytes if spool_max_bytes is None else spool_max_bytes,
         )
         self._spool.on_segment_needed = self._segment_needed
@@ -859,7 +865,7 @@ class TelemetryWriter:
             try:
                 # Always a whole chunk (never "what fits in this batch"): its bounds must
                 # not depend on what else this process happens to deliver with it.
-                offset = seg.offset if seg.mem is None else None
+                offset = seg.offset
                 lines, next_offset, consumed = self._spool.read_lines(seg, self.policy.max_rows, self.policy.max_bytes)
             except OSError as exc:
                 logger.error("cannot read telemetry spool segment %s: %s", seg.path, exc)
@@ -900,9 +906,9 @@ class TelemetryWriter:
                         piece.token,
                         self._quarantine,
                         self._clock.time(),
-                        # Lines this process encoded from events are well-typed; lines read
-                        # from files (other processes, other versions, hand edits) are checked.
-                        checked=piece.offset is not None,
+                        # Lines this process encoded from events are well-typed; lines of
+                        # other processes' files (other versions, hand edits) are checked.
+                        checked=not piece.segment.own,
                         origin=piece.segment.path.name,
                         offset=piece.offset,
                     )
