@@ -259,6 +259,32 @@ def test_telemetry_records_hide_keys_in_every_text_column():
     assert text.count(key_fingerprint(AQ_KEY)) == 5
 
 
+@pytest.mark.parametrize("field", ["task", "payload", "result", "error_message", "metadata", "attempt"])
+def test_a_key_in_any_text_of_an_event_never_reaches_the_spool_line(field):
+    import dataclasses
+
+    from test_telemetry_support import make_event
+
+    from csctracker_ai_core.telemetry.records import encode_event
+
+    handle = redaction.register_keys([AQ_KEY])
+    try:
+        event = make_event(1, ok=False)
+        secret = f"see {AQ_KEY} here"
+        if field == "metadata":
+            event = dataclasses.replace(event, metadata={"note": secret})
+        elif field == "attempt":
+            first = dataclasses.replace(event.attempt_events[0], error_message=secret)
+            event = dataclasses.replace(event, attempt_events=(first, *event.attempt_events[1:]))
+        else:
+            event = dataclasses.replace(event, **{field: secret})
+        line, _ = encode_event(event)
+    finally:
+        redaction.unregister_keys(handle)
+    assert AQ_KEY.encode() not in line
+    assert key_fingerprint(AQ_KEY).encode() in line
+
+
 def test_owners_collected_inside_a_registration_do_not_deadlock():
     """A finalizer may run inside any allocation, also while this thread registers keys:
     it must not wait for the registry's lock (a non-reentrant lock would hang here)."""
