@@ -111,14 +111,27 @@ def main(argv=None) -> int:
         payload = ("lorem ipsum " * (args.payload_bytes // 12 + 1))[: args.payload_bytes]
         events = [_event(i, payload) for i in range(args.events)]
 
-        # 1. connect + schema off the call path: how long until the writer is ready.
+        # 1. With no store opened yet (chDB's own threads, merging what the writer runs
+        # insert, would share the machine): external delivery, then no writer thread at all.
+        external = _timed_records(
+            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-external", delivery="external")),
+            events,
+            0.0,
+        )
+        threadless = _timed_records(
+            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-threadless"), start=False),
+            events,
+            0.0,
+        )
+
+        # 2. connect + schema off the call path: how long until the writer is ready.
         w = TelemetryWriter(settings)
         t0 = time.perf_counter()
         while w.stats().role != "writer" and time.perf_counter() - t0 < 60:
             time.sleep(0.01)
         ready_s = time.perf_counter() - t0
 
-        # 2. record() cost with the writer delivering in the background.
+        # 3. record() cost with the writer delivering in the background.
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         costs = []
         start = time.perf_counter()
@@ -134,24 +147,14 @@ def main(argv=None) -> int:
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         w.close(10)
 
-        # 3. record() at the pace of calls, then with external delivery, then with no thread.
+        # 4. record() at the pace of calls, the writer delivering between them.
         paced = _timed_records(
             TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-paced")),
             events[: args.paced_events],
             1.0 / args.pace_hz,
         )
-        external = _timed_records(
-            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-external", delivery="external")),
-            events,
-            0.0,
-        )
-        threadless = _timed_records(
-            TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-threadless"), start=False),
-            events,
-            0.0,
-        )
 
-        # 4. Python heap peak of the record path alone (tracemalloc slows it, so separate run).
+        # 5. Python heap peak of the record path alone (tracemalloc slows it, so separate run).
         shutil.rmtree(root / "spool", ignore_errors=True)
         w2 = TelemetryWriter(settings, start=False)
         tracemalloc.start()

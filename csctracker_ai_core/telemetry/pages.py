@@ -1,17 +1,17 @@
 """A mapped segment's pages faulted in and synced without holding the GIL.
 
 CPython's ``mmap.madvise`` and ``mmap.flush`` make their system call with the GIL
-held (3.11-3.13), so every other thread stops for as long as the kernel works:
-faulting in 256 KiB took about 1 ms, and a segment is 16 such steps; syncing 2.5 MiB of
-written lines took about 1.4 ms. On the writer thread that was 1.3 % of a tight loop's
-``record()`` calls stalled by a millisecond, which is the whole p99 band
-(bench/RESULTS.md, "The GIL held by the kernel"). The same calls made through
-``ctypes``, which lets the GIL go around a foreign call, cost the calls nothing.
+held (3.11), so every other thread of the process stops for as long as the kernel
+works: a thread spinning beside a 64 MiB fault-in stalled for the whole 280 ms of it
+(4.6 ms with the call made through ``ctypes``), and a call waited up to 3.8 ms while
+the writer synced 2.5 MB of lines (1.2 ms through ``ctypes``; bench/bench_writer_gil.py,
+second table). ``ctypes`` lets the GIL go around a foreign call.
 
 The address is taken from a buffer export that is let go before the call: holding it
-would make a concurrent ``mm.close()`` raise. Neither call reads nor writes the
-process's memory, so a range unmapped meanwhile (a writer closed under its own
-thread) only makes the call fail with ``ENOMEM``.
+would make a concurrent ``mm.close()`` raise. Only the writer thread unmaps a mapping it
+faults in or syncs; should one be unmapped meanwhile anyway (a writer closed while its
+thread was still busy), neither call changes what any memory holds: the call fails with
+``ENOMEM``, or faults in or writes back whatever is mapped there by then.
 """
 
 from __future__ import annotations
