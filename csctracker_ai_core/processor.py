@@ -657,7 +657,9 @@ class IaProcessor:
                     decision.failure.kind.value if decision.failure else "error",
                     decision.label.value,
                 )
-                return decision, exc
+                # The copy the call keeps (attempt_done): the raw error's frames and
+                # request hold the key, and the caller's raise would carry them along.
+                return decision, call.last_error or exc
             duration = time.perf_counter() - t0
             usage = TokenUsage.from_usage_metadata(response.usage_metadata)
             # Read once: the attempt's ledger, the event and the budget all need them.

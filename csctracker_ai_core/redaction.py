@@ -8,8 +8,11 @@ fingerprint (:func:`~csctracker_ai_core.fingerprint.key_fingerprint`):
 * :func:`redact` / :func:`scrub`: any text (exception messages, telemetry columns,
   CLI output);
 * :func:`redact_exception`: an exception and its ``__cause__`` / ``__context__`` chain,
-  as a copy that keeps the SDK's type, ``code``, ``status`` and ``details`` (minus keys)
-  and drops the HTTP response (whose request headers hold the key);
+  as copies that keep each one's type, ``args``, and plain attributes (the SDK's
+  ``code``, ``status``, ``details``) minus keys, and drop what holds the request: the
+  HTTP response, an ``httpx`` error's request, and the traceback, whose frames'
+  variables hold the request headers (error trackers such as Sentry send frames'
+  variables by default); the frames' text stays, as a note;
 * a log-record hook (:func:`logging.setLogRecordFactory`), installed while at least one
   key is registered, that hides keys in every log record of the process: ours, the
   SDK's (``google_genai.*``) and the HTTP libraries' (``httpx``, ``httpcore``,
@@ -36,6 +39,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import forking
+from .exceptions import AiCoreError
 from .fingerprint import key_fingerprint
 
 __all__ = [
@@ -228,7 +232,23 @@ def _holds_key(text: str) -> bool:
     return redact(text) != text
 
 
-def _copy_generic(exc: BaseException) -> BaseException:
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> bool:
+    """Data with nothing behind it: scalars, and lists, tuples and dicts of them."""
+    if isinstance(value, _PLAIN):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _copy_own(exc: BaseException) -> BaseException:
+    """One of this library's errors: its texts are scrubbed where it is made, and its
+    attributes are ours (a usage record, the last error, already redacted)."""
     if not _holds_key(_text_of(exc)):
         return exc  # nothing to hide: keep the very object (isinstance, attributes)
     try:
@@ -236,31 +256,65 @@ def _copy_generic(exc: BaseException) -> BaseException:
         clone.args = tuple(redact_value(a) for a in exc.args)
         if not _holds_key(_text_of(clone)):
             return clone
+    except Exception:
+        pass
+    return RedactedError(type(exc).__name__, redact(str(exc)))
+
+
+def _copy_foreign(exc: BaseException) -> BaseException:
+    """A copy of another library's ``exc`` (same type) with redacted ``args`` and plain
+    attributes; any other attribute (an ``httpx`` error's request, with its headers) is
+    set to None."""
+    try:
+        clone = copy.copy(exc)
+        clone.args = tuple(redact_value(a) for a in exc.args)
+        for name, value in list(vars(clone).items()):
+            setattr(clone, name, redact_value(value) if _plain(value) else None)
+        if not _holds_key(_text_of(clone)):
+            return clone
     except Exception:  # an exception class that cannot be rebuilt from its args
         pass
     return RedactedError(type(exc).__name__, redact(str(exc)))
 
 
+def _frames_note(exc: BaseException) -> str | None:
+    """The text of ``exc``'s own frames, keys hidden (their variables are not kept)."""
+    if exc.__traceback__ is None:
+        return None
+    try:
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+    except Exception:
+        return None
+    return "Raised at (the original's frames; their variables, which hold the request, are not kept):\n" + redact(
+        frames.rstrip("\n")
+    )
+
+
 def redact_exception(exc: BaseException | None, _seen: dict[int, BaseException] | None = None) -> BaseException | None:
-    """``exc`` with keys hidden in its text and in its ``__cause__`` / ``__context__`` chain.
+    """``exc`` and its ``__cause__`` / ``__context__`` chain with no key anywhere.
 
     An SDK ``APIError`` becomes a copy of the same class with ``code``, ``status`` and
-    ``details`` redacted and no ``response`` (its request headers carry the key). Other
-    exceptions are kept as they are when their text holds no key, else copied with
-    redacted ``args`` (or replaced by :class:`RedactedError`). The traceback is kept.
+    ``details`` redacted and no ``response`` (its request headers carry the key). Another
+    library's exception becomes a copy of its class with redacted ``args`` and plain
+    attributes (:func:`_copy_foreign`), or a :class:`RedactedError` when it cannot be
+    copied. Those copies have no traceback: a frame of the request path holds the key in
+    its variables, which error trackers send. The frames' text is added as a note
+    instead (``__notes__``, printed with the traceback from Python 3.11). This library's
+    own errors are kept as they are while their text and chain hold no key.
     """
     if exc is None:
         return None
     seen = {} if _seen is None else _seen
     if id(exc) in seen:
         return seen[id(exc)]
-    clone = _copy_api_error(exc) or _copy_generic(exc)
+    own = isinstance(exc, AiCoreError)
+    clone = _copy_api_error(exc) or (_copy_own(exc) if own else _copy_foreign(exc))
     seen[id(exc)] = clone
     cause = redact_exception(exc.__cause__, seen)
     context = redact_exception(exc.__context__, seen)
-    if clone is exc and cause is exc.__cause__ and context is exc.__context__:
-        return exc
     if clone is exc:
+        if cause is exc.__cause__ and context is exc.__context__:
+            return exc
         # Its own text is clean but its chain is not: copy it to cut the raw chain.
         try:
             clone = copy.copy(exc)
@@ -270,9 +324,26 @@ def redact_exception(exc: BaseException | None, _seen: dict[int, BaseException] 
     clone.__cause__ = cause
     clone.__context__ = context
     clone.__suppress_context__ = exc.__suppress_context__
-    if exc.__traceback__ is not None:
+    if own:
         clone.__traceback__ = exc.__traceback__
+    else:
+        _note_frames(clone, exc)
     return clone
+
+
+def _note_frames(clone: BaseException, exc: BaseException) -> None:
+    """``exc``'s notes, redacted, and the text of its frames as one more, on ``clone``."""
+    original = getattr(exc, "__notes__", None)
+    notes = [redact(n) for n in original if isinstance(n, str)] if isinstance(original, list) else []
+    frames = _frames_note(exc)
+    if frames is not None:
+        notes.append(frames)
+    # The list add_note() appends to, and the traceback module prints (3.11+).
+    attributes = vars(clone)
+    if notes:
+        attributes["__notes__"] = notes
+    else:
+        attributes.pop("__notes__", None)
 
 
 # ----------------------------------------------------------------------------- logging

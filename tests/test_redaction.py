@@ -48,6 +48,46 @@ def _exception_texts(exc):
     return "\n".join(texts)
 
 
+def _reachable(value, key, depth=0):
+    """True when ``key`` is in ``value``'s repr, or in the headers of an HTTP object it is
+    or holds (a request's repr shows no headers), up to a few levels down."""
+    try:
+        if key in repr(value):
+            return True
+    except Exception:
+        pass
+    if depth >= 2:
+        return False
+    headers = getattr(value, "headers", None)
+    if headers is not None and any(key in str(v) for v in dict(headers).values()):
+        return True
+    for name in ("request", "_request", "response"):
+        try:
+            inner = getattr(value, name, None)
+        except Exception:  # httpx: "The .request property has not been set."
+            continue
+        if _reachable(inner, key, depth + 1):
+            return True
+    return False
+
+
+def _where_the_key_is(exc, key):
+    """Every place of ``exc``'s chain where ``key`` can be read: an attribute, or a variable
+    of a frame of a traceback (what an error tracker such as Sentry sends by default)."""
+    places = []
+    for e in _chain(exc):
+        for name, value in vars(e).items():
+            if _reachable(value, key):
+                places.append(f"{type(e).__name__}.{name}")
+        tb = e.__traceback__
+        while tb is not None:
+            for name, value in tb.tb_frame.f_locals.items():
+                if _reachable(value, key):
+                    places.append(f"{type(e).__name__}: {tb.tb_frame.f_code.co_name}() variable {name}")
+            tb = tb.tb_next
+    return places
+
+
 # ----------------------------------------------------------------------------- the registry
 
 
@@ -163,6 +203,8 @@ def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp
     texts = _exception_texts(exc)
     assert AQ_KEY not in texts
     assert fp in texts  # the echo was there, and became the fingerprint
+    # Nor in what an error tracker reads: attributes, and the variables of every frame.
+    assert _where_the_key_is(exc, AQ_KEY) == []
     # the SDK's error keeps what callers read, minus the key
     last = exc.last_error
     assert getattr(last, "code", None) == status and getattr(last, "response", "absent") is None
@@ -182,6 +224,75 @@ def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp
     rows = repr(events) + repr(attempts)
     assert AQ_KEY not in rows
     assert fp in rows
+
+
+def test_a_connection_error_carries_neither_the_request_nor_its_frames(tmp_path):
+    """httpx keeps the request (headers: x-goog-api-key) on its errors, and the frames of
+    the SDK's request path hold it in their variables: the caller's chain has neither,
+    and the frames' text is still there, as a note."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: connections are refused
+    ia = IaProcessor(
+        google_free_keys=[AQ_KEY],
+        google_models_limits=f"{MODEL}=1",
+        base_url=f"http://127.0.0.1:{port}",
+        max_retries=0,
+        max_wait_s=0,
+        telemetry="off",
+    )
+    try:
+        with pytest.raises(GeminiServiceException) as info:
+            ia.analisar_com_gemini(input_text="olá", task="refused")
+    finally:
+        ia.close()
+    last = info.value.last_error
+    assert type(last).__name__ == "ConnectError" and "refused" in str(last).lower()
+    assert _where_the_key_is(info.value, AQ_KEY) == []
+    assert last.__traceback__ is None
+    assert any("_request_once" in note for note in last.__notes__)  # where it was raised
+    assert AQ_KEY not in "".join(traceback.format_exception(info.value))
+
+
+class _TransportError(Exception):
+    def __init__(self, message, request=None):
+        super().__init__(message)
+        self.request = request
+        self.code = 7
+        self.hints = {"retry": ["later"]}
+
+
+def test_a_foreign_error_is_copied_with_its_plain_attributes_and_without_its_frames():
+    handle = redaction.register_keys([AQ_KEY])
+    try:
+
+        def deep(secret):
+            raise _TransportError(f"failed for {secret}", request=object())
+
+        try:
+            deep(AQ_KEY)
+        except _TransportError as exc:
+            original = exc
+        clone = redaction.redact_exception(original)
+    finally:
+        redaction.unregister_keys(handle)
+    assert type(clone) is _TransportError and clone is not original
+    assert AQ_KEY not in str(clone) and key_fingerprint(AQ_KEY) in str(clone)
+    assert (clone.code, clone.hints, clone.request) == (7, {"retry": ["later"]}, None)
+    assert clone.__traceback__ is None
+    assert any("in deep" in note and AQ_KEY not in note for note in clone.__notes__)
+    assert original.__traceback__ is not None and original.request is not None  # the original is left as it was
+
+
+def test_this_librarys_errors_are_kept_as_they_are_when_they_hold_no_key():
+    try:
+        raise QuotaExhaustedError("no slot for gemini-x", attempts=2)
+    except QuotaExhaustedError as exc:
+        original = exc
+    assert redaction.redact_exception(original) is original
+    assert original.__traceback__ is not None
 
 
 def test_cli_output_hides_an_echoed_key(make_gemini_emulator, monkeypatch):
