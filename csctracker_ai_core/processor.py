@@ -424,8 +424,10 @@ class IaProcessor:
         except Exception as exc:
             # A bug of ours or of a dependency (not Gemini's answer): the call still
             # leaves its event, and the caller still gets one of our errors.
-            logger.exception("unexpected error in call %s", call.event_id)
             error = call.internal_error(exc)
+            # The copy, not exc: a log handler that reads exc_info (Sentry's does) would
+            # send the variables of exc's frames, which may hold the request's key.
+            logger.error("unexpected error in call %s", call.event_id, exc_info=error.last_error)
             self._record_failure(call, error)
         # Raised outside the except block: there, the raw exception (whose text may
         # hold a key) would ride along as __context__.

@@ -372,7 +372,7 @@ def test_a_broken_price_file_at_start_is_a_configuration_error(emu, tmp_path, mo
         IaProcessor(google_free_keys=FREE, base_url=emu.base_url, telemetry="off")
 
 
-def test_an_unexpected_internal_error_is_recorded_and_typed(processor, emu, sink, monkeypatch):
+def test_an_unexpected_internal_error_is_recorded_and_typed(processor, emu, sink, monkeypatch, caplog):
     from csctracker_ai_core import tokens as tokens_module
 
     def broken(usage):
@@ -382,6 +382,11 @@ def test_an_unexpected_internal_error_is_recorded_and_typed(processor, emu, sink
     with pytest.raises(GeminiServiceException) as info:
         processor.analisar_com_gemini(input_text="x", prompt="y", event_id="ev-internal")
     assert "internal error" in str(info.value) and isinstance(info.value.__cause__, KeyError)
+    # Logged with the copy: a handler reading exc_info gets no frames (whose variables
+    # may hold the key), and the text still says where it was raised.
+    (logged,) = [r for r in caplog.records if r.getMessage() == "unexpected error in call ev-internal"]
+    assert logged.exc_info[1] is info.value.last_error and logged.exc_info[2] is None
+    assert any("in broken" in note for note in logged.exc_info[1].__notes__)
     assert sink.events[-1].event_id == "ev-internal" and sink.events[-1].outcome == "error"
     assert processor.rotator.status().in_flight == 0  # the lease went back
 
