@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from . import forking, pricing
@@ -580,13 +581,15 @@ class IaProcessor:
                 logger.info("countTokens failed (%s); the budget reserves a local estimate", scrub(exc))
         return local_input_tokens(call.text, files)
 
-    def _settle(self, hold: Hold | None, slot: Slot, service_tier: str, usage: TokenUsage | None) -> None:
+    def _settle(
+        self, hold: Hold | None, slot: Slot, service_tier: str, usage: TokenUsage | None, started_wall: float
+    ) -> None:
         if hold is None or self.budgets is None:
             return
         try:
-            self.budgets.settle(
-                hold, actual_usd(slot.model, service_tier, usage, pricing.get_prices(self._prices_file))
-            )
+            started = datetime.fromtimestamp(started_wall, tz=timezone.utc)
+            prices = pricing.get_prices(self._prices_file)
+            self.budgets.settle(hold, actual_usd(slot.model, service_tier, usage, prices, started_at=started))
         except Exception:
             # A budget counter we cannot update must not fail a served call.
             logger.exception("could not settle the budget reservation of an attempt on %s", slot)
@@ -623,22 +626,24 @@ class IaProcessor:
         the budget reservation ``hold`` always settled."""
         usage: TokenUsage | None = None
         served = call.request.service_tier
+        # One start for the ledger's price and the budget's: the price in force then.
+        started_wall = self._clock.time()
         try:
-            outcome = self._send(call, lease)
+            outcome = self._send(call, lease, started_wall)
             if isinstance(outcome, Served):
                 usage, served = outcome.usage, outcome.served_tier or call.request.service_tier
             elif isinstance(outcome[1], InvalidResponseError):
                 usage = getattr(outcome[1], "usage", None)  # billed all the same
             return outcome
         finally:
-            self._settle(hold, lease.slot, served, usage)
+            self._settle(hold, lease.slot, served, usage, started_wall)
 
-    def _send(self, call: Call, lease: Lease) -> Served | tuple[Decision, BaseException]:
-        """One upstream request on ``lease``. The lease is always released here."""
+    def _send(self, call: Call, lease: Lease, started_wall: float) -> Served | tuple[Decision, BaseException]:
+        """One upstream request on ``lease``, started at ``started_wall`` (epoch s). The
+        lease is always released here."""
         request = call.request
         slot = lease.slot
         number = call.attempt_count + 1
-        started_wall = self._clock.time()
         t0 = time.perf_counter()
         with lease:
             try:

@@ -6,6 +6,8 @@ tokens of its fixed JSON answer), the processor prices it with ``pricing``.
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from decimal import Decimal
 
@@ -288,3 +290,39 @@ def test_unreadable_store_starts_from_zero_with_a_warning(emu, caplog):
             p.close(timeout_s=0.5)
     assert line.spent == 0 and line.reserved == 0
     assert "the telemetry store cannot be read" in caplog.text and "starts from zero" in caplog.text
+
+
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(range(64))).decode()
+
+
+def test_a_budget_counts_exactly_what_the_ledger_says_an_attempt_cost(emu, tmp_path, monkeypatch):
+    """The cost of a usage record is one fact: the budget's settled amount is the sum of
+    the attempts' list_cost_usd, image and cached tokens priced as the ledger prices them.
+    A user's price file gives images a price of their own here; budgets used to price
+    every prompt token but the cached ones at the text price (estimate_cost)."""
+    price = {
+        "input_price_less_200": "0.30",
+        "output_price_less_200": "2.50",
+        "input_price_more_200": "0.30",
+        "output_price_more_200": "2.50",
+        "cached_input_price_less_200": "0.03",
+        "cached_input_price_more_200": "0.03",
+        "image_input_price_less_200": "7.00",
+        "image_input_price_more_200": "7.00",
+    }
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"models": {MODEL: price}}))
+    monkeypatch.setenv("CSCTRACKER_AI_PRICES_FILE", str(prices))
+    emu.cached_tokens = 3
+    sink = ListSink()
+    with _processor(emu, telemetry_sink=sink, budgets=[{"limit": "100", "name": "tudo"}]) as p:
+        _, tokens, _ = p.analisar_com_gemini(
+            prompt="Descreva a imagem.", file_base64=PNG_B64, mime_type="image/png", task="img"
+        )
+        line = p.budgets.status()[0]
+    (event,) = sink.events
+    (attempt,) = event.attempt_events
+    assert attempt.tokens_image > 0 and attempt.tokens_cached == 3
+    assert line.spent == attempt.list_cost_usd > 0 and line.reserved == 0
+    text_priced = estimate_cost(MODEL, "paid", "standard", tokens.input, tokens.output, tokens_cached=3)[1]
+    assert line.spent > text_priced  # the image tokens at their own price

@@ -16,7 +16,10 @@ module only chooses the token counts and the service tier to price:
     at most what the calls in flight write beyond it;
   - service tier: the dearer of the requested one and standard (a flex request may be
     served at standard);
-* actual = the usage Gemini reported, at the tier it says it served.
+* actual = the usage Gemini reported, at the tier it says it served, at the price in
+  force when the attempt started: exactly the attempt's ``list_cost_usd`` in the ledger
+  (the same call of :func:`~csctracker_ai_core.pricing.price_usage`, modalities and
+  cached tokens included; tests/test_budgets_wire.py ties the two).
 
 Every amount is the *list* cost: what the attempt costs on a paid key (a rule that
 covers free calls counts them at list price).
@@ -24,7 +27,9 @@ covers free calls counts them at list price).
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
+from typing import Any
 
 from .. import pricing
 from ..catalog import model_info
@@ -63,12 +68,9 @@ def reserved_output_tokens(model: str, max_output_tokens: int | None) -> int:
     return min(int(max_output_tokens), model_info(model).output_token_limit)
 
 
-def _list_cost(
-    model: str, service_tier: str, tokens_in: int, tokens_out: int, cached: int, prices: PriceTable | None
-) -> Decimal:
-    return pricing.estimate_cost(
-        model, "paid", service_tier, tokens_in, tokens_out, tokens_cached=cached, prices=prices
-    )[1]
+def _list_cost(model: str, service_tier: str, usage: Any, prices: PriceTable | None, at: datetime | None) -> Decimal:
+    when = at if at is not None else datetime.now(timezone.utc)
+    return pricing.price_usage(model, pricing.billed_tier(service_tier), usage, when, prices=prices)
 
 
 def worst_case_usd(
@@ -81,14 +83,25 @@ def worst_case_usd(
     """The most an attempt on ``model`` can cost (list price, USD); ``prices``: the
     processor's price table (default: the shipped one)."""
     out = DEFAULT_RESERVED_OUTPUT_TOKENS if not output_tokens or output_tokens <= 0 else int(output_tokens)
-    asked = _list_cost(model, service_tier, input_tokens, out, 0, prices)
+    usage = {"input": input_tokens, "output": out}
+    asked = _list_cost(model, service_tier, usage, prices, None)
     if (service_tier or "standard") == "standard":
         return asked
-    return max(asked, _list_cost(model, "standard", input_tokens, out, 0, prices))
+    return max(asked, _list_cost(model, "standard", usage, prices, None))
 
 
-def actual_usd(model: str, service_tier: str, usage: TokenUsage | None, prices: PriceTable | None = None) -> Decimal:
-    """What an attempt cost (list price, USD) from Gemini's usage; 0 without usage."""
+def actual_usd(
+    model: str,
+    service_tier: str,
+    usage: TokenUsage | None,
+    prices: PriceTable | None = None,
+    *,
+    started_at: datetime | None = None,
+) -> Decimal:
+    """What an attempt cost (list price, USD) from Gemini's usage; 0 without usage.
+
+    ``service_tier``: the tier billed (the one served, else the one asked);
+    ``started_at``: when the attempt started (default now), which picks the price."""
     if usage is None:
         return Decimal(0)
-    return _list_cost(model, service_tier, usage.input, usage.output, usage.cached, prices)
+    return _list_cost(model, service_tier, usage, prices, started_at)
