@@ -174,6 +174,24 @@ def _prepare(emu, status):
         emu.inject(how["fault"], count=10)
 
 
+def _failed_call(base_url, telemetry, task):
+    """The exception of one call on AQ_KEY that fails (no retry, no wait)."""
+    ia = IaProcessor(
+        google_free_keys=[AQ_KEY],
+        google_models_limits=f"{MODEL}=1",
+        base_url=base_url,
+        max_retries=0,
+        max_wait_s=0,
+        telemetry=telemetry,
+    )
+    try:
+        with pytest.raises(GeminiServiceException) as info:
+            ia.analisar_com_gemini(input_text="olá", task=task)
+    finally:
+        ia.close(timeout_s=120)  # a loaded machine may need more than the default 5 s
+    return info.value
+
+
 @pytest.mark.parametrize("status", sorted(_STATUSES))
 def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp_path):
     """Logs at DEBUG (every logger), the exception and its whole chain, telemetry rows
@@ -182,21 +200,8 @@ def test_an_echoed_key_leaves_no_trace(status, make_gemini_emulator, caplog, tmp
     _prepare(emu, status)
     caplog.set_level(logging.DEBUG)
     fp = key_fingerprint(AQ_KEY)
-    ia = IaProcessor(
-        google_free_keys=[AQ_KEY],
-        google_models_limits=f"{MODEL}=1",
-        base_url=emu.base_url,
-        max_retries=0,
-        max_wait_s=0,
-        telemetry="embedded",
-    )
-    try:
-        with pytest.raises(GeminiServiceException) as info:
-            ia.analisar_com_gemini(input_text="olá", task="leak-check")
-    finally:
-        ia.close(timeout_s=120)  # a loaded machine may need more than the default 5 s
+    exc = _failed_call(emu.base_url, "embedded", "leak-check")
     assert emu.count(key=AQ_KEY) >= 1
-    exc = info.value
     if status == 429:
         assert isinstance(exc, QuotaExhaustedError)
     assert exc.last_error is not None
@@ -235,25 +240,13 @@ def test_a_connection_error_carries_neither_the_request_nor_its_frames(tmp_path)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: connections are refused
-    ia = IaProcessor(
-        google_free_keys=[AQ_KEY],
-        google_models_limits=f"{MODEL}=1",
-        base_url=f"http://127.0.0.1:{port}",
-        max_retries=0,
-        max_wait_s=0,
-        telemetry="off",
-    )
-    try:
-        with pytest.raises(GeminiServiceException) as info:
-            ia.analisar_com_gemini(input_text="olá", task="refused")
-    finally:
-        ia.close()
-    last = info.value.last_error
+    exc = _failed_call(f"http://127.0.0.1:{port}", "off", "refused")
+    last = exc.last_error
     assert type(last).__name__ == "ConnectError" and "refused" in str(last).lower()
-    assert _where_the_key_is(info.value, AQ_KEY) == []
+    assert _where_the_key_is(exc, AQ_KEY) == []
     assert last.__traceback__ is None
     assert any("_request_once" in note for note in last.__notes__)  # where it was raised
-    assert AQ_KEY not in "".join(traceback.format_exception(info.value))
+    assert AQ_KEY not in "".join(traceback.format_exception(exc))
 
 
 class _TransportError(Exception):
