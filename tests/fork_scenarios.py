@@ -246,7 +246,54 @@ def many_processors(args: dict[str, Any]) -> dict[str, Any]:
     return {"threads_before": before[0], "fds_before": before[1], "threads_after": after[0], "fds_after": after[1]}
 
 
-SCENARIOS = {f.__name__: f for f in (os_fork, mp_fork, fork_during_calls, exit_without_close, many_processors)}
+def forks_until_descriptors_run_low(args: dict[str, Any]) -> dict[str, Any]:
+    """A parent that forks for ever (gunicorn's master with --max-requests), its
+    descriptor limit set ``headroom`` above what it has open: one call and one flush
+    (which reopens the embedded store) after each fork, until the writer stops reopening."""
+    import resource
+
+    p = _processor(args)
+    _ask(p, "fork-0")
+    p.telemetry.flush(30)
+    start = len(os.listdir("/proc/self/fd"))
+    limit = start + args["headroom"]
+    # Both limits: chDB raises the soft one to the hard one whenever its engine starts.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    asked, errors, forks = 1, [], 0
+    while forks < args["max_forks"] and p.telemetry.stats().role != "spooler":
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        forks += 1
+        try:
+            _ask(p, f"fork-{forks}")
+            asked += 1
+            p.telemetry.flush(30)
+        except Exception as exc:  # EMFILE would show here
+            errors.append(f"{type(exc).__name__}: {exc}")
+    for i in range(3):  # after the stop: spooled, handed off
+        _ask(p, f"after-{i}")
+        asked += 1
+    stats = p.telemetry.stats()
+    most = len(os.listdir("/proc/self/fd"))
+    p.close(30)
+    return {
+        "forks": forks,
+        "role": stats.role,
+        "asked": asked,
+        "dropped": stats.dropped,
+        "errors": errors,
+        "fds_start": start,
+        "fds_at_end": most,
+        "limit": limit,
+    }
+
+
+SCENARIOS = {
+    f.__name__: f
+    for f in (os_fork, mp_fork, fork_during_calls, exit_without_close, many_processors, forks_until_descriptors_run_low)
+}
 
 if __name__ == "__main__":
     scenario, raw = sys.argv[1], sys.argv[2]

@@ -210,6 +210,47 @@ def app(environ, start_response):
 """
 
 
+def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_its_descriptors_run_out(tmp_path, echo, caplog):
+    """chDB leaves descriptors behind each time the embedded store is closed for a fork
+    and opened again (~25-30 with the writer's inserts). With 400 descriptors of headroom
+    the parent stops reopening at 80 % of its limit: no EMFILE, an ERROR that says what
+    to do, and every event still in the spool, delivered by the next process."""
+    from csctracker_ai_core.telemetry.writer import TelemetryWriter
+
+    data = tmp_path / "data"
+    env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(data), PYTHONPATH=os.pathsep.join([str(HERE)] + sys.path))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCENARIOS),
+            "forks_until_descriptors_run_low",
+            json.dumps({"emulator": echo.base_url, "headroom": 400, "max_forks": 60}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["role"] == "spooler" and report["errors"] == [] and report["dropped"] == 0, report
+    assert 1 < report["forks"] < 60 and report["fds_at_end"] < report["limit"], report
+    assert "not reopening the embedded store" in proc.stderr and "CLICKHOUSE_HOST" in proc.stderr
+    # The next process delivers what the stopped one left in the spool.
+    settings = resolve_clickhouse_settings(env=env)
+    writer = TelemetryWriter(settings)
+    try:
+        assert writer.flush(60)
+        client = writer.query_client()
+        try:
+            landed = client.command("SELECT uniqExact(event_id) FROM ai_events WHERE task = 'fork'")
+        finally:
+            client.close()
+    finally:
+        writer.close(30)
+    assert int(landed) == report["asked"]
+
+
 def test_gunicorn_preload_workers(store, echo, tmp_path):
     """gunicorn --preload, 3 sync workers, the processor built (and used) in the master at
     import: 60 requests, every reply the caller's own, several workers served, every event

@@ -1,4 +1,4 @@
-"""The writer's decisions as tables: when to deliver, how long to back off."""
+"""The writer's decisions as tables: when to deliver, how long to back off, whether to reopen chDB."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from csctracker_ai_core.telemetry.policy import BatchPolicy, backoff_delay, delivery_delay
+from csctracker_ai_core.telemetry.policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
 from csctracker_ai_core.telemetry.records import TRUNCATION_MARKER_FORMAT, cap_text
 
 P = BatchPolicy(interval_s=1.0, max_rows=100, max_bytes=1000, backoff_base_s=0.5, backoff_max_s=30.0)
@@ -94,3 +94,22 @@ def test_a_writer_that_cannot_insert_sleeps_until_it_can(tmp_path, case):
         assert w._next_wait() == pytest.approx(0.5)  # the next fsync, not 5 ms
     finally:
         w.close(0)
+
+
+@pytest.mark.parametrize(
+    ("reopens", "open_fds", "fd_limit", "verdict"),
+    [
+        (1, 40, 1024, "reopen"),
+        (9, 300, 1024, "reopen"),
+        (10, 300, 1024, "warn"),  # every REOPEN_WARN_EVERY reopenings
+        (20, 300, 1024, "warn"),
+        (11, 819, 1024, "reopen"),  # just under 80 %
+        (11, 820, 1024, "stop"),  # 80 % of the limit: stop before it runs out
+        (10, 900, 1024, "stop"),  # stopping wins over warning
+        (500, 10_000, None, "warn"),  # no limit known: never stop
+        (501, 10_000, None, "reopen"),
+        (3, 5000, 0, "reopen"),  # a nonsense limit is no limit
+    ],
+)
+def test_reopen_verdict(reopens, open_fds, fd_limit, verdict):
+    assert reopen_verdict(reopens, open_fds, fd_limit) == verdict

@@ -36,6 +36,8 @@ import dataclasses
 import hashlib
 import logging
 import math
+import os
+import resource
 import threading
 import time
 import warnings
@@ -52,7 +54,7 @@ from ..paths import private_dir, tighten_tree
 from . import connection, ownership
 from .connection import preload_driver
 from .events import CallEvent
-from .policy import BatchPolicy, backoff_delay, delivery_delay
+from .policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
 from .quarantine import Delivery, Quarantine, insert_lines
 from .records import DEFAULT_MAX_TEXT_BYTES, encode_event
 from .schema import ensure_schema
@@ -327,6 +329,10 @@ class TelemetryWriter:
         self._next_scan_at = 0.0
         self._next_fsync_at = 0.0
         self._last_insert_at = -math.inf
+        # Embedded store closed for a fork and not yet reopened; reopenings so far.
+        self._closed_for_fork = False
+        self._fork_reopens = 0
+        self._reopen_stopped = False  # for good in this process (see _may_reopen)
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._flush_requested = 0  # flush() tickets handed out
@@ -578,6 +584,7 @@ class TelemetryWriter:
         if self._client is not None:
             client, self._client = self._client, None
             _close_quietly(client)  # the store's lock stays ours: we reopen it soon
+            self._closed_for_fork = True
         # Every fork of a burst (gunicorn spawning workers, a Pool starting) pushes the
         # reopening out: the burst costs one reopening, not one per fork.
         self._next_connect_at = max(self._next_connect_at, self._clock.time() + self.fork_reconnect_delay_s)
@@ -602,6 +609,9 @@ class TelemetryWriter:
         self._spool.forget_inherited()
         forking.abandon(self._client)  # a copy of the parent's: never used, never closed
         self._client = None
+        self._closed_for_fork = False
+        self._fork_reopens = 0
+        self._reopen_stopped = False  # for good in this process (see _may_reopen)
         self._owner = False  # ownership.py forgot the inherited lock
         self._written = self._spooled = self._replayed = self._dropped = 0
         self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
@@ -771,6 +781,10 @@ class TelemetryWriter:
             self._role = "spooler"
             self._next_connect_at = math.inf
             return
+        if self._embedded and self._reopen_stopped:
+            self._role = "spooler"
+            self._next_connect_at = math.inf
+            return
         if self._embedded and not self._owner:
             try:
                 acquired = ownership.try_acquire(self.settings.embedded_path)
@@ -789,6 +803,8 @@ class TelemetryWriter:
                 self._next_connect_at = now + self.ownership_retry_s
                 return
             self._owner = True
+        if self._embedded and self._closed_for_fork and not self._may_reopen(now):
+            return
         try:
             if self._connect_fn is not None:
                 client = self._connect_fn(self.settings)
@@ -809,10 +825,58 @@ class TelemetryWriter:
                 self._owner = False
             return
         self._client = client
+        if self._closed_for_fork:
+            self._closed_for_fork = False
+            self._fork_reopens += 1
         self._role = "writer"
         self._next_scan_at = 0.0  # claim leftovers right away
         self._next_tighten_at = 0.0
         self._retry_at = 0.0
+
+    def _may_reopen(self, now: float) -> bool:
+        """The embedded store was closed for a fork: reopen it, unless this process is
+        close to its descriptor limit (see :func:`.policy.reopen_verdict`). Then it
+        becomes a spooler for good and lets go of the store and of every segment it
+        holds, so that ``csc-ai deliver`` (or the next process) delivers them."""
+        open_fds, limit = _descriptors()
+        verdict = reopen_verdict(self._fork_reopens + 1, open_fds, limit)
+        if verdict == "warn":
+            logger.warning(
+                "telemetry: the embedded store %s has now been reopened after a fork %d times in this process; "
+                "chDB leaves descriptors and threads behind each time (%s descriptors open, limit %s). A process "
+                "that forks often (gunicorn --max-requests) should use a ClickHouse server (CLICKHOUSE_HOST) or "
+                "telemetry_delivery='external' with `csc-ai deliver`.",
+                self.settings.embedded_path,
+                self._fork_reopens + 1,
+                open_fds,
+                limit if limit is not None else "unknown",
+            )
+        if verdict != "stop":
+            return True
+        logger.error(
+            "telemetry: not reopening the embedded store %s after %d reopenings after forks: this process holds "
+            "%d of its %d file descriptors, and chDB leaves some behind each time. Events stay in the spool %s "
+            "(none is lost) for `csc-ai deliver` or the next process that opens the store. For a process that "
+            "forks often (gunicorn --max-requests), use a ClickHouse server (CLICKHOUSE_HOST) or "
+            "telemetry_delivery='external'.",
+            self.settings.embedded_path,
+            self._fork_reopens,
+            open_fds,
+            limit,
+            self.settings.spool_path,
+        )
+        for seg in self._queue:
+            self._spool.release(seg)
+        self._queue = []
+        self._inflight = None
+        ownership.release(self.settings.embedded_path)
+        self._owner = False
+        self._reopen_stopped = True
+        self._role = "spooler"
+        self._next_connect_at = math.inf
+        with self._counters_lock:
+            self._last_error = f"embedded store not reopened after {self._fork_reopens} forks: descriptors"
+        return False
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None
@@ -1021,6 +1085,17 @@ class TelemetryWriter:
         self._queue = []
         self._inflight = None
         self._drop_client()
+
+
+def _descriptors() -> tuple[int, int | None]:
+    """Descriptors this process has open, and its hard limit (None: unknown or
+    unlimited). The hard one: chDB raises the soft limit to it each time its engine starts."""
+    try:
+        open_fds = len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (not Linux): no count, so never a reason to stop
+        return 0, None
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return open_fds, (None if hard == resource.RLIM_INFINITY else int(hard))
 
 
 def _check_embedded_location(settings: ClickHouseSettings) -> None:
