@@ -246,10 +246,11 @@ def many_processors(args: dict[str, Any]) -> dict[str, Any]:
     return {"threads_before": before[0], "fds_before": before[1], "threads_after": after[0], "fds_after": after[1]}
 
 
-def forks_until_descriptors_run_low(args: dict[str, Any]) -> dict[str, Any]:
+def forks_until_a_limit_runs_low(args: dict[str, Any]) -> dict[str, Any]:
     """A parent that forks for ever (gunicorn's master with --max-requests), its
-    descriptor limit set ``headroom`` above what it has open: one call and one flush
-    (which reopens the embedded store) after each fork, until the writer stops reopening."""
+    descriptor limit set ``headroom`` above what it has open (or its task limit
+    ``tasks_headroom`` above its threads): one call and one flush (which reopens the
+    embedded store) after each fork, until the writer stops reopening."""
     import resource
 
     p = _processor(args)
@@ -257,8 +258,14 @@ def forks_until_descriptors_run_low(args: dict[str, Any]) -> dict[str, Any]:
     p.telemetry.flush(30)
     start = len(os.listdir("/proc/self/fd"))
     limit = start + args["headroom"]
-    # Both limits: chDB raises the soft one to the hard one whenever its engine starts.
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    if args.get("tasks_headroom"):  # the task limit instead (RLIMIT_NPROC: no cgroup limit here)
+        threads = len(os.listdir("/proc/self/task"))
+        resource.setrlimit(
+            resource.RLIMIT_NPROC, (threads + args["tasks_headroom"], resource.getrlimit(resource.RLIMIT_NPROC)[1])
+        )
+    else:
+        # Both limits: chDB raises the soft one to the hard one whenever its engine starts.
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
     asked, errors, forks = 1, [], 0
     while forks < args["max_forks"] and p.telemetry.stats().role != "spooler":
         pid = os.fork()
@@ -292,7 +299,7 @@ def forks_until_descriptors_run_low(args: dict[str, Any]) -> dict[str, Any]:
 
 SCENARIOS = {
     f.__name__: f
-    for f in (os_fork, mp_fork, fork_during_calls, exit_without_close, many_processors, forks_until_descriptors_run_low)
+    for f in (os_fork, mp_fork, fork_during_calls, exit_without_close, many_processors, forks_until_a_limit_runs_low)
 }
 
 if __name__ == "__main__":

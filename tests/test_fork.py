@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -210,11 +211,15 @@ def app(environ, start_response):
 """
 
 
-def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_its_descriptors_run_out(tmp_path, echo, caplog):
-    """chDB leaves descriptors behind each time the embedded store is closed for a fork
-    and opened again (~25-30 with the writer's inserts). With 400 descriptors of headroom
-    the parent stops reopening at 80 % of its limit: no EMFILE, an ERROR that says what
-    to do, and every event still in the spool, delivered by the next process."""
+@pytest.mark.parametrize(
+    ("limit", "extra"), [("descriptors", {"headroom": 400}), ("tasks", {"headroom": 100_000, "tasks_headroom": 60})]
+)
+def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_a_limit_runs_out(tmp_path, echo, limit, extra):
+    """chDB leaves descriptors and threads behind each time the embedded store is closed
+    for a fork and opened again (~25-30 and 5-6 with the writer's inserts). With 400
+    descriptors of headroom, or 60 tasks (RLIMIT_NPROC), the parent stops reopening at
+    80 % of the limit: no error, an ERROR log that says what to do, and every event still
+    in the spool, delivered by the next process."""
     from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
     data = tmp_path / "data"
@@ -223,8 +228,8 @@ def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_its_descriptor
         [
             sys.executable,
             str(SCENARIOS),
-            "forks_until_descriptors_run_low",
-            json.dumps({"emulator": echo.base_url, "headroom": 400, "max_forks": 60}),
+            "forks_until_a_limit_runs_low",
+            json.dumps({"emulator": echo.base_url, "max_forks": 60, **extra}),
         ],
         env=env,
         capture_output=True,
@@ -235,7 +240,9 @@ def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_its_descriptor
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["role"] == "spooler" and report["errors"] == [] and report["dropped"] == 0, report
     assert 1 < report["forks"] < 60 and report["fds_at_end"] < report["limit"], report
-    assert "not reopening the embedded store" in proc.stderr and "CLICKHOUSE_HOST" in proc.stderr
+    (stopped,) = [line for line in proc.stderr.splitlines() if "not reopening the embedded store" in line]
+    used, most = map(int, re.search(rf"{limit} (\d+) of (\d+)", stopped).groups())
+    assert 0.8 * most <= used < most and "CLICKHOUSE_HOST" in stopped, stopped
     # The next process delivers what the stopped one left in the spool.
     settings = resolve_clickhouse_settings(env=env)
     writer = TelemetryWriter(settings)

@@ -97,19 +97,66 @@ def test_a_writer_that_cannot_insert_sleeps_until_it_can(tmp_path, case):
 
 
 @pytest.mark.parametrize(
-    ("reopens", "open_fds", "fd_limit", "verdict"),
+    ("reopens", "loads", "verdict"),
     [
-        (1, 40, 1024, "reopen"),
-        (9, 300, 1024, "reopen"),
-        (10, 300, 1024, "warn"),  # every REOPEN_WARN_EVERY reopenings
-        (20, 300, 1024, "warn"),
-        (11, 819, 1024, "reopen"),  # just under 80 %
-        (11, 820, 1024, "stop"),  # 80 % of the limit: stop before it runs out
-        (10, 900, 1024, "stop"),  # stopping wins over warning
-        (500, 10_000, None, "warn"),  # no limit known: never stop
-        (501, 10_000, None, "reopen"),
-        (3, 5000, 0, "reopen"),  # a nonsense limit is no limit
+        (1, [(40, 1024), (20, 4096)], "reopen"),
+        (9, [(300, 1024)], "reopen"),
+        (10, [(300, 1024)], "warn"),  # every REOPEN_WARN_EVERY reopenings
+        (20, [(300, 1024)], "warn"),
+        (11, [(819, 1024)], "reopen"),  # just under 80 %
+        (11, [(820, 1024)], "stop"),  # 80 % of the limit: stop before it runs out
+        (10, [(900, 1024)], "stop"),  # stopping wins over warning
+        (11, [(300, 1_048_576), (3277, 4096)], "stop"),  # tasks (pids.max) first
+        (11, [(300, 1_048_576), (3276, 4096)], "reopen"),
+        (500, [(10_000, None), (900, None)], "warn"),  # no limit known: never stop
+        (501, [(10_000, None)], "reopen"),
+        (3, [(5000, 0)], "reopen"),  # a nonsense limit is no limit
+        (3, [], "reopen"),
     ],
 )
-def test_reopen_verdict(reopens, open_fds, fd_limit, verdict):
-    assert reopen_verdict(reopens, open_fds, fd_limit) == verdict
+def test_reopen_verdict(reopens, loads, verdict):
+    assert reopen_verdict(reopens, loads) == verdict
+
+
+def _fake_root(tmp_path, cgroup_lines, files):
+    (tmp_path / "proc/self/task").mkdir(parents=True)
+    for tid in ("1", "2", "3"):
+        (tmp_path / "proc/self/task" / tid).mkdir()
+    (tmp_path / "proc/self/cgroup").write_text("".join(line + "\n" for line in cgroup_lines))
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "files", "expected"),
+    [
+        # cgroup v2 (one hierarchy): the whole cgroup's tasks against its pids.max
+        (
+            ["0::/kubepods/pod1"],
+            {"sys/fs/cgroup/kubepods/pod1/pids.max": "4096\n", "sys/fs/cgroup/kubepods/pod1/pids.current": "812\n"},
+            (812, 4096),
+        ),
+        # cgroup v1: the pids controller's own hierarchy
+        (
+            ["8:pids:/docker/abc", "4:memory:/docker/abc"],
+            {"sys/fs/cgroup/pids/docker/abc/pids.max": "512", "sys/fs/cgroup/pids/docker/abc/pids.current": "37"},
+            (37, 512),
+        ),
+        # "max": no cgroup limit, so RLIMIT_NPROC against this process's 3 threads
+        (["0::/"], {"sys/fs/cgroup/pids.max": "max", "sys/fs/cgroup/pids.current": "90"}, "nproc"),
+        # nothing readable, or a line that is not a cgroup line
+        (["garbage"], {}, "nproc"),
+    ],
+)
+def test_the_task_limit_is_read_from_the_cgroup_or_rlimit_nproc(tmp_path, cgroup, files, expected):
+    import resource
+
+    from csctracker_ai_core.telemetry.writer import _tasks
+
+    root = _fake_root(tmp_path, cgroup, files)
+    if expected == "nproc":
+        soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
+        expected = (3, None if soft == resource.RLIM_INFINITY else soft)
+    assert _tasks(root) == expected

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = ["BatchPolicy", "backoff_delay", "delivery_delay", "reopen_verdict", "REOPEN_STOP_SHARE", "REOPEN_WARN_EVERY"]
@@ -74,25 +74,26 @@ def delivery_delay(
     return max(0.0, due - now)
 
 
-#: Share of the process's descriptor limit past which the embedded store is not
-#: reopened after a fork (see :func:`reopen_verdict`).
+#: Share of a limit (descriptors, tasks) past which the embedded store is not reopened
+#: after a fork (see :func:`reopen_verdict`).
 REOPEN_STOP_SHARE = 0.8
 #: Every this many reopenings after forks, a WARNING says what they cost.
 REOPEN_WARN_EVERY = 10
 
 
-def reopen_verdict(reopens: int, open_fds: int, fd_limit: int | None) -> str:
+def reopen_verdict(reopens: int, loads: Sequence[tuple[int, int | None]]) -> str:
     """Whether the embedded store may be reopened after its ``reopens``-th fork.
 
     chDB leaves threads and descriptors behind each time its engine is closed and
-    started again (measured: about 9 descriptors and 5 threads a time, 25-30 with the
-    writer's inserts), and the store must be closed across every fork. A process that
-    forks for ever (gunicorn's master with ``--max-requests``) would run out of
-    descriptors and stop spawning its workers. ``"stop"`` once ``open_fds`` reach
-    :data:`REOPEN_STOP_SHARE` of ``fd_limit`` (``None``: no limit known, never);
-    ``"warn"`` every :data:`REOPEN_WARN_EVERY` reopenings; else ``"reopen"``.
+    started again (measured: 25-30 descriptors and 5-6 threads a time with the writer's
+    inserts), and the store must be closed across every fork. A process that forks for
+    ever (gunicorn's master with ``--max-requests``) would run out of one or the other
+    and stop spawning its workers. ``loads``: ``(used, limit)`` of each limit the
+    process knows (descriptors, tasks; ``None``: no limit). ``"stop"`` once one is
+    used to :data:`REOPEN_STOP_SHARE`; ``"warn"`` every :data:`REOPEN_WARN_EVERY`
+    reopenings; else ``"reopen"``.
     """
-    if fd_limit is not None and fd_limit > 0 and open_fds >= REOPEN_STOP_SHARE * fd_limit:
+    if any(limit is not None and limit > 0 and used >= REOPEN_STOP_SHARE * limit for used, limit in loads):
         return "stop"
     if reopens > 0 and reopens % REOPEN_WARN_EVERY == 0:
         return "warn"

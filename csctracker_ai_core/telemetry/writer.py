@@ -838,31 +838,30 @@ class TelemetryWriter:
         close to its descriptor limit (see :func:`.policy.reopen_verdict`). Then it
         becomes a spooler for good and lets go of the store and of every segment it
         holds, so that ``csc-ai deliver`` (or the next process) delivers them."""
-        open_fds, limit = _descriptors()
-        verdict = reopen_verdict(self._fork_reopens + 1, open_fds, limit)
+        descriptors, tasks = _descriptors(), _tasks()
+        verdict = reopen_verdict(self._fork_reopens + 1, (descriptors, tasks))
+        usage = f"descriptors {_load(descriptors)}, tasks {_load(tasks)}"
         if verdict == "warn":
             logger.warning(
                 "telemetry: the embedded store %s has now been reopened after a fork %d times in this process; "
-                "chDB leaves descriptors and threads behind each time (%s descriptors open, limit %s). A process "
-                "that forks often (gunicorn --max-requests) should use a ClickHouse server (CLICKHOUSE_HOST) or "
+                "chDB leaves descriptors and threads behind each time (%s). A process that forks often "
+                "(gunicorn --max-requests) should use a ClickHouse server (CLICKHOUSE_HOST) or "
                 "telemetry_delivery='external' with `csc-ai deliver`.",
                 self.settings.embedded_path,
                 self._fork_reopens + 1,
-                open_fds,
-                limit if limit is not None else "unknown",
+                usage,
             )
         if verdict != "stop":
             return True
         logger.error(
-            "telemetry: not reopening the embedded store %s after %d reopenings after forks: this process holds "
-            "%d of its %d file descriptors, and chDB leaves some behind each time. Events stay in the spool %s "
-            "(none is lost) for `csc-ai deliver` or the next process that opens the store. For a process that "
-            "forks often (gunicorn --max-requests), use a ClickHouse server (CLICKHOUSE_HOST) or "
+            "telemetry: not reopening the embedded store %s after %d reopenings after forks: this process is "
+            "near a limit (%s), and chDB leaves descriptors and threads behind each time. Events stay in the "
+            "spool %s (none is lost) for `csc-ai deliver` or the next process that opens the store. For a "
+            "process that forks often (gunicorn --max-requests), use a ClickHouse server (CLICKHOUSE_HOST) or "
             "telemetry_delivery='external'.",
             self.settings.embedded_path,
             self._fork_reopens,
-            open_fds,
-            limit,
+            usage,
             self.settings.spool_path,
         )
         for seg in self._queue:
@@ -875,7 +874,7 @@ class TelemetryWriter:
         self._role = "spooler"
         self._next_connect_at = math.inf
         with self._counters_lock:
-            self._last_error = f"embedded store not reopened after {self._fork_reopens} forks: descriptors"
+            self._last_error = f"embedded store not reopened after {self._fork_reopens} forks: {usage}"
         return False
 
     def _drop_client(self) -> None:
@@ -1096,6 +1095,54 @@ def _descriptors() -> tuple[int, int | None]:
         return 0, None
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return open_fds, (None if hard == resource.RLIM_INFINITY else int(hard))
+
+
+def _tasks(root: Path = Path("/")) -> tuple[int, int | None]:
+    """Tasks counted against the tightest task limit this process knows: its cgroup's
+    ``pids.max`` (``pids.current``: the whole cgroup's tasks), else ``RLIMIT_NPROC``
+    against this process's own threads (the user's other processes are not counted)."""
+    cgroup = _cgroup_pids(root)
+    if cgroup is not None:
+        return cgroup
+    try:
+        own = len(os.listdir(root / "proc/self/task"))
+    except OSError:
+        return 0, None
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    return own, (None if soft == resource.RLIM_INFINITY else int(soft))
+
+
+def _cgroup_pids(root: Path) -> tuple[int, int] | None:
+    """``(pids.current, pids.max)`` of this process's cgroup (v1 or v2), or None when
+    it has no task limit or none can be read."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2: one hierarchy, at /sys/fs/cgroup
+            folder = root / "sys/fs/cgroup" / path.lstrip("/")
+        elif "pids" in controllers.split(","):
+            folder = root / "sys/fs/cgroup/pids" / path.lstrip("/")
+        else:
+            continue
+        try:
+            limit = (folder / "pids.max").read_text().strip()
+            current = int((folder / "pids.current").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit():
+            return current, int(limit)
+    return None
+
+
+def _load(load: tuple[int, int | None]) -> str:
+    used, limit = load
+    return f"{used} of {limit}" if limit is not None else f"{used} (no limit)"
 
 
 def _check_embedded_location(settings: ClickHouseSettings) -> None:
