@@ -119,3 +119,25 @@ def test_deliver_refuses_bad_options_before_opening_anything(tmp_path, monkeypat
     assert cli.main(["deliver", "--nice", "0", "--once"], stdout=io.StringIO(), stderr=err) == cli.EXIT_USAGE
     assert "nothing to deliver to" in err.getvalue()
     assert not (tmp_path / "data").exists()  # nothing was created
+
+
+def test_a_threaded_and_an_external_processor_in_one_process_both_land(store, echo):  # noqa: F811
+    """Two processors of one process on one store, one delivering in its thread and one
+    external: two writers on one spool. The external one only spools and hands its
+    segments off; the threaded one claims them as any deliverer does and delivers both."""
+    kind, env, count, data = store
+    threaded = IaProcessor(google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, env=env)
+    external = IaProcessor(
+        google_free_keys=[KEY], base_url=echo.base_url, max_retries=0, telemetry_delivery="external", env=env
+    )
+    try:
+        assert threaded.telemetry.writer is not external.telemetry.writer
+        _ask(threaded, 5)
+        _ask(external, 5, first=5)
+        assert external.telemetry.flush(10) and external.telemetry.stats().role == "spooler"
+        assert wait_until(lambda: threaded.telemetry.flush(2) and _counted(count) == (10, 10), 60), _counted(count)
+        assert wait_until(lambda: spooled_lines(data) == 0, 30)
+        assert external.telemetry.stats().written == 0 and threaded.telemetry.stats().replayed == 5
+    finally:
+        external.close(10)
+        threaded.close(10)
