@@ -246,30 +246,23 @@ def _plain(value: Any) -> bool:
     return False
 
 
-def _copy_own(exc: BaseException) -> BaseException:
-    """One of this library's errors: its texts are scrubbed where it is made, and its
-    attributes are ours (a usage record, the last error, already redacted)."""
-    if not _holds_key(_text_of(exc)):
+def _copy(exc: BaseException, *, foreign: bool) -> BaseException:
+    """A copy of ``exc`` (same type) with redacted ``args``, or a :class:`RedactedError`
+    when it cannot be copied.
+
+    One of this library's errors (``foreign=False``) is kept as it is when its text holds
+    no key: its texts are scrubbed where it is made and its attributes are ours (a usage
+    record, the last error, already redacted). Another library's keeps only its plain
+    attributes; any other (an ``httpx`` error's request, with its headers) is set to None.
+    """
+    if not foreign and not _holds_key(_text_of(exc)):
         return exc  # nothing to hide: keep the very object (isinstance, attributes)
     try:
         clone = copy.copy(exc)
         clone.args = tuple(redact_value(a) for a in exc.args)
-        if not _holds_key(_text_of(clone)):
-            return clone
-    except Exception:
-        pass
-    return RedactedError(type(exc).__name__, redact(str(exc)))
-
-
-def _copy_foreign(exc: BaseException) -> BaseException:
-    """A copy of another library's ``exc`` (same type) with redacted ``args`` and plain
-    attributes; any other attribute (an ``httpx`` error's request, with its headers) is
-    set to None."""
-    try:
-        clone = copy.copy(exc)
-        clone.args = tuple(redact_value(a) for a in exc.args)
-        for name, value in list(vars(clone).items()):
-            setattr(clone, name, redact_value(value) if _plain(value) else None)
+        if foreign:
+            for name, value in list(vars(clone).items()):
+                setattr(clone, name, redact_value(value) if _plain(value) else None)
         if not _holds_key(_text_of(clone)):
             return clone
     except Exception:  # an exception class that cannot be rebuilt from its args
@@ -296,7 +289,7 @@ def redact_exception(exc: BaseException | None, _seen: dict[int, BaseException] 
     An SDK ``APIError`` becomes a copy of the same class with ``code``, ``status`` and
     ``details`` redacted and no ``response`` (its request headers carry the key). Another
     library's exception becomes a copy of its class with redacted ``args`` and plain
-    attributes (:func:`_copy_foreign`), or a :class:`RedactedError` when it cannot be
+    attributes (:func:`_copy`), or a :class:`RedactedError` when it cannot be
     copied. Those copies have no traceback: a frame of the request path holds the key in
     its variables, which error trackers send. The frames' text is added as a note
     instead (``__notes__``, printed with the traceback from Python 3.11). This library's
@@ -308,7 +301,7 @@ def redact_exception(exc: BaseException | None, _seen: dict[int, BaseException] 
     if id(exc) in seen:
         return seen[id(exc)]
     own = isinstance(exc, AiCoreError)
-    clone = _copy_api_error(exc) or (_copy_own(exc) if own else _copy_foreign(exc))
+    clone = _copy_api_error(exc) or _copy(exc, foreign=not own)
     seen[id(exc)] = clone
     cause = redact_exception(exc.__cause__, seen)
     context = redact_exception(exc.__context__, seen)

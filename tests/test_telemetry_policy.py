@@ -153,10 +153,10 @@ def _fake_root(tmp_path, cgroup_lines, files):
 def test_the_task_limit_is_read_from_the_cgroup_or_rlimit_nproc(tmp_path, cgroup, files, expected):
     import resource
 
-    from csctracker_ai_core.telemetry.writer import _tasks
+    from csctracker_ai_core.telemetry.limits import tasks
 
     root = _fake_root(tmp_path, cgroup, files)
     if expected == "nproc":
         soft = resource.getrlimit(resource.RLIMIT_NPROC)[0]
         expected = (3, None if soft == resource.RLIM_INFINITY else soft)
-    assert _tasks(root) == expected
+    assert tasks(root) == expected

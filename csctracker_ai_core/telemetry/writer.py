@@ -36,8 +36,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import os
-import resource
 import threading
 import time
 import warnings
@@ -51,7 +49,7 @@ from .. import forking
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, TelemetryError
 from ..paths import private_dir, tighten_tree
-from . import connection, ownership
+from . import connection, limits, ownership
 from .connection import preload_driver
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
@@ -803,7 +801,7 @@ class TelemetryWriter:
                 self._next_connect_at = now + self.ownership_retry_s
                 return
             self._owner = True
-        if self._embedded and self._closed_for_fork and not self._may_reopen(now):
+        if self._embedded and self._closed_for_fork and not self._may_reopen():
             return
         try:
             if self._connect_fn is not None:
@@ -833,14 +831,14 @@ class TelemetryWriter:
         self._next_tighten_at = 0.0
         self._retry_at = 0.0
 
-    def _may_reopen(self, now: float) -> bool:
+    def _may_reopen(self) -> bool:
         """The embedded store was closed for a fork: reopen it, unless this process is
-        close to its descriptor limit (see :func:`.policy.reopen_verdict`). Then it
+        near a limit, of descriptors or tasks (see :func:`.policy.reopen_verdict`). Then it
         becomes a spooler for good and lets go of the store and of every segment it
         holds, so that ``csc-ai deliver`` (or the next process) delivers them."""
-        descriptors, tasks = _descriptors(), _tasks()
+        descriptors, tasks = limits.descriptors(), limits.tasks()
         verdict = reopen_verdict(self._fork_reopens + 1, (descriptors, tasks))
-        usage = f"descriptors {_load(descriptors)}, tasks {_load(tasks)}"
+        usage = f"descriptors {limits.describe(descriptors)}, tasks {limits.describe(tasks)}"
         if verdict == "warn":
             logger.warning(
                 "telemetry: the embedded store %s has now been reopened after a fork %d times in this process; "
@@ -1084,65 +1082,6 @@ class TelemetryWriter:
         self._queue = []
         self._inflight = None
         self._drop_client()
-
-
-def _descriptors() -> tuple[int, int | None]:
-    """Descriptors this process has open, and its hard limit (None: unknown or
-    unlimited). The hard one: chDB raises the soft limit to it each time its engine starts."""
-    try:
-        open_fds = len(os.listdir("/proc/self/fd"))
-    except OSError:  # no /proc (not Linux): no count, so never a reason to stop
-        return 0, None
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return open_fds, (None if hard == resource.RLIM_INFINITY else int(hard))
-
-
-def _tasks(root: Path = Path("/")) -> tuple[int, int | None]:
-    """Tasks counted against the tightest task limit this process knows: its cgroup's
-    ``pids.max`` (``pids.current``: the whole cgroup's tasks), else ``RLIMIT_NPROC``
-    against this process's own threads (the user's other processes are not counted)."""
-    cgroup = _cgroup_pids(root)
-    if cgroup is not None:
-        return cgroup
-    try:
-        own = len(os.listdir(root / "proc/self/task"))
-    except OSError:
-        return 0, None
-    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
-    return own, (None if soft == resource.RLIM_INFINITY else int(soft))
-
-
-def _cgroup_pids(root: Path) -> tuple[int, int] | None:
-    """``(pids.current, pids.max)`` of this process's cgroup (v1 or v2), or None when
-    it has no task limit or none can be read."""
-    try:
-        lines = (root / "proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if controllers == "":  # v2: one hierarchy, at /sys/fs/cgroup
-            folder = root / "sys/fs/cgroup" / path.lstrip("/")
-        elif "pids" in controllers.split(","):
-            folder = root / "sys/fs/cgroup/pids" / path.lstrip("/")
-        else:
-            continue
-        try:
-            limit = (folder / "pids.max").read_text().strip()
-            current = int((folder / "pids.current").read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if limit.isdigit():
-            return current, int(limit)
-    return None
-
-
-def _load(load: tuple[int, int | None]) -> str:
-    used, limit = load
-    return f"{used} of {limit}" if limit is not None else f"{used} (no limit)"
 
 
 def _check_embedded_location(settings: ClickHouseSettings) -> None:
