@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from csctracker_ai_core import IaProcessor
@@ -284,6 +285,14 @@ def forks_until_a_limit_runs_low(args: dict[str, Any]) -> dict[str, Any]:
         asked += 1
     stats = p.telemetry.stats()
     most = len(os.listdir("/proc/self/fd"))
+    # The delivery process the writer started takes everything while this one lives.
+    p.telemetry.flush(30)  # a spooler's flush hands its segment over now
+    handed_at = time.monotonic()
+    deadline = handed_at + 60
+    while spooled_lines(Path(os.environ["CSCTRACKER_AI_DATA_DIR"]) / "spool") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left_while_alive = spooled_lines(Path(os.environ["CSCTRACKER_AI_DATA_DIR"]) / "spool")
+    drained_s = time.monotonic() - handed_at
     p.close(30)
     return {
         "forks": forks,
@@ -294,7 +303,21 @@ def forks_until_a_limit_runs_low(args: dict[str, Any]) -> dict[str, Any]:
         "fds_start": start,
         "fds_at_end": most,
         "limit": limit,
+        "delivery_pid": stats.delivery_pid,
+        "left_while_alive": left_while_alive,
+        "drained_s": round(drained_s, 2),
     }
+
+
+def spooled_lines(spool: Path) -> int:
+    """Lines in the spool folder's segments (spares are zeros: none)."""
+    lines = 0
+    for f in spool.glob("seg-*"):
+        try:
+            lines += f.read_bytes().count(b"\n")
+        except FileNotFoundError:  # delivered and deleted since the listing
+            pass
+    return lines
 
 
 SCENARIOS = {

@@ -20,8 +20,9 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import fork_scenarios
 import pytest
-from test_telemetry_support import wait_until
+from test_telemetry_support import delivered_count, wait_until
 
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.settings import resolve_clickhouse_settings
@@ -79,18 +80,16 @@ def run_scenario(env: dict, scenario: str, timeout_s: float = 300, **args) -> di
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def process_gone(pid: int) -> bool:
+    """``pid`` ended (a zombie nobody reaped counts as ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def spooled_lines(data: Path) -> int:
-    spool = data / "spool"
-    if not spool.exists():
-        return 0
-    lines = 0
-    for p in spool.iterdir():
-        if p.name.startswith("seg-"):
-            try:
-                lines += p.read_bytes().count(b"\n")
-            except FileNotFoundError:  # delivered and deleted since the listing
-                pass
-    return lines
+    return fork_scenarios.spooled_lines(data / "spool")
 
 
 def test_os_fork_children_calls_land_once_while_they_live(store, echo):
@@ -218,9 +217,8 @@ def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_a_limit_runs_o
     """chDB leaves descriptors and threads behind each time the embedded store is closed
     for a fork and opened again (~25-30 and 5-6 with the writer's inserts). With 400
     descriptors of headroom, or 60 tasks (RLIMIT_NPROC), the parent stops reopening at
-    80 % of the limit: no error, an ERROR log that says what to do, and every event still
-    in the spool, delivered by the next process."""
-    from csctracker_ai_core.telemetry.writer import TelemetryWriter
+    80 % of the limit: no error, an ERROR log that says what to do, and a delivery
+    process that delivers every event while the parent lives and ends after it."""
 
     data = tmp_path / "data"
     env = dict(os.environ, CSCTRACKER_AI_DATA_DIR=str(data), PYTHONPATH=os.pathsep.join([str(HERE)] + sys.path))
@@ -243,19 +241,14 @@ def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_a_limit_runs_o
     (stopped,) = [line for line in proc.stderr.splitlines() if "not reopening the embedded store" in line]
     used, most = map(int, re.search(rf"{limit} (\d+) of (\d+)", stopped).groups())
     assert 0.8 * most <= used < most and "CLICKHOUSE_HOST" in stopped, stopped
-    # The next process delivers what the stopped one left in the spool.
-    settings = resolve_clickhouse_settings(env=env)
-    writer = TelemetryWriter(settings)
-    try:
-        assert writer.flush(60)
-        client = writer.query_client()
-        try:
-            landed = client.command("SELECT uniqExact(event_id) FROM ai_events WHERE task = 'fork'")
-        finally:
-            client.close()
-    finally:
-        writer.close(30)
-    assert int(landed) == report["asked"]
+    # A delivery process took the store over and delivered everything while the parent
+    # lived (its events after the stop included); it ends after the parent, last
+    # delivery done, and leaves the store to whoever opens it next.
+    assert report["delivery_pid"] and report["left_while_alive"] == 0, report
+    assert wait_until(lambda: process_gone(report["delivery_pid"]), timeout_s=60)
+    assert spooled_lines(data) == 0
+    sql = "SELECT uniqExact(event_id) FROM ai_events WHERE task = 'fork'"
+    assert delivered_count(resolve_clickhouse_settings(env=env), sql) == report["asked"]
 
 
 def test_gunicorn_preload_workers(store, echo, tmp_path):

@@ -71,6 +71,22 @@ def make_event(i: int = 0, *, ok: bool = True, event_id: str = "", **kw: Any) ->
     return CallEvent(**fields)
 
 
+def delivered_count(settings: ClickHouseSettings, sql: str) -> int:
+    """Open a writer on ``settings``, deliver what is spooled, and run the count ``sql``."""
+    from csctracker_ai_core.telemetry.writer import TelemetryWriter
+
+    writer = TelemetryWriter(settings)
+    try:
+        assert writer.flush(60)
+        client = writer.query_client()
+        try:
+            return int(client.command(sql))
+        finally:
+            client.close()
+    finally:
+        writer.close(30)
+
+
 def wait_until(cond: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -12,7 +12,8 @@ When the last reference goes:
 * embedded store: the writer stays open, idle, until interpreter exit, or until this
   process asks for an embedded store at another path (chDB runs one path per
   process). chDB cannot restart its engine in a process without leaving threads and
-  descriptors behind (measured: +5 threads and +10 fds per restart), and an idle
+  descriptors behind (measured: 5-6 threads and 25-30 descriptors per restart with
+  the writer's inserts), and an idle
   owner still delivers the events other processes hand over to it.
 """
 

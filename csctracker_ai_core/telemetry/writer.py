@@ -24,7 +24,9 @@ writer closes its chDB client (the engine cannot be inherited; it reopens lazily
 after ``fork_reconnect_delay_s``, keeping the store's lock meanwhile). In the child
 the writer forgets what it inherited (spool segments, client, counters, thread) and
 starts again on the first event: its own segment, its own thread, its own client; an
-embedded child of a process that had opened chDB stays a spooler for good. At
+embedded child of a process that had opened chDB stays a spooler for good. A process
+near its descriptor or task limit stops reopening the store after forks and starts a
+delivery process instead (deliverer.py). At
 interpreter exit (and at the end of a ``multiprocessing`` child, which skips
 ``atexit``) every writer makes a last delivery, bounded by ``close_timeout_s``.
 """
@@ -49,7 +51,7 @@ from .. import forking
 from ..clock import SYSTEM_CLOCK, Clock
 from ..exceptions import ConfigurationError, TelemetryError
 from ..paths import private_dir, tighten_tree
-from . import connection, limits, ownership
+from . import connection, deliverer, limits, ownership
 from .connection import preload_driver
 from .events import CallEvent
 from .policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
@@ -64,6 +66,9 @@ __all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "Writ
 logger = logging.getLogger(__name__)
 
 Redactor = Callable[[CallEvent], CallEvent]
+#: A delivery process that ended is started again at most this often (a crash loop
+#: must not fork the application's master every second).
+DELIVERER_RESTART_S = 30.0
 REDACTION_FAILED = "[redaction failed: text withheld]"
 
 
@@ -96,6 +101,7 @@ class WriterStats:
     quarantined: int = 0  # rows moved to the quarantine (wrong types, refused by the store)
     sanitized: int = 0  # events whose texts were not valid UTF-8 (fixed, see sanitized_fields)
     spool_bytes: int = 0  # size of the spool folder (all processes), as last measured
+    delivery_pid: int | None = None  # the delivery process this writer started (see deliverer.py)
 
 
 class TelemetrySink(Protocol):
@@ -331,6 +337,9 @@ class TelemetryWriter:
         self._closed_for_fork = False
         self._fork_reopens = 0
         self._reopen_stopped = False  # for good in this process (see _may_reopen)
+        # The delivery process started once the store is not reopened any more.
+        self._deliverer: deliverer.DeliveryProcess | None = None
+        self._deliverer_next_at = 0.0
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._flush_requested = 0  # flush() tickets handed out
@@ -541,6 +550,7 @@ class TelemetryWriter:
                 quarantined=self._quarantined,
                 sanitized=self._sanitized,
                 spool_bytes=self._spool.usage()[0],
+                delivery_pid=None if self._deliverer is None else self._deliverer.pid,
             )
 
     @property
@@ -610,6 +620,8 @@ class TelemetryWriter:
         self._closed_for_fork = False
         self._fork_reopens = 0
         self._reopen_stopped = False  # for good in this process (see _may_reopen)
+        self._deliverer = None  # the parent's, not ours to watch
+        self._deliverer_next_at = 0.0
         self._owner = False  # ownership.py forgot the inherited lock
         self._written = self._spooled = self._replayed = self._dropped = 0
         self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
@@ -716,6 +728,8 @@ class TelemetryWriter:
             if self._client is None:
                 if self._role == "spooler":
                     self._hand_off(now, force)
+                    if self._reopen_stopped:
+                        self._keep_deliverer(now)
                 return
         if now >= self._next_scan_at:
             self._queue.extend(self._spool.claim_orphans(exclude={s.path for s in self._queue}))
@@ -853,10 +867,10 @@ class TelemetryWriter:
             return True
         logger.error(
             "telemetry: not reopening the embedded store %s after %d reopenings after forks: this process is "
-            "near a limit (%s), and chDB leaves descriptors and threads behind each time. Events stay in the "
-            "spool %s (none is lost) for `csc-ai deliver` or the next process that opens the store. For a "
+            "near a limit (%s), and chDB leaves descriptors and threads behind each time. A delivery process "
+            "takes over the store and delivers the spool %s (this process's events and its children's). For a "
             "process that forks often (gunicorn --max-requests), use a ClickHouse server (CLICKHOUSE_HOST) or "
-            "telemetry_delivery='external'.",
+            "telemetry_delivery='external' with `csc-ai deliver`.",
             self.settings.embedded_path,
             self._fork_reopens,
             usage,
@@ -873,7 +887,34 @@ class TelemetryWriter:
         self._next_connect_at = math.inf
         with self._counters_lock:
             self._last_error = f"embedded store not reopened after {self._fork_reopens} forks: {usage}"
+        self._keep_deliverer(self._clock.time())
         return False
+
+    def _keep_deliverer(self, now: float) -> None:
+        """A process that stopped reopening the store: keep a delivery process running
+        (deliverer.py), started again at most every ``DELIVERER_RESTART_S`` if it ended."""
+        last = self._deliverer
+        if last is not None and last.running():
+            return
+        if now < self._deliverer_next_at:
+            return
+        if last is not None:
+            logger.warning(
+                "telemetry: the delivery process %d of the spool %s ended (exit status %s); starting another",
+                last.pid,
+                self.settings.spool_path,
+                "unknown" if last.returncode is None else last.returncode,
+            )
+        self._deliverer_next_at = now + DELIVERER_RESTART_S
+        self._deliverer = deliverer.spawn(
+            self.settings, close_timeout_s=self.close_timeout_s, batch_interval_s=self.policy.interval_s
+        )
+        if self._deliverer is not None:
+            logger.info(
+                "telemetry: delivery process %d started for the embedded store %s",
+                self._deliverer.pid,
+                self.settings.embedded_path,
+            )
 
     def _drop_client(self) -> None:
         client, self._client = self._client, None

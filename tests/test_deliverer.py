@@ -1,0 +1,193 @@
+"""The delivery process a writer starts once it stops reopening the embedded store
+(telemetry/deliverer.py): how it is started, what it is told, that it delivers and ends
+with its parent, and that the writer starts another when it died."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import fork_scenarios
+from test_fork import process_gone
+from test_telemetry_support import delivered_count, embedded_settings, wait_until
+
+from csctracker_ai_core.clock import FakeClock
+from csctracker_ai_core.telemetry import deliverer, writer
+from csctracker_ai_core.telemetry.settings import ClickHouseSettings
+from csctracker_ai_core.telemetry.writer import DELIVERER_RESTART_S, TelemetryWriter
+
+HERE = Path(__file__).resolve().parent
+
+
+def _executable(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_text("#!/bin/sh\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_interpreter_is_python_even_under_uwsgi(tmp_path):
+    """Under uWSGI ``sys.executable`` is the uwsgi binary (and embedders may leave it
+    empty): the installation's own python3.X is used then, else python3, else none."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uwsgi = _executable(bin_dir, "uwsgi")
+    python = _executable(tmp_path, "python-of-the-app")
+    assert deliverer.interpreter(str(python), str(tmp_path)) == str(python)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    versioned = _executable(bin_dir, version)
+    assert deliverer.interpreter(str(uwsgi), str(tmp_path)) == str(versioned)
+    assert deliverer.interpreter("", str(tmp_path)) == str(versioned)
+    versioned.unlink()
+    major = _executable(bin_dir, f"python{sys.version_info.major}")
+    assert deliverer.interpreter(str(uwsgi), str(tmp_path)) == str(major)
+    major.unlink()
+    assert deliverer.interpreter(str(uwsgi), str(tmp_path)) is None
+    # Named python but not executable: not used.
+    python.chmod(0o644)
+    assert deliverer.interpreter(str(python), str(tmp_path)) is None
+
+
+def test_a_delivery_process_is_running_until_it_is_reaped_here_or_elsewhere():
+    """Real children: one that exits (its status read here), one reaped by someone else
+    (as gunicorn's master reaps every child): both ended, neither mistaken for running."""
+    quick = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    quick.returncode = 0  # as spawn() does: this test reaps it
+    proc = deliverer.DeliveryProcess(quick.pid)
+    assert wait_until(lambda: not proc.running(), timeout_s=20)
+    assert proc.returncode == 3 and not proc.running()
+    other = subprocess.Popen([sys.executable, "-c", "pass"])
+    tracked = deliverer.DeliveryProcess(other.pid)
+    other.wait(20)  # someone else reaps it
+    assert not tracked.running() and tracked.returncode is None
+    slow = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert deliverer.DeliveryProcess(slow.pid).running()
+    finally:
+        slow.kill()
+        slow.wait(10)
+
+
+def test_the_delivery_process_is_told_the_writers_store_not_the_environments(tmp_path):
+    """Paths given as arguments (no CSCTRACKER_AI_DATA_DIR) reach the process as they
+    are: every field an embedded store is defined by survives the one JSON argument."""
+    settings = dataclasses.replace(
+        embedded_settings(tmp_path), spool_max_bytes=5 * 2**20, database="audit", delivery="external"
+    )
+    raw = deliverer.arguments(settings, parent_pid=4321, close_timeout_s=7.5, batch_interval_s=2.0)
+    back, options = deliverer.settings_from_arguments(raw)
+    assert back == dataclasses.replace(settings, delivery="thread")  # it is the delivery
+    assert (options["parent_pid"], options["close_timeout_s"], options["batch_interval_s"]) == (4321, 7.5, 2.0)
+    assert set(json.loads(raw)) == set(deliverer.STORE_FIELDS) | {"parent_pid", "close_timeout_s", "batch_interval_s"}
+    # A field added to ClickHouseSettings is either passed on or said to concern a server
+    # or the parent's own delivery: this fails until it is placed.
+    not_passed = {"mode", "host", "port", "username", "password", "secure", "dsn", "best_effort", "delivery"}
+    assert {f.name for f in dataclasses.fields(ClickHouseSettings)} == set(deliverer.STORE_FIELDS) | not_passed
+
+
+class _Started:
+    """A delivery process as the writer sees it; the test says when it ended."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.returncode, self.ended = pid, None, False
+
+    def running(self) -> bool:
+        return not self.ended
+
+
+def test_a_delivery_process_that_ended_is_started_again_at_most_every_30_s(tmp_path, monkeypatch, caplog):
+    clock = FakeClock(1000.0)
+    w = TelemetryWriter(embedded_settings(tmp_path), start=False, clock=clock)
+    started: list[_Started] = []
+
+    def spawn(settings, *, close_timeout_s, batch_interval_s):
+        assert settings is w.settings and close_timeout_s == w.close_timeout_s
+        proc = _Started(100 + len(started))
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(writer.deliverer, "spawn", spawn)
+    w._keep_deliverer(clock.time())
+    assert [p.pid for p in started] == [100] and w.stats().delivery_pid == 100
+    w._keep_deliverer(clock.time() + 3600)  # running: left alone, however late
+    assert len(started) == 1
+    started[0].ended, started[0].returncode = True, -9  # killed
+    with caplog.at_level(logging.WARNING, logger="csctracker_ai_core.telemetry.writer"):
+        clock.advance(DELIVERER_RESTART_S - 0.1)
+        w._keep_deliverer(clock.time())
+        assert len(started) == 1  # not before 30 s after the last start
+        clock.advance(0.1)
+        w._keep_deliverer(clock.time())
+    assert [p.pid for p in started] == [100, 101] and w.stats().delivery_pid == 101
+    assert "delivery process 100" in caplog.text and "-9" in caplog.text
+    started[1].ended = True  # reaped by someone else: no status
+    clock.advance(1.0)
+    w._keep_deliverer(clock.time())  # ended at once: the next try waits its 30 s
+    assert len(started) == 2
+    w.close(0)
+
+
+def test_a_failed_start_is_logged_and_tried_again_later(tmp_path, monkeypatch, caplog):
+    clock = FakeClock(50.0)
+    w = TelemetryWriter(embedded_settings(tmp_path), start=False, clock=clock)
+    monkeypatch.setattr(deliverer, "interpreter", lambda *a: None)
+    with caplog.at_level(logging.ERROR, logger="csctracker_ai_core.telemetry.deliverer"):
+        w._keep_deliverer(clock.time())
+    assert w.stats().delivery_pid is None and "csc-ai deliver" in caplog.text
+    calls = []
+    monkeypatch.setattr(writer.deliverer, "spawn", lambda *a, **k: calls.append(1))
+    clock.advance(DELIVERER_RESTART_S)
+    w._keep_deliverer(clock.time())
+    assert calls == [1]
+    w.close(0)
+
+
+_PARENT = """
+import sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_telemetry_support import embedded_settings, make_event
+from csctracker_ai_core.telemetry import deliverer
+from csctracker_ai_core.telemetry.writer import TelemetryWriter
+import dataclasses
+root = Path(sys.argv[2])
+settings = embedded_settings(root)
+child = deliverer.spawn(settings, close_timeout_s=10, batch_interval_s=0.2)
+spooler = TelemetryWriter(dataclasses.replace(settings, delivery="external"), handoff_interval_s=0.2)
+for i in range(int(sys.argv[3])):
+    spooler.record(make_event(i, task="by-deliverer"))
+spooler.flush(10)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_delivery_process_delivers_and_ends_when_its_parent_is_killed(tmp_path):
+    """A parent starts the delivery process, spools 25 events and hands them over: they
+    land while it lives; SIGKILL to the parent (no exit hook runs) ends the delivery
+    process within seconds, and the store is left to the next process."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(HERE), str(tmp_path), "25"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert wait_until(lambda: fork_scenarios.spooled_lines(tmp_path / "spool") == 0, timeout_s=60)
+        assert not process_gone(child_pid)  # it waits for more while its parent runs
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(10)
+        assert wait_until(lambda: process_gone(child_pid), timeout_s=20)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        parent.stdout.close()
+    sql = "SELECT count() FROM ai_events WHERE task = 'by-deliverer'"
+    assert delivered_count(embedded_settings(tmp_path), sql) == 25
