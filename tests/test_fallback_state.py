@@ -271,3 +271,18 @@ def test_a_scope_or_key_outside_the_layout_is_refused_before_the_journal_keeps_i
     primary.down = False
     state.keeper_round()
     assert not state.degraded
+
+
+def test_the_wrapper_names_its_keeper_thread_for_the_pool_not_for_redis():
+    """The wrapper is generic (any primary): its thread is ``csc-ai-pool-keeper``, as a
+    thread dump shows it, and it ends with ``close()``."""
+    import threading
+
+    before = set(threading.enumerate())
+    state = FallbackPoolState(MemoryPrimary(), background=True)
+    ApiKeyRotator(["p1:AIzaA"], [], f"{FLASH}=1", state=state)  # configures the layout: the keeper starts
+    (keeper,) = set(threading.enumerate()) - before
+    assert keeper.name == "csc-ai-pool-keeper"
+    state.close()
+    keeper.join(5)
+    assert not keeper.is_alive()

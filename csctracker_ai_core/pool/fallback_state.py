@@ -195,7 +195,7 @@ class FallbackPoolState:
         self._history: dict[tuple[str, str], deque[tuple[float, int, bool]]] = {}
         self._pending_releases: list[tuple[str, float, FailureKind | None, int | None]] = []
         self._background = background
-        self._threads = Keeper(self)
+        self._threads = Keeper(self, "csc-ai-pool")
         forking.register(
             self, locks=lambda st: (st._lock, st._resync_lock), in_child=FallbackPoolState._after_fork_in_child
         )

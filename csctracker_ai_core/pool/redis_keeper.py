@@ -44,11 +44,15 @@ class Keeper:
     """Starts (once, and again after a fork) and stops the keeper and listener threads.
 
     The owner implements :class:`KeeperOwner` if :meth:`start_keeper` is used and
-    :class:`ListenerOwner` if :meth:`start_listener` is.
+    :class:`ListenerOwner` if :meth:`start_listener` is. ``prefix`` starts the threads'
+    names (``<prefix>-keeper``, ``<prefix>-listener``), as thread dumps and ``py-spy``
+    show them: the generic fallback wrapper's keeper is ``csc-ai-pool-keeper``, the
+    Redis primary's listener ``csc-ai-redis-listener``.
     """
 
-    def __init__(self, owner: KeeperOwner | ListenerOwner) -> None:
+    def __init__(self, owner: KeeperOwner | ListenerOwner, prefix: str) -> None:
         self._ref: weakref.ref[Any] = weakref.ref(owner)
+        self._prefix = prefix
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -59,7 +63,7 @@ class Keeper:
         with self._lock:
             if self._keeper is not None and self._keeper.is_alive():
                 return
-            self._keeper = self._spawn(_keeper_loop, (self._ref, self._stop), "csc-ai-redis-keeper")
+            self._keeper = self._spawn(_keeper_loop, (self._ref, self._stop), f"{self._prefix}-keeper")
 
     def start_listener(self, client: Any, channel: str) -> None:
         """Start the listener thread on ``channel`` unless it runs."""
@@ -69,7 +73,7 @@ class Keeper:
             if self._listener is not None and self._listener.is_alive():
                 return
             self._listener = self._spawn(
-                _listen_loop, (self._ref, self._stop, client, channel), "csc-ai-redis-listener"
+                _listen_loop, (self._ref, self._stop, client, channel), f"{self._prefix}-listener"
             )
 
     def after_fork(self) -> None:

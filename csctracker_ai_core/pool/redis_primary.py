@@ -118,7 +118,7 @@ class RedisPrimary:
         self._cond = threading.Condition(threading.Lock())
         self._notes = 0
         self._last_note: int | None = None
-        self._listener = Keeper(self)
+        self._listener = Keeper(self, "csc-ai-redis")
         self._last_renew = 0.0
         # The child's listener and leases are reset on its first grant (_check_fork), and
         # redis-py's pool opens new connections there by itself.
