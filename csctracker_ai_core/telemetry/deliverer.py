@@ -15,8 +15,8 @@ SIGTERM or SIGINT. Its settings come as one JSON argument (no secret is needed f
 the embedded store), so it delivers what the parent's writer was configured with,
 arguments included, whatever the environment says.
 
-The parent keeps the :class:`subprocess.Popen` and starts a new one if this one died
-(see ``TelemetryWriter._keep_deliverer``).
+The parent watches it (:class:`DeliveryProcess`) and starts another if it died (see
+``TelemetryWriter._keep_deliverer``).
 """
 
 from __future__ import annotations
@@ -177,11 +177,11 @@ def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interva
     # (ResourceWarning) when it is collected, or the interpreter exits, with the
     # process still running, which is what this process wants; a return code set
     # turns that bookkeeping off.
-    proc.returncode = _REAPED_ELSEWHERE
+    proc.returncode = _REAPED_BY_US
     return DeliveryProcess(proc.pid)
 
 
-_REAPED_ELSEWHERE = -(2**31)
+_REAPED_BY_US = -(2**31)
 
 
 def main(argv: list[str]) -> int:
