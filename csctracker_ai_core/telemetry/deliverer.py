@@ -51,6 +51,9 @@ PARENT_POLL_S = 0.5
 #: The delivery process's CPU priority below the application's (as ``csc-ai deliver --nice``).
 NICE = 10
 
+#: The return code spawn() gives the Popen object it lets go of (see spawn()).
+_REAPED_BY_US = -(2**31)
+
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
@@ -179,9 +182,6 @@ def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interva
     # turns that bookkeeping off.
     proc.returncode = _REAPED_BY_US
     return DeliveryProcess(proc.pid)
-
-
-_REAPED_BY_US = -(2**31)
 
 
 def main(argv: list[str]) -> int:
