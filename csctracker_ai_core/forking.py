@@ -19,6 +19,18 @@ Objects register with :func:`register` (held weakly, in registration order).
 :func:`abandon` keeps an inherited object alive forever in the child: objects whose
 finalizer would act on the parent's resources (an SDK client closing its HTTP pool,
 whose lock may be held by a parent thread) must never be collected there.
+
+**Forks that call no hook.** uWSGI forks its workers with C ``fork()`` and, unless
+``py-call-uwsgi-fork-hooks`` is set, runs none of the hooks above (unbit/uwsgi#1978;
+the option comes from unbit/uwsgi PR 2388). Two things make the library safe there:
+
+* :func:`forks_without_hooks` says when this process will be forked that way (a uWSGI
+  master or loader, ``uwsgi.worker_id() == 0``, without the option): the library then
+  starts no thread and opens no embedded store in it. A Python thread running at such a
+  fork leaves the GIL, or a lock, held in the child by a thread that is not there, and
+  the worker hangs; chDB's engine copied mid-work crashes the worker at exit;
+* :func:`check`, called by every public entry point, sees the new process id in the
+  worker and runs the child's reset then, before anything inherited is used.
 """
 
 from __future__ import annotations
@@ -27,12 +39,23 @@ import ctypes
 import itertools
 import logging
 import os
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["LOCK_TIMEOUT_S", "register", "abandon", "fork_generation"]
+__all__ = [
+    "LOCK_TIMEOUT_S",
+    "UWSGI_HOOKS_OPTION",
+    "register",
+    "abandon",
+    "check",
+    "fork_generation",
+    "forks_without_hooks",
+    "in_uwsgi_master",
+    "uwsgi_forks_without_hooks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +72,88 @@ _entries: dict[int, tuple[weakref.ref[Any] | None, _LocksOf | None, _InChild | N
 _entries_lock = threading.Lock()
 _held: list[LockLike] = []
 _generation = 0
+
+UWSGI_HOOKS_OPTION = "py-call-uwsgi-fork-hooks"
+# The process whose state the registered objects hold, and whether a fork may come
+# without hooks: under uWSGI (its module exists only inside it) every entry point
+# compares process ids; elsewhere check() is a flag test.
+_pid = os.getpid()
+_watch_pid = "uwsgi" in sys.modules
+_hookless_warned = False
+
+
+def check() -> None:
+    """Run the child's reset now if this process was forked without Python's fork hooks.
+
+    Every public entry point calls it first. Under uWSGI it costs one ``getpid``; in any
+    other process it is a flag test.
+    """
+    if _watch_pid and os.getpid() != _pid:
+        _reset_after_hookless_fork()
+
+
+def uwsgi_forks_without_hooks(opt: Mapping[str, Any], worker_id: int) -> bool:
+    """True when a uWSGI process with options ``opt`` (``uwsgi.opt``) and ``worker_id``
+    will fork workers calling no Python fork hook.
+
+    Worker 0 is the master (or the process that loads the app before forking, with
+    ``--lazy-apps`` only code imported there); workers are 1 and up and fork no further.
+    """
+    return worker_id == 0 and not _uwsgi_flag(opt.get(UWSGI_HOOKS_OPTION))
+
+
+def _uwsgi_flag(value: Any) -> bool:
+    """A flag option as uWSGI reads it: given without a value it is ``True`` in ``uwsgi.opt``,
+    with one it is bytes, off for false/off/no/0 (uwsgi_opt_true in core/uwsgi.c); given
+    twice it is a list and the last one counts."""
+    if isinstance(value, list):
+        value = value[-1] if value else None
+    if value is None or value is False:
+        return False
+    if isinstance(value, (bytes, str)):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        return text.lower() not in ("false", "off", "no") and text != "0"
+    return bool(value)
+
+
+def in_uwsgi_master() -> bool:
+    """True in a uWSGI process that forks workers (worker 0: the master, or the loader).
+
+    The embedded store is never opened there, hooks or not: a master that had loaded
+    chDB would leave every worker unable to open it (connection.py), and a uWSGI master
+    that owned it crashed or hung at exit in 2 of 4 measured stops. Its workers deliver.
+    """
+    module = sys.modules.get("uwsgi")
+    if module is None:
+        return False
+    try:
+        return int(module.worker_id()) == 0
+    except Exception:  # an unknown uWSGI build: assume it forks
+        return True
+
+
+def forks_without_hooks() -> bool:
+    """True in a process that will be forked without Python's fork hooks (see the module
+    docstring); the first time, a WARNING says which option to set."""
+    global _hookless_warned
+    module = sys.modules.get("uwsgi")
+    if module is None:
+        return False
+    try:
+        verdict = uwsgi_forks_without_hooks(getattr(module, "opt", {}) or {}, int(module.worker_id()))
+    except Exception:  # an unknown uWSGI build: assume the worst, it costs only the threads
+        verdict = True
+    if verdict and not _hookless_warned:
+        _hookless_warned = True
+        logger.warning(
+            "uWSGI forks this process without Python's fork hooks (%s is off): csctracker-ai-core starts "
+            "no background thread and opens no embedded store here, and each worker starts its own on first "
+            "use. Set '%s = true' in the uWSGI configuration (or --%s) so threads may run before the fork.",
+            UWSGI_HOOKS_OPTION,
+            UWSGI_HOOKS_OPTION,
+            UWSGI_HOOKS_OPTION,
+        )
+    return verdict
 
 
 def fork_generation() -> int:
@@ -143,10 +248,23 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _generation, _entries_lock
-    _generation += 1
-    _entries_lock = threading.Lock()
     _release_held()  # the forking thread is the one that survives: these are its own
+    _reset_children()
+
+
+def _reset_after_hookless_fork() -> None:
+    # No before-hook ran: nothing in _held was taken for this fork (and whatever the
+    # parent's threads held stays held; every in_child replaces its locks).
+    _held.clear()
+    _reset_children()
+    logger.debug("process %d was forked without fork hooks: reset on first use", _pid)
+
+
+def _reset_children() -> None:
+    global _generation, _entries_lock, _pid
+    _generation += 1
+    _pid = os.getpid()
+    _entries_lock = threading.Lock()
     for owner, _locks, in_child, _before in _live():
         if in_child is None:
             continue

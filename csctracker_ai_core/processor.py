@@ -78,6 +78,7 @@ def _admitted(method: F) -> F:
 
     @functools.wraps(method)
     def admitted(self: IaProcessor, *args: Any, **kwargs: Any) -> Any:
+        forking.check()  # a uWSGI worker forked without hooks resets before touching _calls
         with self._calls:
             if self._closed:
                 raise ProcessorClosedError("this IaProcessor is closed: the call was not sent; create a new one.")
@@ -194,6 +195,7 @@ class IaProcessor:
         metrics: Any = None,
         observers: Sequence[Any] = (),
     ) -> None:
+        forking.check()  # the shared writers and clients are this process's, not a parent's
         self.settings: Settings = Settings.load(
             env=env,
             host=host,
@@ -443,6 +445,7 @@ class IaProcessor:
         and its event is spooled for delivery by this process's writer or the next).
         Safe to call from any thread, more than once.
         """
+        forking.check()
         deadline = time.monotonic() + max(0.0, timeout_s)
         with self._calls:
             if self._closed:

@@ -266,7 +266,7 @@ def test_report_formats(capsys):
     assert code == 0 and {r["task"] for r in parsed} == {"notas", "resumo"}
     assert "custo_total_reais" in parsed[0] and "economia_usd" in parsed[0]
 
-    today = NOW.date().isoformat()
+    today = (NOW - timedelta(hours=2)).date().isoformat()  # the events' day (yesterday just after midnight)
     code, out, err = run(["report", "--period", "24h", "--group", "group", "--set-rate", f"{today}=5.5"], capsys)
     assert code == 0, err
     assert "tarefa" in out and "notas" in out and "custo R$" in out

@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -281,30 +282,8 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
         text=True,
     )
     try:
-
-        def up() -> bool:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/?m=probe", timeout=5).read()
-                return True
-            except OSError:
-                return proc.poll() is not None  # stop waiting if gunicorn died
-
-        assert wait_until(up, 120, 0.2) and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
-
-        def request(i: int) -> tuple[int, bool]:
-            marker = f"req-{i}"
-            url = f"http://127.0.0.1:{port}/?m={marker}&hold=0.05"
-            reply = json.loads(urllib.request.urlopen(url, timeout=60).read())
-            return reply["pid"], reply["reply"].strip() == marker
-
-        # 4 clients at once: sequential requests could all go to one worker (whichever
-        # returns to accept() first), so "served by several workers" would be luck.
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            replies = list(pool.map(request, range(60)))
-        pids = {pid for pid, _ in replies}
-        wrong = sum(not ok for _, ok in replies)
-        assert wrong == 0
-        assert len(pids) >= 2, pids
+        replies = _requests_across_workers(proc, port, 60)
+        assert sum(not ok for _, ok in replies) == 0
         expected = 1 + 60  # the master's call and the requests (probes counted apart: a retried one may land twice)
         if kind == "server":
             assert wait_until(lambda: count(NOT_PROBE) == (expected, expected), 60, 0.3), count(NOT_PROBE)
@@ -324,6 +303,80 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     rows, ids = count()
     assert rows == ids  # probes included: nothing twice
     assert spooled_lines(data) == 0
+
+
+@pytest.mark.parametrize("options", [[], ["--py-call-uwsgi-fork-hooks"]], ids=["default", "fork-hooks"])
+def test_uwsgi_master_workers(store, echo, tmp_path, options):
+    """uWSGI, master and 2 workers, the processor built and used in the master at import.
+
+    By default uWSGI forks with C fork() and calls none of Python's fork hooks
+    (unbit/uwsgi#1978; py-call-uwsgi-fork-hooks comes from unbit/uwsgi PR 2388). Before
+    the library knew it, 31 of 31 events stayed in the spool and the stop took 61 s
+    (workers killed, SIGSEGV); with the option, a master owning chDB crashed or hung at
+    exit in 2 of 4 stops. Now the master never loads chDB and its workers deliver: every
+    event lands while uWSGI runs, and it stops in time, with or without the option."""
+    uwsgi = Path(sys.executable).with_name("uwsgi")
+    if not uwsgi.exists():
+        pytest.fail(
+            "uWSGI is a test requirement (pyproject.toml, extra dev; it builds with gcc): run ./scripts/bootstrap"
+        )
+    kind, env, count, data = store
+    (tmp_path / "fork_wsgi_app.py").write_text(WSGI_APP)
+    port = free_port()
+    env = dict(env, FORK_TEST_EMULATOR=echo.base_url, PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]))
+    argv = [str(uwsgi), "--master", "--processes", "2", "--http-socket", f"127.0.0.1:{port}", "--module"]
+    argv += ["fork_wsgi_app:app", "--die-on-term", "--need-app", "--disable-logging", "--worker-reload-mercy", "30"]
+    proc = subprocess.Popen(argv + options, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        replies = _requests_across_workers(proc, port, 20)
+        assert all(ok for _, ok in replies)
+        expected = 1 + 20
+        if kind == "server":
+            assert wait_until(lambda: count(NOT_PROBE) == (expected, expected), 60, 0.3), count(NOT_PROBE)
+        else:
+            assert wait_until(lambda: spooled_lines(data) == 0, 60, 0.3), spooled_lines(data)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+        stop_s = time.monotonic() - started
+        log = proc.stderr.read().decode(errors="replace")
+        assert "NO MERCY" not in log and "Traceback" not in log and stop_s < 20, (stop_s, log[-3000:])
+        assert proc.returncode == 0, log[-3000:]
+        # Without the option the library says so once, with the fix; with it, never.
+        assert log.count("py-call-uwsgi-fork-hooks = true") == (0 if options else 1), log[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    assert count(NOT_PROBE) == (expected, expected)
+    rows, ids = count()
+    assert rows == ids
+    assert spooled_lines(data) == 0
+
+
+def _requests_across_workers(proc: subprocess.Popen, port: int, n: int) -> list[tuple[int, bool]]:
+    """Wait for the server on ``port``, then send ``n`` requests from 4 clients at once
+    (sequential ones could all go to one worker); (pid, reply is the caller's own) each."""
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/?m=probe", timeout=5).read()
+            return True
+        except OSError:
+            return proc.poll() is not None  # stop waiting if the server died
+
+    assert wait_until(up, 120, 0.2) and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+
+    def request(i: int) -> tuple[int, bool]:
+        marker = f"req-{i}"
+        reply = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/?m={marker}&hold=0.05", timeout=60).read())
+        return reply["pid"], reply["reply"].strip() == marker
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        replies = list(pool.map(request, range(n)))
+    assert len({pid for pid, _ in replies}) >= 2, replies
+    return replies
 
 
 def test_fork_while_another_thread_holds_the_key_registry_lock_does_not_deadlock_the_child():

@@ -10,7 +10,10 @@
 
 Both hold only a weak reference to their owner between rounds, so a state nobody uses
 any more is collected and its threads end; :meth:`Keeper.stop` ends them at once. After
-a fork the child has no threads: :meth:`Keeper.after_fork` forgets the parent's.
+a fork the child has no threads: :meth:`Keeper.after_fork` forgets the parent's. In a
+process that will be forked without Python's fork hooks (a uWSGI master without
+``py-call-uwsgi-fork-hooks``, see forking.py) neither thread starts: waiters poll every
+0.5 s, and each worker starts the keeper after the fork.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from .. import forking
 
 __all__ = ["Keeper", "KeeperOwner", "ListenerOwner"]
 
@@ -57,17 +62,23 @@ class Keeper:
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
         self._listener: threading.Thread | None = None
+        self._keeper_wanted = False  # asked for in a process that may run no thread
 
     def start_keeper(self) -> None:
         """Start the keeper thread unless it runs."""
         with self._lock:
+            self._keeper_wanted = True
             if self._keeper is not None and self._keeper.is_alive():
+                return
+            if forking.forks_without_hooks():
                 return
             self._keeper = self._spawn(_keeper_loop, (self._ref, self._stop), f"{self._prefix}-keeper")
 
     def start_listener(self, client: Any, channel: str) -> None:
         """Start the listener thread on ``channel`` unless it runs."""
         if self._listener is not None and self._listener.is_alive():
+            return
+        if forking.forks_without_hooks():
             return
         with self._lock:
             if self._listener is not None and self._listener.is_alive():
@@ -79,7 +90,7 @@ class Keeper:
     def after_fork(self) -> None:
         """In a forked child: the parent's threads do not exist here; start the keeper again
         if the parent had one (the listener starts again on the next wait)."""
-        had_keeper = self._keeper is not None
+        had_keeper = self._keeper_wanted
         self._lock = threading.Lock()
         self._keeper = None
         self._listener = None

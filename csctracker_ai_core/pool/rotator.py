@@ -271,6 +271,7 @@ class ApiKeyRotator:
             InvalidInputError: no configured model matches the filters, or
                 ``forced_free`` and ``forced_paid`` together.
         """
+        forking.check()
         filters = Filters(model_variant, exact_match, family, forced_free, forced_paid)
         plan = self.plan(filters)
         if not plan:

@@ -8,16 +8,18 @@ clickhouse-connect's chDB backend (``chdb://<path>``); the caller must own the s
 
 The embedded engine and fork: chDB's engine cannot be inherited. A child forked
 while the engine runs hangs at exit (chDB's C++ exit handlers wait for engine threads
-that do not exist in the child), and a child forked from a process that ever opened
-the engine hangs if it opens it. So, before a fork, every chDB client made here is
-closed (the writer reopens its own after the fork), and a process forked from one
-that opened the engine never opens it: its events go to the store's owner
-(:func:`embedded_engine_usable`).
+that do not exist in the child), and a child forked from a process that had loaded
+chDB hangs if it opens the engine: ``import chdb`` alone is enough (measured with chdb
+4.x: parent imports, child's first query never returns). So, before a fork, every chDB
+client made here is closed (the writer reopens its own after the fork), and a process
+forked from one that had loaded chDB never opens it: its events go to the store's
+owner (:func:`embedded_engine_usable`).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from typing import Any
@@ -33,13 +35,12 @@ logger = logging.getLogger(__name__)
 
 _engine_lock = threading.Lock()  # held while a chDB client is being opened
 _engine_touched = False  # this process started chDB's engine (or began to)
-_engine_inherited = False  # forked from a process that had started it
+_engine_inherited = False  # forked from a process that had loaded chDB
 _embedded_clients: weakref.WeakSet[Any] = weakref.WeakSet()
-_fork_hooks_registered = False
 
 
 def embedded_engine_usable() -> bool:
-    """False in a process forked from one that had started chDB's engine (it cannot run here)."""
+    """False in a process forked from one that had loaded chDB (its engine cannot run here)."""
     return not _engine_inherited
 
 
@@ -58,19 +59,22 @@ def _close_embedded_before_fork() -> None:
 def _after_fork_in_child() -> None:
     global _engine_lock, _engine_inherited, _embedded_clients
     _engine_lock = threading.Lock()
-    _engine_inherited = _engine_inherited or _engine_touched
+    _engine_inherited = _engine_inherited or _engine_touched or "chdb" in sys.modules
     for client in list(_embedded_clients):
         forking.abandon(client)
     _embedded_clients = weakref.WeakSet()
 
 
+forking.register(None, locks=lambda: (_engine_lock,), before=_close_embedded_before_fork, in_child=_after_fork_in_child)
+
+
 def _open_embedded(path: Any, database: str | None, own_lifetime: bool) -> Any:
-    global _engine_touched, _fork_hooks_registered
+    global _engine_touched
     import clickhouse_connect
 
     if _engine_inherited:
         raise TelemetryError(
-            "this process was forked from one that had opened the embedded telemetry store; "
+            "this process was forked from one that had loaded chDB (the embedded telemetry store); "
             "chDB cannot run in it, so its events are handed to the store's owner process"
         )
     kwargs: dict[str, Any] = {"dsn": f"chdb://{path}"}
@@ -80,11 +84,6 @@ def _open_embedded(path: Any, database: str | None, own_lifetime: bool) -> Any:
 
     close_idle_embedded(except_path=path)  # chDB runs one path per process
     with _engine_lock:
-        if not _fork_hooks_registered:
-            forking.register(
-                None, locks=lambda: (_engine_lock,), before=_close_embedded_before_fork, in_child=_after_fork_in_child
-            )
-            _fork_hooks_registered = True
         _engine_touched = True
         client = clickhouse_connect.get_client(**kwargs)
         if own_lifetime:
@@ -98,7 +97,7 @@ def _open_embedded(path: Any, database: str | None, own_lifetime: bool) -> Any:
     return client
 
 
-def preload_driver(settings: ClickHouseSettings) -> None:
+def preload_driver(settings: ClickHouseSettings, *, engine: bool = True) -> None:
     """Import the ClickHouse driver (and chDB) now, in the caller's thread.
 
     The drivers register ``atexit`` handlers when first imported. If the first import
@@ -106,6 +105,10 @@ def preload_driver(settings: ClickHouseSettings) -> None:
     register atexit after shutdown") and a short script's events would stay spooled
     until the next start instead of being delivered as it exits. A missing driver
     is not an error here: :func:`connect` reports it, off the call path.
+
+    ``engine=False`` leaves chDB out: a process that loads it can have no child that
+    opens the store, so a process whose forked children must deliver (a uWSGI master
+    forking without hooks, see forking.py) leaves loading it to them.
     """
     # clickhouse-connect imports pandas lazily on its first insert, and pandas imports
     # concurrent.futures.thread, which registers a threading exit hook: load it now.
@@ -115,7 +118,7 @@ def preload_driver(settings: ClickHouseSettings) -> None:
         import clickhouse_connect  # noqa: F401
         import clickhouse_connect.driver.httputil  # noqa: F401  (registers its atexit)
 
-        if settings.mode == "embedded":
+        if settings.mode == "embedded" and engine:
             import chdb  # noqa: F401
     except ImportError:
         logger.debug("ClickHouse driver not importable yet; connect() will say why", exc_info=True)

@@ -200,6 +200,7 @@ _atexit_guard = threading.Lock()
 
 
 def _close_all_at_exit() -> None:
+    forking.check()  # a uWSGI worker that never used us still holds its parent's writers
     for writer in list(_live_writers):
         try:
             writer.close(writer.close_timeout_s)
@@ -353,7 +354,7 @@ class TelemetryWriter:
         self._delivery_lock = threading.Lock()
         self._start_lock = threading.Lock()
         if connect is None:
-            preload_driver(settings)
+            preload_driver(settings, engine=not forking.in_uwsgi_master())
         _register_atexit(self)
         forking.register(
             self,
@@ -376,6 +377,7 @@ class TelemetryWriter:
     ) -> None:
         """:meth:`record` with one user's options (writers are shared, see shared.py)."""
         try:
+            forking.check()
             redaction_failed = False
             if redact is not None:
                 try:
@@ -418,6 +420,9 @@ class TelemetryWriter:
                 return
             if self._thread is None and self._started:
                 self._restart_after_fork()
+                if self._thread is None:  # a process forked without hooks: see start()
+                    self._hand_off(now, force=True)
+                    return
             if active_records >= self.policy.max_rows or active_bytes >= self.policy.max_bytes:
                 self._wake.set()
         except Exception as exc:  # the disk failed, the cap was reached (or a bug): count it, say it
@@ -470,15 +475,28 @@ class TelemetryWriter:
     # ================================================================== control
 
     def start(self) -> None:
-        """Start the background thread (done by the constructor unless ``start=False``)."""
+        """Start the background thread (done by the constructor unless ``start=False``).
+
+        Not in a process that will be forked without Python's fork hooks (a uWSGI master
+        without ``py-call-uwsgi-fork-hooks``, see forking.py): there each event's segment is
+        handed over as it is written, to whichever process delivers, and each forked worker
+        starts its own thread on first use.
+        """
         with self._start_lock:
             if self._thread is None and not self._closed:
                 self._started = True
+                if forking.forks_without_hooks():
+                    self._role = "spooler"
+                    return
                 self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
                 self._thread.start()
 
     def _restart_after_fork(self) -> None:
-        """First use in a forked child: this process's own thread (then client) starts."""
+        """First use in a forked child: this process's own thread (then client) starts.
+
+        The driver is loaded here, in the caller's thread, if the parent left it out."""
+        if self._connect_fn is None and not forking.in_uwsgi_master():
+            preload_driver(self.settings)
         self.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -486,6 +504,7 @@ class TelemetryWriter:
 
         Returns True when nothing this writer spooled is left pending.
         """
+        forking.check()
         if self._thread is None and self._started and not self._closed:
             self._restart_after_fork()
         if self._closed or self._thread is None or not self._thread.is_alive():
@@ -509,6 +528,7 @@ class TelemetryWriter:
         What cannot be delivered in time stays in the spool for the next start (or for
         the embedded store's owner). Idempotent. Returns True when nothing is pending.
         """
+        forking.check()
         if self._closed:
             return self._pending() == 0
         timeout = self.close_timeout_s if timeout_s is None else timeout_s
@@ -534,6 +554,7 @@ class TelemetryWriter:
 
     def stats(self) -> WriterStats:
         """A snapshot of the counters."""
+        forking.check()
         with self._counters_lock:
             return WriterStats(
                 written=self._written,
@@ -796,6 +817,10 @@ class TelemetryWriter:
         if self._embedded and self._reopen_stopped:
             self._role = "spooler"
             self._next_connect_at = math.inf
+            return
+        if self._embedded and forking.in_uwsgi_master():  # its workers deliver (forking.py)
+            self._role = "spooler"
+            self._next_connect_at = now + self.ownership_retry_s
             return
         if self._embedded and not self._owner:
             try:
