@@ -24,10 +24,11 @@ writer closes its chDB client (the engine cannot be inherited; it reopens lazily
 after ``fork_reconnect_delay_s``, keeping the store's lock meanwhile). In the child
 the writer forgets what it inherited (spool segments, client, counters, thread) and
 starts again on the first event: its own segment, its own thread, its own client; an
-embedded child of a process that had opened chDB stays a spooler for good. A process
+embedded child of a process that had loaded chDB stays a spooler for good. A process
 near its descriptor or task limit stops reopening the store after forks and starts a
-delivery process instead (deliverer.py). At
-interpreter exit (and at the end of a ``multiprocessing`` child, which skips
+delivery process instead (deliverer.py). A uWSGI master runs no writer thread when
+uWSGI forks without Python's hooks, and never opens the embedded store: its workers
+deliver (forking.py). At interpreter exit (and at the end of a ``multiprocessing`` child, which skips
 ``atexit``) every writer makes a last delivery, bounded by ``close_timeout_s``.
 """
 
@@ -807,7 +808,7 @@ class TelemetryWriter:
         if self._embedded and not connection.embedded_engine_usable():
             if self._role != "spooler":
                 logger.info(
-                    "forked from the process that opened the embedded telemetry store %s: "
+                    "forked from a process that had loaded chDB (the embedded telemetry store %s): "
                     "this process spools, the store's owner delivers",
                     self.settings.embedded_path,
                 )
