@@ -295,14 +295,8 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
         assert proc.returncode == 0, log[-3000:]
         assert "SIGKILL" not in log and "Traceback" not in log, log[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stderr.close()
-    assert count(NOT_PROBE) == (expected, expected)
-    rows, ids = count()
-    assert rows == ids  # probes included: nothing twice
-    assert spooled_lines(data) == 0
+        _kill_if_running(proc)
+    _every_event_once(count, expected, data)
 
 
 @pytest.mark.parametrize("options", [[], ["--py-call-uwsgi-fork-hooks"]], ids=["default", "fork-hooks"])
@@ -345,13 +339,21 @@ def test_uwsgi_master_workers(store, echo, tmp_path, options):
         # Without the option the library says so once, with the fix; with it, never.
         assert log.count("py-call-uwsgi-fork-hooks = true") == (0 if options else 1), log[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stderr.close()
+        _kill_if_running(proc)
+    _every_event_once(count, expected, data)
+
+
+def _kill_if_running(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    proc.stderr.close()
+
+
+def _every_event_once(count, expected: int, data: Path) -> None:
     assert count(NOT_PROBE) == (expected, expected)
     rows, ids = count()
-    assert rows == ids
+    assert rows == ids  # probes included: nothing twice
     assert spooled_lines(data) == 0
 
 
