@@ -1,6 +1,7 @@
-"""The delivery process a writer starts once it stops reopening the embedded store
-(telemetry/deliverer.py): how it is started, what it is told, that it delivers and ends
-with its parent, and that the writer starts another when it died."""
+"""The delivery process a writer starts once it stops reopening the embedded store, or
+under uWSGI (telemetry/deliverer.py): how it is started, what it is told, that it
+delivers and ends with its parent (or the process it serves), and that the writer starts
+another when it died."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from pathlib import Path
 
 import fork_scenarios
 from test_fork import process_gone
-from test_telemetry_support import delivered_count, embedded_settings, wait_until
+from test_telemetry_support import delivered_count, embedded_settings, make_event, wait_until
 
 from csctracker_ai_core.clock import FakeClock
-from csctracker_ai_core.telemetry import deliverer, writer
+from csctracker_ai_core.telemetry import deliverer, ownership, writer
 from csctracker_ai_core.telemetry.settings import ClickHouseSettings
 from csctracker_ai_core.telemetry.writer import DELIVERER_RESTART_S, TelemetryWriter
 
@@ -80,11 +81,13 @@ def test_the_delivery_process_is_told_the_writers_store_not_the_environments(tmp
     settings = dataclasses.replace(
         embedded_settings(tmp_path), spool_max_bytes=5 * 2**20, database="audit", delivery="external"
     )
-    raw = deliverer.arguments(settings, parent_pid=4321, close_timeout_s=7.5, batch_interval_s=2.0)
+    raw = deliverer.arguments(settings, parent_pid=4321, close_timeout_s=7.5, batch_interval_s=2.0, lock_fd=9)
     back, options = deliverer.settings_from_arguments(raw)
     assert back == dataclasses.replace(settings, delivery="thread")  # it is the delivery
     assert (options["parent_pid"], options["close_timeout_s"], options["batch_interval_s"]) == (4321, 7.5, 2.0)
-    assert set(json.loads(raw)) == set(deliverer.STORE_FIELDS) | {"parent_pid", "close_timeout_s", "batch_interval_s"}
+    assert options["lock_fd"] == 9
+    process_options = {"parent_pid", "close_timeout_s", "batch_interval_s", "lock_fd"}
+    assert set(json.loads(raw)) == set(deliverer.STORE_FIELDS) | process_options
     # A field added to ClickHouseSettings is either passed on or said to concern a server
     # or the parent's own delivery: this fails until it is placed.
     not_passed = {"mode", "host", "port", "username", "password", "secure", "dsn", "best_effort", "delivery"}
@@ -106,8 +109,9 @@ def test_a_delivery_process_that_ended_is_started_again_at_most_every_30_s(tmp_p
     w = TelemetryWriter(embedded_settings(tmp_path), start=False, clock=clock)
     started: list[_Started] = []
 
-    def spawn(settings, *, close_timeout_s, batch_interval_s):
+    def spawn(settings, *, close_timeout_s, batch_interval_s, serves, hand_over_lock):
         assert settings is w.settings and close_timeout_s == w.close_timeout_s
+        assert serves is None and not hand_over_lock  # it serves this process, and takes the lock itself
         proc = _Started(100 + len(started))
         started.append(proc)
         return proc
@@ -191,3 +195,84 @@ def test_the_delivery_process_delivers_and_ends_when_its_parent_is_killed(tmp_pa
         parent.stdout.close()
     sql = "SELECT count() FROM ai_events WHERE task = 'by-deliverer'"
     assert delivered_count(embedded_settings(tmp_path), sql) == 25
+
+
+def test_process_running_is_false_for_a_zombie_and_for_a_reaped_process():
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        assert deliverer.process_running(sleeper.pid)
+        sleeper.kill()
+        # Ended, not reaped yet: a zombie until wait() below.
+        assert wait_until(lambda: Path(f"/proc/{sleeper.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z")
+        assert not deliverer.process_running(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait(10)
+    assert not deliverer.process_running(sleeper.pid)
+
+
+def test_a_delivery_process_handed_the_lock_serves_another_process_and_ends_after_it(tmp_path):
+    """The uWSGI case (forking.under_uwsgi): a process takes the store's lock, starts the
+    delivery process for another one (the master) and lets go of the lock. The child holds
+    it from its first instant (nobody can take the store in between), delivers what is
+    handed over, and ends after the process it serves, even while that one is a zombie."""
+    settings = embedded_settings(tmp_path)
+    served = subprocess.Popen(["sleep", "600"])
+    child = None
+    try:
+        assert ownership.try_acquire(settings.embedded_path)
+        try:
+            child = deliverer.spawn(
+                settings, close_timeout_s=10, batch_interval_s=0.2, serves=served.pid, hand_over_lock=True
+            )
+        finally:
+            ownership.release(settings.embedded_path)
+        assert child is not None
+        assert ownership.is_held(settings.embedded_path) and not ownership.try_acquire(settings.embedded_path)
+        assert wait_until(lambda: ownership.holder_pid(settings.embedded_path) == child.pid, timeout_s=30)
+        spooler = TelemetryWriter(dataclasses.replace(settings, delivery="external"), handoff_interval_s=0.2)
+        try:
+            for i in range(10):
+                spooler.record(make_event(i, task="served"))
+            assert spooler.flush(10)
+        finally:
+            spooler.close(5)
+        assert wait_until(lambda: fork_scenarios.spooled_lines(tmp_path / "spool") == 0, timeout_s=60)
+        assert child.running()  # its parent (this process) lives, but it serves `served`
+        served.kill()  # left a zombie until the wait below
+        assert wait_until(lambda: not child.running(), timeout_s=20)
+        assert child.returncode == 0 and not ownership.is_held(settings.embedded_path)
+    finally:
+        served.kill()
+        served.wait(10)
+        if child is not None and child.running():
+            os.kill(child.pid, signal.SIGKILL)
+    sql = "SELECT count() FROM ai_events WHERE task = 'served'"
+    assert delivered_count(settings, sql) == 10
+
+
+def test_ownership_is_held_probes_without_taking_the_lock(tmp_path):
+    path = tmp_path / "chdb"
+    assert not ownership.is_held(path)  # no lock file yet
+    assert ownership.try_acquire(path)
+    try:
+        assert ownership.is_held(path)
+        assert ownership.descriptor(path) is not None
+    finally:
+        ownership.release(path)
+    assert not ownership.is_held(path) and ownership.descriptor(path) is None
+    assert ownership.holder_pid(path) == os.getpid()  # the probe wrote nothing
+
+
+def test_a_lock_taken_alone_is_not_shared_within_the_process(tmp_path):
+    """Two writers of one process looking at once: only one may take the lock it will
+    hand to a delivery process (shared, both would start one on the same lock)."""
+    path = tmp_path / "chdb"
+    assert ownership.try_acquire(path, alone=True)
+    try:
+        assert not ownership.try_acquire(path, alone=True)
+        assert ownership.try_acquire(path)  # the ordinary sharing is unchanged
+        ownership.release(path)
+    finally:
+        ownership.release(path)
+    assert not ownership.is_held(path)

@@ -25,6 +25,7 @@ import fork_scenarios
 import pytest
 from test_telemetry_support import delivered_count, wait_until
 
+from csctracker_ai_core.telemetry import deliverer, ownership
 from csctracker_ai_core.telemetry.connection import connect
 from csctracker_ai_core.telemetry.settings import resolve_clickhouse_settings
 
@@ -83,10 +84,7 @@ def run_scenario(env: dict, scenario: str, timeout_s: float = 300, **args) -> di
 
 def process_gone(pid: int) -> bool:
     """``pid`` ended (a zombie nobody reaped counts as ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+    return not deliverer.process_running(pid)
 
 
 def spooled_lines(data: Path) -> int:
@@ -299,16 +297,22 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     _every_event_once(count, expected, data)
 
 
-@pytest.mark.parametrize("options", [[], ["--py-call-uwsgi-fork-hooks"]], ids=["default", "fork-hooks"])
+@pytest.mark.parametrize(
+    "options", [[], ["--py-call-uwsgi-fork-hooks"], ["--lazy-apps"]], ids=["default", "fork-hooks", "lazy-apps"]
+)
 def test_uwsgi_master_workers(store, echo, tmp_path, options):
-    """uWSGI, master and 2 workers, the processor built and used in the master at import.
+    """uWSGI, master and 2 workers, the processor built and used at import: in the
+    master, or (``--lazy-apps``) in each worker.
 
     By default uWSGI forks with C fork() and calls none of Python's fork hooks
     (unbit/uwsgi#1978; py-call-uwsgi-fork-hooks comes from unbit/uwsgi PR 2388). Before
     the library knew it, 31 of 31 events stayed in the spool and the stop took 61 s
     (workers killed, SIGSEGV); with the option, a master owning chDB crashed or hung at
-    exit in 2 of 4 stops. Now the master never loads chDB and its workers deliver: every
-    event lands while uWSGI runs, and it stops in time, with or without the option."""
+    exit in 2 of 4 stops, and a worker owning it hung at exit in 1 of 25 stops under load
+    (uWSGI ends workers with C exit(): chDB's exit handlers ran before Python's). Now no
+    uWSGI process opens the embedded store: a delivery process serving the master does,
+    another one starts if it is killed, every event lands once while uWSGI runs, uWSGI
+    stops in time, and the delivery process ends after it."""
     uwsgi = Path(sys.executable).with_name("uwsgi")
     if not uwsgi.exists():
         pytest.fail(
@@ -321,14 +325,26 @@ def test_uwsgi_master_workers(store, echo, tmp_path, options):
     argv = [str(uwsgi), "--master", "--processes", "2", "--http-socket", f"127.0.0.1:{port}", "--module"]
     argv += ["fork_wsgi_app:app", "--die-on-term", "--need-app", "--disable-logging", "--worker-reload-mercy", "30"]
     proc = subprocess.Popen(argv + options, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    store_path = data / "chdb"
+    lazy = "--lazy-apps" in options
+    expected = (2 if lazy else 1) + 20 + 10  # the import-time call: in each worker, or in the master
     try:
         replies = _requests_across_workers(proc, port, 20)
         assert all(ok for _, ok in replies)
-        expected = 1 + 20
+        if kind == "embedded":
+            assert wait_until(lambda: spooled_lines(data) == 0, 60, 0.3), spooled_lines(data)
+            # The store's owner is no uWSGI process; killed, it is replaced (by a worker).
+            first = ownership.holder_pid(store_path)
+            assert ownership.is_held(store_path) and first not in {proc.pid} | {pid for pid, _ in replies}
+            os.kill(first, signal.SIGKILL)
+        replies += _requests_across_workers(proc, port, 10)
+        assert all(ok for _, ok in replies)
         if kind == "server":
             assert wait_until(lambda: count(NOT_PROBE) == (expected, expected), 60, 0.3), count(NOT_PROBE)
         else:
             assert wait_until(lambda: spooled_lines(data) == 0, 60, 0.3), spooled_lines(data)
+            second = ownership.holder_pid(store_path)
+            assert second != first and second not in {proc.pid} | {pid for pid, _ in replies}
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(90)
@@ -336,8 +352,11 @@ def test_uwsgi_master_workers(store, echo, tmp_path, options):
         log = proc.stderr.read().decode(errors="replace")
         assert "NO MERCY" not in log and "Traceback" not in log and stop_s < 20, (stop_s, log[-3000:])
         assert proc.returncode == 0, log[-3000:]
-        # Without the option the library says so once, with the fix; with it, never.
-        assert log.count("py-call-uwsgi-fork-hooks = true") == (0 if options else 1), log[-3000:]
+        # Without the option the library says so once, with the fix; with it, never (and a
+        # lazy-apps master never loads the application).
+        assert log.count("py-call-uwsgi-fork-hooks = true") == (1 if not options else 0), log[-3000:]
+        if kind == "embedded":  # its last delivery done, the delivery process ends after uWSGI
+            assert wait_until(lambda: not ownership.is_held(store_path), 30, 0.1)
     finally:
         _kill_if_running(proc)
     _every_event_once(count, expected, data)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
 import types
 
 import pytest
-from test_telemetry_support import embedded_settings, make_event
+from fork_scenarios import spooled_lines
+from test_telemetry_support import delivered_count, embedded_settings, make_event, wait_until
 
 from csctracker_ai_core import forking
 from csctracker_ai_core.pool.redis_keeper import Keeper
-from csctracker_ai_core.telemetry.spool import Spool
+from csctracker_ai_core.telemetry import ownership
 from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
 HOOKS = forking.UWSGI_HOOKS_OPTION
@@ -139,23 +141,61 @@ def test_the_keeper_waits_for_the_fork_in_a_hookless_master(monkeypatch):
         keeper._keeper.join(5)
 
 
-def test_a_writer_in_a_hookless_master_runs_no_thread_and_hands_each_event_over(tmp_path, monkeypatch):
+def _end(process) -> None:
+    """SIGTERM a delivery process (it serves this test process, which outlives the test)."""
+    if process is not None and process.running():
+        os.kill(process.pid, signal.SIGTERM)
+        assert wait_until(lambda: not process.running(), timeout_s=30)
+        assert process.returncode == 0
+
+
+def test_a_writer_in_a_hookless_uwsgi_master_runs_no_thread_and_starts_the_delivery_process(tmp_path, monkeypatch):
+    """No thread, no store opened: each event's segment is handed over as written, and the
+    delivery process started at once (holding the store's lock from its first instant)
+    delivers them."""
+    monkeypatch.setattr(forking, "under_uwsgi", lambda: True)
     monkeypatch.setattr(forking, "forks_without_hooks", lambda: True)
     monkeypatch.setattr(forking, "in_uwsgi_master", lambda: True)
     settings = embedded_settings(tmp_path)
     writer = TelemetryWriter(settings)
+    process = writer._deliverer
     try:
+        assert process is not None and ownership.is_held(settings.embedded_path)
         for i in range(3):
-            writer.record(make_event(i))
+            writer.record(make_event(i, task="hookless-master"))
         stats = writer.stats()
         assert writer._thread is None and writer._client is None
         assert (stats.role, stats.spooled, stats.handed_off, stats.pending) == ("spooler", 3, 3, 0)
-        assert writer.flush(1.0)
-        # Released as written: whichever process delivers can claim every one now.
-        other = Spool(writer._spool.directory, max_bytes=1 << 20)
-        claimed = other.claim_orphans(exclude=set())
-        assert sum(seg.size for seg in claimed) > 0 and len(claimed) == 3
-        for seg in claimed:
-            other.release(seg)
+        assert (stats.delivery_pid, ownership.descriptor(settings.embedded_path)) == (process.pid, None)
+        assert wait_until(lambda: spooled_lines(tmp_path / "spool") == 0, timeout_s=60)
+        assert ownership.holder_pid(settings.embedded_path) == process.pid
     finally:
         writer.close(1.0)
+        _end(process)
+    assert delivered_count(settings, "SELECT count() FROM ai_events WHERE task = 'hookless-master'") == 3
+
+
+def test_uwsgi_workers_never_open_the_store_and_start_one_delivery_process(tmp_path, monkeypatch):
+    """Two writers (as two workers would) find the store without an owner: the first takes
+    its lock and hands it to the delivery process it starts, the other finds it held.
+    Neither opens the store; the one delivery process delivers both writers' events."""
+    monkeypatch.setattr(forking, "under_uwsgi", lambda: True)
+    monkeypatch.setattr(forking, "forks_without_hooks", lambda: False)
+    monkeypatch.setattr(forking, "in_uwsgi_master", lambda: False)
+    settings = embedded_settings(tmp_path)
+    writers = [TelemetryWriter(settings, handoff_interval_s=0.2, ownership_retry_s=0.2) for _ in range(2)]
+    try:
+        for n, w in enumerate(writers):
+            for i in range(4):
+                w.record(make_event(10 * n + i, task="uwsgi-workers"))
+        assert wait_until(lambda: spooled_lines(tmp_path / "spool") == 0, timeout_s=60)
+        started = [w._deliverer for w in writers if w._deliverer is not None]
+        assert len(started) == 1, started
+        assert ownership.holder_pid(settings.embedded_path) == started[0].pid
+        assert all(w._client is None and w.stats().role == "spooler" for w in writers)
+    finally:
+        for w in writers:
+            w.close(1.0)
+        for w in writers:
+            _end(w._deliverer)
+    assert delivered_count(settings, "SELECT count() FROM ai_events WHERE task = 'uwsgi-workers'") == 8

@@ -107,8 +107,7 @@ def preload_driver(settings: ClickHouseSettings, *, engine: bool = True) -> None
     is not an error here: :func:`connect` reports it, off the call path.
 
     ``engine=False`` leaves chDB out: a process that loads it can have no child that
-    opens the store, so a process whose forked children must deliver (a uWSGI master
-    forking without hooks, see forking.py) leaves loading it to them.
+    opens the store, and under uWSGI no process opens it (forking.under_uwsgi).
     """
     # clickhouse-connect imports pandas lazily on its first insert, and pandas imports
     # concurrent.futures.thread, which registers a threading exit hook: load it now.

@@ -31,6 +31,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from . import ownership
 from .settings import ClickHouseSettings
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "arguments",
     "settings_from_arguments",
     "main",
+    "process_running",
     "PARENT_POLL_S",
     "STORE_FIELDS",
 ]
@@ -86,7 +88,14 @@ STORE_FIELDS = ("embedded_path", "spool_path", "spool_max_bytes", "database")
 _PATH_FIELDS = ("embedded_path", "spool_path")
 
 
-def arguments(settings: ClickHouseSettings, *, parent_pid: int, close_timeout_s: float, batch_interval_s: float) -> str:
+def arguments(
+    settings: ClickHouseSettings,
+    *,
+    parent_pid: int,
+    close_timeout_s: float,
+    batch_interval_s: float,
+    lock_fd: int | None = None,
+) -> str:
     """The one JSON argument of the delivery process (see :func:`settings_from_arguments`)."""
     store = {name: getattr(settings, name) for name in STORE_FIELDS}
     for name in _PATH_FIELDS:
@@ -97,6 +106,7 @@ def arguments(settings: ClickHouseSettings, *, parent_pid: int, close_timeout_s:
             "parent_pid": parent_pid,
             "close_timeout_s": close_timeout_s,
             "batch_interval_s": batch_interval_s,
+            "lock_fd": lock_fd,
         }
     )
 
@@ -140,8 +150,19 @@ class DeliveryProcess:
         return False
 
 
-def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interval_s: float) -> DeliveryProcess | None:
+def spawn(
+    settings: ClickHouseSettings,
+    *,
+    close_timeout_s: float,
+    batch_interval_s: float,
+    serves: int | None = None,
+    hand_over_lock: bool = False,
+) -> DeliveryProcess | None:
     """Start a delivery process for ``settings``' embedded store; ``None`` (logged) if it cannot.
+
+    It ends after the process ``serves`` (default: this one) is gone. With
+    ``hand_over_lock`` this process holds the store's lock and the child inherits it
+    (ownership.descriptor): no other process can take the store in between.
 
     Its standard error is this process's (its warnings and errors show in the same
     log); it runs in a session of its own, so a Ctrl-C or a signal to the process
@@ -157,8 +178,15 @@ def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interva
             settings.spool_path,
         )
         return None
+    lock_fd = ownership.descriptor(settings.embedded_path) if hand_over_lock else None
+    if hand_over_lock and lock_fd is None:
+        raise RuntimeError("hand_over_lock: this process does not hold the store's lock")
     payload = arguments(
-        settings, parent_pid=os.getpid(), close_timeout_s=close_timeout_s, batch_interval_s=batch_interval_s
+        settings,
+        parent_pid=os.getpid() if serves is None else serves,
+        close_timeout_s=close_timeout_s,
+        batch_interval_s=batch_interval_s,
+        lock_fd=lock_fd,
     )
     try:
         proc = subprocess.Popen(
@@ -166,6 +194,7 @@ def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interva
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             close_fds=True,  # chDB's descriptors may be inheritable: none must reach it
+            pass_fds=() if lock_fd is None else (lock_fd,),
             start_new_session=True,
         )
     except OSError as exc:  # EAGAIN at a task limit, ENOMEM
@@ -184,8 +213,30 @@ def spawn(settings: ClickHouseSettings, *, close_timeout_s: float, batch_interva
     return DeliveryProcess(proc.pid)
 
 
+def _serving(pid: int, direct: bool) -> bool:
+    """Whether the process this one serves still runs."""
+    if direct:  # reparented (to init or a subreaper) once the parent exits, however it ended
+        return os.getppid() == pid
+    return process_running(pid)
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: it exists
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): kill(0) is all there is
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
 def main(argv: list[str]) -> int:
-    """The delivery process: deliver until the parent is gone (or SIGTERM/SIGINT), then once more."""
+    """The delivery process: deliver until the process it serves is gone (or SIGTERM/SIGINT), then once more."""
     from .writer import TelemetryWriter
 
     settings, args = settings_from_arguments(argv[0])
@@ -198,6 +249,8 @@ def main(argv: list[str]) -> int:
         os.nice(NICE)
     except OSError:  # pragma: no cover - a priority that cannot be lowered: deliver anyway
         pass
+    if args.get("lock_fd") is not None:
+        ownership.adopt(settings.embedded_path, int(args["lock_fd"]))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -207,8 +260,8 @@ def main(argv: list[str]) -> int:
         batch_interval_s=float(args["batch_interval_s"]),
         scan_interval_s=PARENT_POLL_S,
     )
-    # Reparented (to init or a subreaper) once the parent exits, however it ended.
-    while os.getppid() == parent and not stop.wait(PARENT_POLL_S):
+    direct = os.getppid() == parent
+    while _serving(parent, direct) and not stop.wait(PARENT_POLL_S):
         pass
     writer.close(float(args["close_timeout_s"]))
     return 0

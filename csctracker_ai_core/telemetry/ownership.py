@@ -21,7 +21,7 @@ from pathlib import Path
 from .. import forking
 from ..paths import open_private_file, private_dir
 
-__all__ = ["try_acquire", "release", "holder_pid", "lock_path"]
+__all__ = ["try_acquire", "release", "descriptor", "adopt", "is_held", "holder_pid", "lock_path"]
 
 _registry: dict[str, tuple[int, int]] = {}  # lock path -> (fd, references)
 _guard = threading.Lock()
@@ -47,12 +47,17 @@ def lock_path(embedded_path: Path) -> Path:
     return p.parent / (p.name + ".lock")
 
 
-def try_acquire(embedded_path: Path) -> bool:
-    """Take (or share, within this process) the store's lock without waiting."""
+def try_acquire(embedded_path: Path, *, alone: bool = False) -> bool:
+    """Take (or share, within this process) the store's lock without waiting.
+
+    ``alone``: not if this process holds it already (a lock about to be handed to a
+    child must be taken by one caller only)."""
     path = lock_path(embedded_path)
     key = str(path)
     with _guard:
         held = _registry.get(key)
+        if held is not None and alone:
+            return False
         if held is not None:
             _registry[key] = (held[0], held[1] + 1)
             return True
@@ -83,6 +88,41 @@ def release(embedded_path: Path) -> None:
             return
         del _registry[key]
         os.close(fd)
+
+
+def descriptor(embedded_path: Path) -> int | None:
+    """The descriptor through which this process holds the store's lock, if it does.
+
+    A process handing the store to a child passes it (``pass_fds``): the lock belongs to
+    the open file, so the child holds it from its first instant and the store is never
+    without an owner between the two."""
+    with _guard:
+        held = _registry.get(str(lock_path(embedded_path)))
+    return None if held is None else held[0]
+
+
+def adopt(embedded_path: Path, fd: int) -> None:
+    """Hold the store's lock through ``fd``, inherited from the process that took it."""
+    with _guard:
+        _registry[str(lock_path(embedded_path))] = (fd, 1)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+
+
+def is_held(embedded_path: Path) -> bool:
+    """Whether some process (this one included) holds the store's lock, without taking it
+    for longer than the probe (and without writing a PID)."""
+    try:
+        fd = os.open(lock_path(embedded_path), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock
+    return False
 
 
 def holder_pid(embedded_path: Path) -> int | None:

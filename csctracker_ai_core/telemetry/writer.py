@@ -26,9 +26,11 @@ the writer forgets what it inherited (spool segments, client, counters, thread) 
 starts again on the first event: its own segment, its own thread, its own client; an
 embedded child of a process that had loaded chDB stays a spooler for good. A process
 near its descriptor or task limit stops reopening the store after forks and starts a
-delivery process instead (deliverer.py). A uWSGI master runs no writer thread when
-uWSGI forks without Python's hooks, and never opens the embedded store: its workers
-deliver (forking.py). At interpreter exit (and at the end of a ``multiprocessing`` child, which skips
+delivery process instead (deliverer.py). Under uWSGI no process opens the embedded
+store: a delivery process serving the master does, started by the master or by a
+worker that finds the store without an owner (forking.under_uwsgi says why); and a
+master forking without Python's hooks runs no writer thread (forking.py). At
+interpreter exit (and at the end of a ``multiprocessing`` child, which skips
 ``atexit``) every writer makes a last delivery, bounded by ``close_timeout_s``.
 """
 
@@ -339,7 +341,8 @@ class TelemetryWriter:
         self._closed_for_fork = False
         self._fork_reopens = 0
         self._reopen_stopped = False  # for good in this process (see _may_reopen)
-        # The delivery process started once the store is not reopened any more.
+        # The delivery process started once the store is not reopened any more, or
+        # under uWSGI (no uWSGI process opens it).
         self._deliverer: deliverer.DeliveryProcess | None = None
         self._deliverer_next_at = 0.0
         self._wake = threading.Event()
@@ -355,7 +358,7 @@ class TelemetryWriter:
         self._delivery_lock = threading.Lock()
         self._start_lock = threading.Lock()
         if connect is None:
-            preload_driver(settings, engine=not forking.in_uwsgi_master())
+            preload_driver(settings, engine=not forking.under_uwsgi())
         _register_atexit(self)
         forking.register(
             self,
@@ -488,6 +491,8 @@ class TelemetryWriter:
                 self._started = True
                 if forking.forks_without_hooks():
                     self._role = "spooler"
+                    if self._embedded and self.settings.delivery != "external" and forking.under_uwsgi():
+                        self._keep_uwsgi_deliverer(self._clock.time())
                     return
                 self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
                 self._thread.start()
@@ -496,8 +501,8 @@ class TelemetryWriter:
         """First use in a forked child: this process's own thread (then client) starts.
 
         The driver is loaded here, in the caller's thread, if the parent left it out."""
-        if self._connect_fn is None and not forking.in_uwsgi_master():
-            preload_driver(self.settings)
+        if self._connect_fn is None:
+            preload_driver(self.settings, engine=not forking.under_uwsgi())
         self.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -805,6 +810,17 @@ class TelemetryWriter:
             self._role = "spooler"
             self._next_connect_at = math.inf
             return
+        if self._embedded and forking.under_uwsgi():
+            if self._role != "spooler":
+                logger.info(
+                    "under uWSGI no process opens the embedded telemetry store %s: this process spools "
+                    "and a delivery process delivers",
+                    self.settings.embedded_path,
+                )
+            self._role = "spooler"
+            self._next_connect_at = now + self.ownership_retry_s
+            self._keep_uwsgi_deliverer(now)
+            return
         if self._embedded and not connection.embedded_engine_usable():
             if self._role != "spooler":
                 logger.info(
@@ -818,10 +834,6 @@ class TelemetryWriter:
         if self._embedded and self._reopen_stopped:
             self._role = "spooler"
             self._next_connect_at = math.inf
-            return
-        if self._embedded and forking.in_uwsgi_master():  # its workers deliver (forking.py)
-            self._role = "spooler"
-            self._next_connect_at = now + self.ownership_retry_s
             return
         if self._embedded and not self._owner:
             try:
@@ -916,9 +928,32 @@ class TelemetryWriter:
         self._keep_deliverer(self._clock.time())
         return False
 
-    def _keep_deliverer(self, now: float) -> None:
-        """A process that stopped reopening the store: keep a delivery process running
-        (deliverer.py), started again at most every ``DELIVERER_RESTART_S`` if it ended."""
+    def _keep_uwsgi_deliverer(self, now: float) -> None:
+        """Under uWSGI, where no process opens the store: see that a delivery process owns it.
+
+        The first process (the master, or a worker) to find the store without an owner
+        takes its lock and hands it to the delivery process it starts, which serves the
+        master: one delivery process, whoever looks at the same time (in this process
+        too: the lock is taken ``alone``).
+        """
+        if self._deliverer is not None and self._deliverer.running():
+            return
+        try:
+            if not ownership.try_acquire(self.settings.embedded_path, alone=True):
+                return
+        except (OSError, TelemetryError) as exc:
+            self._note_failure(exc, "store lock")
+            return
+        try:
+            self._keep_deliverer(now, serves=forking.uwsgi_master_pid(), hand_over_lock=True)
+        finally:
+            ownership.release(self.settings.embedded_path)
+
+    def _keep_deliverer(self, now: float, *, serves: int | None = None, hand_over_lock: bool = False) -> None:
+        """A process that stopped reopening the store, or under uWSGI: keep a delivery
+        process running (deliverer.py), started again at most every ``DELIVERER_RESTART_S``
+        if it ended; it serves this process, or the one ``serves`` names (see deliverer.spawn
+        for ``hand_over_lock``)."""
         last = self._deliverer
         if last is not None and last.running():
             return
@@ -933,7 +968,11 @@ class TelemetryWriter:
             )
         self._deliverer_next_at = now + DELIVERER_RESTART_S
         self._deliverer = deliverer.spawn(
-            self.settings, close_timeout_s=self.close_timeout_s, batch_interval_s=self.policy.interval_s
+            self.settings,
+            close_timeout_s=self.close_timeout_s,
+            batch_interval_s=self.policy.interval_s,
+            serves=serves,
+            hand_over_lock=hand_over_lock,
         )
         if self._deliverer is not None:
             logger.info(
