@@ -172,6 +172,7 @@ def test_a_writer_in_a_hookless_uwsgi_master_runs_no_thread_and_starts_the_deliv
     finally:
         writer.close(1.0)
         _end(process)
+    monkeypatch.undo()  # counting opens the store here: no longer "under uWSGI"
     assert delivered_count(settings, "SELECT count() FROM ai_events WHERE task = 'hookless-master'") == 3
 
 
@@ -198,4 +199,5 @@ def test_uwsgi_workers_never_open_the_store_and_start_one_delivery_process(tmp_p
             w.close(1.0)
         for w in writers:
             _end(w._deliverer)
+    monkeypatch.undo()  # counting opens the store here: no longer "under uWSGI"
     assert delivered_count(settings, "SELECT count() FROM ai_events WHERE task = 'uwsgi-workers'") == 8
