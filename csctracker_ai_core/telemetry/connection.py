@@ -97,7 +97,7 @@ def _open_embedded(path: Any, database: str | None, own_lifetime: bool) -> Any:
     return client
 
 
-def preload_driver(settings: ClickHouseSettings, *, engine: bool = True) -> None:
+def preload_driver(settings: ClickHouseSettings) -> None:
     """Import the ClickHouse driver (and chDB) now, in the caller's thread.
 
     The drivers register ``atexit`` handlers when first imported. If the first import
@@ -106,8 +106,8 @@ def preload_driver(settings: ClickHouseSettings, *, engine: bool = True) -> None
     until the next start instead of being delivered as it exits. A missing driver
     is not an error here: :func:`connect` reports it, off the call path.
 
-    ``engine=False`` leaves chDB out: a process that loads it can have no child that
-    opens the store, and under uWSGI no process opens it (forking.under_uwsgi).
+    Under uWSGI chDB is left out: no uWSGI process opens the store (forking.under_uwsgi
+    says why), and a process that loads it can have no child that opens it.
     """
     # clickhouse-connect imports pandas lazily on its first insert, and pandas imports
     # concurrent.futures.thread, which registers a threading exit hook: load it now.
@@ -117,7 +117,7 @@ def preload_driver(settings: ClickHouseSettings, *, engine: bool = True) -> None
         import clickhouse_connect  # noqa: F401
         import clickhouse_connect.driver.httputil  # noqa: F401  (registers its atexit)
 
-        if settings.mode == "embedded" and engine:
+        if settings.mode == "embedded" and not forking.under_uwsgi():
             import chdb  # noqa: F401
     except ImportError:
         logger.debug("ClickHouse driver not importable yet; connect() will say why", exc_info=True)

@@ -358,7 +358,7 @@ class TelemetryWriter:
         self._delivery_lock = threading.Lock()
         self._start_lock = threading.Lock()
         if connect is None:
-            preload_driver(settings, engine=not forking.under_uwsgi())
+            preload_driver(settings)
         _register_atexit(self)
         forking.register(
             self,
@@ -491,7 +491,7 @@ class TelemetryWriter:
                 self._started = True
                 if forking.forks_without_hooks():
                     self._role = "spooler"
-                    if self._embedded and self.settings.delivery != "external" and forking.under_uwsgi():
+                    if self._uwsgi_delivery():
                         self._keep_uwsgi_deliverer(self._clock.time())
                     return
                 self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
@@ -502,7 +502,7 @@ class TelemetryWriter:
 
         The driver is loaded here, in the caller's thread, if the parent left it out."""
         if self._connect_fn is None:
-            preload_driver(self.settings, engine=not forking.under_uwsgi())
+            preload_driver(self.settings)
         self.start()
 
     def flush(self, timeout_s: float = 5.0) -> bool:
@@ -810,7 +810,7 @@ class TelemetryWriter:
             self._role = "spooler"
             self._next_connect_at = math.inf
             return
-        if self._embedded and forking.under_uwsgi():
+        if self._uwsgi_delivery():
             if self._role != "spooler":
                 logger.info(
                     "under uWSGI no process opens the embedded telemetry store %s: this process spools "
@@ -927,6 +927,10 @@ class TelemetryWriter:
             self._last_error = f"embedded store not reopened after {self._fork_reopens} forks: {usage}"
         self._keep_deliverer(self._clock.time())
         return False
+
+    def _uwsgi_delivery(self) -> bool:
+        """Whether a delivery process under uWSGI delivers this writer's store (below)."""
+        return self._embedded and self.settings.delivery != "external" and forking.under_uwsgi()
 
     def _keep_uwsgi_deliverer(self, now: float) -> None:
         """Under uWSGI, where no process opens the store: see that a delivery process owns it.
