@@ -3,10 +3,12 @@
 Measures what a call pays (``record()``: redaction and cap checks, the line, its copy into the spool),
 events per second sustained into chDB, inserts per second, and memory.
 
-``record()`` is timed four ways: in a tight loop with the writer thread delivering in
+``record()`` is timed five ways: in a tight loop with the writer thread delivering in
 the background (the worst case: 8,000+ events/s, the writer never idle); paced at
 ``--pace-hz`` events a second, as calls come (the writer delivers between them); with
-``telemetry_delivery="external"`` (the process only spools, ``csc-ai deliver`` inserts);
+``telemetry_delivery="process"`` (the process only spools; the delivery process it
+started owns chDB and inserts at the same time, on the same cores); with
+``telemetry_delivery="external"`` (the process only spools, nothing inserts meanwhile);
 and with no thread at all (the call path's own cost).
 
     python bench/bench_telemetry.py [--events 20000] [--payload-bytes 2000] [--pace-hz 400]
@@ -18,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import resource
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -93,6 +97,44 @@ def _timed_records(writer: TelemetryWriter, events: list[CallEvent], gap_s: floa
     return costs
 
 
+def _timed_with_delivery_process(settings: ClickHouseSettings, events: list[CallEvent]) -> tuple[list[int], float]:
+    """``record()`` in a tight loop with ``delivery="process"``, once the delivery process
+    delivers (a first event landed); and the seconds from the loop's end until the
+    delivery process has taken everything. It is stopped (SIGTERM) after."""
+    writer = TelemetryWriter(settings, handoff_interval_s=0.2)
+    spool = settings.spool_path
+    writer.record(events[0])
+    writer.flush(30)
+    t0 = time.perf_counter()
+    while _spooled(spool) and time.perf_counter() - t0 < 60:
+        time.sleep(0.05)
+    pid = writer.stats().delivery_pid
+    costs = []
+    for e in events:
+        t = time.perf_counter_ns()
+        writer.record(e)
+        costs.append(time.perf_counter_ns() - t)
+    end = time.perf_counter()
+    writer.close(30)
+    while _spooled(spool) and time.perf_counter() - end < 120:
+        time.sleep(0.05)
+    drained_s = time.perf_counter() - end
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+    return costs, drained_s
+
+
+def _spooled(spool: Path) -> int:
+    """Lines still in the spool's segments (a delivered segment is deleted)."""
+    lines = 0
+    for f in spool.glob("seg-*"):
+        try:
+            lines += f.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            pass
+    return lines
+
+
 def _pct(values, q):
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
@@ -122,6 +164,15 @@ def main(argv=None) -> int:
             TelemetryWriter(dataclasses.replace(settings, spool_path=root / "spool-threadless"), start=False),
             events,
             0.0,
+        )
+
+        # 1b. A delivery process (another interpreter) owns a store of its own and inserts
+        # while the loop runs: chDB's engine is out of this process, not off the machine.
+        by_process, process_drain_s = _timed_with_delivery_process(
+            dataclasses.replace(
+                settings, embedded_path=root / "chdb-process", spool_path=root / "spool-process", delivery="process"
+            ),
+            events,
         )
 
         # 2. connect + schema off the call path: how long until the writer is ready.
@@ -174,6 +225,11 @@ def main(argv=None) -> int:
             (
                 f"record() p50 / p99, paced at {args.pace_hz:.0f} events/s ({args.paced_events} events)",
                 f"{_pct(paced, 0.50) / 1000:.1f} / {_pct(paced, 0.99) / 1000:.1f} µs",
+            ),
+            (
+                "record() p50 / p99, delivery process (a delivery process inserts meanwhile)",
+                f"{_pct(by_process, 0.50) / 1000:.1f} / {_pct(by_process, 0.99) / 1000:.1f} µs "
+                f"(all {len(events)} delivered {process_drain_s:.2f} s after the loop)",
             ),
             (
                 "record() p50 / p99, delivery external (the process only spools)",

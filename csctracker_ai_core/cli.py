@@ -884,9 +884,13 @@ _LATENCY_COLUMNS = (
 def _make_telemetry(args: argparse.Namespace, **kwargs: Any) -> Any:
     from .pricing import load_prices
     from .reports.telemetry_report import Telemetry
+    from .telemetry.settings import DELIVERY_ENV
 
     prices = load_prices(args.prices_file) if getattr(args, "prices_file", None) else None
-    return Telemetry(prices=prices, tz=getattr(args, "tz", "UTC"), **kwargs)
+    # A report is no application process: it may open the embedded store when nobody
+    # holds it, whatever delivery the applications' environment sets.
+    env = {**os.environ, DELIVERY_ENV: "thread"}
+    return Telemetry(prices=prices, tz=getattr(args, "tz", "UTC"), env=env, **kwargs)
 
 
 _WASTE_COLUMNS = (
@@ -1126,10 +1130,11 @@ def cmd_emulator(args: argparse.Namespace, out: Output) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: Output) -> int:
-    from .telemetry.settings import resolve_clickhouse_settings
+    from .telemetry.settings import DELIVERY_ENV, resolve_clickhouse_settings
     from .testing.emulator import GeminiEmulator, KeySpec
 
-    env = dict(os.environ)
+    # The demo reads its event back in this process: its writer delivers it itself.
+    env = {**os.environ, DELIVERY_ENV: "thread"}
     if args.data_dir:
         env["CSCTRACKER_AI_DATA_DIR"] = str(Path(args.data_dir).expanduser())
     settings = resolve_clickhouse_settings(env=env)

@@ -309,6 +309,41 @@ def forks_until_a_limit_runs_low(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def process_delivery(args: dict[str, Any]) -> dict[str, Any]:
+    """``telemetry_delivery="process"`` (from the environment): ``calls`` calls, a forked
+    child (a worker) making ``child_calls``, the spool drained while this process lives,
+    then ``last_calls`` more and an exit without close()."""
+    p = _processor(args)
+    wrong = sum(0 if _ask(p, f"app-{i}") else 1 for i in range(args["calls"]))
+    pid = os.fork()
+    if pid == 0:
+        ok = all(_ask(p, f"child-{i}") for i in range(args["child_calls"]))
+        child = p.telemetry.stats()
+        # A worker finds the store owned: it starts no delivery process of its own.
+        sys.exit(0 if ok and child.delivery_pid is None and "chdb" not in sys.modules else 3)
+    _pid, status = os.waitpid(pid, 0)
+    p.telemetry.flush(30)  # a spooler's flush hands its segment over now
+    spool = Path(os.environ["CSCTRACKER_AI_DATA_DIR"]) / "spool"
+    handed_at = time.monotonic()
+    while spooled_lines(spool) and time.monotonic() - handed_at < 60:
+        time.sleep(0.1)
+    drained_s = time.monotonic() - handed_at
+    left_while_alive = spooled_lines(spool)
+    stats = p.telemetry.stats()
+    wrong += sum(0 if _ask(p, f"last-{i}") else 1 for i in range(args["last_calls"]))
+    return {
+        "wrong": wrong,
+        "child_exit": os.waitstatus_to_exitcode(status),
+        "role": stats.role,
+        "written": stats.written,
+        "dropped": stats.dropped,
+        "delivery_pid": stats.delivery_pid,
+        "chdb_loaded": "chdb" in sys.modules,
+        "left_while_alive": left_while_alive,
+        "drained_s": round(drained_s, 2),
+    }
+
+
 def spooled_lines(spool: Path) -> int:
     """Lines in the spool folder's segments (spares are zeros: none)."""
     lines = 0
@@ -322,7 +357,15 @@ def spooled_lines(spool: Path) -> int:
 
 SCENARIOS = {
     f.__name__: f
-    for f in (os_fork, mp_fork, fork_during_calls, exit_without_close, many_processors, forks_until_a_limit_runs_low)
+    for f in (
+        os_fork,
+        mp_fork,
+        fork_during_calls,
+        exit_without_close,
+        many_processors,
+        forks_until_a_limit_runs_low,
+        process_delivery,
+    )
 }
 
 if __name__ == "__main__":

@@ -308,6 +308,21 @@ def test_report_empty_store(capsys):
     assert code == 0 and "no calls" in out
 
 
+def test_report_and_demo_read_the_store_whatever_delivery_the_applications_use(capsys, monkeypatch):
+    """`telemetry_delivery="process"` keeps application processes out of the embedded
+    store, reads included (test_delivery.py); a report, or the demo, is no application
+    process: with that setting in the environment they still open the store when nobody
+    holds it."""
+    monkeypatch.setenv("CSCTRACKER_AI_TELEMETRY_DELIVERY", "process")
+    _seed_store(_report_events())
+    code, out, err = run(["report", "--period", "24h", "--group", "group", "--format", "json"], capsys)
+    assert code == 0, err
+    assert {r["task"] for r in json.loads(out)} == {"notas", "resumo"}
+    code, out, err = run(["demo"], capsys)
+    assert code == 0, err
+    assert "Relatório de hoje" in out and "Evento gravado em: embedded ClickHouse" in out
+
+
 def test_report_as_a_subprocess(tmp_path):
     _seed_store(_report_events())
     proc = cli(["report", "--period", "today", "--group", "day", "--format", "json"], tmp_path)

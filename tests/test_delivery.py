@@ -1,23 +1,29 @@
-"""External telemetry delivery: applications only spool, ``csc-ai deliver`` inserts.
+"""Telemetry delivered out of the application's processes.
 
-Real processes on both stores: the application is this test process (an IaProcessor
-with ``telemetry_delivery="external"``), the delivery is ``python -m csctracker_ai_core
-deliver`` in its own process.
+``telemetry_delivery="external"``: applications only spool, ``csc-ai deliver`` inserts.
+Real processes on both stores: the application is this test process (an IaProcessor),
+the delivery is ``python -m csctracker_ai_core deliver`` in its own process.
+
+``telemetry_delivery="process"`` (embedded store): applications only spool, and the
+first to find the store without an owner starts the delivery process (deliverer.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import subprocess
 import sys
 
 import pytest
-from test_fork import echo, spooled_lines, store  # noqa: F401  (fixtures shared with the fork tests)
-from test_telemetry_support import wait_until
+from test_fork import HERE, echo, process_gone, run_scenario, spooled_lines, store  # noqa: F401  (shared fixtures)
+from test_telemetry_support import delivered_count, wait_until
 
 from csctracker_ai_core import IaProcessor
-from csctracker_ai_core.exceptions import ConfigurationError
+from csctracker_ai_core.exceptions import ConfigurationError, TelemetryError
 from csctracker_ai_core.settings import Settings
+from csctracker_ai_core.telemetry.settings import ClickHouseSettings, resolve_clickhouse_settings
 
 KEY = "AIzaDELIVERY-000000000000000000000000"
 
@@ -99,6 +105,86 @@ def test_delivery_setting_from_argument_and_environment():
     assert Settings.load(env=env, telemetry_delivery="thread").telemetry.delivery == "thread"
     with pytest.raises(ConfigurationError, match="CSCTRACKER_AI_TELEMETRY_DELIVERY"):
         Settings.load(env={"CSCTRACKER_AI_TELEMETRY_DELIVERY": "sidecar"})
+
+
+def test_process_delivery_keeps_chdb_out_of_the_application_and_delivers_everything(tmp_path, echo):  # noqa: F811
+    """An application with ``CSCTRACKER_AI_TELEMETRY_DELIVERY=process``: 12 calls, a forked
+    worker's 4, its spool delivered while it lives by the delivery process it started,
+    then 5 more calls and an exit without close(). Neither process loads chDB, the
+    worker starts no second delivery process, and the delivery process ends after the
+    application with every event in the store once."""
+    data = tmp_path / "data"
+    env = dict(
+        os.environ,
+        CSCTRACKER_AI_DATA_DIR=str(data),
+        CSCTRACKER_AI_TELEMETRY_DELIVERY="process",
+        PYTHONPATH=os.pathsep.join([str(HERE)] + [p for p in sys.path if p]),
+    )
+    report = run_scenario(env, "process_delivery", emulator=echo.base_url, calls=12, child_calls=4, last_calls=5)
+    assert report["wrong"] == 0 and report["child_exit"] == 0, report
+    assert (report["role"], report["written"], report["dropped"], report["chdb_loaded"]) == ("spooler", 0, 0, False)
+    assert report["delivery_pid"] and report["left_while_alive"] == 0, report
+    assert wait_until(lambda: process_gone(report["delivery_pid"]), timeout_s=60)
+    assert spooled_lines(data) == 0  # the last 5 too: delivered by it after the exit
+    settings = resolve_clickhouse_settings(env=env)
+    assert settings.delivery == "process"
+    reader = dataclasses.replace(settings, delivery="thread")  # this test reads: it opens the store
+    sql = "SELECT uniqExact(event_id) FROM ai_events WHERE task = 'fork'"
+    assert delivered_count(reader, sql) == 12 + 4 + 5
+    assert delivered_count(reader, "SELECT count() FROM ai_events WHERE task = 'fork'") == 21
+
+
+@pytest.mark.parametrize("where", ["process", "uwsgi"])
+def test_a_process_a_delivery_process_serves_never_opens_the_store_to_read_it(tmp_path, monkeypatch, where):
+    """With ``delivery="process"``, and under uWSGI, reads in the application's process
+    (ClickHouseDb, Telemetry reports) are refused before anything is opened, even when
+    nobody holds the store: taking it would load chDB there (a uWSGI worker then hangs at
+    exit) and keep the delivery process from starting until the reader closed."""
+    from csctracker_ai_core import forking
+    from csctracker_ai_core.reports.telemetry_report import Telemetry
+    from csctracker_ai_core.telemetry import ownership
+    from csctracker_ai_core.telemetry.clickhouse_db import ClickHouseDb
+    from csctracker_ai_core.telemetry.connection import connect
+
+    settings = ClickHouseSettings(
+        mode="embedded",
+        embedded_path=tmp_path / "chdb",
+        spool_path=tmp_path / "spool",
+        delivery="process" if where == "process" else "thread",
+    )
+    if where == "uwsgi":
+        monkeypatch.setattr(forking, "_watch_pid", True)
+    said = "telemetry delivery 'process'" if where == "process" else "under uWSGI"
+    db = ClickHouseDb(settings=settings)
+    with pytest.raises(TelemetryError, match=f"belongs to a delivery process \\({said}\\)") as caught:
+        db.get_ch_client()
+    assert "CLICKHOUSE_HOST" in str(caught.value) and "csc-ai report" in str(caught.value)
+    with pytest.raises(TelemetryError, match="belongs to a delivery process"):
+        Telemetry(settings=settings).get_telemetry_data("group", "today")
+    with pytest.raises(TelemetryError, match="belongs to a delivery process"):
+        connect(settings)  # every client of the embedded store is made here (writer.query_client too)
+    assert not ownership.is_held(settings.embedded_path) and not (tmp_path / "chdb").exists()
+    external = ClickHouseDb(settings=dataclasses.replace(settings, delivery="external"))
+    if where == "process":  # an external application may still read while nobody holds the store
+        client = external.get_ch_client()
+        try:
+            assert int(client.command("SELECT count() FROM ai_events")) == 0
+        finally:
+            client.close()
+            external.close()
+
+
+def test_process_delivery_is_refused_with_a_clickhouse_server():
+    """A server store has no engine in the process to keep out: 'process' is refused
+    before anything is opened, with what to use instead."""
+    env = {"CLICKHOUSE_HOST": "127.0.0.1", "CSCTRACKER_AI_TELEMETRY_DELIVERY": "process"}
+    with pytest.raises(ConfigurationError, match="'external' with `csc-ai deliver`"):
+        Settings.load(env=env)
+    with pytest.raises(ConfigurationError, match="embedded store"):
+        ClickHouseSettings(mode="server", host="127.0.0.1", delivery="process")
+    assert Settings.load(env={"CSCTRACKER_AI_TELEMETRY_DELIVERY": "Process"}).telemetry.delivery == "process"
+    off = {"CSCTRACKER_AI_TELEMETRY": "off", "CSCTRACKER_AI_TELEMETRY_DELIVERY": "process"}
+    assert Settings.load(env=off).telemetry.mode == "off"  # nothing to deliver: no error
 
 
 def test_deliver_refuses_bad_options_before_opening_anything(tmp_path, monkeypatch):

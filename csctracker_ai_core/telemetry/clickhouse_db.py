@@ -23,7 +23,7 @@ from typing import Any
 
 from ..exceptions import TelemetryError
 from . import ownership
-from .connection import connect
+from .connection import connect, refuse_if_delivered
 from .events import CallEvent, CallOutcome
 from .schema import ensure_schema
 from .settings import ClickHouseSettings, resolve_clickhouse_settings
@@ -212,12 +212,15 @@ class ClickHouseDb:
         process keeps the store until it exits or :meth:`close` is called (writers in
         other processes keep spooling meanwhile; nothing is lost). If another process
         holds it, waits up to ``wait_s`` seconds for it, then raises
-        :class:`TelemetryError` naming that process. Telemetry off: raises.
+        :class:`TelemetryError` naming that process. Where a delivery process owns the
+        store (``telemetry_delivery="process"``, or under uWSGI) this process never
+        opens it: raises. Telemetry off: raises.
         """
         s = self.settings
         if s.mode == "off":
             raise TelemetryError("telemetry is off (CSCTRACKER_AI_TELEMETRY=off): there is no store to query")
         if s.mode == "embedded" and not self._holds_store:
+            refuse_if_delivered(s)  # before the lock: nothing is taken or created
             deadline = time.monotonic() + max(0.0, wait_s)
             while not ownership.try_acquire(s.embedded_path):
                 if time.monotonic() >= deadline:

@@ -29,7 +29,7 @@ from ..exceptions import TelemetryError
 from ..paths import private_dir, tighten_tree
 from .settings import ClickHouseSettings
 
-__all__ = ["connect", "embedded_engine_usable"]
+__all__ = ["connect", "embedded_engine_usable", "opens_embedded_store", "delivered_by_process", "refuse_if_delivered"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,38 @@ _engine_lock = threading.Lock()  # held while a chDB client is being opened
 _engine_touched = False  # this process started chDB's engine (or began to)
 _engine_inherited = False  # forked from a process that had loaded chDB
 _embedded_clients: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def opens_embedded_store(settings: ClickHouseSettings) -> bool:
+    """Whether this process's writer may open ``settings``' embedded store (and so loads chDB).
+
+    Not with ``delivery`` ``"process"`` (a delivery process owns the store) or
+    ``"external"`` (``csc-ai deliver`` does), nor under uWSGI (a delivery process owns
+    it: forking.under_uwsgi says why)."""
+    return settings.mode == "embedded" and settings.delivery == "thread" and not forking.under_uwsgi()
+
+
+def delivered_by_process(settings: ClickHouseSettings) -> bool:
+    """Whether a delivery process (deliverer.py) owns ``settings``' embedded store for
+    this process: with ``delivery="process"``, and under uWSGI unless ``"external"``.
+    Such a process never opens the store, not even to read it (clickhouse_db.py)."""
+    return settings.mode == "embedded" and settings.delivery != "external" and not opens_embedded_store(settings)
+
+
+def refuse_if_delivered(settings: ClickHouseSettings) -> None:
+    """Raise :class:`TelemetryError` where a delivery process owns the embedded store.
+
+    Opening it here, even to read, would load chDB into a process that must not (under
+    uWSGI a worker then hangs at exit) and, while this process held the store, keep the
+    delivery process from starting."""
+    if delivered_by_process(settings):
+        reason = "under uWSGI" if forking.under_uwsgi() else "telemetry delivery 'process'"
+        raise TelemetryError(
+            f"the embedded telemetry store {settings.embedded_path} belongs to a delivery process ({reason}): "
+            "this process does not open it, not even to read it. Read it with `csc-ai report` while no "
+            "application runs, or use a ClickHouse server (CLICKHOUSE_HOST) when reports must run while "
+            "applications run."
+        )
 
 
 def embedded_engine_usable() -> bool:
@@ -106,8 +138,10 @@ def preload_driver(settings: ClickHouseSettings) -> None:
     until the next start instead of being delivered as it exits. A missing driver
     is not an error here: :func:`connect` reports it, off the call path.
 
-    Under uWSGI chDB is left out: no uWSGI process opens the store (forking.under_uwsgi
-    says why), and a process that loads it can have no child that opens it.
+    chDB is left out where this process never opens the store (:func:`opens_embedded_store`):
+    under uWSGI (forking.under_uwsgi says why) a process that loads it can have no child
+    that opens it, and with a delivery process (``delivery="process"``) keeping chDB out of
+    the application's address space is the point.
     """
     # clickhouse-connect imports pandas lazily on its first insert, and pandas imports
     # concurrent.futures.thread, which registers a threading exit hook: load it now.
@@ -117,7 +151,7 @@ def preload_driver(settings: ClickHouseSettings) -> None:
         import clickhouse_connect  # noqa: F401
         import clickhouse_connect.driver.httputil  # noqa: F401  (registers its atexit)
 
-        if settings.mode == "embedded" and not forking.under_uwsgi():
+        if opens_embedded_store(settings):
             import chdb  # noqa: F401
     except ImportError:
         logger.debug("ClickHouse driver not importable yet; connect() will say why", exc_info=True)
@@ -143,6 +177,7 @@ def connect(
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise TelemetryError("clickhouse-connect is not installed: pip install clickhouse-connect") from exc
     if settings.mode == "embedded":
+        refuse_if_delivered(settings)
         try:
             import chdb  # noqa: F401
         except ImportError as exc:

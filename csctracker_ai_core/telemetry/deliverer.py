@@ -15,6 +15,11 @@ SIGTERM or SIGINT. Its settings come as one JSON argument (no secret is needed f
 the embedded store), so it delivers what the parent's writer was configured with,
 arguments included, whatever the environment says.
 
+The same process owns the store wherever no application process opens it
+(connection.opens_embedded_store): under uWSGI, where it serves the master
+(forking.under_uwsgi says why), and with ``delivery="process"``, where it serves the
+process that started it. There the starter hands it the store's lock (``lock_fd``).
+
 The parent watches it (:class:`DeliveryProcess`) and starts another if it died (see
 ``TelemetryWriter._keep_deliverer``).
 """

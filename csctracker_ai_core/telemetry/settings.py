@@ -23,9 +23,12 @@ BEST_EFFORT_ENV = "CSCTRACKER_AI_TELEMETRY_BEST_EFFORT"
 DELIVERY_ENV = "CSCTRACKER_AI_TELEMETRY_DELIVERY"
 
 _MODES = ("server", "embedded", "off")
-# "thread": each process's writer thread inserts its events. "external": processes only
-# spool and hand their segments over; `csc-ai deliver` (another process) inserts them.
-DELIVERIES = ("thread", "external")
+# "thread": each process's writer thread inserts its events. "process" (embedded store
+# only): processes only spool, and a delivery process the first of them starts
+# (deliverer.py) owns the store and inserts, so no application process loads chDB.
+# "external": processes only spool and hand their segments over; `csc-ai deliver`
+# (another process, run by the user) inserts them.
+DELIVERIES = ("thread", "process", "external")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,14 @@ class ClickHouseSettings:
     spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES  # past it new events are dropped (counted)
     best_effort: bool = False  # a store that cannot be opened drops events (counted) instead of raising
     delivery: str = "thread"  # see DELIVERIES
+
+    def __post_init__(self) -> None:
+        if self.delivery == "process" and self.mode == "server":
+            raise ConfigurationError(
+                "telemetry delivery 'process' is for the embedded store, and this telemetry goes to a ClickHouse "
+                f"server: use 'thread' (default) or 'external' with `csc-ai deliver` (telemetry_delivery= or "
+                f"{DELIVERY_ENV})."
+            )
 
     @property
     def location(self) -> str:
@@ -84,8 +95,10 @@ def resolve_clickhouse_settings(
     (``CSCTRACKER_AI_SPOOL_MAX_BYTES``, default 1 GiB) caps the spool; ``best_effort``
     (``CSCTRACKER_AI_TELEMETRY_BEST_EFFORT=1``) turns a store that cannot be opened into
     dropped (counted) events instead of a :class:`TelemetryError` at construction.
-    ``delivery`` (``CSCTRACKER_AI_TELEMETRY_DELIVERY``) is ``"thread"`` (default) or
-    ``"external"``: this process only spools, and ``csc-ai deliver`` inserts.
+    ``delivery`` (``CSCTRACKER_AI_TELEMETRY_DELIVERY``) is ``"thread"`` (default: this
+    process's writer thread inserts), ``"process"`` (embedded store only: this process
+    only spools, and a delivery process it starts when none runs inserts; chDB is never
+    loaded here) or ``"external"`` (this process only spools, ``csc-ai deliver`` inserts).
     """
     mode = (telemetry or env.get("CSCTRACKER_AI_TELEMETRY") or "").strip().lower() or None
     if mode is not None and mode not in _MODES:
@@ -120,8 +133,9 @@ def resolve_clickhouse_settings(
     how = (delivery or env.get(DELIVERY_ENV) or "thread").strip().lower()
     if how not in DELIVERIES:
         raise ConfigurationError(
-            f"telemetry delivery {how!r} is unknown: use 'thread' (this process inserts its events) or "
-            f"'external' (it only spools; run `csc-ai deliver`), as telemetry_delivery= or {DELIVERY_ENV}."
+            f"telemetry delivery {how!r} is unknown: use 'thread' (this process inserts its events), "
+            f"'process' (embedded store: a delivery process it starts inserts them) or 'external' (it only "
+            f"spools; run `csc-ai deliver`), as telemetry_delivery= or {DELIVERY_ENV}."
         )
     secure_raw = env.get("CLICKHOUSE_SECURE", "")
     return ClickHouseSettings(

@@ -17,7 +17,10 @@ never waits for ClickHouse). A daemon thread:
 Embedded mode with several processes: the process holding the store's lock (see
 ownership.py) opens chDB and delivers everyone's segments. The others only spool:
 every ``handoff_interval_s`` they seal their segment and release its lock so the
-owner claims it, and every ``ownership_retry_s`` they try to become the owner.
+owner claims it, and every ``ownership_retry_s`` they try to become the owner. With
+``delivery="process"`` no application process opens the store: each only spools, and
+the first to find the store without an owner starts a delivery process (deliverer.py)
+that owns it, so chDB's threads and memory stay out of the application's processes.
 
 Fork (see forking.py): before a fork the writer holds its locks, and an embedded
 writer closes its chDB client (the engine cannot be inherited; it reopens lazily
@@ -491,8 +494,8 @@ class TelemetryWriter:
                 self._started = True
                 if forking.forks_without_hooks():
                     self._role = "spooler"
-                    if self._uwsgi_delivery():
-                        self._keep_uwsgi_deliverer(self._clock.time())
+                    if self._process_delivery():
+                        self._keep_store_deliverer(self._clock.time())
                     return
                 self._thread = threading.Thread(target=self._run, name="csctracker-telemetry-writer", daemon=True)
                 self._thread.start()
@@ -810,16 +813,17 @@ class TelemetryWriter:
             self._role = "spooler"
             self._next_connect_at = math.inf
             return
-        if self._uwsgi_delivery():
+        if self._process_delivery():
             if self._role != "spooler":
                 logger.info(
-                    "under uWSGI no process opens the embedded telemetry store %s: this process spools "
-                    "and a delivery process delivers",
+                    "%s: this process spools to %s and a delivery process owns the embedded telemetry store %s",
+                    "under uWSGI" if forking.under_uwsgi() else "telemetry delivery is 'process'",
+                    self.settings.spool_path,
                     self.settings.embedded_path,
                 )
             self._role = "spooler"
             self._next_connect_at = now + self.ownership_retry_s
-            self._keep_uwsgi_deliverer(now)
+            self._keep_store_deliverer(now)
             return
         if self._embedded and not connection.embedded_engine_usable():
             if self._role != "spooler":
@@ -928,17 +932,19 @@ class TelemetryWriter:
         self._keep_deliverer(self._clock.time())
         return False
 
-    def _uwsgi_delivery(self) -> bool:
-        """Whether a delivery process under uWSGI delivers this writer's store (below)."""
-        return self._embedded and self.settings.delivery != "external" and forking.under_uwsgi()
+    def _process_delivery(self) -> bool:
+        """Whether a delivery process delivers this writer's store (below): with
+        ``delivery="process"``, and under uWSGI, where no process opens the store."""
+        return connection.delivered_by_process(self.settings)
 
-    def _keep_uwsgi_deliverer(self, now: float) -> None:
-        """Under uWSGI, where no process opens the store: see that a delivery process owns it.
+    def _keep_store_deliverer(self, now: float) -> None:
+        """See that a delivery process owns the store (see :meth:`_process_delivery`).
 
-        The first process (the master, or a worker) to find the store without an owner
-        takes its lock and hands it to the delivery process it starts, which serves the
-        master: one delivery process, whoever looks at the same time (in this process
-        too: the lock is taken ``alone``).
+        The first process to find the store without an owner (under uWSGI the master,
+        or a worker) takes its lock and hands it to the delivery process it starts: one
+        delivery process, whoever looks at the same time (in this process too: the lock
+        is taken ``alone``). It serves the uWSGI master, or else the process that started
+        it; when that one ends, the next process to look starts another.
         """
         if self._deliverer is not None and self._deliverer.running():
             return
@@ -949,7 +955,8 @@ class TelemetryWriter:
             self._note_failure(exc, "store lock")
             return
         try:
-            self._keep_deliverer(now, serves=forking.uwsgi_master_pid(), hand_over_lock=True)
+            serves = forking.uwsgi_master_pid() if forking.under_uwsgi() else None
+            self._keep_deliverer(now, serves=serves, hand_over_lock=True)
         finally:
             ownership.release(self.settings.embedded_path)
 
