@@ -11,6 +11,7 @@ echoes each prompt, so every reply names the process and call that asked for it.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
 import os
 import re
@@ -42,7 +43,12 @@ def echo(make_gemini_emulator):
 
 @pytest.fixture(params=["embedded", "server"])
 def store(request, tmp_path):
-    """Environment for a scenario process, and a function counting its events afterwards."""
+    """Environment for a scenario process, and a function counting its events afterwards.
+
+    A test may also ask for ``"embedded-process"`` (indirect parametrization): the
+    embedded store with ``CSCTRACKER_AI_TELEMETRY_DELIVERY=process``; its kind is
+    "embedded" and ``count`` still reads the store itself (wait for the delivery process
+    to end first)."""
     data = tmp_path / "data"
     env = dict(
         os.environ,
@@ -53,7 +59,9 @@ def store(request, tmp_path):
     if request.param == "server":
         server = ServerProcess(tmp_path / "server-chdb").start()
         env.update(CLICKHOUSE_HOST="127.0.0.1", CLICKHOUSE_PORT=str(server.port))
-    settings = resolve_clickhouse_settings(env=env)
+    if request.param == "embedded-process":
+        env["CSCTRACKER_AI_TELEMETRY_DELIVERY"] = "process"
+    settings = dataclasses.replace(resolve_clickhouse_settings(env=env), delivery="thread")  # the test reads
 
     def count(where: str = "task = 'fork'") -> tuple:
         """(rows, distinct event ids) in ai_events."""
@@ -65,7 +73,7 @@ def store(request, tmp_path):
         finally:
             client.close()
 
-    yield request.param, env, count, data
+    yield request.param.partition("-")[0], env, count, data
     if server is not None:
         server.stop()
 
@@ -250,10 +258,13 @@ def test_a_parent_that_forks_for_ever_stops_reopening_chdb_before_a_limit_runs_o
     assert delivered_count(resolve_clickhouse_settings(env=env), sql) == report["asked"]
 
 
+@pytest.mark.parametrize("store", ["embedded", "server", "embedded-process"], indirect=True)
 def test_gunicorn_preload_workers(store, echo, tmp_path):
     """gunicorn --preload, 3 sync workers, the processor built (and used) in the master at
     import: 60 requests, every reply the caller's own, several workers served, every event
-    lands once while gunicorn runs, and every process stops in time on SIGTERM."""
+    lands once while gunicorn runs, and every process stops in time on SIGTERM. With
+    ``delivery="process"`` no gunicorn process loads chDB: the master's delivery process
+    owns the store and ends after gunicorn."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
     if not gunicorn.exists():
         pytest.fail("gunicorn is a test requirement (pyproject.toml, extra dev): run ./scripts/bootstrap")
@@ -287,11 +298,19 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
             assert wait_until(lambda: count(NOT_PROBE) == (expected, expected), 60, 0.3), count(NOT_PROBE)
         else:  # only the master may open chDB: delivered = the workers' spool segments gone
             assert wait_until(lambda: spooled_lines(data) == 0, 60, 0.3), spooled_lines(data)
+        by_process = env.get("CSCTRACKER_AI_TELEMETRY_DELIVERY") == "process"
+        if by_process:  # the store's owner is the delivery process; chDB is in no gunicorn process
+            owner = ownership.holder_pid(data / "chdb")
+            gunicorn_pids = {proc.pid} | {pid for pid, _ in replies}
+            assert owner not in gunicorn_pids and "telemetry.deliverer" in _cmdline(owner), owner
+            assert not [pid for pid in gunicorn_pids if "_chdb" in Path(f"/proc/{pid}/maps").read_text()]
         proc.send_signal(signal.SIGTERM)
         proc.wait(150)  # workers exit; one that hung would be SIGKILLed at the graceful timeout
         log = proc.stderr.read()
         assert proc.returncode == 0, log[-3000:]
         assert "SIGKILL" not in log and "Traceback" not in log, log[-3000:]
+        if by_process:  # it ends after gunicorn's master, its last delivery made
+            assert wait_until(lambda: process_gone(owner), timeout_s=60)
     finally:
         _kill_if_running(proc)
     _every_event_once(count, expected, data)
@@ -360,6 +379,13 @@ def test_uwsgi_master_workers(store, echo, tmp_path, options):
     finally:
         _kill_if_running(proc)
     _every_event_once(count, expected, data)
+
+
+def _cmdline(pid: int | None) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def _kill_if_running(proc: subprocess.Popen) -> None:
