@@ -263,8 +263,8 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     """gunicorn --preload, 3 sync workers, the processor built (and used) in the master at
     import: 60 requests, every reply the caller's own, several workers served, every event
     lands once while gunicorn runs, and every process stops in time on SIGTERM. With
-    ``delivery="process"`` no gunicorn process loads chDB: the master's delivery process
-    owns the store and ends after gunicorn."""
+    ``delivery="process"``, and workers recycled every 5 requests, no gunicorn process
+    loads chDB: the master's delivery process owns the store and ends after gunicorn."""
     gunicorn = Path(sys.executable).with_name("gunicorn")
     if not gunicorn.exists():
         pytest.fail("gunicorn is a test requirement (pyproject.toml, extra dev): run ./scripts/bootstrap")
@@ -272,12 +272,17 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
     (tmp_path / "fork_wsgi_app.py").write_text(WSGI_APP)
     port = free_port()
     env = dict(env, FORK_TEST_EMULATOR=echo.base_url, PYTHONPATH=os.pathsep.join([str(tmp_path), env["PYTHONPATH"]]))
+    by_process = env.get("CSCTRACKER_AI_TELEMETRY_DELIVERY") == "process"
+    # With a delivery process, workers recycled every 5 requests too (--max-requests):
+    # the master forks for as long as it runs, and never opens the store.
+    recycle = ["--max-requests", "5"] if by_process else []
     proc = subprocess.Popen(
         [
             str(gunicorn),
             "--preload",
             "-w",
             "3",
+            *recycle,
             "-b",
             f"127.0.0.1:{port}",
             "--graceful-timeout",
@@ -298,12 +303,14 @@ def test_gunicorn_preload_workers(store, echo, tmp_path):
             assert wait_until(lambda: count(NOT_PROBE) == (expected, expected), 60, 0.3), count(NOT_PROBE)
         else:  # only the master may open chDB: delivered = the workers' spool segments gone
             assert wait_until(lambda: spooled_lines(data) == 0, 60, 0.3), spooled_lines(data)
-        by_process = env.get("CSCTRACKER_AI_TELEMETRY_DELIVERY") == "process"
         if by_process:  # the store's owner is the delivery process; chDB is in no gunicorn process
             owner = ownership.holder_pid(data / "chdb")
             gunicorn_pids = {proc.pid} | {pid for pid, _ in replies}
+            assert len(gunicorn_pids) > 4, gunicorn_pids  # workers were recycled
             assert owner not in gunicorn_pids and "telemetry.deliverer" in _cmdline(owner), owner
-            assert not [pid for pid in gunicorn_pids if "_chdb" in Path(f"/proc/{pid}/maps").read_text()]
+            workers_now = _children(proc.pid) - {owner}  # the master's children, but for the delivery process
+            assert not [pid for pid in gunicorn_pids | workers_now if "_chdb" in _maps(pid)]
+            assert "_chdb" in _maps(owner)  # the probe sees chDB where it is
         proc.send_signal(signal.SIGTERM)
         proc.wait(150)  # workers exit; one that hung would be SIGKILLed at the graceful timeout
         log = proc.stderr.read()
@@ -379,6 +386,25 @@ def test_uwsgi_master_workers(store, echo, tmp_path, options):
     finally:
         _kill_if_running(proc)
     _every_event_once(count, expected, data)
+
+
+def _children(pid: int) -> set[int]:
+    """The live children of ``pid``, whichever of its threads started them."""
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+def _maps(pid: int) -> str:
+    """The memory map of ``pid`` ("" once it ended: a recycled worker)."""
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 def _cmdline(pid: int | None) -> str:

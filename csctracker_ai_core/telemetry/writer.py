@@ -899,7 +899,8 @@ class TelemetryWriter:
             logger.warning(
                 "telemetry: the embedded store %s has now been reopened after a fork %d times in this process; "
                 "chDB leaves descriptors and threads behind each time (%s). A process that forks often "
-                "(gunicorn --max-requests) should use a ClickHouse server (CLICKHOUSE_HOST) or "
+                "(gunicorn --max-requests) should use telemetry_delivery='process' (no "
+                "application process opens the store), a ClickHouse server (CLICKHOUSE_HOST), or "
                 "telemetry_delivery='external' with `csc-ai deliver`.",
                 self.settings.embedded_path,
                 self._fork_reopens + 1,
@@ -911,8 +912,8 @@ class TelemetryWriter:
             "telemetry: not reopening the embedded store %s after %d reopenings after forks: this process is "
             "near a limit (%s), and chDB leaves descriptors and threads behind each time. A delivery process "
             "takes over the store and delivers the spool %s (this process's events and its children's). For a "
-            "process that forks often (gunicorn --max-requests), use a ClickHouse server (CLICKHOUSE_HOST) or "
-            "telemetry_delivery='external' with `csc-ai deliver`.",
+            "process that forks often (gunicorn --max-requests), use telemetry_delivery='process', a ClickHouse "
+            "server (CLICKHOUSE_HOST), or telemetry_delivery='external' with `csc-ai deliver`.",
             self.settings.embedded_path,
             self._fork_reopens,
             usage,
