@@ -197,6 +197,26 @@ def test_the_delivery_process_delivers_and_ends_when_its_parent_is_killed(tmp_pa
     assert delivered_count(embedded_settings(tmp_path), sql) == 25
 
 
+def test_a_delivery_process_whose_parent_is_already_gone_delivers_the_whole_backlog(tmp_path):
+    """A process whose close() found the store without an owner starts the delivery
+    process and exits at once, leaving it a backlog. Its last delivery is not bounded by
+    the writer's close_timeout_s (0.5 s here, less than chDB's start-up: found with a
+    SIGKILLed delivery process replaced as the application closed, 346 of 6,000 events
+    left in the spool): with nobody waiting for it, it takes everything there."""
+    settings = embedded_settings(tmp_path)
+    spooler = TelemetryWriter(dataclasses.replace(settings, delivery="external"))
+    for i in range(3000):
+        spooler.record(make_event(i, task="backlog"))
+    assert spooler.close(10)  # handed over
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)
+    child = deliverer.spawn(settings, close_timeout_s=0.5, batch_interval_s=0.2, serves=gone.pid)
+    assert child is not None
+    assert wait_until(lambda: not child.running(), timeout_s=60) and child.returncode == 0
+    assert fork_scenarios.spooled_lines(tmp_path / "spool") == 0
+    assert delivered_count(settings, "SELECT count() FROM ai_events WHERE task = 'backlog'") == 3000
+
+
 def test_process_running_is_false_for_a_zombie_and_for_a_reaped_process():
     sleeper = subprocess.Popen(["sleep", "600"])
     try:

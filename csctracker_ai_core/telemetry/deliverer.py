@@ -10,8 +10,9 @@ next restart, and once the spool reached its cap new ones would be dropped.
 So that process starts this one: a fresh interpreter (``subprocess``, no fork of the
 parent's state, no chDB inherited) that takes the store's lock, claims every segment
 the spoolers hand over and delivers them, exactly as ``csc-ai deliver`` does. It ends
-when its parent is gone (it watches ``os.getppid()``), after a last delivery, and on
-SIGTERM or SIGINT. Its settings come as one JSON argument (no secret is needed for
+when its parent is gone (it watches ``os.getppid()``), after a last delivery of
+everything there (bounded by ``LAST_DELIVERY_S``), and on SIGTERM or SIGINT (after one
+bounded by the writer's ``close_timeout_s``). Its settings come as one JSON argument (no secret is needed for
 the embedded store), so it delivers what the parent's writer was configured with,
 arguments included, whatever the environment says.
 
@@ -48,6 +49,7 @@ __all__ = [
     "main",
     "process_running",
     "PARENT_POLL_S",
+    "LAST_DELIVERY_S",
     "STORE_FIELDS",
 ]
 
@@ -55,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 #: How often the delivery process checks that its parent still runs.
 PARENT_POLL_S = 0.5
+#: The bound of its last delivery once the process it serves is gone. Nobody waits for
+#: it then, and a process that starts it as it exits (its close found the store without
+#: an owner) leaves it a backlog and chDB's start-up: the writer's ``close_timeout_s``
+#: (5 s by default) left events in the spool until the next start.
+LAST_DELIVERY_S = 120.0
 #: The delivery process's CPU priority below the application's (as ``csc-ai deliver --nice``).
 NICE = 10
 
@@ -268,5 +275,8 @@ def main(argv: list[str]) -> int:
     direct = os.getppid() == parent
     while _serving(parent, direct) and not stop.wait(PARENT_POLL_S):
         pass
-    writer.close(float(args["close_timeout_s"]))
+    close_timeout = float(args["close_timeout_s"])
+    # Asked to stop (SIGTERM, SIGINT): the configured bound. The served process gone:
+    # deliver what is there, bounded by LAST_DELIVERY_S.
+    writer.close(close_timeout if stop.is_set() else max(close_timeout, LAST_DELIVERY_S))
     return 0
