@@ -19,7 +19,7 @@ from test_fork import process_gone
 from test_telemetry_support import delivered_count, embedded_settings, make_event, wait_until
 
 from csctracker_ai_core.clock import FakeClock
-from csctracker_ai_core.telemetry import deliverer, ownership, writer
+from csctracker_ai_core.telemetry import deliverer, ownership, spool, writer
 from csctracker_ai_core.telemetry.settings import ClickHouseSettings
 from csctracker_ai_core.telemetry.writer import DELIVERER_RESTART_S, TelemetryWriter
 
@@ -200,14 +200,19 @@ def test_the_delivery_process_delivers_and_ends_when_its_parent_is_killed(tmp_pa
 def test_a_delivery_process_whose_parent_is_already_gone_delivers_the_whole_backlog(tmp_path):
     """A process whose close() found the store without an owner starts the delivery
     process and exits at once, leaving it a backlog. Its last delivery is not bounded by
-    the writer's close_timeout_s (0.5 s here, less than chDB's start-up: found with a
-    SIGKILLed delivery process replaced as the application closed, 346 of 6,000 events
-    left in the spool): with nobody waiting for it, it takes everything there."""
+    the writer's close_timeout_s (0.5 s here, less than chDB's start-up), nor by what one
+    claim takes: found with a SIGKILLed delivery process replaced as the application
+    closed, 336-774 of 6,000 events left in the spool. With nobody waiting for it, it
+    takes everything there."""
     settings = embedded_settings(tmp_path)
-    spooler = TelemetryWriter(dataclasses.replace(settings, delivery="external"))
-    for i in range(3000):
-        spooler.record(make_event(i, task="backlog"))
-    assert spooler.close(10)  # handed over
+    # 150 segments of 20 events, more than one claim takes (spool.CLAIM_LIMIT): claimed
+    # once, 64 segments were delivered and the rest left.
+    for k in range(150):
+        spooler = TelemetryWriter(dataclasses.replace(settings, delivery="external"), start=False)
+        for i in range(20):
+            spooler.record(make_event(k * 20 + i, task="backlog"))
+        spooler.close(0)  # its segment sealed and let go
+    assert len(list((tmp_path / "spool").glob("seg-*"))) == 150 > spool.CLAIM_LIMIT
     gone = subprocess.Popen(["true"])
     gone.wait(10)
     child = deliverer.spawn(settings, close_timeout_s=0.5, batch_interval_s=0.2, serves=gone.pid)

@@ -68,6 +68,7 @@ __all__ = [
     "Segment",
     "Spool",
     "SpoolFullError",
+    "CLAIM_LIMIT",
     "SEGMENT_PREFIX",
     "SEGMENT_SUFFIX",
     "DEFAULT_SPOOL_MAX_BYTES",
@@ -76,6 +77,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Segments one claim takes at most (a claim holds each one's descriptor until delivered).
+CLAIM_LIMIT = 64
 SEGMENT_PREFIX = "seg-"
 SEGMENT_SUFFIX = ".jsonl"
 _HIDDEN_SUFFIX = ".new"  # a segment being created, or a spare: never claimed, never read
@@ -417,7 +420,7 @@ class Spool:
 
     # ------------------------------------------------------------------ claiming
 
-    def claim_orphans(self, exclude: set[Path], limit: int = 64) -> list[Segment]:
+    def claim_orphans(self, exclude: set[Path], limit: int = CLAIM_LIMIT) -> list[Segment]:
         """Lock and return segments no live process holds (oldest first, at most ``limit``)."""
         claimed: list[Segment] = []
         try:

@@ -65,7 +65,7 @@ from .quarantine import Delivery, Quarantine, insert_lines
 from .records import DEFAULT_MAX_TEXT_BYTES, encode_event
 from .schema import ensure_schema
 from .settings import ClickHouseSettings
-from .spool import Segment, Spool, SpoolFullError, forget_segment
+from .spool import CLAIM_LIMIT, Segment, Spool, SpoolFullError, forget_segment
 
 __all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "WriterStats", "open_telemetry"]
 
@@ -1161,12 +1161,18 @@ class TelemetryWriter:
                 return
             # Segments handed over (or left by dead processes) until now: gunicorn's
             # workers hand theirs to the master just before it exits.
-            self._queue.extend(self._spool.claim_orphans(exclude={s.path for s in self._queue}))
-            self._queue.sort(key=lambda s: s.path.name)
+            more = self._claim_for_close()
             reconnected = False
             while time.monotonic() < self._close_deadline:
                 if self._inflight is None and not self._has_waiting():
-                    break
+                    # A claim takes at most CLAIM_LIMIT segments: a backlog larger than
+                    # that (a delivery process whose predecessor was killed) is claimed
+                    # again once those are in. Not what live processes hand over
+                    # meanwhile: a claim that took less than the limit took it all.
+                    if not more:
+                        break
+                    more = self._claim_for_close()
+                    continue
                 if self._client is None or not self._deliver_once(self._clock.time()):
                     # One fresh connection, now (not at the backoff): a client closed
                     # under us at exit or by a fork is not a reason to leave events behind.
@@ -1181,6 +1187,14 @@ class TelemetryWriter:
             self._note_failure(exc, "final delivery")
         finally:
             self._fsync()
+
+    def _claim_for_close(self) -> bool:
+        """Queue the segments nobody holds (oldest first); True when the claim was full
+        (more may be waiting)."""
+        claimed = self._spool.claim_orphans(exclude={s.path for s in self._queue}, limit=CLAIM_LIMIT)
+        self._queue.extend(claimed)
+        self._queue.sort(key=lambda s: s.path.name)
+        return len(claimed) >= CLAIM_LIMIT
 
     def _shutdown_resources(self) -> None:
         """Release every segment (kept on disk if undelivered), the client and the store lock."""
