@@ -20,8 +20,9 @@ from test_telemetry_support import delivered_count, embedded_settings, make_even
 
 from csctracker_ai_core.clock import FakeClock
 from csctracker_ai_core.telemetry import deliverer, ownership, spool, writer
+from csctracker_ai_core.telemetry.policy import DELIVERER_RESTART_S
 from csctracker_ai_core.telemetry.settings import ClickHouseSettings
-from csctracker_ai_core.telemetry.writer import DELIVERER_RESTART_S, TelemetryWriter
+from csctracker_ai_core.telemetry.writer import TelemetryWriter
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,7 +105,10 @@ class _Started:
         return not self.ended
 
 
-def test_a_delivery_process_that_ended_is_started_again_at_most_every_30_s(tmp_path, monkeypatch, caplog):
+def test_a_delivery_process_that_ended_is_replaced_at_once_or_after_a_growing_wait(tmp_path, monkeypatch, caplog):
+    """One that ran 30 s or more is replaced as soon as its end is seen; one that ended
+    young waits 1 s, then 2, 4... for each young end in a row (a crash loop forks the
+    application at a slowing pace), and a long-lived one resets the count."""
     clock = FakeClock(1000.0)
     w = TelemetryWriter(embedded_settings(tmp_path), start=False, clock=clock)
     started: list[_Started] = []
@@ -116,24 +120,41 @@ def test_a_delivery_process_that_ended_is_started_again_at_most_every_30_s(tmp_p
         started.append(proc)
         return proc
 
+    def end_last(returncode=None) -> None:
+        started[-1].ended, started[-1].returncode = True, returncode
+
     monkeypatch.setattr(writer.deliverer, "spawn", spawn)
     w._keep_deliverer(clock.time())
     assert [p.pid for p in started] == [100] and w.stats().delivery_pid == 100
-    w._keep_deliverer(clock.time() + 3600)  # running: left alone, however late
+    clock.advance(3600)
+    w._keep_deliverer(clock.time())  # running: left alone, however late
     assert len(started) == 1
-    started[0].ended, started[0].returncode = True, -9  # killed
+    end_last(-9)  # killed after an hour
     with caplog.at_level(logging.WARNING, logger="csctracker_ai_core.telemetry.writer"):
-        clock.advance(DELIVERER_RESTART_S - 0.1)
         w._keep_deliverer(clock.time())
-        assert len(started) == 1  # not before 30 s after the last start
-        clock.advance(0.1)
-        w._keep_deliverer(clock.time())
-    assert [p.pid for p in started] == [100, 101] and w.stats().delivery_pid == 101
+    assert [p.pid for p in started] == [100, 101] and w.stats().delivery_pid == 101  # at once
     assert "delivery process 100" in caplog.text and "-9" in caplog.text
-    started[1].ended = True  # reaped by someone else: no status
+    for young, wait_s in enumerate([1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0], start=1):
+        clock.advance(0.5)
+        end_last()  # ended half a second after its start (reaped elsewhere: no status)
+        w._keep_deliverer(clock.time())
+        assert len(started) == 1 + young, young  # not yet
+        clock.advance(wait_s - 0.01)
+        w._keep_deliverer(clock.time())
+        assert len(started) == 1 + young, young
+        clock.advance(0.01)
+        w._keep_deliverer(clock.time())
+        assert len(started) == 2 + young, young
+    clock.advance(DELIVERER_RESTART_S)
+    end_last()  # this one lived 30 s: the count starts over
+    w._keep_deliverer(clock.time())
+    assert len(started) == 10
+    clock.advance(0.5)
+    end_last()
+    w._keep_deliverer(clock.time())
     clock.advance(1.0)
-    w._keep_deliverer(clock.time())  # ended at once: the next try waits its 30 s
-    assert len(started) == 2
+    w._keep_deliverer(clock.time())
+    assert len(started) == 11  # 1 s again
     w.close(0)
 
 

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from csctracker_ai_core.telemetry.policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
+from csctracker_ai_core.telemetry.policy import (
+    DELIVERER_RESTART_S,
+    BatchPolicy,
+    backoff_delay,
+    deliverer_restart_delay,
+    delivery_delay,
+    reopen_verdict,
+)
 from csctracker_ai_core.telemetry.records import TRUNCATION_MARKER_FORMAT, cap_text
 
 P = BatchPolicy(interval_s=1.0, max_rows=100, max_bytes=1000, backoff_base_s=0.5, backoff_max_s=30.0)
@@ -116,6 +123,24 @@ def test_a_writer_that_cannot_insert_sleeps_until_it_can(tmp_path, case):
 )
 def test_reopen_verdict(reopens, loads, verdict):
     assert reopen_verdict(reopens, loads) == verdict
+
+
+@pytest.mark.parametrize(
+    ("lived_s", "young_before", "expected"),
+    [
+        (3600.0, 0, (0.0, 0)),  # lived long: replaced at once
+        (DELIVERER_RESTART_S, 4, (0.0, 0)),  # 30 s is long enough, and resets the count
+        (0.0, 0, (1.0, 1)),  # died at once: 1 s
+        (29.9, 0, (1.0, 1)),
+        (5.0, 1, (2.0, 2)),
+        (5.0, 2, (4.0, 3)),
+        (5.0, 4, (16.0, 5)),
+        (5.0, 5, (DELIVERER_RESTART_S, 6)),  # 32 s capped
+        (5.0, 5000, (DELIVERER_RESTART_S, 5001)),  # a loop of days: no float overflow (2.0 ** 5000)
+    ],
+)
+def test_deliverer_restart_delay(lived_s, young_before, expected):
+    assert deliverer_restart_delay(lived_s, young_before) == expected
 
 
 def _fake_root(tmp_path, cgroup_lines, files):

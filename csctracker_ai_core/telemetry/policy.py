@@ -11,7 +11,16 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-__all__ = ["BatchPolicy", "backoff_delay", "delivery_delay", "reopen_verdict", "REOPEN_STOP_SHARE", "REOPEN_WARN_EVERY"]
+__all__ = [
+    "BatchPolicy",
+    "backoff_delay",
+    "delivery_delay",
+    "reopen_verdict",
+    "deliverer_restart_delay",
+    "REOPEN_STOP_SHARE",
+    "REOPEN_WARN_EVERY",
+    "DELIVERER_RESTART_S",
+]
 
 
 @dataclass(frozen=True)
@@ -98,3 +107,22 @@ def reopen_verdict(reopens: int, loads: Sequence[tuple[int, int | None]]) -> str
     if reopens > 0 and reopens % REOPEN_WARN_EVERY == 0:
         return "warn"
     return "reopen"
+
+
+#: A delivery process that ended within this long of its start ended young: the next
+#: one waits 1, 2, 4... s for each young end in a row, up to this (a crash loop must not
+#: fork the application's master every second). One that lived longer is replaced at
+#: once: one killed delivery process must not leave the spool undelivered for long.
+DELIVERER_RESTART_S = 30.0
+
+
+def deliverer_restart_delay(lived_s: float, young_in_a_row: int) -> tuple[float, int]:
+    """When a delivery process that ran ``lived_s`` seconds is seen ended: the seconds to
+    wait before starting the next, and the young ends in a row counting this one.
+
+    ``young_in_a_row``: how many of its predecessors in a row ended young (see
+    :data:`DELIVERER_RESTART_S`)."""
+    if lived_s >= DELIVERER_RESTART_S:
+        return 0.0, 0
+    young = young_in_a_row + 1
+    return min(DELIVERER_RESTART_S, 2.0 ** min(young - 1, 16)), young  # 2**16 s is past any cap

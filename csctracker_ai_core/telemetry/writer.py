@@ -60,7 +60,14 @@ from ..paths import private_dir, tighten_tree
 from . import connection, deliverer, limits, ownership
 from .connection import preload_driver
 from .events import CallEvent
-from .policy import BatchPolicy, backoff_delay, delivery_delay, reopen_verdict
+from .policy import (
+    DELIVERER_RESTART_S,
+    BatchPolicy,
+    backoff_delay,
+    deliverer_restart_delay,
+    delivery_delay,
+    reopen_verdict,
+)
 from .quarantine import Delivery, Quarantine, insert_lines
 from .records import DEFAULT_MAX_TEXT_BYTES, encode_event
 from .schema import ensure_schema
@@ -72,9 +79,6 @@ __all__ = ["TelemetrySink", "TelemetryWriter", "NullSink", "DroppingSink", "Writ
 logger = logging.getLogger(__name__)
 
 Redactor = Callable[[CallEvent], CallEvent]
-#: A delivery process that ended is started again at most this often (a crash loop
-#: must not fork the application's master every second).
-DELIVERER_RESTART_S = 30.0
 REDACTION_FAILED = "[redaction failed: text withheld]"
 
 
@@ -348,6 +352,9 @@ class TelemetryWriter:
         # under uWSGI (no uWSGI process opens it).
         self._deliverer: deliverer.DeliveryProcess | None = None
         self._deliverer_next_at = 0.0
+        self._deliverer_started_at = 0.0
+        self._deliverer_young_ends = 0  # in a row (policy.deliverer_restart_delay)
+        self._deliverer_end_seen = False
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._flush_requested = 0  # flush() tickets handed out
@@ -652,6 +659,8 @@ class TelemetryWriter:
         self._reopen_stopped = False  # for good in this process (see _may_reopen)
         self._deliverer = None  # the parent's, not ours to watch
         self._deliverer_next_at = 0.0
+        self._deliverer_young_ends = 0
+        self._deliverer_end_seen = False
         self._owner = False  # ownership.py forgot the inherited lock
         self._written = self._spooled = self._replayed = self._dropped = 0
         self._inserts = self._failures = self._handed_off = self._redaction_errors = 0
@@ -962,22 +971,33 @@ class TelemetryWriter:
             ownership.release(self.settings.embedded_path)
 
     def _keep_deliverer(self, now: float, *, serves: int | None = None, hand_over_lock: bool = False) -> None:
-        """A process that stopped reopening the store, or under uWSGI: keep a delivery
-        process running (deliverer.py), started again at most every ``DELIVERER_RESTART_S``
-        if it ended; it serves this process, or the one ``serves`` names (see deliverer.spawn
-        for ``hand_over_lock``)."""
+        """Keep a delivery process running (deliverer.py): in a process that stopped
+        reopening the store, under uWSGI, with ``delivery="process"``. One that ended is
+        replaced at once, or after a wait if it ended young
+        (:func:`.policy.deliverer_restart_delay`); a start that failed is tried again
+        after ``DELIVERER_RESTART_S``. It serves this process, or the one ``serves``
+        names (see deliverer.spawn for ``hand_over_lock``)."""
         last = self._deliverer
         if last is not None and last.running():
             return
-        if now < self._deliverer_next_at:
-            return
-        if last is not None:
+        if last is not None and not self._deliverer_end_seen:
+            self._deliverer_end_seen = True
+            delay, self._deliverer_young_ends = deliverer_restart_delay(
+                now - self._deliverer_started_at, self._deliverer_young_ends
+            )
+            self._deliverer_next_at = now + delay
             logger.warning(
-                "telemetry: the delivery process %d of the spool %s ended (exit status %s); starting another",
+                "telemetry: the delivery process %d of the spool %s ended (exit status %s); starting another%s",
                 last.pid,
                 self.settings.spool_path,
                 "unknown" if last.returncode is None else last.returncode,
+                f" in {delay:.0f} s" if delay else "",
             )
+        if now < self._deliverer_next_at:
+            return
+        self._deliverer_started_at = now
+        self._deliverer_end_seen = False
+        # A start that fails (no interpreter, a task limit) is tried again this much later.
         self._deliverer_next_at = now + DELIVERER_RESTART_S
         self._deliverer = deliverer.spawn(
             self.settings,
