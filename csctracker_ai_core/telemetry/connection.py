@@ -55,6 +55,11 @@ def delivered_by_process(settings: ClickHouseSettings) -> bool:
     return settings.mode == "embedded" and settings.delivery != "external" and not opens_embedded_store(settings)
 
 
+def delivery_reason() -> str:
+    """Why a delivery process owns the store, in words for messages (see :func:`delivered_by_process`)."""
+    return "under uWSGI" if forking.under_uwsgi() else "telemetry delivery 'process'"
+
+
 def refuse_if_delivered(settings: ClickHouseSettings) -> None:
     """Raise :class:`TelemetryError` where a delivery process owns the embedded store.
 
@@ -62,9 +67,9 @@ def refuse_if_delivered(settings: ClickHouseSettings) -> None:
     uWSGI a worker then hangs at exit) and, while this process held the store, keep the
     delivery process from starting."""
     if delivered_by_process(settings):
-        reason = "under uWSGI" if forking.under_uwsgi() else "telemetry delivery 'process'"
         raise TelemetryError(
-            f"the embedded telemetry store {settings.embedded_path} belongs to a delivery process ({reason}): "
+            f"the embedded telemetry store {settings.embedded_path} belongs to a delivery process "
+            f"({delivery_reason()}): "
             "this process does not open it, not even to read it. Read it with `csc-ai report` while no "
             "application runs, or use a ClickHouse server (CLICKHOUSE_HOST) when reports must run while "
             "applications run."

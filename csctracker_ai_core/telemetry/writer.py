@@ -826,7 +826,7 @@ class TelemetryWriter:
             if self._role != "spooler":
                 logger.info(
                     "%s: this process spools to %s and a delivery process owns the embedded telemetry store %s",
-                    "under uWSGI" if forking.under_uwsgi() else "telemetry delivery is 'process'",
+                    connection.delivery_reason(),
                     self.settings.spool_path,
                     self.settings.embedded_path,
                 )
